@@ -1,0 +1,743 @@
+package duroxide
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"runtime"
+	"strconv"
+	"time"
+)
+
+// engine replays one execution of one instance. Orchestration code runs on
+// its own goroutine, but never concurrently with the engine: control passes
+// back and forth over two channels, so everything is deterministic.
+//
+// An engine is kept between turns (the runtime's cache), so a turn applies
+// only the new messages instead of replaying the whole history.
+type engine struct {
+	rt *Runtime
+
+	instance          string
+	executionID       int64
+	name, version     string
+	input             string
+	parentInstance    string
+	parentExecutionID int64
+	parentID          int64
+	createdAtMs       int64
+	fn                orchFunc
+
+	nextID    int64
+	replaying bool
+	nowMs     int64 // deterministic time: timestamp of the latest applied event
+
+	emitted []*action        // actions not yet matched to history or recorded
+	open    map[int64]*Task  // schedule id → task awaiting its completion
+	kinds   map[int64]EventKind // every schedule id of this execution → its kind
+
+	// External events: buffered arrivals and waiting subscriptions, per name.
+	arrivals   []ExternalArrival
+	subs       []*Task
+	customStat *string
+
+	// Orchestration goroutine.
+	started  bool
+	resumeCh chan struct{}
+	yieldCh  chan struct{}
+	waiting  func() bool
+	finished bool
+	aborting bool
+	outRes   string
+	outErr   error
+	panicMsg string
+
+	// Terminal state.
+	terminal   bool
+	failure    *ErrorDetails // engine-detected failure (nondeterminism, cancel, panic)
+	cancelReq  bool
+	cancelText string
+
+	// Turn output.
+	delta     []Event
+	workItems []WorkItem
+	orchItems []WorkItem
+	cancelled []ActivityRef
+	setCS     bool
+	status    Status
+	output    string
+
+	ctx *OrchestrationContext
+
+	startedMs int64
+	// post holds metric updates and log lines of the current turn, emitted
+	// after its commit succeeds.
+	post []func()
+}
+
+type action struct {
+	ev     Event
+	task   *Task    // task bound by a schedule action
+	target *Task    // task cancelled by a cancel action
+	delay  time.Duration
+	sysFn  func() string
+}
+
+func newEngine(rt *Runtime, instance string, executionID int64, fn orchFunc) *engine {
+	e := &engine{
+		rt:          rt,
+		instance:    instance,
+		executionID: executionID,
+		fn:          fn,
+		nextID:      1,
+		open:        map[int64]*Task{},
+		kinds:       map[int64]EventKind{},
+		resumeCh:    make(chan struct{}),
+		yieldCh:     make(chan struct{}),
+	}
+	e.ctx = &OrchestrationContext{e: e}
+	return e
+}
+
+func (e *engine) beginTurn() {
+	e.post = nil
+	e.delta, e.workItems, e.orchItems, e.cancelled = nil, nil, nil, nil
+	e.setCS, e.status, e.output = false, StatusRunning, ""
+}
+
+// ---------------------------------------------------------------------------
+// Orchestration goroutine handoff.
+
+func (e *engine) startCode() {
+	e.started = true
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				e.panicMsg = fmt.Sprint(r)
+			}
+			e.finished = true
+			e.waiting = nil
+			e.yieldCh <- struct{}{}
+		}()
+		<-e.resumeCh
+		if e.aborting {
+			runtime.Goexit()
+		}
+		e.outRes, e.outErr = e.fn(e.ctx, e.input)
+	}()
+	e.runCode()
+}
+
+// runCode gives control to the orchestration until it blocks or returns.
+func (e *engine) runCode() {
+	e.waiting = nil
+	e.resumeCh <- struct{}{}
+	<-e.yieldCh
+	if e.finished && !e.terminal && e.failure == nil {
+		e.codeFinished()
+	}
+}
+
+// block is called on the orchestration goroutine: it hands control back to
+// the engine until ready reports true.
+func (e *engine) block(ready func() bool) {
+	if e.aborting {
+		runtime.Goexit()
+	}
+	if ready() {
+		return
+	}
+	e.waiting = ready
+	e.yieldCh <- struct{}{}
+	<-e.resumeCh
+	if e.aborting {
+		runtime.Goexit()
+	}
+}
+
+// maybeResume resumes the orchestration if what it waits for is ready.
+func (e *engine) maybeResume() {
+	for e.started && !e.finished && e.failure == nil && e.waiting != nil && e.waiting() {
+		e.runCode()
+	}
+}
+
+// close ends the orchestration goroutine if it is still parked.
+func (e *engine) close() {
+	if e.started && !e.finished {
+		e.aborting = true
+		e.resumeCh <- struct{}{}
+		<-e.yieldCh
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Emission (called from the orchestration goroutine or from task callbacks).
+
+func (e *engine) emit(a *action) {
+	if e.aborting {
+		runtime.Goexit()
+	}
+	e.emitted = append(e.emitted, a)
+}
+
+func (e *engine) newTask(kind taskKind, name string) *Task {
+	return &Task{e: e, kind: kind, name: name}
+}
+
+// cancelTask withdraws interest in a pending task (a select loser).
+func (e *engine) cancelTask(t *Task, reason string) {
+	if t.done || t.cancelled {
+		return
+	}
+	t.cancelled = true
+	switch t.kind {
+	case taskActivity:
+		if t.id != 0 {
+			delete(e.open, t.id)
+		}
+		e.emit(&action{ev: Event{Kind: EventActivityCancelRequested, Reason: reason}, target: t})
+	case taskSubOrch:
+		if t.id != 0 {
+			delete(e.open, t.id)
+		}
+		e.emit(&action{ev: Event{Kind: EventSubOrchestrationCancelRequested, Reason: reason}, target: t})
+	case taskTimer:
+		if t.id != 0 {
+			delete(e.open, t.id)
+		}
+	case taskExternal:
+		for i, s := range e.subs {
+			if s == t {
+				e.subs = append(e.subs[:i], e.subs[i+1:]...)
+				break
+			}
+		}
+	case taskComposite:
+		if t.onCancel != nil {
+			t.onCancel()
+		}
+	}
+	t.resolve("", &TaskError{Kind: t.kind.String(), Name: t.name, Details: ErrorDetails{Category: CategoryCancelled, Message: reason}})
+}
+
+// ---------------------------------------------------------------------------
+// Applying events.
+
+// fail ends the execution with an engine-detected error.
+func (e *engine) fail(d *ErrorDetails) {
+	if e.failure == nil && !e.terminal {
+		e.failure = d
+	}
+}
+
+func (e *engine) nondeterministic(format string, args ...any) {
+	e.fail(&ErrorDetails{Category: CategoryConfiguration, Message: "nondeterministic: " + fmt.Sprintf(format, args...)})
+}
+
+// replay applies persisted history.
+func (e *engine) replay(history []Event) {
+	if len(history) == 0 {
+		e.nondeterministic("corrupted history: empty")
+		return
+	}
+	if history[0].Kind != EventOrchestrationStarted {
+		e.nondeterministic("corrupted history: first event is %s, not OrchestrationStarted", history[0].Kind)
+		return
+	}
+	e.replaying = true
+	for i := range history {
+		if e.failure != nil || e.terminal {
+			break
+		}
+		e.apply(&history[i])
+	}
+	e.replaying = false
+	if !e.terminal && e.failure == nil {
+		e.maybeResume()
+	}
+}
+
+// record appends a new event to the turn's delta and applies it.
+func (e *engine) record(ev Event) {
+	ev.EventID = e.nextID
+	if ev.TimestampMs == 0 {
+		ev.TimestampMs = time.Now().UnixMilli()
+	}
+	e.delta = append(e.delta, ev)
+	e.apply(&e.delta[len(e.delta)-1])
+}
+
+func (e *engine) apply(ev *Event) {
+	if ev.EventID >= e.nextID {
+		e.nextID = ev.EventID + 1
+	}
+	if ev.TimestampMs > e.nowMs {
+		e.nowMs = ev.TimestampMs
+	}
+	switch ev.Kind {
+	case EventOrchestrationStarted:
+		if e.started {
+			e.nondeterministic("duplicate OrchestrationStarted at event %d", ev.EventID)
+			return
+		}
+		e.name, e.version, e.input = ev.Name, ev.Version, ev.Input
+		e.startedMs = ev.TimestampMs
+		e.parentInstance, e.parentExecutionID, e.parentID = ev.ParentInstance, ev.ParentExecutionID, ev.ParentID
+		e.arrivals = append(e.arrivals[:0], ev.CarryForward...)
+		e.customStat = ev.CustomStatus
+		e.startCode()
+
+	case EventActivityScheduled, EventTimerCreated, EventExternalSubscribed, EventSubOrchestrationScheduled,
+		EventOrchestrationChained, EventCustomStatusUpdated, EventSystemCall:
+		e.matchSchedule(ev)
+
+	case EventActivityCancelRequested, EventSubOrchestrationCancelRequested:
+		if ev.Reason == reasonTerminal {
+			return // written by the engine at a terminal turn, not by code
+		}
+		e.matchSchedule(ev)
+
+	case EventActivityCompleted, EventActivityFailed, EventTimerFired,
+		EventSubOrchestrationCompleted, EventSubOrchestrationFailed:
+		t, ok := e.open[ev.SourceEventID]
+		if !ok {
+			e.nondeterministic("%s for event %d, which is not an open schedule", ev.Kind, ev.SourceEventID)
+			return
+		}
+		want := completionKind(ev.Kind)
+		if k := e.kinds[ev.SourceEventID]; k != want {
+			e.nondeterministic("%s for event %d, which is a %s", ev.Kind, ev.SourceEventID, k)
+			return
+		}
+		delete(e.open, ev.SourceEventID)
+		switch ev.Kind {
+		case EventActivityCompleted, EventSubOrchestrationCompleted:
+			t.resolve(ev.Result, nil)
+		case EventTimerFired:
+			t.resolve("", nil)
+		default:
+			d := ErrorDetails{Category: CategoryApplication}
+			if ev.Error != nil {
+				d = *ev.Error
+			}
+			kind := "activity"
+			if ev.Kind == EventSubOrchestrationFailed {
+				kind = "sub-orchestration"
+			}
+			t.resolve("", &TaskError{Kind: kind, Name: t.name, Details: d})
+		}
+		e.maybeResume()
+
+	case EventExternalEvent:
+		e.deliverExternal(ExternalArrival{Name: ev.Name, Data: ev.Data})
+		e.maybeResume()
+
+	case EventOrchestrationCancelRequested:
+		e.cancelReq, e.cancelText = true, ev.Reason
+
+	case EventOrchestrationCompleted, EventOrchestrationFailed, EventOrchestrationContinuedAsNew:
+		e.terminal = true
+
+	default:
+		e.nondeterministic("unknown event kind %q at event %d", ev.Kind, ev.EventID)
+	}
+}
+
+func completionKind(k EventKind) EventKind {
+	switch k {
+	case EventActivityCompleted, EventActivityFailed:
+		return EventActivityScheduled
+	case EventTimerFired:
+		return EventTimerCreated
+	default:
+		return EventSubOrchestrationScheduled
+	}
+}
+
+// matchSchedule pairs a recorded schedule event with the next action the code emitted.
+func (e *engine) matchSchedule(ev *Event) {
+	if len(e.emitted) == 0 {
+		if e.finished {
+			return // the code already returned; the rest of history is irrelevant
+		}
+		e.nondeterministic("history has %s at event %d, but the code scheduled nothing", describeEvent(ev), ev.EventID)
+		return
+	}
+	a := e.emitted[0]
+	if !actionMatches(a, ev) {
+		e.nondeterministic("history has %s at event %d, but the code scheduled %s", describeEvent(ev), ev.EventID, describeEvent(&a.ev))
+		return
+	}
+	e.emitted = e.emitted[1:]
+	e.bind(a, ev)
+	e.maybeResume()
+}
+
+func actionMatches(a *action, ev *Event) bool {
+	if a.ev.Kind != ev.Kind {
+		return false
+	}
+	switch ev.Kind {
+	case EventActivityScheduled, EventSubOrchestrationScheduled:
+		return a.ev.Name == ev.Name && a.ev.Input == ev.Input
+	case EventExternalSubscribed, EventSystemCall:
+		return a.ev.Name == ev.Name
+	case EventOrchestrationChained:
+		return a.ev.Name == ev.Name && a.ev.Instance == ev.Instance && a.ev.Input == ev.Input
+	case EventActivityCancelRequested, EventSubOrchestrationCancelRequested:
+		return a.target != nil && a.target.id == ev.SourceEventID
+	}
+	return true
+}
+
+func describeEvent(ev *Event) string {
+	switch ev.Kind {
+	case EventActivityScheduled:
+		return fmt.Sprintf("activity %q with input %s", ev.Name, truncate(ev.Input, 80))
+	case EventSubOrchestrationScheduled:
+		return fmt.Sprintf("sub-orchestration %q with input %s", ev.Name, truncate(ev.Input, 80))
+	case EventTimerCreated:
+		return "a timer"
+	case EventExternalSubscribed:
+		return fmt.Sprintf("a wait for event %q", ev.Name)
+	case EventOrchestrationChained:
+		return fmt.Sprintf("detached orchestration %q (instance %q)", ev.Name, ev.Instance)
+	case EventCustomStatusUpdated:
+		return "a custom status update"
+	case EventSystemCall:
+		return fmt.Sprintf("system call %q", ev.Name)
+	case EventActivityCancelRequested:
+		return fmt.Sprintf("cancellation of activity event %d", ev.SourceEventID)
+	case EventSubOrchestrationCancelRequested:
+		return fmt.Sprintf("cancellation of sub-orchestration event %d", ev.SourceEventID)
+	}
+	return string(ev.Kind)
+}
+
+func truncate(s string, n int) string {
+	if s == "" {
+		return `""`
+	}
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// bind attaches a schedule event (recorded now or found in history) to its action.
+func (e *engine) bind(a *action, ev *Event) {
+	switch ev.Kind {
+	case EventActivityScheduled, EventTimerCreated, EventSubOrchestrationScheduled:
+		e.kinds[ev.EventID] = ev.Kind
+		a.task.id = ev.EventID
+		if ev.Kind == EventSubOrchestrationScheduled {
+			a.task.child = ev.Instance
+		}
+		if !a.task.cancelled {
+			e.open[ev.EventID] = a.task
+		}
+	case EventSystemCall:
+		a.task.id = ev.EventID
+		a.task.resolve(ev.Result, nil)
+	case EventCustomStatusUpdated:
+		e.customStat = ev.CustomStatus
+	case EventExternalSubscribed:
+		a.task.id = ev.EventID
+	}
+}
+
+func (e *engine) deliverExternal(arr ExternalArrival) {
+	for i, s := range e.subs {
+		if s.name == arr.Name {
+			e.subs = append(e.subs[:i], e.subs[i+1:]...)
+			s.resolve(arr.Data, nil)
+			return
+		}
+	}
+	e.arrivals = append(e.arrivals, arr)
+}
+
+// subscribe registers a wait for an external event; a buffered arrival of
+// that name is consumed at once.
+func (e *engine) subscribe(t *Task) {
+	for i, a := range e.arrivals {
+		if a.Name == t.name {
+			e.arrivals = append(e.arrivals[:i], e.arrivals[i+1:]...)
+			t.resolve(a.Data, nil)
+			return
+		}
+	}
+	e.subs = append(e.subs, t)
+}
+
+// ---------------------------------------------------------------------------
+// New messages.
+
+// applyMessage turns a queue message into a new history event, or drops it.
+func (e *engine) applyMessage(m *WorkItem) {
+	if e.terminal || e.failure != nil {
+		return
+	}
+	switch m.Kind {
+	case WorkActivityCompleted, WorkActivityFailed, WorkTimerFired, WorkSubOrchCompleted, WorkSubOrchFailed:
+		if m.ExecutionID != 0 && m.ExecutionID != e.executionID {
+			e.rt.logger.Debug("dropping completion for another execution", "instance", e.instance, "kind", m.Kind, "execution_id", m.ExecutionID)
+			return
+		}
+		var ev Event
+		switch m.Kind {
+		case WorkActivityCompleted:
+			ev = Event{Kind: EventActivityCompleted, Result: m.Result}
+		case WorkActivityFailed:
+			ev = Event{Kind: EventActivityFailed, Error: m.Error}
+		case WorkTimerFired:
+			ev = Event{Kind: EventTimerFired, FireAtMs: m.FireAtMs}
+		case WorkSubOrchCompleted:
+			ev = Event{Kind: EventSubOrchestrationCompleted, Result: m.Result}
+		default:
+			ev = Event{Kind: EventSubOrchestrationFailed, Error: m.Error}
+		}
+		ev.SourceEventID = m.ID
+		k, known := e.kinds[m.ID]
+		if !known {
+			e.nondeterministic("%s for event %d, which was never scheduled", ev.Kind, m.ID)
+			return
+		}
+		if k != completionKind(ev.Kind) {
+			e.nondeterministic("%s for event %d, which is a %s", ev.Kind, m.ID, k)
+			return
+		}
+		if _, open := e.open[m.ID]; !open {
+			return // duplicate delivery, or the result of a cancelled task
+		}
+		if m.Error != nil && (m.Error.Category == CategoryPoison || m.Error.Category == CategoryInfrastructure || m.Error.Category == CategoryConfiguration) {
+			// A system failure of a child task fails this execution.
+			e.record(ev)
+			e.fail(m.Error)
+			return
+		}
+		e.record(ev)
+	case WorkExternalRaised:
+		e.record(Event{Kind: EventExternalEvent, Name: m.Name, Data: m.Data})
+	case WorkCancelInstance:
+		if !e.cancelReq {
+			e.record(Event{Kind: EventOrchestrationCancelRequested, Reason: m.Reason})
+		}
+	default:
+		// Duplicate starts and stale continue-as-new items are ignored.
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Finishing a turn.
+
+const reasonTerminal = "orchestration_terminal"
+
+// flush records the actions the code emitted beyond history, resuming the
+// code whenever a recorded action resolves what it waits for, until the
+// orchestration is quiescent.
+func (e *engine) flush() {
+	for e.failure == nil && !e.terminal && !e.cancelReq {
+		if len(e.emitted) == 0 {
+			break
+		}
+		e.flushOne()
+		e.maybeResume()
+	}
+	if e.cancelReq && !e.terminal && e.failure == nil {
+		e.fail(&ErrorDetails{Category: CategoryCancelled, Message: e.cancelText})
+	}
+	if e.failure != nil && !e.terminal {
+		e.finishWith(StatusFailed)
+		return
+	}
+	if e.finished && !e.terminal {
+		e.codeFinished()
+	}
+}
+
+func (e *engine) emitSideEffects(a *action, ev *Event) {
+	switch ev.Kind {
+	case EventActivityScheduled:
+		e.workItems = append(e.workItems, WorkItem{Kind: WorkActivityExecute, Instance: e.instance, ExecutionID: e.executionID,
+			ID: ev.EventID, Name: ev.Name, Input: ev.Input, OrchestrationName: e.name})
+	case EventTimerCreated:
+		e.orchItems = append(e.orchItems, WorkItem{Kind: WorkTimerFired, Instance: e.instance, ExecutionID: e.executionID,
+			ID: ev.EventID, FireAtMs: ev.FireAtMs})
+	case EventSubOrchestrationScheduled:
+		e.orchItems = append(e.orchItems, WorkItem{Kind: WorkStartOrchestration, Instance: ev.Instance, Name: ev.Name,
+			Version: ev.Version, Input: ev.Input, ParentInstance: e.instance, ParentExecutionID: e.executionID, ParentID: ev.EventID})
+	case EventOrchestrationChained:
+		e.orchItems = append(e.orchItems, WorkItem{Kind: WorkStartOrchestration, Instance: ev.Instance, Name: ev.Name,
+			Version: ev.Version, Input: ev.Input})
+	case EventCustomStatusUpdated:
+		e.setCS = true
+	case EventActivityCancelRequested:
+		if ev.SourceEventID != 0 {
+			e.cancelled = append(e.cancelled, ActivityRef{Instance: e.instance, ExecutionID: e.executionID, ActivityID: ev.SourceEventID})
+		}
+	case EventSubOrchestrationCancelRequested:
+		if a.target.child != "" {
+			e.orchItems = append(e.orchItems, WorkItem{Kind: WorkCancelInstance, Instance: a.target.child, Reason: "parent dropped sub-orchestration"})
+		}
+	}
+}
+
+// codeFinished turns the orchestration's return into the terminal event.
+func (e *engine) codeFinished() {
+	if e.terminal {
+		return
+	}
+	if len(e.emitted) > 0 && e.replaying {
+		return // the rest is recorded when history ends
+	}
+	switch {
+	case e.panicMsg != "":
+		e.fail(&ErrorDetails{Category: CategoryApplication, Message: "orchestration panicked: " + e.panicMsg})
+	case e.outErr != nil:
+		if can, ok := e.outErr.(*continueAsNewError); ok {
+			e.continueAsNew(can)
+			return
+		}
+		e.fail(detailsFromError(e.outErr))
+	}
+	if e.replaying {
+		return // terminal events are only written for new progress
+	}
+	// Record any detached starts or status updates emitted before returning.
+	for len(e.emitted) > 0 && e.failure == nil {
+		e.flushOne()
+	}
+	if e.failure != nil {
+		e.finishWith(StatusFailed)
+		return
+	}
+	e.finishWith(StatusCompleted)
+}
+
+func (e *engine) flushOne() {
+	a := e.emitted[0]
+	e.emitted = e.emitted[1:]
+	ev := a.ev
+	ev.TimestampMs = time.Now().UnixMilli()
+	ev.EventID = e.nextID
+	switch ev.Kind {
+	case EventTimerCreated:
+		ev.FireAtMs = ev.TimestampMs + (a.delay+time.Millisecond-1).Milliseconds()
+	case EventSubOrchestrationScheduled:
+		if ev.Instance == "" {
+			ev.Instance = e.instance + "::sub::" + strconv.FormatInt(ev.EventID, 10)
+		}
+	case EventSystemCall:
+		ev.Result = a.sysFn()
+	case EventActivityCancelRequested, EventSubOrchestrationCancelRequested:
+		ev.SourceEventID = a.target.id
+	}
+	e.delta = append(e.delta, ev)
+	rec := &e.delta[len(e.delta)-1]
+	e.nextID++
+	e.bind(a, rec)
+	e.emitSideEffects(a, rec)
+}
+
+// finishWith writes the terminal event and its side effects.
+func (e *engine) finishWith(st Status) {
+	if e.terminal {
+		return
+	}
+	if e.replaying {
+		return
+	}
+	e.cancelOutstanding()
+	var ev Event
+	switch st {
+	case StatusCompleted:
+		ev = Event{Kind: EventOrchestrationCompleted, Result: e.outRes}
+		e.output = e.outRes
+	default:
+		d := e.failure
+		ev = Event{Kind: EventOrchestrationFailed, Error: d}
+		if d.Category == CategoryCancelled {
+			st = StatusCancelled
+		}
+		e.output = mustJSON(d)
+	}
+	e.status = st
+	e.appendNew(ev)
+	e.terminal = true
+	if e.parentInstance != "" {
+		w := WorkItem{Instance: e.parentInstance, ExecutionID: e.parentExecutionID, ID: e.parentID}
+		if st == StatusCompleted {
+			w.Kind, w.Result = WorkSubOrchCompleted, e.outRes
+		} else {
+			w.Kind, w.Error = WorkSubOrchFailed, e.failure
+		}
+		e.orchItems = append(e.orchItems, w)
+	}
+}
+
+func (e *engine) continueAsNew(can *continueAsNewError) {
+	e.cancelOutstanding()
+	carry := append([]ExternalArrival(nil), e.arrivals...)
+	e.appendNew(Event{Kind: EventOrchestrationContinuedAsNew, Input: can.input, Version: can.version})
+	e.terminal = true
+	e.status, e.output = StatusContinuedAsNew, can.input
+	version := can.version
+	if version == "" {
+		version = "" // latest registered
+	}
+	e.orchItems = append(e.orchItems, WorkItem{Kind: WorkContinueAsNew, Instance: e.instance, ExecutionID: e.executionID,
+		Name: e.name, Version: version, Input: can.input, CarryForward: carry, CustomStatus: e.customStat,
+		ParentInstance: e.parentInstance, ParentExecutionID: e.parentExecutionID, ParentID: e.parentID})
+}
+
+// cancelOutstanding withdraws activities and sub-orchestrations still in
+// flight when the execution ends.
+func (e *engine) cancelOutstanding() {
+	// Record actions emitted but not yet recorded (they were never dispatched).
+	e.emitted = nil
+	ids := make([]int64, 0, len(e.open))
+	for id := range e.open {
+		ids = append(ids, id)
+	}
+	sortInt64(ids)
+	for _, id := range ids {
+		t := e.open[id]
+		switch t.kind {
+		case taskActivity:
+			e.appendNew(Event{Kind: EventActivityCancelRequested, SourceEventID: id, Reason: reasonTerminal})
+			e.cancelled = append(e.cancelled, ActivityRef{Instance: e.instance, ExecutionID: e.executionID, ActivityID: id})
+		case taskSubOrch:
+			e.appendNew(Event{Kind: EventSubOrchestrationCancelRequested, SourceEventID: id, Reason: reasonTerminal})
+			e.orchItems = append(e.orchItems, WorkItem{Kind: WorkCancelInstance, Instance: t.child, Reason: "parent orchestration ended"})
+		}
+	}
+	e.open = map[int64]*Task{}
+}
+
+func (e *engine) appendNew(ev Event) {
+	ev.EventID = e.nextID
+	e.nextID++
+	if ev.TimestampMs == 0 {
+		ev.TimestampMs = time.Now().UnixMilli()
+	}
+	e.delta = append(e.delta, ev)
+}
+
+func sortInt64(a []int64) {
+	for i := 1; i < len(a); i++ {
+		for j := i; j > 0 && a[j] < a[j-1]; j-- {
+			a[j], a[j-1] = a[j-1], a[j]
+		}
+	}
+}
+
+func newGUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = (b[6] & 0x0f) | 0x40
+	b[8] = (b[8] & 0x3f) | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}

@@ -1,0 +1,220 @@
+package duroxide
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics holds the runtime's Prometheus collectors. A nil *metrics (no
+// Registerer configured) records nothing.
+type metrics struct {
+	reg        prometheus.Registerer
+	collectors []prometheus.Collector
+
+	orchStarts      *prometheus.CounterVec
+	orchCompletions *prometheus.CounterVec
+	orchFailures    *prometheus.CounterVec
+	orchDuration    *prometheus.HistogramVec
+	orchCAN         *prometheus.CounterVec
+	orchTurns       *prometheus.CounterVec
+	orchPoison      prometheus.Counter
+	actPoison       prometheus.Counter
+	actExec         *prometheus.CounterVec
+	actDuration     *prometheus.HistogramVec
+	retries         *prometheus.CounterVec
+	retryExhausted  *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	m := &metrics{reg: reg}
+	m.orchStarts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_orchestration_starts_total",
+		Help: "Executions started, once per execution: initiated_by is client, suborchestration or continueAsNew."},
+		[]string{"orchestration_name", "version", "initiated_by"})
+	m.orchCompletions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_orchestration_completions_total",
+		Help: "Executions that ended, by status (success, failed, cancelled, continuedAsNew)."},
+		[]string{"orchestration_name", "version", "status"})
+	m.orchFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_orchestration_failures_total",
+		Help: "Failed executions by error type (app_error, config_error, poison, cancelled, infrastructure_error)."},
+		[]string{"orchestration_name", "version", "error_type"})
+	m.orchDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "duroxide_orchestration_duration_seconds",
+		Help:    "Time from an instance's creation to the end of an execution.",
+		Buckets: []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600}},
+		[]string{"orchestration_name", "version", "status"})
+	m.orchCAN = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_orchestration_continue_as_new_total",
+		Help: "Executions that continued as new."}, []string{"orchestration_name"})
+	m.orchTurns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_orchestration_turns_total",
+		Help: "Orchestration turns committed."}, []string{"orchestration_name"})
+	m.orchPoison = prometheus.NewCounter(prometheus.CounterOpts{Name: "duroxide_orchestration_poison_total",
+		Help: "Orchestration messages failed as poison."})
+	m.actPoison = prometheus.NewCounter(prometheus.CounterOpts{Name: "duroxide_activity_poison_total",
+		Help: "Activity messages failed as poison."})
+	m.actExec = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_activity_executions_total",
+		Help: "Activity executions (every attempt) by outcome (success, failure, timeout, cancelled)."},
+		[]string{"activity_name", "outcome"})
+	m.actDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "duroxide_activity_duration_seconds",
+		Help:    "Duration of every activity execution, retries included.",
+		Buckets: []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}},
+		[]string{"activity_name", "outcome"})
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_activity_retries_total",
+		Help: "Retry attempts (attempt 2 and later) of activities under a retry policy, by outcome (success, failure, timeout)."},
+		[]string{"activity_name", "status"})
+	m.retryExhausted = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_activity_retry_exhausted_total",
+		Help: "Retry sequences that gave up."}, []string{"activity_name"})
+	m.collectors = []prometheus.Collector{m.orchStarts, m.orchCompletions, m.orchFailures, m.orchDuration, m.orchCAN,
+		m.orchTurns, m.orchPoison, m.actPoison, m.actExec, m.actDuration, m.retries, m.retryExhausted, newStoreGauges(store)}
+	for i, c := range m.collectors {
+		if err := reg.Register(c); err != nil {
+			for _, done := range m.collectors[:i] {
+				reg.Unregister(done)
+			}
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) unregister() {
+	if m == nil {
+		return
+	}
+	for _, c := range m.collectors {
+		m.reg.Unregister(c)
+	}
+}
+
+func (m *metrics) start(name, version, by string) {
+	if m != nil {
+		m.orchStarts.WithLabelValues(name, version, by).Inc()
+	}
+}
+
+func (m *metrics) poison(kind string) {
+	if m == nil {
+		return
+	}
+	if kind == "activity" {
+		m.actPoison.Inc()
+	} else {
+		m.orchPoison.Inc()
+	}
+}
+
+func (m *metrics) activity(name, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.actExec.WithLabelValues(name, outcome).Inc()
+	m.actDuration.WithLabelValues(name, outcome).Observe(d.Seconds())
+}
+
+func (m *metrics) retry(name, status string) {
+	if m != nil {
+		m.retries.WithLabelValues(name, status).Inc()
+	}
+}
+
+func (m *metrics) exhausted(name string) {
+	if m != nil {
+		m.retryExhausted.WithLabelValues(name).Inc()
+	}
+}
+
+func (m *metrics) turn(name string) {
+	if m != nil {
+		m.orchTurns.WithLabelValues(name).Inc()
+	}
+}
+
+// finish records the end of an execution.
+func (m *metrics) finish(e *engine, st Status) {
+	if m == nil {
+		return
+	}
+	label := map[Status]string{StatusCompleted: "success", StatusFailed: "failed", StatusCancelled: "cancelled", StatusContinuedAsNew: "continuedAsNew"}[st]
+	m.orchCompletions.WithLabelValues(e.name, e.version, label).Inc()
+	if st == StatusContinuedAsNew {
+		m.orchCAN.WithLabelValues(e.name).Inc()
+		return
+	}
+	since := e.createdAtMs
+	if since == 0 {
+		since = e.startedMs
+	}
+	m.orchDuration.WithLabelValues(e.name, e.version, label).Observe(time.Since(time.UnixMilli(since)).Seconds())
+	if st == StatusFailed || st == StatusCancelled {
+		et := "app_error"
+		if e.failure != nil {
+			switch e.failure.Category {
+			case CategoryConfiguration:
+				et = "config_error"
+			case CategoryPoison:
+				et = "poison"
+			case CategoryInfrastructure:
+				et = "infrastructure_error"
+			case CategoryCancelled:
+				et = "cancelled"
+			}
+		}
+		m.orchFailures.WithLabelValues(e.name, e.version, et).Inc()
+	}
+}
+
+// storeGauges reads queue depths and instance counts from the store when
+// scraped (at most once a second).
+type storeGauges struct {
+	store  Store
+	active *prometheus.Desc
+	orchQ  *prometheus.Desc
+	workQ  *prometheus.Desc
+	byStat *prometheus.Desc
+
+	mu     sync.Mutex
+	last   time.Time
+	cached *StoreStats
+}
+
+func newStoreGauges(s Store) *storeGauges {
+	return &storeGauges{
+		store:  s,
+		active: prometheus.NewDesc("duroxide_active_orchestrations", "Instances whose current execution is running.", nil, nil),
+		orchQ:  prometheus.NewDesc("duroxide_orchestrator_queue_depth", "Messages in the orchestrator queue.", nil, nil),
+		workQ:  prometheus.NewDesc("duroxide_worker_queue_depth", "Messages in the worker queue.", nil, nil),
+		byStat: prometheus.NewDesc("duroxide_instances", "Instances by status of their current execution.", []string{"status"}, nil),
+	}
+}
+
+func (g *storeGauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- g.active
+	ch <- g.orchQ
+	ch <- g.workQ
+	ch <- g.byStat
+}
+
+func (g *storeGauges) Collect(ch chan<- prometheus.Metric) {
+	g.mu.Lock()
+	if g.cached == nil || time.Since(g.last) > time.Second {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := g.store.Stats(ctx)
+		cancel()
+		if err == nil {
+			g.cached, g.last = st, time.Now()
+		}
+	}
+	st := g.cached
+	g.mu.Unlock()
+	if st == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(g.active, prometheus.GaugeValue, float64(st.Instances[StatusRunning]))
+	ch <- prometheus.MustNewConstMetric(g.orchQ, prometheus.GaugeValue, float64(st.OrchestratorQueue))
+	ch <- prometheus.MustNewConstMetric(g.workQ, prometheus.GaugeValue, float64(st.WorkerQueue))
+	for _, s := range []Status{StatusRunning, StatusCompleted, StatusFailed, StatusCancelled} {
+		ch <- prometheus.MustNewConstMetric(g.byStat, prometheus.GaugeValue, float64(st.Instances[s]), string(s))
+	}
+}

@@ -1,0 +1,236 @@
+package duroxide
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// DefaultVersion is the version of orchestrations registered without one.
+const DefaultVersion = "1.0.0"
+
+// Registry holds the orchestrations and activities a runtime can run, by
+// name (and, for orchestrations, version). Register everything before
+// starting the runtime.
+type Registry struct {
+	mu     sync.RWMutex
+	orchs  map[string][]orchEntry // sorted by version ascending
+	activs map[string]activityFunc
+}
+
+type orchFunc func(ctx *OrchestrationContext, input string) (string, error)
+type activityFunc func(ctx context.Context, input string) (string, error)
+
+type orchEntry struct {
+	version string
+	key     [3]int
+	fn      orchFunc
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{orchs: map[string][]orchEntry{}, activs: map[string]activityFunc{}}
+}
+
+// RegisterOption configures a registration.
+type RegisterOption func(*registerConfig)
+
+type registerConfig struct{ version string }
+
+// WithVersion registers an orchestration under a semantic version
+// ("major.minor.patch"). New instances start on the highest registered
+// version unless started with an explicit one; running instances keep the
+// version they started with.
+func WithVersion(v string) RegisterOption { return func(c *registerConfig) { c.version = v } }
+
+// RegisterOrchestration adds an orchestration function. Input and output are
+// JSON-encoded; use json.RawMessage for raw payloads.
+func RegisterOrchestration[In, Out any](r *Registry, name string, fn func(ctx *OrchestrationContext, input In) (Out, error), opts ...RegisterOption) error {
+	cfg := registerConfig{version: DefaultVersion}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if name == "" {
+		return fmt.Errorf("duroxide: register orchestration: empty name")
+	}
+	key, err := parseVersion(cfg.version)
+	if err != nil {
+		return fmt.Errorf("duroxide: register orchestration %s: %w", name, err)
+	}
+	wrapped := func(ctx *OrchestrationContext, input string) (string, error) {
+		var in In
+		if err := decodePayload(input, &in); err != nil {
+			return "", NonRetryable(fmt.Errorf("decode input of orchestration %s: %w", name, err))
+		}
+		out, err := fn(ctx, in)
+		if err != nil {
+			return "", err
+		}
+		return encodePayload(out)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.orchs[name] {
+		if e.key == key {
+			return fmt.Errorf("duroxide: orchestration %s version %s is already registered", name, cfg.version)
+		}
+	}
+	list := append(r.orchs[name], orchEntry{version: cfg.version, key: key, fn: wrapped})
+	sort.Slice(list, func(i, j int) bool { return lessVersion(list[i].key, list[j].key) })
+	r.orchs[name] = list
+	return nil
+}
+
+// RegisterActivity adds an activity function. Activities run at least once
+// per scheduling; they receive a context that is cancelled when the
+// orchestration no longer wants the result. Use ActivityInfoFromContext to
+// learn which instance called it.
+func RegisterActivity[In, Out any](r *Registry, name string, fn func(ctx context.Context, input In) (Out, error)) error {
+	if name == "" {
+		return fmt.Errorf("duroxide: register activity: empty name")
+	}
+	if strings.HasPrefix(name, "__duroxide") {
+		return fmt.Errorf("duroxide: register activity %s: names starting with __duroxide are reserved", name)
+	}
+	wrapped := func(ctx context.Context, input string) (string, error) {
+		var in In
+		if err := decodePayload(input, &in); err != nil {
+			return "", NonRetryable(fmt.Errorf("decode input of activity %s: %w", name, err))
+		}
+		out, err := fn(ctx, in)
+		if err != nil {
+			return "", err
+		}
+		return encodePayload(out)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.activs[name]; ok {
+		return fmt.Errorf("duroxide: activity %s is already registered", name)
+	}
+	r.activs[name] = wrapped
+	return nil
+}
+
+// Must panics if err is not nil; it shortens registration code in main
+// functions and tests: duroxide.Must(duroxide.RegisterActivity(...)).
+func Must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+// orchestration finds a handler; version "" means the latest.
+func (r *Registry) orchestration(name, version string) (orchFunc, string, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	list := r.orchs[name]
+	if len(list) == 0 {
+		return nil, "", false
+	}
+	if version == "" {
+		e := list[len(list)-1]
+		return e.fn, e.version, true
+	}
+	key, err := parseVersion(version)
+	if err != nil {
+		return nil, "", false
+	}
+	for _, e := range list {
+		if e.key == key {
+			return e.fn, e.version, true
+		}
+	}
+	return nil, "", false
+}
+
+func (r *Registry) activity(name string) (activityFunc, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	f, ok := r.activs[name]
+	return f, ok
+}
+
+// OrchestrationNames lists registered orchestrations with their versions.
+func (r *Registry) OrchestrationNames() map[string][]string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := map[string][]string{}
+	for n, list := range r.orchs {
+		for _, e := range list {
+			out[n] = append(out[n], e.version)
+		}
+	}
+	return out
+}
+
+// ActivityNames lists registered activities, sorted.
+func (r *Registry) ActivityNames() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.activs))
+	for n := range r.activs {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func parseVersion(v string) ([3]int, error) {
+	var key [3]int
+	parts := strings.Split(v, ".")
+	if len(parts) != 3 {
+		return key, fmt.Errorf("version %q is not major.minor.patch", v)
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return key, fmt.Errorf("version %q is not major.minor.patch", v)
+		}
+		key[i] = n
+	}
+	return key, nil
+}
+
+func lessVersion(a, b [3]int) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
+}
+
+// encodePayload turns a value into its JSON text.
+func encodePayload(v any) (string, error) {
+	switch x := v.(type) {
+	case nil:
+		return "", nil
+	case json.RawMessage:
+		return string(x), nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("encode payload: %w", err)
+	}
+	return string(b), nil
+}
+
+// decodePayload reads JSON text into out; an empty payload leaves out zero.
+func decodePayload(s string, out any) error {
+	if out == nil || s == "" {
+		return nil
+	}
+	if raw, ok := out.(*json.RawMessage); ok {
+		*raw = json.RawMessage(s)
+		return nil
+	}
+	if err := json.Unmarshal([]byte(s), out); err != nil {
+		return fmt.Errorf("decode payload: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,407 @@
+package duroxide
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"strconv"
+	"time"
+)
+
+// Backoff computes the wait before a retry. The implementations are
+// NoBackoff, Fixed, Linear and Exponential; RetryPolicy.DelayForAttempt
+// evaluates them.
+type Backoff interface {
+	// delay is the wait after failed attempt k (1-based).
+	delay(k int) time.Duration
+	validate() error
+}
+
+// NoBackoff retries at once.
+type NoBackoff struct{}
+
+// Fixed waits Delay before every retry.
+type Fixed struct{ Delay time.Duration }
+
+// Linear waits Base·k after attempt k, at most Max (0: no cap).
+type Linear struct{ Base, Max time.Duration }
+
+// Exponential waits Base·Multiplier^(k−1) after attempt k, at most Max (0: no cap).
+type Exponential struct {
+	Base       time.Duration
+	Multiplier float64
+	Max        time.Duration
+}
+
+func (NoBackoff) delay(int) time.Duration { return 0 }
+func (NoBackoff) validate() error         { return nil }
+
+func (b Fixed) delay(int) time.Duration { return b.Delay }
+func (b Fixed) validate() error {
+	if b.Delay < 0 {
+		return fmt.Errorf("fixed delay %v is negative", b.Delay)
+	}
+	return nil
+}
+
+func (b Linear) delay(k int) time.Duration {
+	if k < 1 {
+		k = 1
+	}
+	var d time.Duration
+	if b.Base > 0 && time.Duration(k) > math.MaxInt64/b.Base {
+		d = math.MaxInt64
+	} else {
+		d = b.Base * time.Duration(k)
+	}
+	if b.Max > 0 && d > b.Max {
+		d = b.Max
+	}
+	return d
+}
+func (b Linear) validate() error {
+	if b.Base < 0 || b.Max < 0 {
+		return fmt.Errorf("linear backoff durations must not be negative (base %v, max %v)", b.Base, b.Max)
+	}
+	return nil
+}
+
+// delay saturates instead of overflowing.
+func (b Exponential) delay(k int) time.Duration {
+	if k < 1 {
+		k = 1
+	}
+	f := float64(b.Base) * math.Pow(b.Multiplier, float64(k-1))
+	var d time.Duration
+	switch {
+	case math.IsNaN(f) || f <= 0:
+		d = 0
+	case f >= math.MaxInt64:
+		d = math.MaxInt64
+	default:
+		d = time.Duration(f)
+	}
+	if b.Max > 0 && d > b.Max {
+		d = b.Max
+	}
+	return d
+}
+func (b Exponential) validate() error {
+	if b.Base < 0 || b.Max < 0 {
+		return fmt.Errorf("exponential backoff durations must not be negative (base %v, max %v)", b.Base, b.Max)
+	}
+	if math.IsNaN(b.Multiplier) || math.IsInf(b.Multiplier, 0) || b.Multiplier < 1 {
+		return fmt.Errorf("exponential backoff multiplier %v must be a finite number ≥ 1", b.Multiplier)
+	}
+	return nil
+}
+
+// RetryPolicy says how often and how patiently to retry an activity or a
+// sub-orchestration. Each attempt is recorded in history as its own
+// schedule and each wait is a durable timer, so a retry sequence survives
+// crashes and restarts exactly where it was.
+//
+// Build one with NewRetryPolicy and the With methods; policies are values
+// and the methods return modified copies.
+type RetryPolicy struct {
+	MaxAttempts int
+	Backoff     Backoff
+	// Timeout bounds each attempt (0: none). A timed-out attempt is cancelled
+	// and counts as a failed attempt.
+	Timeout time.Duration
+	// TotalTimeout bounds the whole sequence, waits included (0: none).
+	TotalTimeout time.Duration
+	// Jitter spreads each wait uniformly by ±Jitter·wait (0 ≤ Jitter ≤ 1),
+	// deterministically per instance and attempt so replay sees the same wait.
+	Jitter float64
+	// RetryIf, when set, decides whether a failed attempt may be retried.
+	RetryIf func(error) bool
+	// TimeoutEndsSequence restores the Rust runtime's behaviour: a timed-out
+	// attempt ends the sequence at once instead of being retried.
+	TimeoutEndsSequence bool
+}
+
+// NewRetryPolicy returns a policy of maxAttempts attempts with exponential
+// backoff (100ms, ×2, at most 30s) and no timeouts.
+func NewRetryPolicy(maxAttempts int) RetryPolicy {
+	return RetryPolicy{MaxAttempts: maxAttempts, Backoff: Exponential{Base: 100 * time.Millisecond, Multiplier: 2, Max: 30 * time.Second}}
+}
+
+// WithBackoff sets the backoff strategy.
+func (p RetryPolicy) WithBackoff(b Backoff) RetryPolicy { p.Backoff = b; return p }
+
+// WithTimeout sets the per-attempt timeout.
+func (p RetryPolicy) WithTimeout(d time.Duration) RetryPolicy { p.Timeout = d; return p }
+
+// WithTotalTimeout bounds the whole sequence.
+func (p RetryPolicy) WithTotalTimeout(d time.Duration) RetryPolicy { p.TotalTimeout = d; return p }
+
+// WithJitter sets the jitter fraction (0..1).
+func (p RetryPolicy) WithJitter(fraction float64) RetryPolicy { p.Jitter = fraction; return p }
+
+// WithRetryIf sets the retry predicate. It sees the attempt's error (a
+// *TaskError whose errors.As rebuilds the activity's own error type).
+func (p RetryPolicy) WithRetryIf(f func(error) bool) RetryPolicy { p.RetryIf = f; return p }
+
+// WithTimeoutEndsSequence makes a per-attempt timeout final (the Rust
+// runtime's behaviour) instead of retrying it.
+func (p RetryPolicy) WithTimeoutEndsSequence() RetryPolicy { p.TimeoutEndsSequence = true; return p }
+
+// DelayForAttempt is the wait after failed attempt k (1-based), before jitter.
+func (p RetryPolicy) DelayForAttempt(k int) time.Duration {
+	if p.Backoff == nil {
+		return 0
+	}
+	return p.Backoff.delay(k)
+}
+
+// Validate reports why a policy cannot be used; errors match ErrInvalidPolicy.
+func (p RetryPolicy) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidPolicy, fmt.Sprintf(format, args...))
+	}
+	if p.MaxAttempts < 1 {
+		return bad("max attempts must be at least 1, got %d", p.MaxAttempts)
+	}
+	if p.Timeout < 0 {
+		return bad("timeout %v is negative", p.Timeout)
+	}
+	if p.TotalTimeout < 0 {
+		return bad("total timeout %v is negative", p.TotalTimeout)
+	}
+	if math.IsNaN(p.Jitter) || p.Jitter < 0 || p.Jitter > 1 {
+		return bad("jitter %v must be between 0 and 1", p.Jitter)
+	}
+	if p.Backoff != nil {
+		if err := p.Backoff.validate(); err != nil {
+			return bad("%v", err)
+		}
+	}
+	return nil
+}
+
+// CallActivityWithRetry schedules an activity under a retry policy. It
+// returns one Task for the whole sequence, which can be awaited or raced in
+// Select like any other; cancelling it cancels the attempt in flight. When
+// every attempt fails, the error is the last attempt's, wrapped with the
+// activity name and the attempt count (a *TaskError); errors.Is(err,
+// ErrTimeout) holds if that attempt timed out.
+func (c *OrchestrationContext) CallActivityWithRetry(name string, input any, policy RetryPolicy) *Task {
+	in, err := encodePayload(input)
+	if err != nil {
+		t := c.e.newTask(taskComposite, name)
+		t.resolve("", fmt.Errorf("activity %s: %w", name, err))
+		return t
+	}
+	return c.e.retrySequence("activity", name, policy, func(attempt int) *Task {
+		t := c.e.newTask(taskActivity, name)
+		c.e.emit(&action{ev: Event{Kind: EventActivityScheduled, Name: name, Input: in}, task: t})
+		return t
+	})
+}
+
+// CallSubOrchestrationWithRetry starts a sub-orchestration under a retry
+// policy: each attempt is a new child instance (with WithInstanceID, attempt
+// k > 1 uses "<id>::attempt-<k>").
+func (c *OrchestrationContext) CallSubOrchestrationWithRetry(name string, input any, policy RetryPolicy, opts ...SubOrchestrationOption) *Task {
+	var cfg subConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	in, err := encodePayload(input)
+	if err != nil {
+		t := c.e.newTask(taskComposite, name)
+		t.resolve("", fmt.Errorf("sub-orchestration %s: %w", name, err))
+		return t
+	}
+	return c.e.retrySequence("sub-orchestration", name, policy, func(attempt int) *Task {
+		t := c.e.newTask(taskSubOrch, name)
+		id := cfg.instance
+		if id != "" && attempt > 1 {
+			id += "::attempt-" + strconv.Itoa(attempt)
+		}
+		c.e.emit(&action{ev: Event{Kind: EventSubOrchestrationScheduled, Name: name, Version: cfg.version, Input: in, Instance: id}, task: t})
+		return t
+	})
+}
+
+// CallActivityWithRetryTyped runs an activity under a retry policy and
+// decodes its result.
+func CallActivityWithRetryTyped[Out any](c *OrchestrationContext, name string, input any, policy RetryPolicy) (Out, error) {
+	return Await[Out](c.CallActivityWithRetry(name, input, policy))
+}
+
+// CallActivityTyped runs an activity and decodes its result.
+func CallActivityTyped[Out any](c *OrchestrationContext, name string, input any) (Out, error) {
+	return Await[Out](c.CallActivity(name, input))
+}
+
+// retrySequence drives a retry policy. It runs entirely in task callbacks,
+// which the engine invokes in history order, so the actions it emits are
+// the same on every replay.
+func (e *engine) retrySequence(kind, name string, p RetryPolicy, schedule func(attempt int) *Task) *Task {
+	outer := e.newTask(taskComposite, name)
+	if err := p.Validate(); err != nil {
+		msg := fmt.Sprintf("%s %s: %v", kind, name, err)
+		e.fail(&ErrorDetails{Category: CategoryApplication, Message: msg, NonRetryable: true})
+		outer.resolve("", fmt.Errorf("%s %s: %w", kind, name, err))
+		return outer
+	}
+	var (
+		attempt  int
+		current  *Task // attempt in flight
+		deadline *Task // its timeout timer
+		backoff  *Task // wait in progress
+		total    *Task // whole-sequence timer
+		finished bool
+	)
+	cancelParts := func() {
+		for _, t := range []*Task{current, deadline, backoff, total} {
+			if t != nil && !t.done {
+				e.cancelTask(t, "retry sequence ended")
+			}
+		}
+	}
+	finish := func(res string, err error) {
+		finished = true
+		cancelParts()
+		outer.resolve(res, err)
+	}
+	observe := func(status string) {
+		if attempt >= 2 && kind == "activity" && !e.replaying {
+			e.post = append(e.post, func() { e.rt.metrics.retry(name, status) })
+		}
+	}
+	var startAttempt func()
+	var attemptFailed func(err error, timedOut bool)
+
+	startAttempt = func() {
+		if finished {
+			return
+		}
+		attempt++
+		backoff = nil
+		t := schedule(attempt)
+		current = t
+		if p.Timeout > 0 {
+			dl := e.newTask(taskTimer, "attempt timeout")
+			e.emit(&action{ev: Event{Kind: EventTimerCreated}, task: dl, delay: p.Timeout})
+			deadline = dl
+			dl.whenDone(func() {
+				if finished || current != t || t.done || dl.err != nil {
+					return
+				}
+				e.cancelTask(t, "attempt timed out")
+				attemptFailed(&TaskError{Kind: kind, Name: name, Details: ErrorDetails{Category: CategoryApplication,
+					Message: fmt.Sprintf("attempt %d timed out after %v", attempt, p.Timeout), Timeout: true}}, true)
+			})
+		}
+		t.whenDone(func() {
+			if finished || current != t {
+				return
+			}
+			if deadline != nil && !deadline.done {
+				e.cancelTask(deadline, "attempt finished")
+			}
+			if t.err == nil {
+				observe("success")
+				finish(t.result, nil)
+				return
+			}
+			if t.cancelled {
+				return // cancelled by this sequence; already handled
+			}
+			attemptFailed(t.err, false)
+		})
+	}
+
+	attemptFailed = func(err error, timedOut bool) {
+		if timedOut {
+			observe("timeout")
+		} else {
+			observe("failure")
+		}
+		stop := attempt >= p.MaxAttempts || IsNonRetryable(err) || (timedOut && p.TimeoutEndsSequence) ||
+			(p.RetryIf != nil && !p.RetryIf(err))
+		if stop {
+			if attempt >= p.MaxAttempts && p.MaxAttempts > 1 && kind == "activity" && !e.replaying {
+				e.post = append(e.post, func() { e.rt.metrics.exhausted(name) })
+			}
+			finish("", wrapAttemptError(kind, name, attempt, err))
+			return
+		}
+		d := p.DelayForAttempt(attempt)
+		if p.Jitter > 0 && d > 0 {
+			d = jittered(d, p.Jitter, e.instance, e.executionID, current.id)
+		}
+		if !e.replaying {
+			inst, k, n, delay, msg := e.instance, attempt, p.MaxAttempts, d, err.Error()
+			e.post = append(e.post, func() {
+				e.rt.logger.Warn("activity attempt failed; will retry",
+					"instance_id", inst, "execution_id", e.executionID, "kind", kind, "activity_name", name,
+					"attempt", k, "max_attempts", n, "retry_delay", delay.String(), "error", msg)
+			})
+		}
+		current, deadline = nil, nil
+		if d <= 0 {
+			startAttempt()
+			return
+		}
+		bt := e.newTask(taskTimer, "retry backoff")
+		e.emit(&action{ev: Event{Kind: EventTimerCreated}, task: bt, delay: d})
+		backoff = bt
+		bt.whenDone(func() {
+			if bt.err == nil {
+				startAttempt()
+			}
+		})
+	}
+
+	outer.onCancel = func() {
+		if !finished {
+			finished = true
+			cancelParts()
+		}
+	}
+	if p.TotalTimeout > 0 {
+		tt := e.newTask(taskTimer, "retry total timeout")
+		e.emit(&action{ev: Event{Kind: EventTimerCreated}, task: tt, delay: p.TotalTimeout})
+		total = tt
+		tt.whenDone(func() {
+			if finished || tt.err != nil {
+				return
+			}
+			if !e.replaying && kind == "activity" {
+				e.post = append(e.post, func() { e.rt.metrics.exhausted(name) })
+			}
+			finish("", &TaskError{Kind: kind, Name: name, Attempts: attempt, Details: ErrorDetails{Category: CategoryApplication,
+				Message: fmt.Sprintf("retry sequence exceeded its total timeout of %v", p.TotalTimeout), Timeout: true}})
+		})
+	}
+	startAttempt()
+	return outer
+}
+
+func wrapAttemptError(kind, name string, attempts int, err error) error {
+	var te *TaskError
+	if errors.As(err, &te) {
+		return &TaskError{Kind: kind, Name: name, Details: te.Details, Attempts: attempts}
+	}
+	return &TaskError{Kind: kind, Name: name, Details: *detailsFromError(err), Attempts: attempts}
+}
+
+// jittered spreads d by ±fraction, deterministically from the instance,
+// execution and failed attempt's event id.
+func jittered(d time.Duration, fraction float64, instance string, exec, eventID int64) time.Duration {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(instance))
+	_, _ = h.Write([]byte(strconv.FormatInt(exec, 10) + ":" + strconv.FormatInt(eventID, 10)))
+	u := float64(h.Sum64()>>11) / float64(1<<53) // [0,1)
+	f := 1 + fraction*(2*u-1)
+	out := time.Duration(float64(d) * f)
+	if out < 0 {
+		out = 0
+	}
+	return out
+}

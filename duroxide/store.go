@@ -1,0 +1,324 @@
+package duroxide
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Store is the durable storage behind a runtime: two peek-lock queues
+// (orchestrator and worker), per-execution histories, and instance metadata.
+// Implementations live in their own packages (duroxide/sqlite,
+// duroxide/postgres) and must pass duroxide/providertest.
+//
+// A store is pure storage: it never assigns event or execution ids, never
+// interprets history, and never creates an instance except when an
+// AckOrchestrationItem carries its metadata.
+//
+// All methods are safe for concurrent use, also from several processes
+// sharing one database where the store supports that.
+type Store interface {
+	// EnqueueOrchestratorItem adds a message to the orchestrator queue of
+	// item.Instance, visible after delay (zero: at once). It never creates
+	// the instance.
+	EnqueueOrchestratorItem(ctx context.Context, item WorkItem, delay time.Duration) error
+
+	// FetchOrchestrationItem locks the instance of the oldest visible
+	// orchestrator message whose instance is not locked, tags every visible
+	// message of that instance with a new lock token, increments their
+	// attempt counts and returns them in queue order. It returns (nil, nil)
+	// when nothing is available; it does not block waiting for work.
+	// History is not loaded; see ReadHistory.
+	FetchOrchestrationItem(ctx context.Context, lockTimeout time.Duration) (*OrchestrationItem, error)
+
+	// AckOrchestrationItem commits one turn atomically: instance and execution
+	// metadata, the history delta (append-only; a duplicate event id fails
+	// the whole ack), new worker and orchestrator messages, deletion of
+	// cancelled activities (after the inserts), deletion of the tagged
+	// messages, and release of the instance lock. An unknown or expired
+	// token fails with ErrLockLost and changes nothing.
+	//
+	// A commit whose ExecutionID is 0 discards the batch: it only deletes the
+	// tagged messages and releases the lock, creating and changing nothing
+	// else (the runtime uses it for messages to unknown or finished instances).
+	AckOrchestrationItem(ctx context.Context, lockToken string, commit *TurnCommit) error
+
+	// AbandonOrchestrationItem releases the lock without committing; the
+	// tagged messages become visible again after delay. With ignoreAttempt
+	// their attempt counts are decremented (never below zero). An unknown
+	// token fails with ErrLockLost.
+	AbandonOrchestrationItem(ctx context.Context, lockToken string, delay time.Duration, ignoreAttempt bool) error
+
+	// RenewOrchestrationItemLock extends a held, unexpired lock to now+extend.
+	// Otherwise it fails with ErrLockLost.
+	RenewOrchestrationItemLock(ctx context.Context, lockToken string, extend time.Duration) error
+
+	// EnqueueWorkItem adds an activity to the worker queue (used by tests;
+	// the runtime enqueues activities through AckOrchestrationItem).
+	EnqueueWorkItem(ctx context.Context, item WorkItem) error
+
+	// FetchWorkItem locks the oldest visible, unlocked (or lock-expired)
+	// worker message, increments its attempt count and returns it. It
+	// returns (nil, nil) when nothing is available.
+	FetchWorkItem(ctx context.Context, lockTimeout time.Duration) (*WorkItemLease, error)
+
+	// AckWorkItem deletes a locked worker message and, when completion is not
+	// nil, enqueues it on the orchestrator queue, atomically. If the message
+	// is gone (cancelled) or its lock expired, it fails with ErrLockLost and
+	// enqueues nothing.
+	AckWorkItem(ctx context.Context, lockToken string, completion *WorkItem) error
+
+	// RenewWorkItemLock extends a held lock; ErrLockLost if the message is
+	// gone or the lock expired (the runtime's cancellation signal).
+	RenewWorkItemLock(ctx context.Context, lockToken string, extend time.Duration) error
+
+	// AbandonWorkItem unlocks a worker message, visible again after delay.
+	AbandonWorkItem(ctx context.Context, lockToken string, delay time.Duration, ignoreAttempt bool) error
+
+	// NextVisibleAt reports when the earliest not-yet-visible message of the
+	// queue becomes visible; ok is false when there is none.
+	NextVisibleAt(ctx context.Context, q Queue) (at time.Time, ok bool, err error)
+
+	// ReadHistory returns the history of one execution in event id order.
+	// executionID 0 means the current (latest) execution. An unknown instance
+	// or execution yields an empty slice and no error.
+	ReadHistory(ctx context.Context, instance string, executionID int64) ([]Event, error)
+
+	// GetInstance returns metadata of one instance, or ErrNotFound.
+	GetInstance(ctx context.Context, instance string) (*InstanceInfo, error)
+
+	// ListInstances lists instances, newest first, filtered and paginated.
+	ListInstances(ctx context.Context, filter ListFilter) (*InstancePage, error)
+
+	// ListExecutions returns every stored execution of an instance in
+	// execution id order; ErrNotFound for an unknown instance.
+	ListExecutions(ctx context.Context, instance string) ([]ExecutionInfo, error)
+
+	// ListChildren returns the ids of the direct sub-orchestrations of an instance.
+	ListChildren(ctx context.Context, instance string) ([]string, error)
+
+	// DeleteInstances deletes instances with their histories, executions,
+	// queue messages, locks and all descendants, all or nothing. Without
+	// force any instance (or descendant) still running fails the call with
+	// ErrInstanceRunning. Deleting a sub-orchestration directly fails with
+	// ErrIsSubOrchestration; an unknown id fails with ErrNotFound.
+	DeleteInstances(ctx context.Context, ids []string, force bool) (DeleteResult, error)
+
+	// DeleteInstancesBulk deletes terminal root instances matching the filter
+	// (running instances and sub-orchestrations are skipped), with their
+	// descendants.
+	DeleteInstancesBulk(ctx context.Context, filter BulkDeleteFilter) (DeleteResult, error)
+
+	// PruneExecutions deletes old executions of a continue-as-new chain. It
+	// never deletes the current execution or a running one. ErrNotFound for
+	// an unknown instance.
+	PruneExecutions(ctx context.Context, instance string, opts PruneOptions) (PruneResult, error)
+
+	// GetCustomStatus returns the custom status if its version is greater
+	// than lastSeenVersion; changed is false otherwise or for an unknown instance.
+	GetCustomStatus(ctx context.Context, instance string, lastSeenVersion int64) (status *string, version int64, changed bool, err error)
+
+	// Stats returns queue depths and instance counts by status.
+	Stats(ctx context.Context) (*StoreStats, error)
+
+	// Close releases the store's resources.
+	Close() error
+}
+
+// Notifier is implemented by stores that can tell a runtime, without
+// polling, that new work may be visible. The runtime still polls slowly as a
+// fallback, so a notification may be lost without losing work.
+type Notifier interface {
+	// Watch registers fn to be called whenever a message may have become
+	// visible on a queue, or an instance reached a terminal state
+	// (QueueStatus). fn must not block. The returned function unregisters it.
+	Watch(fn func(q Queue)) (stop func())
+}
+
+// Queue names one of the store's queues in notifications.
+type Queue int
+
+// Queues.
+const (
+	QueueOrchestrator Queue = iota
+	QueueWorker
+	// QueueStatus is not a queue: it signals that some instance changed status.
+	QueueStatus
+)
+
+// OrchestrationItem is a locked batch of orchestrator messages for one instance.
+type OrchestrationItem struct {
+	Instance     string
+	LockToken    string
+	AttemptCount int // the highest attempt count in the batch (1 on first fetch)
+	Messages     []WorkItem
+
+	// Instance metadata; Exists is false for an instance that has never
+	// been acked (for example the first turn after a start).
+	Exists               bool
+	OrchestrationName    string
+	OrchestrationVersion string
+	ExecutionID          int64 // current execution
+	ExecutionStatus      Status
+	// LastEventID is the highest event id in the current execution's history
+	// (0 if none). With CreatedAtMs it lets a runtime check that a cached
+	// replay of this instance is still current without reading history.
+	LastEventID int64
+	CreatedAtMs int64
+}
+
+// WorkItemLease is a locked worker-queue message.
+type WorkItemLease struct {
+	Item         WorkItem
+	LockToken    string
+	AttemptCount int
+}
+
+// Status is the status of an execution (and of an instance, whose status is
+// that of its current execution).
+type Status string
+
+// Statuses.
+const (
+	StatusPending        Status = "Pending" // start enqueued, first turn not yet run (client-side only)
+	StatusRunning        Status = "Running"
+	StatusCompleted      Status = "Completed"
+	StatusFailed         Status = "Failed"
+	StatusCancelled      Status = "Cancelled"
+	StatusContinuedAsNew Status = "ContinuedAsNew" // only for non-current executions
+)
+
+// IsTerminal reports whether s is final.
+func (s Status) IsTerminal() bool {
+	return s == StatusCompleted || s == StatusFailed || s == StatusCancelled || s == StatusContinuedAsNew
+}
+
+// TurnCommit is everything one orchestration turn writes.
+type TurnCommit struct {
+	ExecutionID int64 // execution the delta belongs to (a continue-as-new start uses the new id)
+
+	// Instance metadata, applied with insert-or-ignore on the first ack and
+	// updated afterwards.
+	OrchestrationName    string
+	OrchestrationVersion string
+	ParentInstance       string // "" for a root instance
+
+	// Status of ExecutionID after this turn: Running, or a terminal status
+	// with Output (result, error text, or continue-as-new input).
+	Status Status
+	Output string
+
+	HistoryDelta      []Event
+	WorkerItems       []WorkItem
+	OrchestratorItems []WorkItem // TimerFired items become visible at FireAtMs, others at once
+	// CancelledActivities are deleted from the worker queue after WorkerItems are inserted.
+	CancelledActivities []ActivityRef
+
+	// SetCustomStatus updates the instance's custom status to CustomStatus
+	// (nil clears it) and increments its version.
+	SetCustomStatus bool
+	CustomStatus    *string
+}
+
+// ActivityRef identifies one scheduled activity.
+type ActivityRef struct {
+	Instance    string
+	ExecutionID int64
+	ActivityID  int64
+}
+
+// InstanceInfo describes an instance.
+type InstanceInfo struct {
+	Instance             string
+	OrchestrationName    string
+	OrchestrationVersion string
+	ExecutionID          int64 // current execution
+	Status               Status
+	Output               string // output of the current execution when terminal
+	ParentInstance       string
+	CustomStatus         *string
+	CustomStatusVersion  int64
+	CreatedAt            time.Time
+	UpdatedAt            time.Time
+}
+
+// ExecutionInfo describes one execution of an instance.
+type ExecutionInfo struct {
+	ExecutionID int64
+	Status      Status
+	Output      string
+	StartedAt   time.Time
+	CompletedAt time.Time // zero while running
+	EventCount  int
+}
+
+// ListFilter selects instances for ListInstances.
+type ListFilter struct {
+	Statuses          []Status // empty: all
+	OrchestrationName string   // "": all
+	InstancePrefix    string   // "": all
+	Limit             int      // 0: 100
+	// Cursor is the NextCursor of a previous page.
+	Cursor string
+}
+
+// InstancePage is one page of ListInstances.
+type InstancePage struct {
+	Instances  []InstanceInfo
+	NextCursor string // "" on the last page
+}
+
+// BulkDeleteFilter selects instances for DeleteInstancesBulk. Conditions are ANDed.
+type BulkDeleteFilter struct {
+	InstanceIDs     []string  // empty: any
+	CompletedBefore time.Time // zero: any
+	Limit           int       // 0: 1000
+}
+
+// DeleteResult counts what a delete removed.
+type DeleteResult struct {
+	InstancesDeleted     int
+	ExecutionsDeleted    int
+	EventsDeleted        int
+	QueueMessagesDeleted int
+}
+
+// PruneOptions selects executions to prune. Conditions are ANDed.
+type PruneOptions struct {
+	// KeepLast keeps the newest n executions (0 and 1 both keep only the current one).
+	KeepLast int
+	// CompletedBefore prunes only executions completed before this time (zero: any).
+	CompletedBefore time.Time
+}
+
+// PruneResult counts what a prune removed.
+type PruneResult struct {
+	ExecutionsDeleted int
+	EventsDeleted     int
+}
+
+// StoreStats are counts for dashboards and gauges.
+type StoreStats struct {
+	OrchestratorQueue int            // visible or pending orchestrator messages
+	WorkerQueue       int            // worker messages
+	Instances         map[Status]int // instances by status of their current execution
+}
+
+// Store errors. Implementations wrap them with context; match with errors.Is.
+var (
+	ErrNotFound           = errors.New("duroxide: not found")
+	ErrLockLost           = errors.New("duroxide: lock token invalid or expired")
+	ErrInstanceRunning    = errors.New("duroxide: instance is still running")
+	ErrIsSubOrchestration = errors.New("duroxide: instance is a sub-orchestration; delete its root instead")
+	ErrDuplicateEvent     = errors.New("duroxide: duplicate event id in history")
+)
+
+// Retryable is implemented by store errors that may succeed when retried
+// (busy database, lost connection).
+type Retryable interface{ Retryable() bool }
+
+// IsRetryable reports whether err (or an error it wraps) is a transient store error.
+func IsRetryable(err error) bool {
+	var r Retryable
+	return errors.As(err, &r) && r.Retryable()
+}
