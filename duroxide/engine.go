@@ -245,6 +245,9 @@ func (e *engine) replay(history []Event) {
 		e.nondeterministic("corrupted history: first event is %s, not OrchestrationStarted", history[0].Kind)
 		return
 	}
+	if last := history[len(history)-1].EventID; last >= e.nextID {
+		e.nextID = last + 1 // even if replay stops early, new events go after history
+	}
 	e.replaying = true
 	for i := range history {
 		if e.failure != nil || e.terminal {
@@ -477,6 +480,15 @@ func (e *engine) subscribe(t *Task) {
 // applyMessage turns a queue message into a new history event, or drops it.
 func (e *engine) applyMessage(m *WorkItem) {
 	if e.terminal || e.failure != nil {
+		if e.terminal && e.status == StatusContinuedAsNew && m.Kind == WorkExternalRaised {
+			// Events that arrived in the same batch as the continue-as-new
+			// go to the next execution.
+			for i := range e.orchItems {
+				if w := &e.orchItems[i]; w.Kind == WorkContinueAsNew {
+					w.CarryForward = append(w.CarryForward, ExternalArrival{Name: m.Name, Data: m.Data})
+				}
+			}
+		}
 		return
 	}
 	switch m.Kind {
@@ -512,9 +524,10 @@ func (e *engine) applyMessage(m *WorkItem) {
 			return // duplicate delivery, or the result of a cancelled task
 		}
 		if m.Error != nil && (m.Error.Category == CategoryPoison || m.Error.Category == CategoryInfrastructure || m.Error.Category == CategoryConfiguration) {
-			// A system failure of a child task fails this execution.
-			e.record(ev)
+			// A system failure of a child task fails this execution; the
+			// code does not get to handle it.
 			e.fail(m.Error)
+			e.record(ev)
 			return
 		}
 		e.record(ev)

@@ -42,8 +42,9 @@ type Options struct {
 	// UnregisteredBackoffMax (defaults 1s and 60s).
 	UnregisteredBackoff, UnregisteredBackoffMax time.Duration
 	// CacheSize is the number of live orchestration instances kept in memory
-	// between turns (default 2048). A cached instance's next turn applies
-	// only new events instead of replaying its history.
+	// between turns (default 2048; negative disables the cache). A cached
+	// instance's next turn applies only new events instead of replaying its
+	// history.
 	CacheSize int
 	// Logger receives runtime logs (default slog.Default()).
 	Logger *slog.Logger
@@ -82,7 +83,7 @@ func (o *Options) withDefaults() {
 	if o.UnregisteredBackoffMax <= 0 {
 		o.UnregisteredBackoffMax = 60 * time.Second
 	}
-	if o.CacheSize <= 0 {
+	if o.CacheSize == 0 {
 		o.CacheSize = 2048
 	}
 	if o.Logger == nil {
@@ -798,6 +799,9 @@ func (c *engineCache) take(key string) *engine {
 
 // put caches an engine and returns one evicted to make room, if any.
 func (c *engineCache) put(key string, e *engine) *engine {
+	if c.max < 0 {
+		return e
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var evicted *engine
