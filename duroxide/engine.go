@@ -32,8 +32,8 @@ type engine struct {
 	replaying bool
 	nowMs     int64 // deterministic time: timestamp of the latest applied event
 
-	emitted []*action        // actions not yet matched to history or recorded
-	open    map[int64]*Task  // schedule id → task awaiting its completion
+	emitted []*action           // actions not yet matched to history or recorded
+	open    map[int64]*Task     // schedule id → task awaiting its completion
 	kinds   map[int64]EventKind // every schedule id of this execution → its kind
 
 	// External events: buffered arrivals and waiting subscriptions, per name.
@@ -77,8 +77,8 @@ type engine struct {
 
 type action struct {
 	ev     Event
-	task   *Task    // task bound by a schedule action
-	target *Task    // task cancelled by a cancel action
+	task   *Task // task bound by a schedule action
+	target *Task // task cancelled by a cancel action
 	delay  time.Duration
 	sysFn  func() string
 }
@@ -637,7 +637,7 @@ func (e *engine) flushOne() {
 	ev.EventID = e.nextID
 	switch ev.Kind {
 	case EventTimerCreated:
-		ev.FireAtMs = ev.TimestampMs + (a.delay+time.Millisecond-1).Milliseconds()
+		ev.FireAtMs = ev.TimestampMs + (a.delay + time.Millisecond - 1).Milliseconds()
 	case EventSubOrchestrationScheduled:
 		if ev.Instance == "" {
 			ev.Instance = e.instance + "::sub::" + strconv.FormatInt(ev.EventID, 10)
