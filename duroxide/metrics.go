@@ -2,6 +2,8 @@ package duroxide
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -11,8 +13,6 @@ import (
 // metrics holds the runtime's Prometheus collectors. A nil *metrics (no
 // Registerer configured) records nothing.
 type metrics struct {
-	reg        prometheus.Registerer
-	collectors []prometheus.Collector
 
 	orchStarts      *prometheus.CounterVec
 	orchCompletions *prometheus.CounterVec
@@ -32,7 +32,7 @@ func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
-	m := &metrics{reg: reg}
+	m := &metrics{}
 	m.orchStarts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_orchestration_starts_total",
 		Help: "Executions started, once per execution: initiated_by is client, suborchestration or continueAsNew."},
 		[]string{"orchestration_name", "version", "initiated_by"})
@@ -66,27 +66,44 @@ func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
 		[]string{"activity_name", "status"})
 	m.retryExhausted = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_activity_retry_exhausted_total",
 		Help: "Retry sequences that gave up."}, []string{"activity_name"})
-	m.collectors = []prometheus.Collector{m.orchStarts, m.orchCompletions, m.orchFailures, m.orchDuration, m.orchCAN,
-		m.orchTurns, m.orchPoison, m.actPoison, m.actExec, m.actDuration, m.retries, m.retryExhausted, newStoreGauges(store)}
-	for i, c := range m.collectors {
-		if err := reg.Register(c); err != nil {
-			for _, done := range m.collectors[:i] {
-				reg.Unregister(done)
-			}
-			return nil, err
+	gauges := newStoreGauges(store)
+	// Register each collector; when a previous runtime in this process
+	// already registered one on the same Registerer, keep counting on it.
+	var err error
+	reuse := func(c prometheus.Collector) prometheus.Collector {
+		if err != nil {
+			return c
 		}
+		if rerr := reg.Register(c); rerr != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(rerr, &are) {
+				return are.ExistingCollector
+			}
+			err = rerr
+		}
+		return c
+	}
+	m.orchStarts = reuse(m.orchStarts).(*prometheus.CounterVec)
+	m.orchCompletions = reuse(m.orchCompletions).(*prometheus.CounterVec)
+	m.orchFailures = reuse(m.orchFailures).(*prometheus.CounterVec)
+	m.orchDuration = reuse(m.orchDuration).(*prometheus.HistogramVec)
+	m.orchCAN = reuse(m.orchCAN).(*prometheus.CounterVec)
+	m.orchTurns = reuse(m.orchTurns).(*prometheus.CounterVec)
+	m.orchPoison = reuse(m.orchPoison).(prometheus.Counter)
+	m.actPoison = reuse(m.actPoison).(prometheus.Counter)
+	m.actExec = reuse(m.actExec).(*prometheus.CounterVec)
+	m.actDuration = reuse(m.actDuration).(*prometheus.HistogramVec)
+	m.retries = reuse(m.retries).(*prometheus.CounterVec)
+	m.retryExhausted = reuse(m.retryExhausted).(*prometheus.CounterVec)
+	if g, ok := reuse(gauges).(*storeGauges); ok {
+		g.setStore(store)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	return m, nil
 }
 
-func (m *metrics) unregister() {
-	if m == nil {
-		return
-	}
-	for _, c := range m.collectors {
-		m.reg.Unregister(c)
-	}
-}
 
 func (m *metrics) start(name, version, by string) {
 	if m != nil {
@@ -168,7 +185,7 @@ func (m *metrics) finish(e *engine, st Status) {
 // storeGauges reads queue depths and instance counts from the store when
 // scraped (at most once a second).
 type storeGauges struct {
-	store  Store
+	store  Store // guarded by mu
 	active *prometheus.Desc
 	orchQ  *prometheus.Desc
 	workQ  *prometheus.Desc
@@ -201,6 +218,9 @@ func (g *storeGauges) Collect(ch chan<- prometheus.Metric) {
 	if g.cached == nil || time.Since(g.last) > time.Second {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		st, err := g.store.Stats(ctx)
+		if err != nil {
+			st = nil
+		}
 		cancel()
 		if err == nil {
 			g.cached, g.last = st, time.Now()
@@ -217,4 +237,11 @@ func (g *storeGauges) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range []Status{StatusRunning, StatusCompleted, StatusFailed, StatusCancelled} {
 		ch <- prometheus.MustNewConstMetric(g.byStat, prometheus.GaugeValue, float64(st.Instances[s]), string(s))
 	}
+}
+
+// setStore points the gauges at the newest runtime's store.
+func (g *storeGauges) setStore(s Store) {
+	g.mu.Lock()
+	g.store, g.cached = s, nil
+	g.mu.Unlock()
 }

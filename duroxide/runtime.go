@@ -49,7 +49,8 @@ type Options struct {
 	// Logger receives runtime logs (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics, when set, receives the runtime's Prometheus collectors. The
-	// runtime never registers on the global registry by itself.
+	// runtime never registers on the global registry by itself. A later
+	// runtime on the same Registerer keeps counting on the same collectors.
 	Metrics prometheus.Registerer
 	// WorkerID names this runtime in logs and activity contexts (default host-pid).
 	WorkerID string
@@ -201,7 +202,6 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 			rt.stopWatch()
 		}
 		rt.cache.closeAll()
-		rt.metrics.unregister()
 		rt.logger.Info("duroxide runtime stopped", "worker_id", rt.opts.WorkerID)
 	})
 	return err
@@ -673,18 +673,21 @@ wait:
 			break wait
 		}
 	}
-	if lost || ctx.Err() != nil && len(done) == 0 {
-		// Cancelled: give the function its grace period, then drop the result.
-		grace := time.NewTimer(rt.opts.CancellationGracePeriod)
-		select {
-		case out = <-done:
-		case <-grace.C:
-			log.Warn("cancelled activity did not return within the grace period; abandoning its result")
+	if lost || ctx.Err() != nil {
+		// Cancelled (lock lost, instance cancelled, select loser, or
+		// shutdown): give the function its grace period, then drop the result.
+		if len(done) == 0 {
+			grace := time.NewTimer(rt.opts.CancellationGracePeriod)
+			select {
+			case out = <-done:
+			case <-grace.C:
+				log.Warn("cancelled activity did not return within the grace period; abandoning its result")
+			}
+			grace.Stop()
 		}
-		grace.Stop()
 		rt.metrics.activity(item.Name, "cancelled", time.Since(begin))
 		if rt.ctx.Err() != nil && !lost {
-			// Runtime shutting down: release the message for another worker.
+			// Runtime stopping: release the message for another worker now.
 			_ = rt.store.AbandonWorkItem(context.Background(), lease.LockToken, 0, true)
 			return
 		}
