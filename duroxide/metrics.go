@@ -13,7 +13,6 @@ import (
 // metrics holds the runtime's Prometheus collectors. A nil *metrics (no
 // Registerer configured) records nothing.
 type metrics struct {
-
 	orchStarts      *prometheus.CounterVec
 	orchCompletions *prometheus.CounterVec
 	orchFailures    *prometheus.CounterVec
@@ -103,7 +102,6 @@ func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
 	}
 	return m, nil
 }
-
 
 func (m *metrics) start(name, version, by string) {
 	if m != nil {
