@@ -1,0 +1,80 @@
+// Package postgres is the PostgreSQL store of duroxide: a [duroxide.Store]
+// and [duroxide.Notifier] that any number of processes (runtimes, clients,
+// workers) can share, built on pgx v5 and pgxpool.
+//
+// # Usage
+//
+// Open the store with a connection URL and hand it to the runtime and the
+// client wherever a duroxide.Store is expected:
+//
+//	st, err := postgres.Open(ctx, "postgres://app:secret@db.example:5432/app?sslmode=require",
+//		postgres.WithSchema("orders"), postgres.WithPoolSize(20))
+//	if err != nil { ... }
+//	defer st.Close()
+//	rt, err := duroxide.Start(ctx, st, registry, duroxide.Options{})
+//
+// The URL may also be a key=value connection string; anything pgx
+// understands works (PGHOST and friends fill in what it omits). Every
+// process using the same database and schema sees the same instances and
+// queues; different schemas are fully isolated.
+//
+// # Schema and migrations
+//
+// Open creates the schema (default "duroxide") and applies the migrations
+// embedded in this package (migrations/NNNN_*.sql) that it lacks, recording
+// them in <schema>.schema_migrations. Migrations run in one transaction under
+// a transaction-scoped advisory lock, so processes starting together apply
+// each exactly once. A later release adds migration N+1; applied migrations
+// never change.
+//
+// Tables: instances, executions, history (one row per event, the event's
+// JSON text stored verbatim and never re-encoded), orchestrator_queue,
+// instance_locks and worker_queue. Times are integer milliseconds since the
+// Unix epoch, always taken from the database clock (<schema>.now_ms()), so
+// lock expiry is judged by one clock however many hosts share the database.
+//
+// # One round trip per call
+//
+// Every hot operation is a single call of a plpgsql function created by the
+// migrations in the store's schema: enqueue_orchestrator, enqueue_worker,
+// fetch_orchestration_item, ack_orchestration_item,
+// abandon_orchestration_item, renew_orchestration_item_lock,
+// fetch_work_item, ack_work_item, renew_work_item_lock, abandon_work_item,
+// next_visible_in, delete_instances, delete_instances_bulk and
+// prune_executions. Reads are single statements.
+//
+// # Locking across processes
+//
+// An instance is locked by a row in instance_locks (token, locked_until).
+// fetch_orchestration_item walks the visible messages in id order, skips
+// instances with a live lock, takes a non-blocking transaction-scoped
+// advisory lock on the candidate (so two fetches never work on one instance
+// at once, and neither waits for the other), then upserts the lock row,
+// replacing it only if it has expired, and tags every visible message of
+// the instance with the token. When any step loses a race the search goes
+// on with the next instance, so a fetch returns nothing only when nothing
+// is available. An ack validates the token and expiry under a row lock on
+// the lock row, so two acks with one token cannot both succeed and a lock
+// cannot be taken over in the middle of an ack. Worker messages are taken
+// with SELECT … FOR UPDATE SKIP LOCKED and carry their own lock token and
+// expiry; an expired lock can be taken by any fetch.
+//
+// # Notifications
+//
+// Writes that make work visible call pg_notify on the channel
+// <schema>_notify; see [Store.Watch]. One extra connection per Store
+// listens, reconnecting after failures.
+//
+// # Errors
+//
+// Every error is an [*Error] naming the operation. Lost locks, unknown
+// instances and the like wrap the duroxide sentinels (errors.Is works).
+// Connection failures, deadlocks, serialization failures and invalidated
+// cached plans are retryable ([duroxide.IsRetryable]); pgxpool reconnects
+// by itself, so once the database is back the store works again.
+//
+// # Testing
+//
+// Package pgtest starts a throwaway PostgreSQL cluster for tests (or uses
+// the server named by DUROXIDE_TEST_PG_URL).
+package postgres

@@ -1,0 +1,745 @@
+package postgres
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/toygres/toygres/duroxide"
+)
+
+// DefaultSchema is the schema used when WithSchema is not given.
+const DefaultSchema = "duroxide"
+
+// DefaultPoolSize is the maximum number of pooled connections when
+// WithPoolSize is not given. The NOTIFY listener uses one more connection.
+const DefaultPoolSize = 10
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	schema   string
+	poolSize int
+	poolCfg  func(*pgxpool.Config)
+}
+
+// WithSchema selects the PostgreSQL schema holding the store's tables and
+// functions (default "duroxide"). Stores in different schemas of one
+// database are fully isolated. The name must match [a-z_][a-z0-9_]* and be
+// at most 48 bytes long; the schema is created if missing.
+func WithSchema(name string) Option { return func(o *options) { o.schema = name } }
+
+// WithPoolSize sets the maximum number of pooled connections (default 10).
+func WithPoolSize(n int) Option { return func(o *options) { o.poolSize = n } }
+
+// WithPoolConfig lets the caller adjust the pgxpool configuration (TLS,
+// timeouts, connection hooks) after the URL is parsed and the other options
+// are applied.
+func WithPoolConfig(fn func(*pgxpool.Config)) Option { return func(o *options) { o.poolCfg = fn } }
+
+var schemaRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
+
+// Store is a duroxide.Store and duroxide.Notifier backed by PostgreSQL.
+// Any number of processes may share one database (and schema): instance
+// locks, worker-queue locks and lock expiry are decided inside the
+// database, on the database's clock.
+type Store struct {
+	pool    *pgxpool.Pool
+	schema  string
+	q       string // quoted schema
+	channel string // NOTIFY channel
+
+	notifyMu sync.Mutex
+	notify   *listener
+	closed   bool
+}
+
+var (
+	_ duroxide.Store    = (*Store)(nil)
+	_ duroxide.Notifier = (*Store)(nil)
+)
+
+// Open connects to the PostgreSQL database at url (a postgres:// URL or a
+// key=value connection string, as accepted by pgxpool.ParseConfig),
+// creates the schema or migrates it to the current version, and returns the
+// store. Migrations are serialized with an advisory lock, so several
+// processes may open the same schema at once.
+func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
+	o := options{schema: DefaultSchema, poolSize: DefaultPoolSize}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if !schemaRE.MatchString(o.schema) {
+		return nil, &Error{Op: "Open", Err: fmt.Errorf("invalid schema name %q: want [a-z_][a-z0-9_]*, at most 48 bytes", o.schema)}
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, &Error{Op: "Open", Err: fmt.Errorf("parse connection URL: %w", err)}
+	}
+	if o.poolSize > 0 {
+		cfg.MaxConns = int32(o.poolSize)
+	}
+	if o.poolCfg != nil {
+		o.poolCfg(cfg)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, wrap("Open", err)
+	}
+	s := &Store{
+		pool:    pool,
+		schema:  o.schema,
+		q:       pgx.Identifier{o.schema}.Sanitize(),
+		channel: o.schema + "_notify",
+	}
+	if err := s.migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, wrap("Open", fmt.Errorf("migrate schema %s: %w", o.schema, err))
+	}
+	return s, nil
+}
+
+// Schema returns the name of the store's schema.
+func (s *Store) Schema() string { return s.schema }
+
+// Pool returns the underlying connection pool (for diagnostics and tests;
+// do not close it).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Close stops the notification listener and closes the pool. It waits for
+// connections in use to be released.
+func (s *Store) Close() error {
+	s.notifyMu.Lock()
+	l := s.notify
+	s.notify = nil
+	s.closed = true
+	s.notifyMu.Unlock()
+	if l != nil {
+		l.stop()
+	}
+	s.pool.Close()
+	return nil
+}
+
+// fn returns the qualified name of a store function.
+func (s *Store) fn(name string) string { return s.q + "." + name }
+
+// do runs one store call, repeating it (at most retryAttempts times in all,
+// with a short pause) when the error proves that nothing was applied.
+func (s *Store) do(ctx context.Context, call func() error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = call()
+		if err == nil || attempt == retryAttempts || !safeToRepeat(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt*20) * time.Millisecond):
+		}
+	}
+}
+
+// exec runs a statement through do.
+func (s *Store) exec(ctx context.Context, sql string, args ...any) error {
+	return s.do(ctx, func() error {
+		_, err := s.pool.Exec(ctx, sql, args...)
+		return err
+	})
+}
+
+// query runs a multi-row query through do: reset clears what a failed
+// attempt collected, each is called per row.
+func (s *Store) query(ctx context.Context, sql string, args []any, reset func(), each func(pgx.Rows) error) error {
+	return s.do(ctx, func() error {
+		reset()
+		rows, err := s.pool.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := each(rows); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
+}
+
+// queryRow is pool.QueryRow run through do when scanned.
+func (s *Store) queryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return retryRow{s: s, ctx: ctx, sql: sql, args: args}
+}
+
+type retryRow struct {
+	s    *Store
+	ctx  context.Context
+	sql  string
+	args []any
+}
+
+func (r retryRow) Scan(dest ...any) error {
+	return r.s.do(r.ctx, func() error { return r.s.pool.QueryRow(r.ctx, r.sql, r.args...).Scan(dest...) })
+}
+
+func ms(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	m := d.Milliseconds()
+	if m == 0 {
+		m = 1 // round sub-millisecond durations up
+	}
+	return m
+}
+
+func lockMs(d time.Duration) int64 {
+	if m := ms(d); m > 0 {
+		return m
+	}
+	return 1
+}
+
+func toMs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMs(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v)
+}
+
+// parentOf returns the parent recorded with a queued message: set for
+// sub-orchestration starts only.
+func parentOf(item *duroxide.WorkItem) string {
+	if item.Kind == duroxide.WorkStartOrchestration {
+		return item.ParentInstance
+	}
+	return ""
+}
+
+// EnqueueOrchestratorItem implements duroxide.Store.
+func (s *Store) EnqueueOrchestratorItem(ctx context.Context, item duroxide.WorkItem, delay time.Duration) error {
+	const op = "EnqueueOrchestratorItem"
+	data, err := json.Marshal(item)
+	if err != nil {
+		return &Error{Op: op, Err: err}
+	}
+	err = s.exec(ctx, "SELECT "+s.fn("enqueue_orchestrator")+"($1, $2, $3, $4)",
+		item.Instance, string(data), ms(delay), parentOf(&item))
+	return wrap(op, err)
+}
+
+// EnqueueWorkItem implements duroxide.Store.
+func (s *Store) EnqueueWorkItem(ctx context.Context, item duroxide.WorkItem) error {
+	const op = "EnqueueWorkItem"
+	data, err := json.Marshal(item)
+	if err != nil {
+		return &Error{Op: op, Err: err}
+	}
+	err = s.exec(ctx, "SELECT "+s.fn("enqueue_worker")+"($1, $2, $3, $4)",
+		item.Instance, item.ExecutionID, item.ID, string(data))
+	return wrap(op, err)
+}
+
+// FetchOrchestrationItem implements duroxide.Store. It is one call of the
+// fetch_orchestration_item function; see the migration for the algorithm.
+// For an instance that has never been acked, Exists is false and the
+// metadata fields are zero: the runtime takes them from the start message.
+func (s *Store) FetchOrchestrationItem(ctx context.Context, lockTimeout time.Duration) (*duroxide.OrchestrationItem, error) {
+	const op = "FetchOrchestrationItem"
+	var (
+		it     duroxide.OrchestrationItem
+		msgs   []string
+		status string
+	)
+	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("fetch_orchestration_item")+"($1)", lockMs(lockTimeout)).Scan(
+		&it.Instance, &it.LockToken, &it.AttemptCount, &msgs, &it.Exists,
+		&it.OrchestrationName, &it.OrchestrationVersion, &it.ExecutionID, &status,
+		&it.LastEventID, &it.CreatedAtMs)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	it.ExecutionStatus = duroxide.Status(status)
+	it.Messages = make([]duroxide.WorkItem, len(msgs))
+	for i, m := range msgs {
+		if err := json.Unmarshal([]byte(m), &it.Messages[i]); err != nil {
+			// Leave the lock to expire: the attempt count keeps growing, as
+			// for any message that cannot be processed.
+			return nil, &Error{Op: op, Err: fmt.Errorf("decode message of instance %s: %w", it.Instance, err)}
+		}
+	}
+	return &it, nil
+}
+
+// AckOrchestrationItem implements duroxide.Store in one call of the
+// ack_orchestration_item function, which runs in one transaction. A commit
+// with ExecutionID 0 discards the batch. Name and version update the
+// instance when not empty; the parent is only ever set once.
+func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, c *duroxide.TurnCommit) error {
+	const op = "AckOrchestrationItem"
+	if c == nil {
+		c = &duroxide.TurnCommit{}
+	}
+	n := len(c.HistoryDelta)
+	evIDs, evTypes, evData := make([]int64, n), make([]string, n), make([]string, n)
+	for i := range c.HistoryDelta {
+		e := &c.HistoryDelta[i]
+		b, err := json.Marshal(e)
+		if err != nil {
+			return &Error{Op: op, Err: fmt.Errorf("encode event %d: %w", e.EventID, err)}
+		}
+		evIDs[i], evTypes[i], evData[i] = e.EventID, string(e.Kind), string(b)
+	}
+	n = len(c.WorkerItems)
+	wInst, wExec, wAct, wData := make([]string, n), make([]int64, n), make([]int64, n), make([]string, n)
+	for i := range c.WorkerItems {
+		w := &c.WorkerItems[i]
+		b, err := json.Marshal(w)
+		if err != nil {
+			return &Error{Op: op, Err: fmt.Errorf("encode worker item: %w", err)}
+		}
+		wInst[i], wExec[i], wAct[i], wData[i] = w.Instance, w.ExecutionID, w.ID, string(b)
+	}
+	n = len(c.OrchestratorItems)
+	oInst, oData, oVis, oParent := make([]string, n), make([]string, n), make([]int64, n), make([]string, n)
+	for i := range c.OrchestratorItems {
+		w := &c.OrchestratorItems[i]
+		b, err := json.Marshal(w)
+		if err != nil {
+			return &Error{Op: op, Err: fmt.Errorf("encode orchestrator item: %w", err)}
+		}
+		oInst[i], oData[i], oParent[i] = w.Instance, string(b), parentOf(w)
+		if w.Kind == duroxide.WorkTimerFired {
+			oVis[i] = w.FireAtMs
+		}
+	}
+	n = len(c.CancelledActivities)
+	cInst, cExec, cAct := make([]string, n), make([]int64, n), make([]int64, n)
+	for i, a := range c.CancelledActivities {
+		cInst[i], cExec[i], cAct[i] = a.Instance, a.ExecutionID, a.ActivityID
+	}
+	err := s.exec(ctx, "SELECT "+s.fn("ack_orchestration_item")+
+		"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
+		lockToken, c.ExecutionID, c.OrchestrationName, c.OrchestrationVersion, c.ParentInstance,
+		string(c.Status), c.Output, c.SetCustomStatus, c.CustomStatus,
+		evIDs, evTypes, evData,
+		wInst, wExec, wAct, wData,
+		oInst, oData, oVis, oParent,
+		cInst, cExec, cAct)
+	return wrap(op, err)
+}
+
+// AbandonOrchestrationItem implements duroxide.Store. A token whose lock
+// expired but was not taken over is still accepted.
+func (s *Store) AbandonOrchestrationItem(ctx context.Context, lockToken string, delay time.Duration, ignoreAttempt bool) error {
+	err := s.exec(ctx, "SELECT "+s.fn("abandon_orchestration_item")+"($1, $2, $3)", lockToken, ms(delay), ignoreAttempt)
+	return wrap("AbandonOrchestrationItem", err)
+}
+
+// RenewOrchestrationItemLock implements duroxide.Store.
+func (s *Store) RenewOrchestrationItemLock(ctx context.Context, lockToken string, extend time.Duration) error {
+	err := s.exec(ctx, "SELECT "+s.fn("renew_orchestration_item_lock")+"($1, $2)", lockToken, lockMs(extend))
+	return wrap("RenewOrchestrationItemLock", err)
+}
+
+// FetchWorkItem implements duroxide.Store.
+func (s *Store) FetchWorkItem(ctx context.Context, lockTimeout time.Duration) (*duroxide.WorkItemLease, error) {
+	const op = "FetchWorkItem"
+	var (
+		lease duroxide.WorkItemLease
+		data  string
+	)
+	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("fetch_work_item")+"($1)", lockMs(lockTimeout)).Scan(
+		&data, &lease.LockToken, &lease.AttemptCount)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	if err := json.Unmarshal([]byte(data), &lease.Item); err != nil {
+		return nil, &Error{Op: op, Err: fmt.Errorf("decode work item: %w", err)}
+	}
+	return &lease, nil
+}
+
+// AckWorkItem implements duroxide.Store.
+func (s *Store) AckWorkItem(ctx context.Context, lockToken string, completion *duroxide.WorkItem) error {
+	const op = "AckWorkItem"
+	var inst, data *string
+	if completion != nil {
+		b, err := json.Marshal(completion)
+		if err != nil {
+			return &Error{Op: op, Err: err}
+		}
+		d := string(b)
+		inst, data = &completion.Instance, &d
+	}
+	err := s.exec(ctx, "SELECT "+s.fn("ack_work_item")+"($1, $2, $3)", lockToken, inst, data)
+	return wrap(op, err)
+}
+
+// RenewWorkItemLock implements duroxide.Store.
+func (s *Store) RenewWorkItemLock(ctx context.Context, lockToken string, extend time.Duration) error {
+	err := s.exec(ctx, "SELECT "+s.fn("renew_work_item_lock")+"($1, $2)", lockToken, lockMs(extend))
+	return wrap("RenewWorkItemLock", err)
+}
+
+// AbandonWorkItem implements duroxide.Store. An unknown token fails with
+// duroxide.ErrLockLost; a token whose lock expired but was not taken over
+// is still accepted.
+func (s *Store) AbandonWorkItem(ctx context.Context, lockToken string, delay time.Duration, ignoreAttempt bool) error {
+	err := s.exec(ctx, "SELECT "+s.fn("abandon_work_item")+"($1, $2, $3)", lockToken, ms(delay), ignoreAttempt)
+	return wrap("AbandonWorkItem", err)
+}
+
+// NextVisibleAt implements duroxide.Store. The database computes how far in
+// the future the message is on its own clock; the result is that distance
+// from the local clock, so clock skew between hosts does not shift it.
+func (s *Store) NextVisibleAt(ctx context.Context, q duroxide.Queue) (time.Time, bool, error) {
+	var name string
+	switch q {
+	case duroxide.QueueOrchestrator:
+		name = "o"
+	case duroxide.QueueWorker:
+		name = "w"
+	default:
+		return time.Time{}, false, nil
+	}
+	var in *int64
+	if err := s.queryRow(ctx, "SELECT "+s.fn("next_visible_in")+"($1)", name).Scan(&in); err != nil {
+		return time.Time{}, false, wrap("NextVisibleAt", err)
+	}
+	if in == nil {
+		return time.Time{}, false, nil
+	}
+	return time.Now().Add(time.Duration(*in) * time.Millisecond), true, nil
+}
+
+// ReadHistory implements duroxide.Store.
+func (s *Store) ReadHistory(ctx context.Context, instance string, executionID int64) ([]duroxide.Event, error) {
+	const op = "ReadHistory"
+	var events []duroxide.Event
+	err := s.query(ctx, `SELECT h.event_data FROM `+s.q+`.history h
+		WHERE h.instance_id = $1
+		  AND h.execution_id = CASE WHEN $2::bigint > 0 THEN $2::bigint
+		      ELSE (SELECT i.current_execution_id FROM `+s.q+`.instances i WHERE i.instance_id = $1) END
+		ORDER BY h.event_id`, []any{instance, executionID},
+		func() { events = []duroxide.Event{} },
+		func(rows pgx.Rows) error {
+			var data string
+			if err := rows.Scan(&data); err != nil {
+				return err
+			}
+			var e duroxide.Event
+			if err := json.Unmarshal([]byte(data), &e); err != nil {
+				return fmt.Errorf("decode event of %s: %w", instance, err)
+			}
+			events = append(events, e)
+			return nil
+		})
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	return events, nil
+}
+
+const instanceColumns = `i.instance_id, i.orchestration_name, i.orchestration_version, i.current_execution_id,
+	coalesce(e.status, 'Running'), coalesce(e.output, ''), coalesce(i.parent_instance_id, ''),
+	i.custom_status, i.custom_status_version, i.created_at, i.updated_at`
+
+func scanInstance(row pgx.Row) (*duroxide.InstanceInfo, int64, error) {
+	var (
+		info             duroxide.InstanceInfo
+		status           string
+		created, updated int64
+	)
+	if err := row.Scan(&info.Instance, &info.OrchestrationName, &info.OrchestrationVersion, &info.ExecutionID,
+		&status, &info.Output, &info.ParentInstance, &info.CustomStatus, &info.CustomStatusVersion,
+		&created, &updated); err != nil {
+		return nil, 0, err
+	}
+	info.Status = duroxide.Status(status)
+	if !info.Status.IsTerminal() {
+		info.Output = ""
+	}
+	info.CreatedAt, info.UpdatedAt = fromMs(created), fromMs(updated)
+	return &info, created, nil
+}
+
+// GetInstance implements duroxide.Store.
+func (s *Store) GetInstance(ctx context.Context, instance string) (*duroxide.InstanceInfo, error) {
+	row := s.queryRow(ctx, `SELECT `+instanceColumns+` FROM `+s.q+`.instances i
+		LEFT JOIN `+s.q+`.executions e ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+		WHERE i.instance_id = $1`, instance)
+	info, _, err := scanInstance(row)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, &Error{Op: "GetInstance", Err: fmt.Errorf("%w: instance %q", duroxide.ErrNotFound, instance)}
+	}
+	if err != nil {
+		return nil, wrap("GetInstance", err)
+	}
+	return info, nil
+}
+
+// ListInstances implements duroxide.Store. Instances are ordered by
+// creation time, newest first (ties by id, descending); the cursor is
+// opaque.
+func (s *Store) ListInstances(ctx context.Context, f duroxide.ListFilter) (*duroxide.InstancePage, error) {
+	const op = "ListInstances"
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	var (
+		where []string
+		args  []any
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if len(f.Statuses) > 0 {
+		st := make([]string, len(f.Statuses))
+		for i, x := range f.Statuses {
+			st[i] = string(x)
+		}
+		where = append(where, "coalesce(e.status, 'Running') = ANY ("+arg(st)+"::text[])")
+	}
+	if f.OrchestrationName != "" {
+		where = append(where, "i.orchestration_name = "+arg(f.OrchestrationName))
+	}
+	if f.InstancePrefix != "" {
+		where = append(where, "starts_with(i.instance_id, "+arg(f.InstancePrefix)+")")
+	}
+	if f.Cursor != "" {
+		created, id, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return nil, &Error{Op: op, Err: err}
+		}
+		where = append(where, "(i.created_at, i.instance_id) < ("+arg(created)+"::bigint, "+arg(id)+"::text)")
+	}
+	sql := `SELECT ` + instanceColumns + ` FROM ` + s.q + `.instances i
+		LEFT JOIN ` + s.q + `.executions e ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id`
+	if len(where) > 0 {
+		sql += " WHERE " + strings.Join(where, " AND ")
+	}
+	sql += " ORDER BY i.created_at DESC, i.instance_id DESC LIMIT " + arg(limit+1)
+	var (
+		list    []duroxide.InstanceInfo
+		created []int64
+	)
+	err := s.query(ctx, sql, args,
+		func() { list, created = nil, nil },
+		func(rows pgx.Rows) error {
+			info, c, err := scanInstance(rows)
+			if err != nil {
+				return err
+			}
+			list, created = append(list, *info), append(created, c)
+			return nil
+		})
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	page := &duroxide.InstancePage{Instances: []duroxide.InstanceInfo{}}
+	if len(list) > limit {
+		list = list[:limit]
+		page.NextCursor = encodeCursor(created[limit-1], list[limit-1].Instance)
+	}
+	page.Instances = append(page.Instances, list...)
+	return page, nil
+}
+
+func encodeCursor(created int64, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(created, 10) + ":" + id))
+}
+
+func decodeCursor(c string) (int64, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err == nil {
+		num, id, ok := strings.Cut(string(b), ":")
+		if ok {
+			if created, err := strconv.ParseInt(num, 10, 64); err == nil {
+				return created, id, nil
+			}
+		}
+	}
+	return 0, "", fmt.Errorf("invalid cursor %q", c)
+}
+
+// ListExecutions implements duroxide.Store.
+func (s *Store) ListExecutions(ctx context.Context, instance string) ([]duroxide.ExecutionInfo, error) {
+	const op = "ListExecutions"
+	var out []duroxide.ExecutionInfo
+	err := s.query(ctx, `SELECT e.execution_id, e.status, e.output, e.started_at, coalesce(e.completed_at, 0),
+			(SELECT count(*) FROM `+s.q+`.history h WHERE h.instance_id = e.instance_id AND h.execution_id = e.execution_id)
+		FROM `+s.q+`.executions e WHERE e.instance_id = $1 ORDER BY e.execution_id`, []any{instance},
+		func() { out = []duroxide.ExecutionInfo{} },
+		func(rows pgx.Rows) error {
+			var (
+				x                  duroxide.ExecutionInfo
+				status             string
+				started, completed int64
+			)
+			if err := rows.Scan(&x.ExecutionID, &status, &x.Output, &started, &completed, &x.EventCount); err != nil {
+				return err
+			}
+			x.Status = duroxide.Status(status)
+			x.StartedAt, x.CompletedAt = fromMs(started), fromMs(completed)
+			out = append(out, x)
+			return nil
+		})
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	if len(out) == 0 {
+		var exists bool
+		if err := s.queryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+s.q+`.instances WHERE instance_id = $1)`, instance).Scan(&exists); err != nil {
+			return nil, wrap(op, err)
+		}
+		if !exists {
+			return nil, &Error{Op: op, Err: fmt.Errorf("%w: instance %q", duroxide.ErrNotFound, instance)}
+		}
+	}
+	return out, nil
+}
+
+// ListChildren implements duroxide.Store: the direct sub-orchestrations
+// that have run at least one turn, oldest first.
+func (s *Store) ListChildren(ctx context.Context, instance string) ([]string, error) {
+	var ids []string
+	err := s.query(ctx, `SELECT instance_id FROM `+s.q+`.instances
+		WHERE parent_instance_id = $1 ORDER BY created_at, instance_id`, []any{instance},
+		func() { ids = []string{} },
+		func(rows pgx.Rows) error {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			ids = append(ids, id)
+			return nil
+		})
+	if err != nil {
+		return nil, wrap("ListChildren", err)
+	}
+	return ids, nil
+}
+
+func scanDeleteResult(row pgx.Row) (duroxide.DeleteResult, error) {
+	var i, e, h, q int64
+	err := row.Scan(&i, &e, &h, &q)
+	return duroxide.DeleteResult{InstancesDeleted: int(i), ExecutionsDeleted: int(e), EventsDeleted: int(h), QueueMessagesDeleted: int(q)}, err
+}
+
+// DeleteInstances implements duroxide.Store. A sub-orchestration may be
+// listed together with an ancestor (it is deleted with the tree); listed on
+// its own it fails with duroxide.ErrIsSubOrchestration, unless its parent no
+// longer exists (an orphan can always be deleted). Sub-orchestrations whose
+// start is queued but which never ran a turn are deleted with their parent.
+// In-flight turns of deleted instances fail their ack with ErrLockLost.
+func (s *Store) DeleteInstances(ctx context.Context, ids []string, force bool) (duroxide.DeleteResult, error) {
+	if len(ids) == 0 {
+		return duroxide.DeleteResult{}, nil
+	}
+	res, err := scanDeleteResult(s.queryRow(ctx, "SELECT * FROM "+s.fn("delete_instances")+"($1, $2)", ids, force))
+	if err != nil {
+		return duroxide.DeleteResult{}, wrap("DeleteInstances", err)
+	}
+	return res, nil
+}
+
+// DeleteInstancesBulk implements duroxide.Store. Matching roots are taken
+// oldest first; their whole trees are deleted, running descendants included.
+func (s *Store) DeleteInstancesBulk(ctx context.Context, f duroxide.BulkDeleteFilter) (duroxide.DeleteResult, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 1000
+	}
+	ids := f.InstanceIDs
+	if ids == nil {
+		ids = []string{}
+	}
+	res, err := scanDeleteResult(s.queryRow(ctx, "SELECT * FROM "+s.fn("delete_instances_bulk")+"($1, $2, $3)",
+		ids, toMs(f.CompletedBefore), limit))
+	if err != nil {
+		return duroxide.DeleteResult{}, wrap("DeleteInstancesBulk", err)
+	}
+	return res, nil
+}
+
+// PruneExecutions implements duroxide.Store.
+func (s *Store) PruneExecutions(ctx context.Context, instance string, o duroxide.PruneOptions) (duroxide.PruneResult, error) {
+	var e, h int64
+	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("prune_executions")+"($1, $2, $3)",
+		instance, o.KeepLast, toMs(o.CompletedBefore)).Scan(&e, &h)
+	if err != nil {
+		return duroxide.PruneResult{}, wrap("PruneExecutions", err)
+	}
+	return duroxide.PruneResult{ExecutionsDeleted: int(e), EventsDeleted: int(h)}, nil
+}
+
+// GetCustomStatus implements duroxide.Store.
+func (s *Store) GetCustomStatus(ctx context.Context, instance string, lastSeenVersion int64) (*string, int64, bool, error) {
+	var (
+		status  *string
+		version int64
+	)
+	err := s.queryRow(ctx, `SELECT custom_status, custom_status_version FROM `+s.q+`.instances
+		WHERE instance_id = $1`, instance).Scan(&status, &version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, 0, false, nil
+	}
+	if err != nil {
+		return nil, 0, false, wrap("GetCustomStatus", err)
+	}
+	if version <= lastSeenVersion {
+		return nil, version, false, nil
+	}
+	return status, version, true, nil
+}
+
+// Stats implements duroxide.Store.
+func (s *Store) Stats(ctx context.Context) (*duroxide.StoreStats, error) {
+	var (
+		st     duroxide.StoreStats
+		counts map[string]int
+	)
+	err := s.queryRow(ctx, `SELECT
+		(SELECT count(*) FROM `+s.q+`.orchestrator_queue),
+		(SELECT count(*) FROM `+s.q+`.worker_queue),
+		(SELECT coalesce(json_object_agg(x.status, x.n), '{}') FROM (
+			SELECT coalesce(e.status, 'Running') AS status, count(*) AS n
+			FROM `+s.q+`.instances i
+			LEFT JOIN `+s.q+`.executions e ON e.instance_id = i.instance_id AND e.execution_id = i.current_execution_id
+			GROUP BY 1) x)`).Scan(&st.OrchestratorQueue, &st.WorkerQueue, &counts)
+	if err != nil {
+		return nil, wrap("Stats", err)
+	}
+	st.Instances = make(map[duroxide.Status]int, len(counts))
+	for k, v := range counts {
+		st.Instances[duroxide.Status(k)] = v
+	}
+	return &st, nil
+}
