@@ -1,0 +1,385 @@
+// Package activities holds the side effects of Toygres' orchestrations: CMS
+// reads and writes, data-plane calls and connection probes. Every activity is
+// idempotent, because the runtime delivers activities at least once and
+// retry policies repeat them.
+//
+// No activity takes or returns an instance password: passwords stay
+// encrypted in the CMS and activities that need one read it there, so they
+// never reach orchestration history.
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/internal/cms"
+	"github.com/toygres/toygres/internal/dataplane"
+)
+
+// Activity names (stable: they are recorded in history).
+const (
+	CreateRecord          = "cms-create-instance-record"
+	GetInstance           = "cms-get-instance"
+	UpdateState           = "cms-update-instance-state"
+	UpdateHealth          = "cms-update-instance-health"
+	RecordHealthCheck     = "cms-record-health-check"
+	SetActor              = "cms-record-instance-actor"
+	AddEvent              = "cms-add-instance-event"
+	ForgetPassword        = "cms-forget-password"
+	GetInstanceConnection = "cms-get-instance-connection"
+	Deploy                = "deploy-postgres"
+	WaitForReady          = "wait-for-ready"
+	GetConnectionStrings  = "get-connection-strings"
+	TestConnection        = "test-connection"
+	DeletePostgres        = "delete-postgres"
+	RaiseEvent            = "raise-event"
+	AwaitOrchestration    = "await-orchestration-finished"
+)
+
+// Deps are what activities act on.
+type Deps struct {
+	CMS    cms.Store
+	Driver dataplane.Driver
+	Client *duroxide.Client
+	Logger *slog.Logger
+	// Faults injects failures for testing; nil injects none.
+	Faults *Faults
+}
+
+// Faults injects failures into activities, for fault-injection tests and
+// demonstrations of retries.
+type Faults struct {
+	// TestConnectionFailures makes the first n test-connection calls of each
+	// instance fail.
+	TestConnectionFailures int
+	// DeployFailures makes the first n deploy calls of each instance fail
+	// (negative: every call).
+	DeployFailures int
+
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+// hit counts a call and reports whether it must fail.
+func (f *Faults) hit(kind, instance string, limit int) bool {
+	if f == nil || limit == 0 {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.calls == nil {
+		f.calls = map[string]int{}
+	}
+	k := kind + "/" + instance
+	f.calls[k]++
+	return limit < 0 || f.calls[k] <= limit
+}
+
+// InstanceRef names an instance by internal name.
+type InstanceRef struct {
+	InternalName string `json:"internal_name"`
+}
+
+// CreateRecordInput reserves an instance record.
+type CreateRecordInput struct {
+	Name                  string `json:"name"`
+	InternalName          string `json:"internal_name"`
+	Driver                string `json:"driver"`
+	PostgresVersion       string `json:"postgres_version,omitempty"`
+	StorageGB             int    `json:"storage_gb"`
+	Internal              bool   `json:"internal,omitempty"`
+	DNSLabel              string `json:"dns_label,omitempty"`
+	CreateOrchestrationID string `json:"create_orchestration_id"`
+}
+
+// InstanceView is the part of a CMS record orchestrations need.
+type InstanceView struct {
+	Found                bool      `json:"found"`
+	Name                 string    `json:"name,omitempty"`
+	InternalName         string    `json:"internal_name,omitempty"`
+	State                cms.State `json:"state,omitempty"`
+	ConnectionString     string    `json:"connection_string,omitempty"` // without password
+	ActorOrchestrationID string    `json:"actor_orchestration_id,omitempty"`
+	CreateOrchestration  string    `json:"create_orchestration_id,omitempty"`
+}
+
+// UpdateStateInput moves an instance to a state.
+type UpdateStateInput struct {
+	InternalName string          `json:"internal_name"`
+	State        cms.State       `json:"state"`
+	Update       cms.StateUpdate `json:"update"`
+}
+
+// UpdateHealthInput sets an instance's health.
+type UpdateHealthInput struct {
+	InternalName string     `json:"internal_name"`
+	Health       cms.Health `json:"health"`
+}
+
+// SetActorInput records the health actor of an instance.
+type SetActorInput struct {
+	InternalName    string `json:"internal_name"`
+	OrchestrationID string `json:"orchestration_id"`
+}
+
+// AddEventInput records a note on an instance.
+type AddEventInput struct {
+	InternalName string `json:"internal_name"`
+	Message      string `json:"message"`
+}
+
+// DeployInput deploys an instance (the password is read from the CMS).
+type DeployInput struct {
+	InternalName    string `json:"internal_name"`
+	PostgresVersion string `json:"postgres_version,omitempty"`
+	StorageGB       int    `json:"storage_gb"`
+	Internal        bool   `json:"internal,omitempty"`
+	DNSLabel        string `json:"dns_label,omitempty"`
+}
+
+// ReadyOutput is the readiness seen by wait-for-ready.
+type ReadyOutput struct {
+	Phase string `json:"phase"`
+	Ready bool   `json:"ready"`
+}
+
+// ConnectionOutput is how to reach an instance, without its password.
+type ConnectionOutput struct {
+	Endpoint         dataplane.Endpoint `json:"endpoint"`
+	ConnectionString string             `json:"connection_string"`
+}
+
+// TestConnectionInput probes an instance.
+type TestConnectionInput struct {
+	InternalName     string `json:"internal_name"`
+	ConnectionString string `json:"connection_string"` // without password
+}
+
+// TestConnectionOutput is a successful probe.
+type TestConnectionOutput struct {
+	Version   string `json:"version"`
+	LatencyMs int64  `json:"latency_ms"` // connect + query, measured in the activity
+}
+
+// HealthCheckInput records one probe.
+type HealthCheckInput struct {
+	InternalName    string     `json:"internal_name"`
+	Status          cms.Health `json:"status"`
+	PostgresVersion string     `json:"postgres_version,omitempty"`
+	ResponseTimeMs  int64      `json:"response_time_ms"`
+	Error           string     `json:"error,omitempty"`
+	CheckedAtMs     int64      `json:"checked_at_ms"` // deterministic orchestration time
+}
+
+// RaiseEventInput raises an external event on an orchestration.
+type RaiseEventInput struct {
+	Instance string `json:"instance"`
+	Event    string `json:"event"`
+	Data     string `json:"data,omitempty"`
+}
+
+// AwaitInput names an orchestration instance to wait for.
+type AwaitInput struct {
+	Instance string `json:"instance"`
+}
+
+// ErrNotReady is returned by wait-for-ready while an instance starts; the
+// orchestration's retry policy polls through it.
+var ErrNotReady = errors.New("instance is not ready yet")
+
+// Register adds every activity to reg.
+func Register(reg *duroxide.Registry, d Deps) error {
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	a := &acts{d}
+	for _, err := range []error{
+		duroxide.RegisterActivity(reg, CreateRecord, a.createRecord),
+		duroxide.RegisterActivity(reg, GetInstance, a.getInstance),
+		duroxide.RegisterActivity(reg, UpdateState, a.updateState),
+		duroxide.RegisterActivity(reg, UpdateHealth, a.updateHealth),
+		duroxide.RegisterActivity(reg, RecordHealthCheck, a.recordHealthCheck),
+		duroxide.RegisterActivity(reg, SetActor, a.setActor),
+		duroxide.RegisterActivity(reg, AddEvent, a.addEvent),
+		duroxide.RegisterActivity(reg, ForgetPassword, a.forgetPassword),
+		duroxide.RegisterActivity(reg, GetInstanceConnection, a.getInstance),
+		duroxide.RegisterActivity(reg, Deploy, a.deploy),
+		duroxide.RegisterActivity(reg, WaitForReady, a.waitForReady),
+		duroxide.RegisterActivity(reg, GetConnectionStrings, a.getConnectionStrings),
+		duroxide.RegisterActivity(reg, TestConnection, a.testConnection),
+		duroxide.RegisterActivity(reg, DeletePostgres, a.deletePostgres),
+		duroxide.RegisterActivity(reg, RaiseEvent, a.raiseEvent),
+		duroxide.RegisterActivity(reg, AwaitOrchestration, a.awaitOrchestration),
+	} {
+		if err != nil {
+			return fmt.Errorf("register activities: %w", err)
+		}
+	}
+	return nil
+}
+
+type acts struct{ Deps }
+
+func (a *acts) createRecord(ctx context.Context, in CreateRecordInput) (InstanceView, error) {
+	inst, err := a.CMS.CreateInstance(ctx, cms.Instance{
+		Name: in.Name, InternalName: in.InternalName, Driver: in.Driver, PostgresVersion: in.PostgresVersion,
+		StorageGB: in.StorageGB, Internal: in.Internal, DNSLabel: in.DNSLabel, CreateOrchestrationID: in.CreateOrchestrationID,
+	})
+	if errors.Is(err, cms.ErrNameTaken) {
+		return InstanceView{}, duroxide.NonRetryable(err)
+	}
+	if err != nil {
+		return InstanceView{}, err
+	}
+	return view(inst), nil
+}
+
+func view(inst *cms.Instance) InstanceView {
+	return InstanceView{Found: true, Name: inst.Name, InternalName: inst.InternalName, State: inst.State,
+		ConnectionString: inst.ConnectionString, ActorOrchestrationID: inst.ActorOrchestrationID, CreateOrchestration: inst.CreateOrchestrationID}
+}
+
+func (a *acts) getInstance(ctx context.Context, in InstanceRef) (InstanceView, error) {
+	inst, err := a.CMS.GetByInternalName(ctx, in.InternalName)
+	if errors.Is(err, cms.ErrNotFound) {
+		return InstanceView{Found: false}, nil
+	}
+	if err != nil {
+		return InstanceView{}, err
+	}
+	return view(inst), nil
+}
+
+func (a *acts) updateState(ctx context.Context, in UpdateStateInput) (cms.State, error) {
+	prev, err := a.CMS.UpdateState(ctx, in.InternalName, in.State, in.Update)
+	if errors.Is(err, cms.ErrNotFound) {
+		return "", duroxide.NonRetryable(err)
+	}
+	return prev, err
+}
+
+func (a *acts) updateHealth(ctx context.Context, in UpdateHealthInput) (struct{}, error) {
+	return struct{}{}, a.CMS.UpdateHealth(ctx, in.InternalName, in.Health)
+}
+
+func (a *acts) recordHealthCheck(ctx context.Context, in HealthCheckInput) (struct{}, error) {
+	return struct{}{}, a.CMS.RecordHealthCheck(ctx, cms.HealthCheck{Instance: in.InternalName, Status: in.Status,
+		PostgresVersion: in.PostgresVersion, ResponseTimeMs: in.ResponseTimeMs, Error: in.Error, CheckedAt: time.UnixMilli(in.CheckedAtMs)})
+}
+
+func (a *acts) setActor(ctx context.Context, in SetActorInput) (struct{}, error) {
+	return struct{}{}, a.CMS.SetActor(ctx, in.InternalName, in.OrchestrationID)
+}
+
+func (a *acts) addEvent(ctx context.Context, in AddEventInput) (struct{}, error) {
+	return struct{}{}, a.CMS.AddEvent(ctx, in.InternalName, in.Message)
+}
+
+func (a *acts) forgetPassword(ctx context.Context, in InstanceRef) (struct{}, error) {
+	return struct{}{}, a.CMS.DeletePassword(ctx, in.InternalName)
+}
+
+func (a *acts) deploy(ctx context.Context, in DeployInput) (struct{}, error) {
+	if a.Faults.hit("deploy", in.InternalName, a.Faults.deployLimit()) {
+		return struct{}{}, fmt.Errorf("injected deploy failure for %s", in.InternalName)
+	}
+	pw, err := a.CMS.Password(ctx, in.InternalName)
+	if err != nil {
+		return struct{}{}, duroxide.NonRetryable(fmt.Errorf("read password of %s: %w", in.InternalName, err))
+	}
+	err = a.Driver.Deploy(ctx, dataplane.Spec{Name: in.InternalName, PostgresVersion: in.PostgresVersion,
+		StorageGB: in.StorageGB, Internal: in.Internal, DNSLabel: in.DNSLabel}, pw)
+	return struct{}{}, err
+}
+
+func (f *Faults) deployLimit() int {
+	if f == nil {
+		return 0
+	}
+	return f.DeployFailures
+}
+
+func (f *Faults) testConnectionLimit() int {
+	if f == nil {
+		return 0
+	}
+	return f.TestConnectionFailures
+}
+
+func (a *acts) waitForReady(ctx context.Context, in InstanceRef) (ReadyOutput, error) {
+	st, err := a.Driver.Status(ctx, in.InternalName)
+	if err != nil {
+		return ReadyOutput{}, err
+	}
+	if !st.Ready {
+		return ReadyOutput{Phase: st.Phase}, fmt.Errorf("%w (%s: %s)", ErrNotReady, st.Phase, st.Message)
+	}
+	return ReadyOutput{Phase: st.Phase, Ready: true}, nil
+}
+
+func (a *acts) getConnectionStrings(ctx context.Context, in InstanceRef) (ConnectionOutput, error) {
+	ep, err := a.Driver.Endpoint(ctx, in.InternalName)
+	if err != nil {
+		return ConnectionOutput{}, err
+	}
+	return ConnectionOutput{Endpoint: ep, ConnectionString: ep.URL("")}, nil
+}
+
+func (a *acts) testConnection(ctx context.Context, in TestConnectionInput) (TestConnectionOutput, error) {
+	if a.Faults.hit("test-connection", in.InternalName, a.Faults.testConnectionLimit()) {
+		return TestConnectionOutput{}, fmt.Errorf("injected connection failure for %s", in.InternalName)
+	}
+	pw, err := a.CMS.Password(ctx, in.InternalName)
+	if err != nil {
+		return TestConnectionOutput{}, fmt.Errorf("read password of %s: %w", in.InternalName, err)
+	}
+	cfg, err := pgx.ParseConfig(in.ConnectionString)
+	if err != nil {
+		return TestConnectionOutput{}, duroxide.NonRetryable(fmt.Errorf("parse connection string: %w", err))
+	}
+	cfg.Password = pw
+	cfg.ConnectTimeout = 10 * time.Second
+	begin := time.Now()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return TestConnectionOutput{}, fmt.Errorf("connect to %s: %w", in.InternalName, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var version string
+	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&version); err != nil {
+		return TestConnectionOutput{}, fmt.Errorf("query %s: %w", in.InternalName, err)
+	}
+	return TestConnectionOutput{Version: version, LatencyMs: time.Since(begin).Milliseconds()}, nil
+}
+
+func (a *acts) deletePostgres(ctx context.Context, in InstanceRef) (struct{}, error) {
+	return struct{}{}, a.Driver.Delete(ctx, in.InternalName)
+}
+
+func (a *acts) raiseEvent(ctx context.Context, in RaiseEventInput) (struct{}, error) {
+	return struct{}{}, a.Client.RaiseEvent(ctx, in.Instance, in.Event, in.Data)
+}
+
+// awaitOrchestration fails while an orchestration instance is still running,
+// so a retry policy waits for it to finish. An instance that does not exist
+// counts as finished.
+func (a *acts) awaitOrchestration(ctx context.Context, in AwaitInput) (string, error) {
+	st, err := a.Client.GetStatus(ctx, in.Instance)
+	if errors.Is(err, duroxide.ErrNotFound) {
+		return "absent", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if !st.Status.IsTerminal() {
+		return "", fmt.Errorf("orchestration %s is still %s", in.Instance, st.Status)
+	}
+	return string(st.Status), nil
+}

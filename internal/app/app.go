@@ -1,0 +1,407 @@
+// Package app wires Toygres together: the durable store and runtime, the
+// CMS, the data-plane driver, the activities and orchestrations, and the
+// instance operations the API and CLI offer.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/duroxide/postgres"
+	"github.com/toygres/toygres/duroxide/sqlite"
+	"github.com/toygres/toygres/internal/activities"
+	"github.com/toygres/toygres/internal/cms"
+	"github.com/toygres/toygres/internal/dataplane"
+	"github.com/toygres/toygres/internal/dataplane/local"
+	"github.com/toygres/toygres/internal/orchestrations"
+)
+
+// Config configures an App. Zero values mean defaults.
+type Config struct {
+	// DataDir holds the SQLite database, the secret key, instance data (local
+	// driver), logs and the server's credential file. Default: DefaultDataDir().
+	DataDir string
+	// DatabaseURL selects PostgreSQL for the durable store and the CMS
+	// (postgres://…); empty means the embedded SQLite file in DataDir.
+	DatabaseURL string
+	// Dataplane is the driver: "local" (default) or "kubernetes".
+	Dataplane string
+	// Driver, when set, is used instead of building one from Dataplane.
+	Driver dataplane.Driver
+	// ActorInterval is the health check period (default 30s).
+	ActorInterval time.Duration
+	// Logger receives logs (default slog.Default()).
+	Logger *slog.Logger
+	// Metrics receives duroxide's and Toygres' collectors (default: a new registry).
+	Metrics *prometheus.Registry
+	// Faults injects activity failures (tests and demonstrations).
+	Faults *activities.Faults
+	// OrchestrationConcurrency and ActivityConcurrency size the runtime (defaults 10 and 10).
+	OrchestrationConcurrency, ActivityConcurrency int
+}
+
+// DefaultDataDir is $TOYGRES_HOME, or /var/lib/toygres for root (the
+// unprivileged postgres account that runs local instances cannot enter
+// /root), or ~/.toygres.
+func DefaultDataDir() string {
+	if d := os.Getenv("TOYGRES_HOME"); d != "" {
+		return d
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/toygres"
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".toygres")
+	}
+	return ".toygres"
+}
+
+// App is a running Toygres control plane (without its HTTP server).
+type App struct {
+	Config   Config
+	Store    duroxide.Store
+	Runtime  *duroxide.Runtime
+	Client   *duroxide.Client
+	CMS      cms.Store
+	Driver   dataplane.Driver
+	Metrics  *prometheus.Registry
+	Logger   *slog.Logger
+	Registry *duroxide.Registry
+}
+
+// Open starts the control plane: it opens (and migrates) the stores,
+// re-adopts existing local instances, starts the durable runtime and makes
+// sure every running instance has a live health actor.
+func Open(ctx context.Context, cfg Config) (*App, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir()
+	}
+	if cfg.Dataplane == "" {
+		cfg.Dataplane = "local"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+		cfg.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if cfg.ActorInterval <= 0 {
+		cfg.ActorInterval = orchestrations.DefaultActorInterval
+	}
+	if cfg.OrchestrationConcurrency <= 0 {
+		cfg.OrchestrationConcurrency = 10
+	}
+	if cfg.ActivityConcurrency <= 0 {
+		cfg.ActivityConcurrency = 10
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	a := &App{Config: cfg, Metrics: cfg.Metrics, Logger: cfg.Logger}
+	ok := false
+	defer func() {
+		if !ok {
+			a.closeStores()
+		}
+	}()
+
+	keyFile := filepath.Join(cfg.DataDir, "secret.key")
+	if cfg.DatabaseURL == "" {
+		path := filepath.Join(cfg.DataDir, "toygres.db")
+		st, err := sqlite.Open(ctx, path)
+		if err != nil {
+			return nil, fmt.Errorf("open durable store: %w", err)
+		}
+		a.Store = st
+		c, err := cms.OpenSQLite(ctx, path, cms.Options{KeyFile: keyFile, Logger: cfg.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("open cms: %w", err)
+		}
+		a.CMS = c
+	} else {
+		st, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.WithSchema("toygres_duroxide"))
+		if err != nil {
+			return nil, fmt.Errorf("open durable store: %w", err)
+		}
+		a.Store = st
+		c, err := cms.OpenPostgres(ctx, cfg.DatabaseURL, cms.Options{KeyFile: keyFile, Logger: cfg.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("open cms: %w", err)
+		}
+		a.CMS = c
+	}
+	a.Client = duroxide.NewClient(a.Store)
+
+	switch {
+	case cfg.Driver != nil:
+		a.Driver = cfg.Driver
+	case cfg.Dataplane == "local":
+		d, err := local.New(local.Options{Dir: filepath.Join(cfg.DataDir, "instances"), Logger: cfg.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("local data plane: %w", err)
+		}
+		adopted, restarted, err := d.Adopt(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("adopt local instances: %w", err)
+		}
+		if len(adopted)+len(restarted) > 0 {
+			cfg.Logger.Info("local instances adopted", "running", adopted, "restarted", restarted)
+		}
+		a.Driver = d
+	default:
+		return nil, fmt.Errorf("unknown data plane %q (want local or kubernetes)", cfg.Dataplane)
+	}
+
+	reg := duroxide.NewRegistry()
+	if err := activities.Register(reg, activities.Deps{CMS: a.CMS, Driver: a.Driver, Client: a.Client, Logger: cfg.Logger, Faults: cfg.Faults}); err != nil {
+		return nil, err
+	}
+	if err := orchestrations.Register(reg, a.Driver.Name()); err != nil {
+		return nil, err
+	}
+	a.Registry = reg
+	if err := cfg.Metrics.Register(newInstanceGauges(a.CMS)); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	rt, err := duroxide.Start(ctx, a.Store, reg, duroxide.Options{
+		Logger: cfg.Logger, Metrics: cfg.Metrics,
+		OrchestrationConcurrency: cfg.OrchestrationConcurrency, ActivityConcurrency: cfg.ActivityConcurrency,
+		ActivityLockTimeout: 5 * time.Minute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start runtime: %w", err)
+	}
+	a.Runtime = rt
+	ok = true
+	if err := a.superviseActors(ctx); err != nil {
+		cfg.Logger.Warn("checking health actors failed", "error", err)
+	}
+	return a, nil
+}
+
+// Close stops the runtime (waiting up to ctx for in-flight work) and closes
+// the stores. Local instances keep running.
+func (a *App) Close(ctx context.Context) error {
+	var err error
+	if a.Runtime != nil {
+		err = a.Runtime.Shutdown(ctx)
+	}
+	a.closeStores()
+	return err
+}
+
+func (a *App) closeStores() {
+	if a.CMS != nil {
+		_ = a.CMS.Close()
+	}
+	if a.Store != nil {
+		_ = a.Store.Close()
+	}
+}
+
+// superviseActors starts a health actor for every running instance whose
+// actor is missing or has ended (the Rust version never restarted them).
+func (a *App) superviseActors(ctx context.Context) error {
+	running, err := a.CMS.List(ctx, cms.ListOptions{States: []cms.State{cms.StateRunning}})
+	if err != nil {
+		return err
+	}
+	for _, inst := range running {
+		id := orchestrations.ActorID(inst.InternalName)
+		st, err := a.Client.GetStatus(ctx, id)
+		switch {
+		case errors.Is(err, duroxide.ErrNotFound):
+		case err != nil:
+			return err
+		case !st.Status.IsTerminal():
+			continue
+		default:
+			if _, err := a.Client.DeleteInstance(ctx, id, true); err != nil {
+				return err
+			}
+		}
+		a.Logger.Info("starting health actor", "instance", inst.Name, "actor", id)
+		if err := a.Client.StartOrchestration(ctx, id, orchestrations.InstanceActor,
+			orchestrations.ActorInput{InternalName: inst.InternalName, Interval: a.Config.ActorInterval}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ValidationError is bad input from a caller (HTTP 400, CLI usage error).
+type ValidationError struct{ Msg string }
+
+func (e *ValidationError) Error() string { return e.Msg }
+
+func invalid(format string, args ...any) error {
+	return &ValidationError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// CreateRequest asks for a new instance.
+type CreateRequest struct {
+	Name            string `json:"name"`
+	Password        string `json:"password"`
+	PostgresVersion string `json:"postgres_version,omitempty"`
+	StorageGB       int    `json:"storage_gb,omitempty"`
+	Internal        bool   `json:"internal,omitempty"`
+	DNSLabel        string `json:"dns_label,omitempty"`
+}
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$`)
+
+// Password limits.
+const (
+	MinPasswordLength = 6
+	MaxPasswordLength = 128
+)
+
+// ValidateCreate checks a request without side effects.
+func (a *App) ValidateCreate(ctx context.Context, r *CreateRequest) error {
+	if r.Name == "" {
+		return invalid("name is required")
+	}
+	if !nameRE.MatchString(r.Name) {
+		return invalid("invalid name %q: use 1-40 lower-case letters, digits and hyphens, starting with a letter and not ending with a hyphen", r.Name)
+	}
+	if r.Password == "" {
+		return invalid("password is required")
+	}
+	if len(r.Password) < MinPasswordLength {
+		return invalid("password must be at least %d characters", MinPasswordLength)
+	}
+	if len(r.Password) > MaxPasswordLength {
+		return invalid("password must be at most %d characters", MaxPasswordLength)
+	}
+	if strings.ContainsAny(r.Password, "\x00\n\r") {
+		return invalid("password must not contain control characters")
+	}
+	if r.StorageGB == 0 {
+		r.StorageGB = 10
+	}
+	if r.StorageGB < 1 || r.StorageGB > 16384 {
+		return invalid("storage must be between 1 and 16384 GB, got %d", r.StorageGB)
+	}
+	if r.DNSLabel != "" && !nameRE.MatchString(r.DNSLabel) {
+		return invalid("invalid DNS label %q", r.DNSLabel)
+	}
+	versions, err := a.Driver.Versions(ctx)
+	if err != nil {
+		return fmt.Errorf("list PostgreSQL versions: %w", err)
+	}
+	if r.PostgresVersion == "" {
+		if len(versions) == 0 {
+			return errors.New("no PostgreSQL version is available on this data plane")
+		}
+		r.PostgresVersion = versions[0]
+	} else {
+		found := false
+		for _, v := range versions {
+			if v == r.PostgresVersion {
+				found = true
+			}
+		}
+		if !found {
+			return invalid("PostgreSQL version %q is not available (available: %s)", r.PostgresVersion, strings.Join(versions, ", "))
+		}
+	}
+	return nil
+}
+
+// CreateInstance validates the request, reserves the name, stores the
+// password (encrypted) and starts the create-instance orchestration. It
+// returns at once with the instance in state creating.
+func (a *App) CreateInstance(ctx context.Context, r CreateRequest) (*cms.Instance, error) {
+	if err := a.ValidateCreate(ctx, &r); err != nil {
+		return nil, err
+	}
+	internal := r.Name + "-" + randomHex(4)
+	orchID := orchestrations.CreateID(internal)
+	inst, err := a.CMS.CreateInstance(ctx, cms.Instance{
+		Name: r.Name, InternalName: internal, Driver: a.Driver.Name(), PostgresVersion: r.PostgresVersion,
+		StorageGB: r.StorageGB, Internal: r.Internal, DNSLabel: r.DNSLabel, CreateOrchestrationID: orchID,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := a.CMS.SetPassword(ctx, internal, r.Password); err != nil {
+		_, _ = a.CMS.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "storing the password failed", Message: err.Error()})
+		return nil, fmt.Errorf("store password: %w", err)
+	}
+	in := orchestrations.CreateInput{InternalName: internal, Name: r.Name, PostgresVersion: r.PostgresVersion,
+		StorageGB: r.StorageGB, Internal: r.Internal, DNSLabel: r.DNSLabel, ActorInterval: a.Config.ActorInterval}
+	if err := a.Client.StartOrchestration(ctx, orchID, orchestrations.CreateInstance, in); err != nil {
+		_, _ = a.CMS.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "starting the create orchestration failed", Message: err.Error()})
+		return nil, fmt.Errorf("start create orchestration: %w", err)
+	}
+	a.Logger.Info("instance create requested", "instance", r.Name, "internal_name", internal, "orchestration_id", orchID)
+	return inst, nil
+}
+
+// DeleteInstance starts deleting the active instance with this name. A
+// create still in progress is cancelled first. ErrNotFound (wrapped) if
+// there is no active or failed instance of that name.
+func (a *App) DeleteInstance(ctx context.Context, name string) (*cms.Instance, error) {
+	inst, err := a.CMS.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if inst.State == cms.StateDeleted {
+		return nil, fmt.Errorf("instance %q is already deleted: %w", name, cms.ErrNotFound)
+	}
+	if inst.State == cms.StateCreating && inst.CreateOrchestrationID != "" {
+		if err := a.Client.CancelInstance(ctx, inst.CreateOrchestrationID, "instance deleted while being created"); err != nil {
+			return nil, fmt.Errorf("cancel create: %w", err)
+		}
+	}
+	id := orchestrations.DeleteID(inst.InternalName)
+	if st, err := a.Client.GetStatus(ctx, id); err == nil && st.Status.IsTerminal() && inst.State != cms.StateDeleting {
+		// An earlier delete (or failed-create cleanup) finished; start a fresh one.
+		if _, err := a.Client.DeleteInstance(ctx, id, true); err != nil {
+			return nil, fmt.Errorf("reset delete orchestration: %w", err)
+		}
+	}
+	if err := a.Client.StartOrchestration(ctx, id, orchestrations.DeleteInstance, orchestrations.DeleteInput{InternalName: inst.InternalName}); err != nil {
+		return nil, fmt.Errorf("start delete orchestration: %w", err)
+	}
+	a.Logger.Info("instance delete requested", "instance", name, "internal_name", inst.InternalName, "orchestration_id", id)
+	return inst, nil
+}
+
+// GetInstance returns the instance with this name (active, or the latest).
+func (a *App) GetInstance(ctx context.Context, name string) (*cms.Instance, error) {
+	return a.CMS.Get(ctx, name)
+}
+
+// ConnectionURL returns the instance's connection URL with its password,
+// for authenticated callers only.
+func (a *App) ConnectionURL(ctx context.Context, inst *cms.Instance) (string, error) {
+	if inst.ConnectionString == "" {
+		return "", nil
+	}
+	pw, err := a.CMS.Password(ctx, inst.InternalName)
+	if err != nil {
+		return "", err
+	}
+	return withPassword(inst.ConnectionString, pw)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

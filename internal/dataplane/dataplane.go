@@ -1,0 +1,98 @@
+// Package dataplane defines how Toygres runs PostgreSQL servers: a Driver
+// deploys, inspects and removes one instance. Drivers live in subpackages:
+// local (server processes on this machine) and kubernetes.
+//
+// Every Driver method is idempotent and safe to retry: orchestration
+// activities call them under retry policies, and a process may crash half way
+// through any of them.
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+)
+
+// ErrNotFound is returned (wrapped) when an instance has no resources.
+var ErrNotFound = errors.New("dataplane: instance not found")
+
+// Spec describes an instance to deploy.
+type Spec struct {
+	// Name is the instance's unique internal name (Toygres' "k8s name"):
+	// lower-case letters, digits and hyphens, starting with a letter, at most
+	// 63 bytes. Every resource of the instance is named after it.
+	Name string
+	// PostgresVersion is the major version ("15", "16", …); "" picks the
+	// newest the driver can deploy.
+	PostgresVersion string
+	// StorageGB is the requested storage size in GiB.
+	StorageGB int
+	// Internal instances are reachable only from inside the platform
+	// (local: loopback only; Kubernetes: a ClusterIP service).
+	Internal bool
+	// DNSLabel is an optional DNS label for public instances.
+	DNSLabel string
+}
+
+// Status is the readiness of an instance.
+type Status struct {
+	Phase   string // driver-specific phase, e.g. "Starting", "Running", "NotFound"
+	Ready   bool   // accepting connections
+	Message string // detail for humans
+}
+
+// Endpoint says how to reach an instance. It never holds the password.
+type Endpoint struct {
+	Host       string // host name or IP clients connect to
+	Port       int
+	User       string // superuser name
+	Database   string
+	DNSName    string // optional public DNS name
+	ExternalIP string // optional public IP
+}
+
+// URL returns a postgresql:// connection URL. With an empty password the
+// URL carries no password (safe to store, log or show).
+func (e Endpoint) URL(password string) string {
+	host := e.Host
+	if e.DNSName != "" {
+		host = e.DNSName
+	}
+	u := url.URL{Scheme: "postgresql", Host: host + ":" + strconv.Itoa(e.Port), Path: "/" + e.Database}
+	if password != "" {
+		u.User = url.UserPassword(e.User, password)
+	} else {
+		u.User = url.User(e.User)
+	}
+	return u.String()
+}
+
+// String describes the endpoint without secrets.
+func (e Endpoint) String() string {
+	return fmt.Sprintf("%s@%s:%d/%s", e.User, e.Host, e.Port, e.Database)
+}
+
+// Driver runs PostgreSQL instances on some platform.
+type Driver interface {
+	// Name is the driver's name ("local", "kubernetes").
+	Name() string
+	// Deploy creates the instance's resources with password as the
+	// superuser password, or converges to them when an earlier attempt
+	// created some. It returns once creation is under way; use Status to
+	// learn when the server is ready.
+	Deploy(ctx context.Context, spec Spec, password string) error
+	// Status reports the instance's readiness; ErrNotFound if it has no resources.
+	Status(ctx context.Context, name string) (Status, error)
+	// Endpoint returns how clients reach a deployed instance.
+	Endpoint(ctx context.Context, name string) (Endpoint, error)
+	// Delete removes every resource of the instance (processes, data,
+	// volumes, secrets). Deleting an instance that does not exist succeeds.
+	Delete(ctx context.Context, name string) error
+	// Logs returns up to tail of the server's most recent log lines.
+	Logs(ctx context.Context, name string, tail int) ([]string, error)
+	// Versions lists the PostgreSQL major versions the driver can deploy,
+	// newest first.
+	Versions(ctx context.Context) ([]string, error)
+}

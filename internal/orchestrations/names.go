@@ -1,0 +1,60 @@
+// Package orchestrations holds Toygres' durable workflows: creating an
+// instance, deleting it, and the per-instance health actor.
+package orchestrations
+
+import "time"
+
+// Orchestration names (stable: they are recorded in history).
+const (
+	CreateInstance = "create-instance"
+	DeleteInstance = "delete-instance"
+	InstanceActor  = "instance-actor"
+)
+
+// Instance ids of the orchestrations of one instance.
+func CreateID(internalName string) string { return "create-" + internalName }
+
+// DeleteID is the delete orchestration's instance id.
+func DeleteID(internalName string) string { return "delete-" + internalName }
+
+// ActorID is the health actor's instance id.
+func ActorID(internalName string) string { return "actor-" + internalName }
+
+// EventInstanceDeleted stops an instance's health actor.
+const EventInstanceDeleted = "InstanceDeleted"
+
+// CreateInput starts create-instance. It never carries the password: the
+// API stores it (encrypted) in the CMS before starting the orchestration, and
+// activities read it from there.
+type CreateInput struct {
+	InternalName    string `json:"internal_name"`
+	Name            string `json:"name"`
+	PostgresVersion string `json:"postgres_version,omitempty"`
+	StorageGB       int    `json:"storage_gb"`
+	Internal        bool   `json:"internal,omitempty"`
+	DNSLabel        string `json:"dns_label,omitempty"`
+	// ActorInterval is the health check period (0: 30s).
+	ActorInterval time.Duration `json:"actor_interval,omitempty"`
+}
+
+// CreateOutput is create-instance's result.
+type CreateOutput struct {
+	InternalName     string `json:"internal_name"`
+	ConnectionString string `json:"connection_string"` // without password
+}
+
+// DeleteInput starts delete-instance.
+type DeleteInput struct {
+	InternalName string `json:"internal_name"`
+	// Cleanup is set when a failed create cleans up: the instance keeps its
+	// failed state instead of moving to deleting/deleted.
+	Cleanup bool   `json:"cleanup,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// ActorInput starts (and continues) the health actor.
+type ActorInput struct {
+	InternalName string        `json:"internal_name"`
+	Interval     time.Duration `json:"interval,omitempty"`
+	Checks       int64         `json:"checks,omitempty"` // checks done by earlier executions
+}
