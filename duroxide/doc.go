@@ -1,0 +1,38 @@
+// Package duroxide is a durable-execution runtime: orchestrations written as
+// ordinary Go functions whose progress is recorded as an event history in a
+// store, so they survive crashes and restarts and resume exactly where they
+// were.
+//
+// # Model
+//
+// An orchestration is a deterministic function of its input and history. It
+// schedules work through its [OrchestrationContext]: activities
+// ([OrchestrationContext.CallActivity], delivered at least once), durable
+// timers ([OrchestrationContext.CreateTimer]), external events
+// ([OrchestrationContext.WaitForEvent]), sub-orchestrations and detached
+// orchestrations. Each call returns a [Task]; [Task.Await] waits for one,
+// [OrchestrationContext.Select] races several (the lowest index wins ties;
+// the others are cancelled and the decision is recorded), and
+// [OrchestrationContext.Join] waits for all. [OrchestrationContext.ContinueAsNew]
+// restarts an instance with a fresh history. Time and random ids come from
+// [OrchestrationContext.UtcNow] and [OrchestrationContext.NewGUID], which are
+// recorded.
+//
+// Activities are plain functions of a [context.Context] and an input; the
+// context is cancelled when the orchestration no longer wants the result.
+//
+// # Retries
+//
+// [OrchestrationContext.CallActivityWithRetry] runs an activity under a
+// [RetryPolicy]: a number of attempts, a [Backoff] (NoBackoff, Fixed, Linear,
+// Exponential), a per-attempt timeout, a total timeout, deterministic jitter
+// and a retry predicate. Every attempt and every wait is part of the history.
+//
+// # Running
+//
+// A [Runtime] ([Start]) fetches work from a [Store] (duroxide/sqlite,
+// duroxide/postgres) and runs turns and activities; a [Client] starts,
+// signals, cancels, inspects and deletes instances. When code no longer
+// matches its history the instance fails with an error beginning
+// "nondeterministic:", never silently and never with a panic.
+package duroxide
