@@ -1,0 +1,399 @@
+package sqlite
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/toygres/toygres/duroxide"
+)
+
+// EnqueueOrchestratorItem implements duroxide.Store.
+func (s *Store) EnqueueOrchestratorItem(ctx context.Context, item duroxide.WorkItem, delay time.Duration) error {
+	const op = "enqueue orchestrator item"
+	if item.Instance == "" {
+		return wrap(op, errors.New("work item has no instance"))
+	}
+	data, err := json.Marshal(&item)
+	if err != nil {
+		return wrap(op, err)
+	}
+	err = s.write1(ctx, func(c context.Context, ns *notes) error {
+		err := s.enqueueOrch(c, item.Instance, string(data), nowMs()+max(delay.Milliseconds(), 0))
+		*ns |= noteOrch
+		return err
+	})
+	return wrap(op, err)
+}
+
+// FetchOrchestrationItem implements duroxide.Store. The candidate is the
+// oldest visible message whose instance is not locked, "oldest" meaning
+// earliest visibility time, then queue (enqueue) order: a timer that fired
+// an hour ago goes before a message enqueued a second ago, and pending
+// future messages are never scanned. For an instance that was never acked
+// (Exists false) ExecutionID is 1 and OrchestrationName/Version come from
+// the StartOrchestration (or ContinueAsNew) message of the batch;
+// ExecutionStatus is empty.
+func (s *Store) FetchOrchestrationItem(ctx context.Context, lockTimeout time.Duration) (*duroxide.OrchestrationItem, error) {
+	const op = "fetch orchestration item"
+	random := newToken()
+	var (
+		item *duroxide.OrchestrationItem
+		msgs []rawMsg
+	)
+	// One UPDATE … RETURNING picks and locks; the metadata read that
+	// follows needs no transaction around it (the lock is held).
+	err := s.write1(ctx, func(c context.Context, ns *notes) error {
+		item, msgs = nil, msgs[:0]
+		now := nowMs()
+		rows, err := s.ws.fetchTag.QueryContext(c, random, now+lockTimeout.Milliseconds(), now)
+		if err != nil {
+			return err
+		}
+		var instance string
+		attempts := 0
+		for rows.Next() {
+			var m rawMsg
+			var a int
+			if err := rows.Scan(&instance, &m.id, &m.data, &a); err != nil {
+				rows.Close()
+				return err
+			}
+			attempts = max(attempts, a)
+			msgs = append(msgs, m)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(msgs) == 0 {
+			return nil
+		}
+		it := &duroxide.OrchestrationItem{Instance: instance, LockToken: orchToken(random, instance), AttemptCount: attempts}
+		var status string
+		err = s.ws.fetchMeta.QueryRowContext(c, instance).Scan(&it.OrchestrationName, &it.OrchestrationVersion,
+			&it.ExecutionID, &status, &it.CreatedAtMs, &it.LastEventID)
+		switch {
+		case err == nil:
+			it.Exists = true
+			it.ExecutionStatus = duroxide.Status(status)
+		case errors.Is(err, sql.ErrNoRows):
+		default:
+			return err
+		}
+		item = it
+		return nil
+	})
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	if item == nil {
+		return nil, nil
+	}
+	// Decode after the commit, outside the write lock. A message that does
+	// not decode fails this fetch only; the instance stays locked until the
+	// lock expires (counting the attempt), other instances are unaffected.
+	slices.SortFunc(msgs, func(a, b rawMsg) int { return cmp.Compare(a.id, b.id) })
+	item.Messages = make([]duroxide.WorkItem, len(msgs))
+	for i, m := range msgs {
+		if err := json.Unmarshal(m.data, &item.Messages[i]); err != nil {
+			return nil, wrap(op, fmt.Errorf("decode orchestrator message %d of %q: %w", m.id, item.Instance, err))
+		}
+	}
+	if !item.Exists {
+		// Never acked: describe the instance from its start message.
+		item.ExecutionID = 1
+		for i := range item.Messages {
+			m := &item.Messages[i]
+			if m.Kind == duroxide.WorkStartOrchestration || m.Kind == duroxide.WorkContinueAsNew {
+				item.OrchestrationName, item.OrchestrationVersion = m.Name, m.Version
+				break
+			}
+		}
+	}
+	return item, nil
+}
+
+// enqueueOrch inserts an orchestrator message with the next queue id. Ids
+// come from a per-file counter of this process; another process sharing
+// the file could, in theory, pick the same id for the same instance, which
+// is retried with a fresh id.
+func (s *Store) enqueueOrch(c context.Context, instance, data string, visibleAt int64) error {
+	var err error
+	for range 3 {
+		_, err = s.ws.enqOrch.ExecContext(c, instance, s.hub.nextID(), data, visibleAt)
+		if err == nil || !isPrimaryKeyViolation(err) {
+			return err
+		}
+	}
+	return err
+}
+
+type rawMsg struct {
+	id   int64
+	data []byte
+}
+
+// AckOrchestrationItem implements duroxide.Store.
+//
+// Details: the instance row is created by the first ack that carries an
+// OrchestrationName; later acks of the current (or a newer) execution
+// update name and version when given, and current_execution_id becomes
+// max(current, ExecutionID). The instance's status and output mirror its
+// current execution: a commit with Status set updates both the execution
+// and, if it is the current one, the instance; a newer execution id starts
+// as Running. ExecutionID 0 means the current execution. An ack without
+// OrchestrationName for an instance that does not exist only consumes its
+// messages (and enqueues its items); it fails if it carries history, a
+// status or a custom status. Worker items and cancelled activities with an
+// empty Instance (or ExecutionID 0) default to the acked instance (and
+// execution). QueueStatus is notified when the current execution becomes
+// terminal.
+func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, commit *duroxide.TurnCommit) error {
+	const op = "ack orchestration item"
+	random, instance, ok := parseOrchToken(lockToken)
+	if !ok {
+		return wrap(op, errLockLost)
+	}
+	if commit == nil {
+		commit = &duroxide.TurnCommit{}
+	}
+	// Encode outside the write lock.
+	type encoded struct {
+		data string
+		aux  int64
+	}
+	hist := make([]encoded, len(commit.HistoryDelta))
+	for i := range commit.HistoryDelta {
+		b, err := json.Marshal(&commit.HistoryDelta[i])
+		if err != nil {
+			return wrap(op, err)
+		}
+		hist[i] = encoded{data: string(b)}
+	}
+	workers := make([]encoded, len(commit.WorkerItems))
+	for i := range commit.WorkerItems {
+		b, err := json.Marshal(&commit.WorkerItems[i])
+		if err != nil {
+			return wrap(op, err)
+		}
+		workers[i] = encoded{data: string(b)}
+	}
+	orchs := make([]encoded, len(commit.OrchestratorItems))
+	for i := range commit.OrchestratorItems {
+		w := &commit.OrchestratorItems[i]
+		if w.Instance == "" {
+			return wrap(op, fmt.Errorf("orchestrator item %d (%s) has no instance", i, w.Kind))
+		}
+		b, err := json.Marshal(w)
+		if err != nil {
+			return wrap(op, err)
+		}
+		orchs[i] = encoded{data: string(b)}
+		if w.Kind == duroxide.WorkTimerFired && w.FireAtMs > 0 {
+			orchs[i].aux = w.FireAtMs
+		}
+	}
+	statusSet := commit.Status != ""
+	terminal := commit.Status.IsTerminal()
+
+	err := s.write(ctx, func(c context.Context, ns *notes) error {
+		now := nowMs()
+		// Delete the tagged messages first: it validates the lock, and
+		// messages this ack enqueues for the same instance are untagged.
+		res, err := s.ws.ackDeleteTagged.ExecContext(c, instance, random, now)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errLockLost
+		}
+
+		exec := commit.ExecutionID
+		if exec <= 0 {
+			// No execution id given: the turn belongs to the current one.
+			err := s.wconn.QueryRowContext(c, `SELECT current_execution_id FROM instances WHERE instance = ?`, instance).Scan(&exec)
+			if errors.Is(err, sql.ErrNoRows) {
+				exec = 1
+			} else if err != nil {
+				return err
+			}
+		}
+		var current int64
+		args := []any{instance, commit.OrchestrationName, commit.OrchestrationVersion, exec,
+			boolInt(statusSet), string(commit.Status), nullString(commit.Output), nullString(commit.ParentInstance),
+			now, boolInt(commit.SetCustomStatus), commit.CustomStatus}
+		if commit.OrchestrationName != "" {
+			err = s.ws.ackInstUpsert.QueryRowContext(c, args...).Scan(&current)
+		} else {
+			err = s.ws.ackInstUpdate.QueryRowContext(c, args...).Scan(&current)
+		}
+		exists := true
+		if errors.Is(err, sql.ErrNoRows) {
+			// Unknown instance and no metadata: nothing to record about it.
+			exists = false
+			if len(hist) > 0 || statusSet || commit.SetCustomStatus {
+				return errors.New("commit for an instance that does not exist carries no OrchestrationName")
+			}
+		} else if err != nil {
+			return err
+		}
+
+		if exists {
+			if statusSet {
+				var completed any
+				if terminal {
+					completed = now
+				}
+				_, err = s.ws.ackExecUpsert.ExecContext(c, instance, exec, string(commit.Status), nullString(commit.Output), now, completed)
+			} else {
+				_, err = s.ws.ackExecInsert.ExecContext(c, instance, exec, now)
+			}
+			if err != nil {
+				return err
+			}
+			for i := range hist {
+				ev := &commit.HistoryDelta[i]
+				if _, err := s.ws.ackHistory.ExecContext(c, instance, exec, ev.EventID, string(ev.Kind), hist[i].data); err != nil {
+					if isPrimaryKeyViolation(err) {
+						return fmt.Errorf("%w: instance %q execution %d event %d", duroxide.ErrDuplicateEvent, instance, exec, ev.EventID)
+					}
+					return err
+				}
+			}
+		}
+
+		for i := range workers {
+			w := &commit.WorkerItems[i]
+			wi, we := w.Instance, w.ExecutionID
+			if wi == "" {
+				wi = instance
+			}
+			if we == 0 {
+				we = exec
+			}
+			if _, err := s.ws.enqWorker.ExecContext(c, wi, we, w.ID, workers[i].data, now); err != nil {
+				return err
+			}
+		}
+		for _, ref := range commit.CancelledActivities {
+			ri := ref.Instance
+			if ri == "" {
+				ri = instance
+			}
+			if _, err := s.ws.ackCancel.ExecContext(c, ri, ref.ExecutionID, ref.ActivityID); err != nil {
+				return err
+			}
+		}
+		for i := range orchs {
+			vis := orchs[i].aux
+			if vis == 0 {
+				vis = now
+			}
+			if err := s.enqueueOrch(c, commit.OrchestratorItems[i].Instance, orchs[i].data, vis); err != nil {
+				return err
+			}
+		}
+
+		if len(workers) > 0 {
+			*ns |= noteWorker
+		}
+		if len(orchs) > 0 {
+			*ns |= noteOrch
+		} else {
+			// Messages that arrived while the instance was locked are
+			// fetchable now; their enqueue notification found it locked.
+			var more bool
+			if err := s.ws.ackHasVisible.QueryRowContext(c, instance, now).Scan(&more); err != nil {
+				return err
+			}
+			if more {
+				*ns |= noteOrch
+			}
+		}
+		if terminal && exists && exec >= current {
+			*ns |= noteStatus
+		}
+		return nil
+	})
+	return wrap(op, err)
+}
+
+// AbandonOrchestrationItem implements duroxide.Store. With delay zero the
+// messages keep their place in the queue. A lock that expired but was not
+// taken over can still be abandoned.
+func (s *Store) AbandonOrchestrationItem(ctx context.Context, lockToken string, delay time.Duration, ignoreAttempt bool) error {
+	const op = "abandon orchestration item"
+	random, instance, ok := parseOrchToken(lockToken)
+	if !ok {
+		return wrap(op, errLockLost)
+	}
+	var vis int64
+	if delay > 0 {
+		vis = nowMs() + delay.Milliseconds()
+	}
+	err := s.write1(ctx, func(c context.Context, ns *notes) error {
+		res, err := s.ws.abandonOrch.ExecContext(c, instance, random, vis, boolInt(ignoreAttempt))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errLockLost
+		}
+		*ns |= noteOrch
+		return nil
+	})
+	return wrap(op, err)
+}
+
+// RenewOrchestrationItemLock implements duroxide.Store.
+func (s *Store) RenewOrchestrationItemLock(ctx context.Context, lockToken string, extend time.Duration) error {
+	const op = "renew orchestration item lock"
+	random, instance, ok := parseOrchToken(lockToken)
+	if !ok {
+		return wrap(op, errLockLost)
+	}
+	err := s.write1(ctx, func(c context.Context, ns *notes) error {
+		now := nowMs()
+		res, err := s.ws.renewOrch.ExecContext(c, now+extend.Milliseconds(), instance, random, now)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errLockLost
+		}
+		return nil
+	})
+	return wrap(op, err)
+}
+
+// NextVisibleAt implements duroxide.Store. It considers delayed messages
+// (timers, delayed enqueues, abandons with delay), not lock expiry.
+func (s *Store) NextVisibleAt(ctx context.Context, q duroxide.Queue) (time.Time, bool, error) {
+	const op = "next visible at"
+	if q != duroxide.QueueOrchestrator && q != duroxide.QueueWorker {
+		return time.Time{}, false, nil
+	}
+	var at sql.NullInt64
+	err := s.readHot(ctx, func(_ querier, rs *readStmts) error {
+		st := rs.nextOrch
+		if q == duroxide.QueueWorker {
+			st = rs.nextWorker
+		}
+		return st.QueryRowContext(ctx, nowMs()).Scan(&at)
+	})
+	if err != nil {
+		return time.Time{}, false, wrap(op, err)
+	}
+	if !at.Valid {
+		return time.Time{}, false, nil
+	}
+	return time.UnixMilli(at.Int64), true, nil
+}
