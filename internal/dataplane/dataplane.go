@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 )
@@ -60,7 +61,7 @@ func (e Endpoint) URL(password string) string {
 	if e.DNSName != "" {
 		host = e.DNSName
 	}
-	u := url.URL{Scheme: "postgresql", Host: host + ":" + strconv.Itoa(e.Port), Path: "/" + e.Database}
+	u := url.URL{Scheme: "postgresql", Host: net.JoinHostPort(host, strconv.Itoa(e.Port)), Path: "/" + e.Database}
 	if password != "" {
 		u.User = url.UserPassword(e.User, password)
 	} else {

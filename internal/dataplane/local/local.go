@@ -1,0 +1,885 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/toygres/toygres/internal/dataplane"
+)
+
+// DriverName is the name the local driver reports (Driver.Name).
+const DriverName = "local"
+
+// InstallHint is the command that installs the PostgreSQL server binaries on
+// Debian and Ubuntu.
+const InstallHint = "apt-get install -y postgresql"
+
+// Defaults of Options.
+const (
+	DefaultListenAddress = "127.0.0.1"
+	DefaultMinPort       = 15432
+	DefaultMaxPort       = 16431
+	DefaultRunAs         = "postgres"
+	// RootDataDir is the default Toygres data directory when running as
+	// root: a directory the unprivileged PostgreSQL account can traverse.
+	RootDataDir = "/var/lib/toygres"
+)
+
+// Superuser and maintenance database of every instance.
+const (
+	SuperUser = "postgres"
+	Database  = "postgres"
+)
+
+// Phases reported by Status.
+const (
+	// PhasePending: the instance has resources but Deploy has not finished
+	// creating them (it converges when called again).
+	PhasePending = "Pending"
+	// PhaseStopped: the server process is not running.
+	PhaseStopped = "Stopped"
+	// PhaseStarting: the server runs but does not accept connections yet.
+	PhaseStarting = "Starting"
+	// PhaseStopping: the server is shutting down.
+	PhaseStopping = "Stopping"
+	// PhaseReady: the server accepts connections.
+	PhaseReady = "Ready"
+)
+
+var (
+	// ErrNoPostgres is returned (wrapped) when no PostgreSQL server binaries
+	// are installed.
+	ErrNoPostgres = errors.New("no PostgreSQL server binaries found")
+	// ErrVersionNotInstalled is returned (wrapped) when the requested major
+	// version is not installed.
+	ErrVersionNotInstalled = errors.New("PostgreSQL version not installed")
+)
+
+// Options configures a Driver. The zero value is usable.
+type Options struct {
+	// Dir holds one directory per instance. Default: DefaultDir(), that is
+	// <Toygres data dir>/instances. When running as root every directory on
+	// the way to it must be searchable by the RunAs account.
+	Dir string
+	// ListenAddress is the listen_addresses value of non-internal instances:
+	// an IP address, a host name or "*" (default 127.0.0.1). Internal
+	// instances always listen on 127.0.0.1 only.
+	ListenAddress string
+	// AdvertiseHost is the host clients are told to connect to for
+	// non-internal instances (Endpoint.Host). Default: ListenAddress, or
+	// 127.0.0.1 when that is a wildcard ("*", "0.0.0.0").
+	AdvertiseHost string
+	// MinPort and MaxPort bound the TCP ports given to instances (default
+	// 15432–16431).
+	MinPort, MaxPort int
+	// BinDirs, when set, are the only directories searched for PostgreSQL
+	// binaries (each holding initdb, pg_ctl and postgres of one version).
+	// Default: PATH, then /usr/lib/postgresql/*/bin.
+	BinDirs []string
+	// RunAs is the account PostgreSQL runs as when Toygres runs as root
+	// (default "postgres"). Ignored otherwise: servers then run as the
+	// current user.
+	RunAs string
+	// Logger receives the driver's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Driver runs PostgreSQL instances as local server processes. It implements
+// dataplane.Driver; its methods are safe for concurrent use.
+type Driver struct {
+	dir       string
+	listen    string
+	advertise string
+	minPort   int
+	maxPort   int
+	binDirs   []string
+	runAs     string
+	cred      *syscall.Credential // nil unless running as root
+	log       *slog.Logger
+
+	allocMu sync.Mutex // serializes port allocation
+	locksMu sync.Mutex
+	locks   map[string]*nameLock
+
+	versionsMu sync.Mutex
+	versionOf  map[string]string // bin dir → major version
+}
+
+var _ dataplane.Driver = (*Driver)(nil)
+
+// DefaultDataDir is Toygres' default data directory: RootDataDir
+// (/var/lib/toygres) when running as root, because the unprivileged account
+// that runs PostgreSQL cannot enter root's home; otherwise
+// $XDG_DATA_HOME/toygres, or ~/.local/share/toygres.
+func DefaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return RootDataDir
+	}
+	if x := os.Getenv("XDG_DATA_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "toygres")
+	}
+	if home, err := os.UserHomeDir(); err == nil && home != "" {
+		return filepath.Join(home, ".local", "share", "toygres")
+	}
+	return filepath.Join(os.TempDir(), "toygres-"+strconv.Itoa(os.Geteuid()))
+}
+
+// DefaultDir is the default Options.Dir: DefaultDataDir()/instances.
+func DefaultDir() string { return filepath.Join(DefaultDataDir(), "instances") }
+
+// New returns a driver keeping its instances in opts.Dir, which it creates if
+// needed. When running as root it looks up the account that runs PostgreSQL
+// and fails if that account cannot reach opts.Dir. Missing PostgreSQL
+// binaries are reported by Versions and Deploy, not by New.
+func New(opts Options) (*Driver, error) {
+	d := &Driver{
+		dir:       opts.Dir,
+		listen:    opts.ListenAddress,
+		advertise: opts.AdvertiseHost,
+		minPort:   opts.MinPort,
+		maxPort:   opts.MaxPort,
+		binDirs:   append([]string(nil), opts.BinDirs...),
+		runAs:     opts.RunAs,
+		log:       opts.Logger,
+		locks:     map[string]*nameLock{},
+		versionOf: map[string]string{},
+	}
+	if d.dir == "" {
+		d.dir = DefaultDir()
+	}
+	abs, err := filepath.Abs(d.dir)
+	if err != nil {
+		return nil, fmt.Errorf("local: instance directory %q: %w", d.dir, err)
+	}
+	d.dir = abs
+	if d.listen == "" {
+		d.listen = DefaultListenAddress
+	}
+	if strings.ContainsAny(d.listen, ",' \t\n\\") {
+		return nil, fmt.Errorf("local: listen address %q: want one IP address, host name or \"*\"", d.listen)
+	}
+	if d.minPort == 0 && d.maxPort == 0 {
+		d.minPort, d.maxPort = DefaultMinPort, DefaultMaxPort
+	}
+	if d.minPort < 1 || d.maxPort > 65535 || d.minPort > d.maxPort {
+		return nil, fmt.Errorf("local: bad port range %d–%d", d.minPort, d.maxPort)
+	}
+	if d.runAs == "" {
+		d.runAs = DefaultRunAs
+	}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	d.log = d.log.With("driver", DriverName)
+
+	if os.Geteuid() == 0 {
+		if d.cred, err = lookupAccount(d.runAs); err != nil {
+			return nil, err
+		}
+		// Check before creating anything, and again once all exists.
+		if err := checkReachable(d.dir, d.runAs, d.cred); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(d.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("local: create instance directory: %w", err)
+	}
+	if d.cred != nil {
+		if err := checkReachable(d.dir, d.runAs, d.cred); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// Name returns "local".
+func (d *Driver) Name() string { return DriverName }
+
+// Dir returns the directory holding the instances.
+func (d *Driver) Dir() string { return d.dir }
+
+// Versions lists the installed PostgreSQL major versions, newest first. It
+// fails (wrapping ErrNoPostgres, with the install command) when none is
+// installed.
+func (d *Driver) Versions(ctx context.Context) ([]string, error) {
+	ins, err := d.installs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("local: versions: %w", err)
+	}
+	vs := make([]string, len(ins))
+	for i, in := range ins {
+		vs[i] = in.version
+	}
+	return vs, nil
+}
+
+// Deploy creates the instance (initdb, configuration, server start) or
+// converges to it: an instance already running is left alone, a stopped one
+// is started, a half-made one is finished. It returns once the server
+// process runs (pg_ctl start -w, for at most 15 s); Status
+// reports when it accepts connections. The password is set when the cluster
+// is initialized; later calls do not change it.
+func (d *Driver) Deploy(ctx context.Context, spec dataplane.Spec, password string) error {
+	if err := validName(spec.Name); err != nil {
+		return err
+	}
+	if password == "" {
+		return fmt.Errorf("local: deploy %s: empty superuser password", spec.Name)
+	}
+	if strings.ContainsAny(password, "\r\n\x00") {
+		return fmt.Errorf("local: deploy %s: the superuser password must not contain line breaks or NUL", spec.Name)
+	}
+	unlock := d.lock(spec.Name)
+	defer unlock()
+
+	p := d.paths(spec.Name)
+	// A crash between writing the password file and removing it leaves it
+	// behind: never let it outlive the next call.
+	d.removePWFile(p)
+
+	m, err := readMeta(p.meta)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if m, err = d.create(ctx, spec, p); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	default:
+		if spec.PostgresVersion != "" && spec.PostgresVersion != m.Version {
+			return fmt.Errorf("local: deploy %s: instance exists with PostgreSQL %s, not %s", spec.Name, m.Version, spec.PostgresVersion)
+		}
+		if spec.Internal != m.Spec.Internal {
+			return fmt.Errorf("local: deploy %s: instance exists with internal=%t", spec.Name, m.Spec.Internal)
+		}
+	}
+	in, err := d.install(ctx, m.Version)
+	if err != nil {
+		return fmt.Errorf("local: deploy %s: %w", spec.Name, err)
+	}
+	if !m.Initialized {
+		if err := d.initialize(ctx, m, p, in, password); err != nil {
+			return err
+		}
+	}
+	_, err = d.start(ctx, m, p, in)
+	return err
+}
+
+// create records a new instance: it resolves the version, clears what a
+// crashed attempt or an interrupted Delete left in the instance directory,
+// allocates a port and writes the metadata.
+func (d *Driver) create(ctx context.Context, spec dataplane.Spec, p paths) (*metadata, error) {
+	in, err := d.install(ctx, spec.PostgresVersion)
+	if err != nil {
+		return nil, fmt.Errorf("local: deploy %s: %w", spec.Name, err)
+	}
+	if _, err := os.Lstat(p.dir); err == nil {
+		// Left over without metadata: stop anything running there, then start over.
+		d.log.Warn("removing incomplete instance directory", "instance", spec.Name, "dir", p.dir)
+		if err := d.stop(ctx, p, d.binDirFor(ctx, p, nil)); err != nil {
+			return nil, fmt.Errorf("local: deploy %s: %w", spec.Name, err)
+		}
+		if err := os.RemoveAll(p.dir); err != nil {
+			return nil, fmt.Errorf("local: deploy %s: remove leftovers: %w", spec.Name, err)
+		}
+	}
+	if err := os.Mkdir(p.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("local: deploy %s: create instance directory: %w", spec.Name, err)
+	}
+	if err := d.chown(p.dir); err != nil {
+		return nil, fmt.Errorf("local: deploy %s: %w", spec.Name, err)
+	}
+	listen, host := d.addresses(spec.Internal)
+	m := &metadata{
+		Format:        metaFormat,
+		Name:          spec.Name,
+		Version:       in.version,
+		ListenAddress: listen,
+		Host:          host,
+		Spec: specRecord{
+			PostgresVersion: spec.PostgresVersion,
+			StorageGB:       spec.StorageGB,
+			Internal:        spec.Internal,
+			DNSLabel:        spec.DNSLabel,
+		},
+		CreatedAt: time.Now().UTC(),
+	}
+	// Allocate and record under allocMu, so that concurrent deploys see the
+	// port as taken.
+	d.allocMu.Lock()
+	defer d.allocMu.Unlock()
+	if m.Port, err = d.allocatePort(listen, spec.Name); err != nil {
+		return nil, fmt.Errorf("local: deploy %s: %w", spec.Name, err)
+	}
+	if err := writeMeta(p.meta, m); err != nil {
+		return nil, fmt.Errorf("local: deploy %s: %w", spec.Name, err)
+	}
+	d.log.Info("creating instance", "instance", spec.Name, "version", m.Version, "port", m.Port, "listen", listen)
+	return m, nil
+}
+
+// initialize runs initdb on a clean data directory and writes the
+// configuration, then marks the instance initialized.
+func (d *Driver) initialize(ctx context.Context, m *metadata, p paths, in install, password string) error {
+	// Whatever a crashed attempt left is unusable: start over.
+	if err := d.stop(ctx, p, in.binDir); err != nil {
+		return fmt.Errorf("local: deploy %s: %w", m.Name, err)
+	}
+	if err := os.RemoveAll(p.data); err != nil {
+		return fmt.Errorf("local: deploy %s: remove incomplete data directory: %w", m.Name, err)
+	}
+	if err := writeFile(p.pwfile, []byte(password+"\n"), 0o600, d.chown); err != nil {
+		return fmt.Errorf("local: deploy %s: write password file: %w", m.Name, err)
+	}
+	start := time.Now()
+	out, err := d.run(ctx, p.dir, filepath.Join(in.binDir, "initdb"),
+		"-D", p.data, "-U", SuperUser, "--auth=scram-sha-256", "--pwfile="+p.pwfile,
+		"-E", "UTF8", "--locale=C")
+	d.removePWFile(p)
+	if err != nil {
+		return fmt.Errorf("local: deploy %s: initdb: %w\n%s", m.Name, err, out)
+	}
+	d.log.Debug("initdb done", "instance", m.Name, "elapsed", time.Since(start), "output", out)
+	if err := d.writeConfig(m, p); err != nil {
+		return fmt.Errorf("local: deploy %s: %w", m.Name, err)
+	}
+	m.Initialized = true
+	if err := writeMeta(p.meta, m); err != nil {
+		return fmt.Errorf("local: deploy %s: %w", m.Name, err)
+	}
+	return nil
+}
+
+// startWait bounds how long pg_ctl start waits for the server to be ready;
+// a server still starting after it (crash recovery) is left to Status.
+const startWait = 15 * time.Second
+
+// start starts the server unless it runs; it reports whether it started it.
+// A server that has never started moves to another port when its port is
+// taken (nobody knows the endpoint yet); one that has keeps its port.
+func (d *Driver) start(ctx context.Context, m *metadata, p paths, in install) (bool, error) {
+	for attempt := 1; ; attempt++ {
+		pm := readPostmaster(p.data)
+		if pm.running {
+			return false, nil
+		}
+		if err := d.clearStale(ctx, m, p, pm); err != nil {
+			return false, err
+		}
+		if !portFree(m.ListenAddress, m.Port) {
+			if m.Started {
+				return false, fmt.Errorf("local: start %s: port %d on %s is in use by another process", m.Name, m.Port, m.ListenAddress)
+			}
+			if err := d.movePort(m, p); err != nil {
+				return false, err
+			}
+		}
+		out, err := d.run(ctx, p.dir, filepath.Join(in.binDir, "pg_ctl"),
+			"start", "-D", p.data, "-l", p.log, "-w", "-t", strconv.Itoa(int(startWait/time.Second)))
+		if err != nil {
+			if readPostmaster(p.data).running {
+				// Still starting (e.g. crash recovery): Status tells when it is ready.
+				d.log.Info("server still starting", "instance", m.Name, "output", out)
+			} else {
+				if !m.Started && attempt < 3 && !portFree(m.ListenAddress, m.Port) {
+					d.log.Warn("port taken while starting, trying another", "instance", m.Name, "port", m.Port)
+					continue
+				}
+				return false, fmt.Errorf("local: start %s: pg_ctl start: %w\n%s\nserver log:\n%s", m.Name, err, out, strings.Join(tailLinesQuiet(p.log, 20), "\n"))
+			}
+		}
+		if !m.Started {
+			m.Started = true
+			if err := writeMeta(p.meta, m); err != nil {
+				return true, fmt.Errorf("local: start %s: %w", m.Name, err)
+			}
+		}
+		d.log.Info("server started", "instance", m.Name, "port", m.Port, "version", m.Version)
+		return true, nil
+	}
+}
+
+// clearStale removes what a server that died without shutting down (killed,
+// or the machine rebooted) left behind and the new server would trip over:
+// a postmaster.pid and socket lock files naming a process that is now a
+// zombie or (pid reuse) an unrelated process. It first waits for the dead
+// server's orphaned backends to exit: starting beside them would be unsafe.
+func (d *Driver) clearStale(ctx context.Context, m *metadata, p paths, pm postmaster) error {
+	if waitFor(ctx, 10*time.Second, func() bool { return len(processesIn(p.data)) == 0 }) != nil {
+		return fmt.Errorf("local: start %s: the previous server is gone but processes %v still use its data directory", m.Name, processesIn(p.data))
+	}
+	if pm.stale {
+		if err := os.Remove(filepath.Join(p.data, "postmaster.pid")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("local: start %s: remove stale pid file: %w", m.Name, err)
+		}
+	}
+	// The socket directory is the instance's own: with no server running,
+	// its sockets and their lock files are stale.
+	socks, _ := filepath.Glob(filepath.Join(p.dir, ".s.PGSQL.*"))
+	for _, f := range socks {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("local: start %s: remove stale socket file: %w", m.Name, err)
+		}
+	}
+	return nil
+}
+
+// movePort gives an instance that has never started a new free port.
+func (d *Driver) movePort(m *metadata, p paths) error {
+	d.allocMu.Lock()
+	defer d.allocMu.Unlock()
+	port, err := d.allocatePort(m.ListenAddress, m.Name)
+	if err != nil {
+		return fmt.Errorf("local: start %s: %w", m.Name, err)
+	}
+	d.log.Info("port taken, moving instance", "instance", m.Name, "old_port", m.Port, "port", port)
+	m.Port = port
+	if err := d.writeConfig(m, p); err != nil {
+		return fmt.Errorf("local: start %s: %w", m.Name, err)
+	}
+	if err := writeMeta(p.meta, m); err != nil {
+		return fmt.Errorf("local: start %s: %w", m.Name, err)
+	}
+	return nil
+}
+
+// Status reports the instance's phase: Pending (Deploy unfinished), Stopped,
+// Starting, Stopping or Ready (accepting connections). It returns
+// ErrNotFound (wrapped) for an unknown instance.
+func (d *Driver) Status(ctx context.Context, name string) (dataplane.Status, error) {
+	p, err := d.existing(name)
+	if err != nil {
+		return dataplane.Status{}, err
+	}
+	m, err := readMeta(p.meta)
+	if errors.Is(err, fs.ErrNotExist) {
+		return dataplane.Status{Phase: PhasePending, Message: "deployment incomplete (no metadata yet)"}, nil
+	}
+	if err != nil {
+		return dataplane.Status{}, err
+	}
+	if !m.Initialized {
+		return dataplane.Status{Phase: PhasePending, Message: "deployment incomplete (cluster not initialized yet)"}, nil
+	}
+	pm := readPostmaster(p.data)
+	if !pm.running {
+		msg := "server is not running"
+		if last := tailLinesQuiet(p.log, 1); len(last) > 0 {
+			msg += "; last log line: " + last[0]
+		}
+		return dataplane.Status{Phase: PhaseStopped, Message: msg}, nil
+	}
+	if pm.status == "stopping" {
+		return dataplane.Status{Phase: PhaseStopping, Message: "server is shutting down"}, nil
+	}
+	ok, msg := ping(ctx, pingHost(m.ListenAddress), m.Port)
+	if !ok {
+		return dataplane.Status{Phase: PhaseStarting, Message: msg}, nil
+	}
+	return dataplane.Status{Phase: PhaseReady, Ready: true, Message: msg}, nil
+}
+
+// Endpoint returns where clients reach the instance: its advertised host
+// (127.0.0.1 by default), its port, user and database "postgres".
+func (d *Driver) Endpoint(ctx context.Context, name string) (dataplane.Endpoint, error) {
+	p, err := d.existing(name)
+	if err != nil {
+		return dataplane.Endpoint{}, err
+	}
+	m, err := readMeta(p.meta)
+	if errors.Is(err, fs.ErrNotExist) {
+		return dataplane.Endpoint{}, fmt.Errorf("local: endpoint %s: deployment incomplete", name)
+	}
+	if err != nil {
+		return dataplane.Endpoint{}, err
+	}
+	return dataplane.Endpoint{Host: m.Host, Port: m.Port, User: SuperUser, Database: Database}, nil
+}
+
+// Delete stops the server (fast shutdown, then immediate, then SIGKILL) and
+// removes the instance directory, which frees its port. Deleting an unknown
+// instance succeeds.
+func (d *Driver) Delete(ctx context.Context, name string) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	unlock := d.lock(name)
+	defer unlock()
+	p := d.paths(name)
+	if _, err := os.Lstat(p.dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("local: delete %s: %w", name, err)
+	}
+	m, _ := readMeta(p.meta)
+	if err := d.stop(ctx, p, d.binDirFor(ctx, p, m)); err != nil {
+		return fmt.Errorf("local: delete %s: %w", name, err)
+	}
+	if err := os.RemoveAll(p.dir); err != nil {
+		return fmt.Errorf("local: delete %s: %w", name, err)
+	}
+	d.log.Info("instance deleted", "instance", name)
+	return nil
+}
+
+// Logs returns up to tail of the most recent lines of the server log (all of
+// them, up to a few MiB, when tail is negative).
+func (d *Driver) Logs(ctx context.Context, name string, tail int) ([]string, error) {
+	p, err := d.existing(name)
+	if err != nil {
+		return nil, err
+	}
+	lines, err := tailLines(p.log, tail)
+	if errors.Is(err, fs.ErrNotExist) {
+		return []string{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("local: logs %s: %w", name, err)
+	}
+	return lines, nil
+}
+
+// Adopt is called when Toygres starts: it scans the instance directory,
+// adopts the servers that still run and starts the initialized instances
+// whose server does not run (after a reboot, say). Instances whose Deploy
+// never finished are left for Deploy or Delete to converge. It returns the
+// names adopted as they were and the names restarted; errors of single
+// instances are joined and do not stop the scan.
+func (d *Driver) Adopt(ctx context.Context) (adopted, restarted []string, err error) {
+	entries, err := os.ReadDir(d.dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("local: adopt: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() || validName(e.Name()) != nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			errs = append(errs, fmt.Errorf("local: adopt: %w", ctx.Err()))
+			break
+		}
+		name := e.Name()
+		started, ok, err := d.adoptOne(ctx, name)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case !ok:
+		case started:
+			restarted = append(restarted, name)
+		default:
+			adopted = append(adopted, name)
+		}
+	}
+	sort.Strings(adopted)
+	sort.Strings(restarted)
+	d.log.Info("adopted instances", "running", len(adopted), "restarted", len(restarted), "errors", len(errs))
+	return adopted, restarted, errors.Join(errs...)
+}
+
+// adoptOne adopts or restarts one instance; ok is false when it is not an
+// initialized instance.
+func (d *Driver) adoptOne(ctx context.Context, name string) (started, ok bool, err error) {
+	unlock := d.lock(name)
+	defer unlock()
+	p := d.paths(name)
+	d.removePWFile(p)
+	m, err := readMeta(p.meta)
+	if errors.Is(err, fs.ErrNotExist) {
+		d.log.Warn("skipping incomplete instance", "instance", name)
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("local: adopt %s: %w", name, err)
+	}
+	if !m.Initialized {
+		d.log.Warn("skipping instance whose deployment did not finish", "instance", name)
+		return false, false, nil
+	}
+	if readPostmaster(p.data).running {
+		d.log.Info("adopted running server", "instance", name, "port", m.Port)
+		return false, true, nil
+	}
+	in, err := d.install(ctx, m.Version)
+	if err != nil {
+		return false, false, fmt.Errorf("local: adopt %s: %w", name, err)
+	}
+	started, err = d.start(ctx, m, p, in)
+	if err != nil {
+		return false, false, fmt.Errorf("local: adopt %s: %w", name, err)
+	}
+	return started, true, nil
+}
+
+// paths are the files of one instance.
+type paths struct {
+	name   string
+	dir    string // instance directory
+	data   string // PGDATA
+	log    string // server log
+	meta   string // instance.json
+	pwfile string // transient initdb password file
+}
+
+func (d *Driver) paths(name string) paths {
+	dir := filepath.Join(d.dir, name)
+	return paths{
+		name:   name,
+		dir:    dir,
+		data:   filepath.Join(dir, "data"),
+		log:    filepath.Join(dir, "postgres.log"),
+		meta:   filepath.Join(dir, "instance.json"),
+		pwfile: filepath.Join(dir, ".pwfile"),
+	}
+}
+
+// existing returns the paths of an instance that has resources, or
+// ErrNotFound.
+func (d *Driver) existing(name string) (paths, error) {
+	if err := validName(name); err != nil {
+		return paths{}, fmt.Errorf("%w: %w", dataplane.ErrNotFound, err)
+	}
+	p := d.paths(name)
+	if _, err := os.Lstat(p.dir); errors.Is(err, fs.ErrNotExist) {
+		return paths{}, fmt.Errorf("local: instance %s: %w", name, dataplane.ErrNotFound)
+	} else if err != nil {
+		return paths{}, fmt.Errorf("local: instance %s: %w", name, err)
+	}
+	return p, nil
+}
+
+func (d *Driver) removePWFile(p paths) {
+	if err := os.Remove(p.pwfile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		d.log.Error("cannot remove password file", "instance", p.name, "err", err)
+	}
+}
+
+// binDirFor returns the binaries of an existing instance (from its metadata,
+// else from PG_VERSION), or "" when they cannot be found.
+func (d *Driver) binDirFor(ctx context.Context, p paths, m *metadata) string {
+	v := ""
+	if m != nil {
+		v = m.Version
+	} else if b, err := os.ReadFile(filepath.Join(p.data, "PG_VERSION")); err == nil {
+		v = strings.TrimSpace(string(b))
+	}
+	if v == "" {
+		return ""
+	}
+	in, err := d.install(ctx, v)
+	if err != nil {
+		return ""
+	}
+	return in.binDir
+}
+
+// addresses returns listen_addresses and the endpoint host of an instance.
+func (d *Driver) addresses(internal bool) (listen, host string) {
+	if internal {
+		return "127.0.0.1", "127.0.0.1"
+	}
+	listen = d.listen
+	switch {
+	case d.advertise != "":
+		host = d.advertise
+	case listen == "::":
+		host = "localhost"
+	case isWildcard(listen):
+		host = "127.0.0.1"
+	default:
+		host = listen
+	}
+	return listen, host
+}
+
+func isWildcard(addr string) bool { return addr == "*" || addr == "0.0.0.0" || addr == "::" }
+
+// pingHost is where Status checks a server listening on listen.
+func pingHost(listen string) string {
+	switch listen {
+	case "*", "0.0.0.0":
+		return "127.0.0.1"
+	case "::":
+		return "::1"
+	}
+	return listen
+}
+
+// allocatePort returns the lowest port of the range that no other instance
+// claims and nothing listens on. The caller holds allocMu.
+func (d *Driver) allocatePort(listen, self string) (int, error) {
+	claimed := map[int]bool{}
+	entries, err := os.ReadDir(d.dir)
+	if err != nil {
+		return 0, fmt.Errorf("allocate port: %w", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == self {
+			continue
+		}
+		if m, err := readMeta(filepath.Join(d.dir, e.Name(), "instance.json")); err == nil {
+			claimed[m.Port] = true
+		}
+	}
+	for port := d.minPort; port <= d.maxPort; port++ {
+		if !claimed[port] && portFree(listen, port) {
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("allocate port: no free port in %d–%d", d.minPort, d.maxPort)
+}
+
+// portFree reports whether a server could listen on port at listen.
+func portFree(listen string, port int) bool {
+	host := listen
+	if listen == "*" {
+		host = ""
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+
+func validName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("local: invalid instance name %q: want lower-case letters, digits and hyphens, starting with a letter, at most 63 bytes", name)
+	}
+	return nil
+}
+
+// nameLock serializes the mutating calls of one instance.
+type nameLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (d *Driver) lock(name string) (unlock func()) {
+	d.locksMu.Lock()
+	l := d.locks[name]
+	if l == nil {
+		l = &nameLock{}
+		d.locks[name] = l
+	}
+	l.refs++
+	d.locksMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		d.locksMu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(d.locks, name)
+		}
+		d.locksMu.Unlock()
+	}
+}
+
+// lookupAccount returns the credential of the account PostgreSQL runs as
+// when we are root: its uid, primary gid and supplementary groups (so that
+// the servers keep none of root's groups).
+func lookupAccount(name string) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("local: running as root, and PostgreSQL refuses to run as root, but there is no %q account to run it as (%w); installing the server with %q creates it", name, err, InstallHint)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("local: account %q: bad uid/gid %q/%q", name, u.Uid, u.Gid)
+	}
+	if uid == 0 {
+		return nil, fmt.Errorf("local: account %q is root; PostgreSQL must run as an unprivileged account", name)
+	}
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	if ids, err := u.GroupIds(); err == nil {
+		for _, s := range ids {
+			if g, err := strconv.ParseUint(s, 10, 32); err == nil && g != 0 {
+				cred.Groups = append(cred.Groups, uint32(g))
+			}
+		}
+	}
+	return cred, nil
+}
+
+// checkReachable fails when account (cred) cannot search every directory on
+// the way to dir, judging by the permission bits. Missing directories pass:
+// New creates them searchable by all.
+func checkReachable(dir, account string, cred *syscall.Credential) error {
+	inGroup := func(gid uint32) bool {
+		if gid == cred.Gid {
+			return true
+		}
+		for _, g := range cred.Groups {
+			if g == gid {
+				return true
+			}
+		}
+		return false
+	}
+	var chain []string
+	for p := dir; ; p = filepath.Dir(p) {
+		chain = append(chain, p)
+		if filepath.Dir(p) == p {
+			break
+		}
+	}
+	for i := len(chain) - 1; i >= 0; i-- {
+		p := chain[i]
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("local: instance directory %s: %w", dir, err)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		perm := fi.Mode().Perm()
+		var search bool
+		switch {
+		case st.Uid == cred.Uid:
+			search = perm&0o100 != 0
+		case inGroup(st.Gid):
+			search = perm&0o010 != 0
+		default:
+			search = perm&0o001 != 0
+		}
+		if !search {
+			return fmt.Errorf("local: running as root, so PostgreSQL runs as the %q account, which cannot enter %s (mode %v, owner uid %d) on the way to the instance directory %s; use a directory it can reach, such as %s/instances (the default for root)",
+				account, p, perm, st.Uid, dir, RootDataDir)
+		}
+	}
+	return nil
+}
+
+// chown gives path to the PostgreSQL account when running as root.
+func (d *Driver) chown(path string) error {
+	if d.cred == nil {
+		return nil
+	}
+	if err := os.Lchown(path, int(d.cred.Uid), int(d.cred.Gid)); err != nil {
+		return fmt.Errorf("chown %s to %s: %w", path, d.runAs, err)
+	}
+	return nil
+}
