@@ -164,7 +164,9 @@ func deleteInstance(ctx *duroxide.OrchestrationContext, in DeleteInput) (string,
 	if !inst.Found {
 		return "not found", nil
 	}
-	if !in.Cleanup {
+	// A failed instance was cleaned up already and does not hold its name, so
+	// it goes straight to deleted at the end.
+	if !in.Cleanup && inst.State != cms.StateFailed {
 		if _, err := call[cms.State](ctx, activities.UpdateState, activities.UpdateStateInput{
 			InternalName: in.InternalName, State: cms.StateDeleting,
 			Update: cms.StateUpdate{DeleteOrchestrationID: ctx.InstanceID(), Message: "delete requested"},
