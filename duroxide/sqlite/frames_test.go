@@ -9,7 +9,14 @@ import (
 	"github.com/toygres/toygres/duroxide"
 )
 
-func TestFramesPerOp(t *testing.T) {
+// TestWALFramesPerOp logs how many pages (WAL frames) each step of a
+// typical orchestration writes: the main cost of a commit is writing them.
+// It is a diagnostic for optimizing the schema; run it with
+// DUROXIDE_SQLITE_FRAMES=1 go test -run WALFrames -v.
+func TestWALFramesPerOp(t *testing.T) {
+	if os.Getenv("DUROXIDE_SQLITE_FRAMES") == "" {
+		t.Skip("diagnostic; set DUROXIDE_SQLITE_FRAMES=1")
+	}
 	s := openFile(t)
 	ctx := context.Background()
 	wal := s.path + "-wal"

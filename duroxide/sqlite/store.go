@@ -127,8 +127,13 @@ type Store struct {
 }
 
 // Open opens (creating if needed) the database at path. The file is put in
-// WAL mode and its schema is created or migrated. Pass MemoryPath (or the
-// InMemory option) for a private in-memory database.
+// WAL mode and its schema is created or migrated. Pass MemoryPath (or "",
+// or the InMemory option) for a private in-memory database. path must not
+// contain '?' or '#'.
+//
+// Several stores may be open on the same file, in this process (they share
+// a write lock and notifications) or in others (they wait for each other on
+// SQLite's lock, up to the busy timeout).
 func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	cfg := config{busyTimeout: 10 * time.Second, readConns: 4, cacheKiB: 32768}
 	for _, o := range opts {
