@@ -1,0 +1,95 @@
+// Package api is Toygres' HTTP server: the JSON REST API, the login, and
+// (later) the web console. It serves an open [app.App].
+//
+// # Conventions
+//
+// Requests and responses are JSON (Content-Type application/json); every
+// timestamp is RFC 3339 in UTC. Request bodies are at most 1 MiB, hold one
+// JSON object and no unknown fields. Errors are {"error": "<one line>"}
+// with status 400 (bad input or JSON), 401 (no or wrong credentials), 403
+// (cross-origin browser request), 404 (unknown), 405, 409 (name taken,
+// orchestration already finished), 415 (not JSON), 429 (login rate limit,
+// with Retry-After) or 500 (internal: the detail goes to the server log with
+// the request id of the X-Request-Id header, never to the client).
+// Responses carry Cache-Control: no-store.
+//
+// # Endpoints
+//
+//	GET  /health                       public: {"status":"healthy","service":"toygres","version":…}
+//	GET  /metrics                      Prometheus text; see Metrics below
+//	GET  /login                        HTML sign-in form
+//	POST /login                        form → cookie + 303 to /; JSON {username,password} → 200 {token,expires_at}
+//	POST /logout                       revokes the session, clears the cookie (303 to /login, or 200 JSON)
+//	POST /api/login                    JSON {username,password} → 200 {token,expires_at} (the CLI's "toygres login")
+//	POST /api/logout                   revokes the token used → 200
+//	GET  /api/session                  200 {user,kind,expires_at}
+//
+//	GET    /api/instances                     ?state=running,failed&include_deleted=true&name=&limit= → 200 InstanceList (newest first, no secrets)
+//	POST   /api/instances                     CreateInstanceRequest → 202 Instance (+ Location); 400, 409
+//	POST   /api/instances/bulk                BulkCreateRequest → 202 BulkResponse; 400/409 before anything is created
+//	POST   /api/instances/bulk-delete         BulkDeleteRequest → 202 BulkResponse (per-item status); 400 before any delete
+//
+// A bulk request in which no item succeeded answers with the first failure's
+// status and {"error": …} plus the BulkResponse fields.
+//
+//	GET    /api/instances/{name}              ?events=50&checks=10 → 200 InstanceDetail with connection_string (with password); 404
+//	DELETE /api/instances/{name}              → 202 Instance with delete_orchestration_id; 404 if unknown or already deleted
+//	GET    /api/instances/{name}/health       ?limit=50 → 200 InstanceHealth
+//	GET    /api/instances/{name}/events       ?limit=100 → 200 InstanceEvents
+//	GET    /api/instances/{name}/logs         ?tail=200 → 200 InstanceLogs (the PostgreSQL server's log)
+//
+//	GET  /api/orchestrations                   ?status=Running,Failed&name=&prefix=&limit=100&cursor= → 200 OrchestrationList
+//	GET  /api/orchestrations/{id}              ?history=full|N → 200 OrchestrationDetail; 404
+//	POST /api/orchestrations/{id}/cancel       optional {reason} → 202; 404; 409 if finished
+//	POST /api/orchestrations/{id}/recreate     → 202 {new_id,…} (same name, version, input; id <prefix>-<8 hex>); 409 while running
+//	POST /api/orchestrations/{id}/raise-event  {event_name, event_data?} → 202; 404; 409 if finished
+//
+//	GET /api/server/logs    ?limit=200&grep=text&orchestration=ID → 200 ServerLogs (last matching lines of Options.LogFile)
+//	GET /api/server/stats   → 200 ServerStats
+//	GET /api/server/config  → 200 ServerConfig (secrets masked)
+//
+// # Authentication
+//
+// There is one account, Options.AdminUser. Its password is hashed with
+// PBKDF2-HMAC-SHA256 (600,000 iterations, random salt) in
+// StateDir/admin.json; the plain password is never stored. It comes from
+// Options.AdminPassword (TOYGRES_ADMIN_PASSWORD), else the stored hash is
+// used, else a random password is generated on the first start
+// (GeneratedPassword) for the caller to print once.
+//
+// Signing in creates a session: a random 32-byte token whose SHA-256 is
+// kept with its expiry in StateDir/sessions.json (mode 0600), so sessions
+// and CLI tokens survive a restart and a stolen file grants nothing. Browser
+// sessions live Options.SessionTTL in an HttpOnly, SameSite=Strict cookie
+// named toygres_session (Secure when the request came over HTTPS); tokens
+// for the CLI live Options.TokenTTL and are sent as "Authorization: Bearer".
+// Expired sessions are rejected and dropped. Changing the admin password
+// signs every session out.
+//
+// Every /api/* path except /api/login needs a valid session (401 JSON
+// otherwise, also for unknown /api paths); other non-public paths redirect
+// to /login. Failed logins are limited per client address to 5 per minute;
+// further attempts get 429 with Retry-After until the oldest failure is a
+// minute old, and a success clears the count. The client address is the
+// connection's peer: X-Forwarded-For is not trusted. Unsafe cross-origin
+// browser requests are refused (net/http's CrossOriginProtection), and no
+// CORS headers are sent.
+//
+// # Metrics
+//
+// Prometheus scrapes without a cookie, so /metrics is readable by loopback
+// clients without credentials (a local Prometheus or agent), and from other
+// addresses with a session token or Options.MetricsToken as a bearer token;
+// Options.PublicMetrics opens it to everyone. The metrics hold counts and
+// latencies only, never secrets.
+//
+// # Secrets
+//
+// Instance passwords appear only in the connection_string of GET
+// /api/instances/{name}. They are not in lists, bulk results, errors,
+// orchestration inputs (the app keeps them encrypted in the CMS) or
+// orchestration history (JSON keys that look like secrets are masked
+// anyway), and the request log records method, path, status, duration and
+// client only: never bodies, query strings, cookies or Authorization
+// headers. Instance server logs are returned with the password masked.
+package api

@@ -1,0 +1,261 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/internal/app"
+	"github.com/toygres/toygres/internal/cms"
+)
+
+// maxBody is the largest request body accepted.
+const maxBody = 1 << 20
+
+// apiError is an error with the HTTP status and the one-line message the
+// client sees.
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func errorf(status int, format string, args ...any) error {
+	return &apiError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// writeJSON writes v with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":"internal error: encoding the response failed"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// writeError writes {"error": msg}. msg must be one line without secrets.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, ErrorResponse{Error: oneLine(msg)})
+}
+
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// fail maps err to a status and message, logging internal errors in full
+// (with the request id the client sees) but never returning them.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := s.classify(err)
+	if status == http.StatusInternalServerError {
+		id := w.Header().Get("X-Request-Id")
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err.Error())
+		msg = "internal error (request id " + id + "); see the server log"
+	}
+	writeError(w, status, msg)
+}
+
+func (s *Server) classify(err error) (int, string) {
+	var ae *apiError
+	var ve *app.ValidationError
+	switch {
+	case errors.As(err, &ae):
+		return ae.status, ae.msg
+	case errors.As(err, &ve):
+		return http.StatusBadRequest, ve.Msg
+	case errors.Is(err, cms.ErrNameTaken):
+		return http.StatusConflict, "the name is already in use by an active instance"
+	case errors.Is(err, cms.ErrInvalidTransition):
+		return http.StatusConflict, "the instance cannot make that state change"
+	case errors.Is(err, cms.ErrNotFound):
+		return http.StatusNotFound, "instance not found"
+	case errors.Is(err, duroxide.ErrNotFound):
+		return http.StatusNotFound, "orchestration not found"
+	case errors.Is(err, duroxide.ErrInvalidInput):
+		return http.StatusBadRequest, strings.TrimPrefix(err.Error(), "duroxide: ")
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "the request timed out"
+	}
+	return http.StatusInternalServerError, ""
+}
+
+// decodeJSON reads a JSON body into v: at most 1 MiB, one value, no unknown
+// fields, Content-Type application/json (or none). Error messages describe
+// the problem without quoting the body.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return errorf(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		}
+	}
+	return decodeJSONBody(w, r, v, false)
+}
+
+func decodeJSONBody(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			if allowEmpty {
+				return nil
+			}
+			return errorf(http.StatusBadRequest, "request body is empty; expected a JSON object")
+		}
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return jsonError(err)
+		}
+		return errorf(http.StatusBadRequest, "invalid JSON: unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func jsonError(err error) error {
+	var (
+		mbe  *http.MaxBytesError
+		se   *json.SyntaxError
+		ute  *json.UnmarshalTypeError
+		msg  = err.Error()
+		unkn = strings.HasPrefix(msg, "json: unknown field ")
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return errorf(http.StatusBadRequest, "request body is larger than %d bytes", mbe.Limit)
+	case errors.As(err, &se):
+		return errorf(http.StatusBadRequest, "invalid JSON at byte %d", se.Offset)
+	case errors.As(err, &ute):
+		if ute.Field != "" {
+			return errorf(http.StatusBadRequest, "invalid JSON: field %q must be %s", ute.Field, jsonKind(ute.Type.Kind().String()))
+		}
+		return errorf(http.StatusBadRequest, "invalid JSON: expected an object")
+	case unkn:
+		return errorf(http.StatusBadRequest, "invalid JSON: %s", strings.TrimPrefix(msg, "json: "))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errorf(http.StatusBadRequest, "invalid JSON: unexpected end of the body")
+	}
+	return errorf(http.StatusBadRequest, "invalid JSON")
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "int", "int64", "int32", "uint", "uint64", "float64":
+		return "a number"
+	case "string":
+		return "a string"
+	case "bool":
+		return "true or false"
+	case "slice":
+		return "an array"
+	case "struct", "map":
+		return "an object"
+	}
+	return "of another type"
+}
+
+// secretKeys are JSON keys whose values are masked in payloads shown to clients.
+var secretKeys = []string{"password", "passwd", "secret", "token", "credential"}
+
+func isSecretKey(k string) bool {
+	k = strings.ToLower(k)
+	for _, s := range secretKeys {
+		if strings.Contains(k, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// payload turns a stored payload into JSON for a response: JSON stays JSON
+// (with secret-looking keys masked), other text becomes a JSON string.
+func payload(s string) json.RawMessage {
+	if s == "" {
+		return nil
+	}
+	if json.Valid([]byte(s)) {
+		var v any
+		dec := json.NewDecoder(strings.NewReader(s))
+		dec.UseNumber()
+		if err := dec.Decode(&v); err == nil && mask(v) {
+			if b, err := json.Marshal(v); err == nil {
+				return b
+			}
+		}
+		return json.RawMessage(s)
+	}
+	b, _ := json.Marshal(s)
+	return b
+}
+
+// mask replaces the values of secret-looking keys in place and reports
+// whether it changed anything.
+func mask(v any) bool {
+	changed := false
+	switch x := v.(type) {
+	case map[string]any:
+		for k, val := range x {
+			if isSecretKey(k) {
+				if s, ok := val.(string); !ok || s != "" {
+					x[k] = "***"
+					changed = true
+				}
+				continue
+			}
+			if mask(val) {
+				changed = true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if mask(e) {
+				changed = true
+			}
+		}
+	}
+	return changed
+}
+
+// queryInt reads an integer query parameter within [lo, hi]; def if absent.
+func queryInt(r *http.Request, name string, def, lo, hi int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, errorf(http.StatusBadRequest, "query parameter %s must be an integer from %d to %d", name, lo, hi)
+	}
+	return n, nil
+}
+
+func queryBool(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, errorf(http.StatusBadRequest, "query parameter %s must be true or false", name)
+	}
+	return b, nil
+}

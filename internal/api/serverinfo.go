@@ -1,0 +1,189 @@
+package api
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/toygres/toygres/internal/cms"
+)
+
+// maxLogScan bounds how much of the log file one request reads (from the end).
+const maxLogScan = 64 << 20
+
+// handleServerLogs is GET /api/server/logs?limit=200&grep=text&orchestration=ID:
+// the last limit lines of the log file containing grep and the
+// orchestration id (plain substring matches), oldest first.
+func (s *Server) handleServerLogs(w http.ResponseWriter, r *http.Request) {
+	limit, err := queryInt(r, "limit", 200, 1, 10_000)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	grep, orch := r.URL.Query().Get("grep"), r.URL.Query().Get("orchestration")
+	out := ServerLogs{File: s.opts.LogFile, Lines: []string{}}
+	if s.opts.LogFile != "" {
+		lines, err := tailMatching(s.opts.LogFile, limit, maxLogScan, func(l string) bool {
+			return (grep == "" || strings.Contains(l, grep)) && (orch == "" || strings.Contains(l, orch))
+		})
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.fail(w, r, err)
+			return
+		}
+		if lines != nil {
+			out.Lines = lines
+		}
+	}
+	out.Count = len(out.Lines)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// tailMatching returns the last limit lines of path that match, oldest
+// first, reading backwards at most maxScan bytes.
+func tailMatching(path string, limit int, maxScan int64, match func(string) bool) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	const chunk = 64 << 10
+	var (
+		pos     = fi.Size()
+		stop    = max(pos-maxScan, 0)
+		carry   []byte // the partial line at the start of the previous chunk
+		matches []string
+		buf     = make([]byte, chunk)
+	)
+	for pos > stop && len(matches) < limit {
+		n := int64(chunk)
+		if pos-stop < n {
+			n = pos - stop
+		}
+		pos -= n
+		if _, err := f.ReadAt(buf[:n], pos); err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		data := append(append([]byte(nil), buf[:n]...), carry...)
+		lines := bytes.Split(data, []byte{'\n'})
+		if pos > stop {
+			carry, lines = lines[0], lines[1:]
+		} else {
+			carry = nil
+		}
+		for i := len(lines) - 1; i >= 0 && len(matches) < limit; i-- {
+			l := strings.TrimRight(string(lines[i]), "\r")
+			if l != "" && match(l) {
+				matches = append(matches, l)
+			}
+		}
+	}
+	for i, j := 0, len(matches)-1; i < j; i, j = i+1, j-1 {
+		matches[i], matches[j] = matches[j], matches[i]
+	}
+	return matches, nil
+}
+
+// handleServerStats is GET /api/server/stats.
+func (s *Server) handleServerStats(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	c, err := s.app.CMS.Counts(ctx)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	st, err := s.app.Client.Stats(ctx)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := ServerStats{
+		Instances:      InstanceStats{ByState: map[string]int{}, ByHealth: map[string]int{}},
+		Orchestrations: OrchestrationStats{ByStatus: map[string]int{}, OrchestratorQueue: st.OrchestratorQueue, WorkerQueue: st.WorkerQueue},
+		GeneratedAt:    time.Now().UTC(),
+	}
+	for _, state := range states {
+		n := c.ByState[state]
+		out.Instances.ByState[string(state)] = n
+		out.Instances.Total += n
+	}
+	for _, h := range []cms.Health{cms.HealthHealthy, cms.HealthUnhealthy, cms.HealthUnknown} {
+		out.Instances.ByHealth[string(h)] = c.ByHealth[h]
+	}
+	for _, status := range orchestrationStatuses {
+		out.Orchestrations.ByStatus[string(status)] = 0
+	}
+	for status, n := range st.Instances {
+		out.Orchestrations.ByStatus[string(status)] = n
+		out.Orchestrations.Total += n
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// maskURL hides credentials in a database URL.
+func maskURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" {
+		return "***"
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), maskMark)
+		}
+	}
+	q := u.Query()
+	for k := range q {
+		if isSecretKey(k) || strings.EqualFold(k, "pass") {
+			q.Set(k, maskMark)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return strings.ReplaceAll(u.String(), maskMark, "***")
+}
+
+// handleServerConfig is GET /api/server/config: the effective
+// configuration, with secrets masked.
+func (s *Server) handleServerConfig(w http.ResponseWriter, r *http.Request) {
+	cfg := s.app.Config
+	db := "sqlite:" + filepath.Join(cfg.DataDir, "toygres.db")
+	if cfg.DatabaseURL != "" {
+		db = maskURL(cfg.DatabaseURL)
+	}
+	metrics := "loopback clients and logged-in sessions"
+	switch {
+	case s.opts.PublicMetrics:
+		metrics = "public"
+	case s.opts.MetricsToken != "":
+		metrics = "loopback clients, logged-in sessions and the metrics bearer token"
+	}
+	out := ServerConfig{
+		Version: s.opts.Version, GoVersion: runtime.Version(), StartedAt: s.startedAt.UTC(),
+		DataDir: cfg.DataDir, Database: db, Dataplane: s.app.Driver.Name(),
+		ActorInterval:            cfg.ActorInterval.String(),
+		OrchestrationConcurrency: cfg.OrchestrationConcurrency, ActivityConcurrency: cfg.ActivityConcurrency,
+		AdminUser: s.adminUser, AdminPassword: "***", StateDir: s.opts.StateDir, LogFile: s.opts.LogFile,
+		SessionTTL: s.opts.SessionTTL.String(), TokenTTL: s.opts.TokenTTL.String(), Metrics: metrics,
+		LoginRateLimit: fmt.Sprintf("%d failures per %s per client address", loginMaxFailures, loginWindow),
+	}
+	if v, err := s.app.Driver.Versions(r.Context()); err == nil {
+		out.PostgresVersions = v
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+const maskMark = "TOYGRESMASKEDSECRET"
