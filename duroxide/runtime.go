@@ -288,9 +288,10 @@ func (rt *Runtime) processItem(item *OrchestrationItem) {
 			rt.abandon(item, time.Second)
 		}
 	}()
-	// Renew the lock while a long turn runs.
-	renew := time.AfterFunc(rt.opts.OrchestrationLockTimeout/2, func() { rt.renewTurnLock(item.LockToken) })
-	defer renew.Stop()
+	// Renew the lock every half lock timeout while the turn runs, however
+	// long it takes (a one-shot renewal let turns longer than 1.5 lock
+	// timeouts lose their lock on every attempt).
+	defer rt.keepTurnLock(item.LockToken)()
 
 	if item.AttemptCount > rt.opts.MaxAttempts {
 		rt.poisonOrchestration(item)
@@ -314,10 +315,33 @@ func (rt *Runtime) processItem(item *OrchestrationItem) {
 	rt.afterCommit(item, eng, commit)
 }
 
-func (rt *Runtime) renewTurnLock(token string) {
-	if err := rt.store.RenewOrchestrationItemLock(rt.ctx, token, rt.opts.OrchestrationLockTimeout); err != nil {
-		rt.logger.Warn("renew orchestration lock failed", "error", err)
-	}
+// keepTurnLock renews a turn's lock every half lock timeout until the
+// returned function is called or the lock is lost.
+func (rt *Runtime) keepTurnLock(token string) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(rt.opts.OrchestrationLockTimeout / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			err := rt.store.RenewOrchestrationItemLock(rt.ctx, token, rt.opts.OrchestrationLockTimeout)
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrLockLost):
+				// Expired, or released by the turn's ack meanwhile. A turn
+				// that really lost its lock reports it when its ack fails.
+				rt.logger.Debug("renew orchestration lock: lock lost", "error", err)
+				return
+			default:
+				rt.logger.Warn("renew orchestration lock failed", "error", err)
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 func (rt *Runtime) ackWithRetry(token string, c *TurnCommit) error {
