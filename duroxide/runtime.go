@@ -112,9 +112,11 @@ type Runtime struct {
 	wg     sync.WaitGroup
 	actWG  sync.WaitGroup
 
-	orchWake  wakeup
-	workWake  wakeup
-	stopWatch func()
+	orchWake     wakeup
+	workWake     wakeup
+	timerHint    chan struct{}
+	earliestHint atomic.Int64 // earliest FireAtMs written since the timer loop last looked
+	stopWatch    func()
 
 	cache *engineCache
 
@@ -143,6 +145,7 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 	}
 	rt.orchWake.init()
 	rt.workWake.init()
+	rt.timerHint = make(chan struct{}, 1)
 	m, err := newMetrics(opts.Metrics, store)
 	if err != nil {
 		return nil, fmt.Errorf("duroxide: start runtime: %w", err)
@@ -159,6 +162,8 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 			}
 		})
 	}
+	rt.wg.Add(1)
+	go rt.timerLoop()
 	for i := 0; i < opts.OrchestrationConcurrency; i++ {
 		rt.wg.Add(1)
 		go rt.orchestrationLoop()
@@ -178,6 +183,22 @@ func (rt *Runtime) Client() *Client { return NewClient(rt.store) }
 // Store returns the runtime's store.
 func (rt *Runtime) Store() Store { return rt.store }
 
+// Settings returns the options the runtime runs with, defaults applied:
+// its worker id, concurrency, lock timeouts, poll interval and limits.
+func (rt *Runtime) Settings() Options { return rt.opts }
+
+// RunningActivities is the number of activities executing in this runtime
+// now (at most Settings().ActivityConcurrency).
+func (rt *Runtime) RunningActivities() int {
+	rt.runningMu.Lock()
+	defer rt.runningMu.Unlock()
+	return len(rt.running)
+}
+
+// ActiveTurns is the number of orchestration turns this runtime is
+// processing now (at most Settings().OrchestrationConcurrency).
+func (rt *Runtime) ActiveTurns() int { return int(rt.inflight.Load()) }
+
 // Shutdown stops fetching new work and waits for in-flight turns and
 // activities to finish until ctx ends. Activities still running then are
 // cancelled and their messages released so another runtime can take them at
@@ -186,8 +207,6 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 	var err error
 	rt.shutdownOnce.Do(func() {
 		close(rt.stopCh)
-		rt.orchWake.notify()
-		rt.workWake.notify()
 		done := make(chan struct{})
 		go func() { rt.wg.Wait(); close(done) }()
 		select {
@@ -216,23 +235,10 @@ func (rt *Runtime) stopping() bool {
 	}
 }
 
-// idleWait sleeps until a notification, the next delayed message of q, the
-// poll interval or shutdown, whichever comes first.
-func (rt *Runtime) idleWait(ch <-chan struct{}, q Queue) {
-	d := rt.opts.PollInterval
-	if at, ok, err := rt.store.NextVisibleAt(rt.ctx, q); err == nil && ok {
-		if until := time.Until(at); until < d {
-			d = until
-		}
-	}
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
+// idleWait sleeps until a dispatcher baton arrives or shutdown.
+func (rt *Runtime) idleWait(w *wakeup) {
 	select {
-	case <-ch:
-	case <-t.C:
+	case <-w.ch:
 	case <-rt.stopCh:
 	}
 }
@@ -256,7 +262,6 @@ func (rt *Runtime) orchestrationLoop() {
 	defer rt.wg.Done()
 	failures := 0
 	for !rt.stopping() {
-		ch := rt.orchWake.wait()
 		item, err := rt.store.FetchOrchestrationItem(rt.ctx, rt.opts.OrchestrationLockTimeout)
 		if err != nil {
 			if rt.stopping() {
@@ -269,15 +274,18 @@ func (rt *Runtime) orchestrationLoop() {
 		}
 		failures = 0
 		if item == nil {
-			rt.idleWait(ch, QueueOrchestrator)
+			rt.idleWait(&rt.orchWake)
 			continue
 		}
+		rt.orchWake.notify() // there may be more: wake another slot
 		rt.processItem(item)
 	}
 }
 
 // processItem runs one turn; it never panics.
 func (rt *Runtime) processItem(item *OrchestrationItem) {
+	rt.inflight.Add(1)
+	defer rt.inflight.Add(-1)
 	var eng *engine
 	defer func() {
 		if r := recover(); r != nil {
@@ -503,6 +511,11 @@ func (rt *Runtime) afterCommit(item *OrchestrationItem, eng *engine, c *TurnComm
 		f()
 	}
 	rt.metrics.turn(eng.name)
+	for i := range c.OrchestratorItems {
+		if w := &c.OrchestratorItems[i]; w.Kind == WorkTimerFired && w.FireAtMs > time.Now().UnixMilli() {
+			rt.hintTimer(w.FireAtMs)
+		}
+	}
 	if len(c.CancelledActivities) > 0 {
 		rt.cancelLocal(c.CancelledActivities)
 	}
@@ -595,7 +608,6 @@ func (rt *Runtime) workerLoop() {
 	defer rt.wg.Done()
 	failures := 0
 	for !rt.stopping() {
-		ch := rt.workWake.wait()
 		lease, err := rt.store.FetchWorkItem(rt.ctx, rt.opts.ActivityLockTimeout)
 		if err != nil {
 			if rt.stopping() {
@@ -608,9 +620,10 @@ func (rt *Runtime) workerLoop() {
 		}
 		failures = 0
 		if lease == nil {
-			rt.idleWait(ch, QueueWorker)
+			rt.idleWait(&rt.workWake)
 			continue
 		}
+		rt.workWake.notify()
 		rt.runActivity(lease)
 	}
 }
@@ -755,25 +768,74 @@ func (rt *Runtime) ackWork(lease *WorkItemLease, comp *WorkItem) {
 // ---------------------------------------------------------------------------
 // Wake-ups.
 
-// wakeup is a broadcast signal: wait returns a channel closed by the next notify.
-type wakeup struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
+// wakeup hands a "there may be work" baton to one idle dispatcher slot.
+// A slot that finds work passes the baton on, so a burst wakes as many slots
+// as it needs, while an idle notification costs one fetch, not one per slot.
+type wakeup struct{ ch chan struct{} }
 
-func (w *wakeup) init() { w.ch = make(chan struct{}) }
-
-func (w *wakeup) wait() <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.ch
-}
+func (w *wakeup) init() { w.ch = make(chan struct{}, 1) }
 
 func (w *wakeup) notify() {
-	w.mu.Lock()
-	close(w.ch)
-	w.ch = make(chan struct{})
-	w.mu.Unlock()
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
+}
+
+// timerLoop wakes dispatchers when delayed messages (durable timers,
+// abandoned items) come due, and polls as a fallback for work written by
+// processes whose writes the store does not announce.
+func (rt *Runtime) timerLoop() {
+	defer rt.wg.Done()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-rt.stopCh:
+			return
+		case <-rt.timerHint:
+		case <-t.C:
+			rt.orchWake.notify()
+			rt.workWake.notify()
+		}
+		next := time.Now().Add(rt.opts.PollInterval)
+		for _, q := range []Queue{QueueOrchestrator, QueueWorker} {
+			if at, ok, err := rt.store.NextVisibleAt(rt.ctx, q); err == nil && ok && at.Before(next) {
+				next = at
+			}
+		}
+		if h := time.UnixMilli(rt.earliestHint.Swap(0)); h.After(time.Unix(0, 0)) && h.Before(next) {
+			next = h
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		d := time.Until(next)
+		if d < 0 {
+			d = 0
+		}
+		t.Reset(d)
+	}
+}
+
+// hintTimer tells the timer loop about a delayed message this runtime wrote.
+func (rt *Runtime) hintTimer(fireAtMs int64) {
+	for {
+		cur := rt.earliestHint.Load()
+		if cur != 0 && cur <= fireAtMs {
+			break
+		}
+		if rt.earliestHint.CompareAndSwap(cur, fireAtMs) {
+			break
+		}
+	}
+	select {
+	case rt.timerHint <- struct{}{}:
+	default:
+	}
 }
 
 // ---------------------------------------------------------------------------
