@@ -17,6 +17,11 @@ func CreateID(internalName string) string { return "create-" + internalName }
 // DeleteID is the delete orchestration's instance id.
 func DeleteID(internalName string) string { return "delete-" + internalName }
 
+// CleanupID is the id of the delete-instance sub-orchestration that cleans
+// up after a failed create (a child of the create orchestration, so it is
+// not the id a user's later delete uses).
+func CleanupID(internalName string) string { return "cleanup-" + internalName }
+
 // ActorID is the health actor's instance id.
 func ActorID(internalName string) string { return "actor-" + internalName }
 

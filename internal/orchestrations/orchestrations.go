@@ -105,7 +105,7 @@ func createInstance(driverName string) func(*duroxide.OrchestrationContext, Crea
 				log.Error("marking instance failed failed", "error", err.Error())
 			}
 			cleanup := ctx.CallSubOrchestration(DeleteInstance, DeleteInput{InternalName: in.InternalName, Cleanup: true, Reason: reason},
-				duroxide.WithInstanceID(DeleteID(in.InternalName)))
+				duroxide.WithInstanceID(CleanupID(in.InternalName)))
 			if err := cleanup.Await(nil); err != nil {
 				log.Error("cleanup after failed create failed", "error", err.Error())
 				return CreateOutput{}, fmt.Errorf("%s (cleanup also failed: %v)", reason, err)

@@ -1,0 +1,581 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/toygres/toygres/internal/activities"
+	"github.com/toygres/toygres/internal/api"
+	"github.com/toygres/toygres/internal/app"
+	"github.com/toygres/toygres/internal/cli"
+	"github.com/toygres/toygres/internal/logging"
+)
+
+// Server timing.
+const (
+	startTimeout         = 2 * time.Minute  // background start: until /health answers
+	stopTimeout          = 30 * time.Second // server stop: SIGTERM, then SIGKILL
+	httpShutdownTimeout  = 5 * time.Second
+	appShutdownTimeout   = 15 * time.Second
+	credentialTokenTTL   = 30 * 24 * time.Hour
+	credentialRefreshGap = 24 * time.Hour
+)
+
+// serverOptions are `server start`'s flags.
+type serverOptions struct {
+	foreground      bool
+	daemon          bool // started by a background `server start` (hidden)
+	port            int
+	listen          string
+	databaseURL     string
+	actorInterval   time.Duration
+	logLevel        string
+	injectTestConn  int
+	injectDeploy    int
+	adminUser       string
+	orchConcurrency int
+	actConcurrency  int
+}
+
+func newServerCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run and manage the Toygres server (start, stop, status, logs)",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown server command %q (want start, stop, status or logs)", args[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(newServerStartCmd(g), newServerStopCmd(g), newServerStatusCmd(g), newServerLogsCmd(g))
+	return cmd
+}
+
+func envInt(name string, def int) int {
+	if v := os.Getenv(name); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+	}
+	return def
+}
+
+func newServerStartCmd(g *globals) *cobra.Command {
+	o := &serverOptions{}
+	cmd := &cobra.Command{
+		Use:   "start",
+		Short: "Start the server (in the background unless -f)",
+		Long: `Start the Toygres server: the REST API and the durable orchestrations.
+
+By default the server runs in the background: this command starts it
+detached, waits until its /health answers and prints its PID, URL and log
+file. With -f it runs in the foreground and stops on Ctrl-C or SIGTERM
+(PostgreSQL instances keep running either way).
+
+Once up, the server writes <data dir>/credentials.json (mode 0600) with its
+URL and a bearer token, which the CLI on this machine uses without a login.
+The admin password (for 'toygres login' and the API) is
+$TOYGRES_ADMIN_PASSWORD, or generated on first start and printed once.
+
+Environment: TOYGRES_HOME (data dir), TOYGRES_PORT, TOYGRES_DATABASE_URL,
+TOYGRES_ADMIN_PASSWORD, TOYGRES_ADMIN_USERNAME, TOYGRES_LOG_LEVEL.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.port < 0 || o.port > 65535 {
+				return usagef("invalid --port %d", o.port)
+			}
+			if o.actorInterval <= 0 {
+				return usagef("--actor-interval must be positive")
+			}
+			if o.databaseURL == "" {
+				o.databaseURL = os.Getenv("TOYGRES_DATABASE_URL")
+			}
+			if _, err := logging.ParseLevel(o.logLevel); err != nil {
+				return usagef("%v", err)
+			}
+			dir, err := filepath.Abs(g.dataDir)
+			if err != nil {
+				return err
+			}
+			g.dataDir = dir
+			if o.foreground {
+				return runServer(cmd.Context(), g, o)
+			}
+			return startBackground(cmd.Context(), g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVarP(&o.foreground, "foreground", "f", false, "run in the foreground (Ctrl-C stops the server)")
+	f.IntVarP(&o.port, "port", "p", envInt("TOYGRES_PORT", 8080), "HTTP port (env TOYGRES_PORT; 0 picks a free one)")
+	f.StringVar(&o.listen, "listen", "127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
+	f.StringVar(&o.databaseURL, "database-url", "", "PostgreSQL URL for the durable store and the catalogue (env TOYGRES_DATABASE_URL; default: SQLite in the data dir)")
+	f.DurationVar(&o.actorInterval, "actor-interval", 30*time.Second, "health check period of every instance")
+	f.StringVar(&o.logLevel, "log-level", "", "log level: debug, info, warn, error (env TOYGRES_LOG_LEVEL; default info)")
+	f.StringVar(&o.adminUser, "admin-user", firstNonEmpty(os.Getenv("TOYGRES_ADMIN_USERNAME"), "admin"), "admin user name (env TOYGRES_ADMIN_USERNAME)")
+	f.IntVar(&o.injectTestConn, "inject-test-connection-failures", envInt("TOYGRES_INJECT_TEST_CONNECTION_FAILURES", 0), "make the first N test-connection calls of each instance fail (testing)")
+	f.IntVar(&o.injectDeploy, "inject-deploy-failures", envInt("TOYGRES_INJECT_DEPLOY_FAILURES", 0), "make the first N deploy calls of each instance fail, -1 every call (testing)")
+	f.IntVar(&o.orchConcurrency, "orchestration-concurrency", 10, "orchestration dispatchers")
+	f.IntVar(&o.actConcurrency, "activity-concurrency", 10, "activity workers")
+	f.BoolVar(&o.daemon, "daemon", false, "internal: started by a background 'server start'")
+	for _, h := range []string{"inject-test-connection-failures", "inject-deploy-failures", "daemon", "orchestration-concurrency", "activity-concurrency"} {
+		_ = f.MarkHidden(h)
+	}
+	return cmd
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// serverURL is the URL clients on this machine use for a listen address.
+func serverURL(listen string, port int) string {
+	host := listen
+	switch host {
+	case "", "0.0.0.0", "::", "[::]":
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port))
+}
+
+// runServer runs the server in this process until ctx ends (SIGINT/SIGTERM).
+func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
+	dataDir := g.dataDir
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	lock, err := lockDataDir(dataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+
+	var stdout io.Writer = g.stdout
+	if o.daemon {
+		stdout = nil // stdout is the log file already
+	}
+	lg, err := logging.Setup(logging.Options{File: logPath(dataDir), Stdout: stdout, Level: o.logLevel})
+	if err != nil {
+		return err
+	}
+	defer lg.Close()
+	log := lg.Logger
+	slog.SetDefault(log)
+	pid := os.Getpid()
+	store := "sqlite"
+	if o.databaseURL != "" {
+		store = "postgres"
+	}
+	log.Info("toygres server starting", "version", version, "pid", pid, "data_dir", dataDir,
+		"listen", net.JoinHostPort(o.listen, strconv.Itoa(o.port)), "store", store,
+		"database_url", logging.Redact(o.databaseURL), "actor_interval", o.actorInterval.String(), "log_level", lg.Level.String())
+	defer func() {
+		if err != nil {
+			log.Error("toygres server failed", "error", err.Error())
+		}
+	}()
+
+	var faults *activities.Faults
+	if o.injectTestConn != 0 || o.injectDeploy != 0 {
+		faults = &activities.Faults{TestConnectionFailures: o.injectTestConn, DeployFailures: o.injectDeploy}
+		log.Warn("fault injection enabled", "test_connection_failures", o.injectTestConn, "deploy_failures", o.injectDeploy)
+	}
+
+	a, err := app.Open(ctx, app.Config{
+		DataDir: dataDir, DatabaseURL: o.databaseURL, ActorInterval: o.actorInterval, Logger: log, Faults: faults,
+		OrchestrationConcurrency: o.orchConcurrency, ActivityConcurrency: o.actConcurrency,
+	})
+	if err != nil {
+		return err
+	}
+	appClosed := false
+	closeApp := func() {
+		if appClosed {
+			return
+		}
+		appClosed = true
+		cctx, cancel := context.WithTimeout(context.Background(), appShutdownTimeout)
+		defer cancel()
+		if err := a.Close(cctx); err != nil {
+			log.Warn("runtime shutdown timed out; in-flight activities were cancelled", "error", err.Error())
+		}
+	}
+	defer closeApp()
+
+	srv, err := api.New(a, api.Options{
+		AdminUser: o.adminUser, AdminPassword: os.Getenv("TOYGRES_ADMIN_PASSWORD"), // StateDir: <data dir>/auth (0700)
+		LogFile: logPath(dataDir), Version: version,
+	})
+	if err != nil {
+		return fmt.Errorf("start API: %w", err)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(o.listen, strconv.Itoa(o.port)))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	url := serverURL(o.listen, port)
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+
+	if err := writePID(dataDir, pid); err != nil {
+		log.Warn("writing the PID file failed", "error", err.Error())
+	}
+	defer removePIDIfOwn(dataDir, pid)
+	credPath := cli.ServerCredentialsPath(dataDir)
+	if err := writeServerCredentials(srv, credPath, url, o.adminUser, pid); err != nil {
+		_ = hs.Close()
+		return fmt.Errorf("write %s: %w", credPath, err)
+	}
+	defer removeServerCredentials(credPath, pid)
+
+	if pw := srv.GeneratedPassword(); pw != "" {
+		announcePassword(g, o, dataDir, o.adminUser, pw, log)
+	}
+	log.Info("toygres server ready", "url", url, "pid", pid, "credentials", credPath, "log_file", logPath(dataDir))
+
+	refresh := time.NewTicker(credentialRefreshGap)
+	defer refresh.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("toygres server stopping", "reason", "signal")
+			sctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
+			if err := hs.Shutdown(sctx); err != nil {
+				_ = hs.Close()
+			}
+			cancel()
+			closeApp()
+			log.Info("toygres server stopped; PostgreSQL instances keep running")
+			return nil
+		case err := <-serveErr:
+			closeApp()
+			return fmt.Errorf("HTTP server: %w", err)
+		case <-refresh.C:
+			if err := writeServerCredentials(srv, credPath, url, o.adminUser, pid); err != nil {
+				log.Warn("refreshing the credential file failed", "error", err.Error())
+			}
+		}
+	}
+}
+
+// writeServerCredentials issues a token and writes credentials.json (0600).
+func writeServerCredentials(srv *api.Server, path, url, user string, pid int) error {
+	token, err := srv.IssueToken(credentialTokenTTL)
+	if err != nil {
+		return fmt.Errorf("issue token: %w", err)
+	}
+	return cli.WriteCredentials(path, &cli.Credentials{URL: url, Token: token,
+		ExpiresAt: time.Now().Add(credentialTokenTTL).UTC().Truncate(time.Second), Username: user, PID: pid})
+}
+
+func removeServerCredentials(path string, pid int) {
+	if c, err := cli.ReadCredentials(path); err == nil && c.PID == pid {
+		_ = os.Remove(path)
+	}
+}
+
+// announcePassword shows a generated admin password once. In the
+// foreground it goes to stdout (never to the log file). A background
+// server cannot show it, so it writes it to a one-time file (0600) in the
+// data dir, which `server start` prints and deletes.
+func announcePassword(g *globals, o *serverOptions, dataDir, user, pw string, log *slog.Logger) {
+	if o.daemon {
+		if err := os.WriteFile(initialPasswordPath(dataDir), []byte(user+"\n"+pw+"\n"), 0o600); err != nil {
+			log.Warn("writing the one-time admin password file failed", "error", err.Error())
+			return
+		}
+		log.Info("admin password generated; 'toygres server start' shows it once")
+		return
+	}
+	fmt.Fprint(g.stdout, passwordBanner(user, pw))
+	log.Info("admin password generated and shown on the terminal")
+}
+
+func passwordBanner(user, pw string) string {
+	return fmt.Sprintf("\nGenerated admin credentials (shown once; set TOYGRES_ADMIN_PASSWORD to choose your own):\n  user:     %s\n  password: %s\n\n", user, pw)
+}
+
+// showInitialPassword prints and deletes the one-time password file.
+func showInitialPassword(g *globals) {
+	path := initialPasswordPath(g.dataDir)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	lines := strings.SplitN(strings.TrimRight(string(b), "\n"), "\n", 2)
+	if len(lines) == 2 {
+		fmt.Fprint(g.stdout, passwordBanner(lines[0], lines[1]))
+	}
+	_ = os.Remove(path)
+}
+
+// startBackground starts `server start -f --daemon` detached, waits for it
+// to answer and prints where it is.
+func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
+	dataDir := g.dataDir
+	if pid, err := runningServer(dataDir); err != nil {
+		return err
+	} else if pid != 0 {
+		u := ""
+		if c, err := cli.ReadCredentials(cli.ServerCredentialsPath(dataDir)); err == nil {
+			u = c.URL
+		}
+		fmt.Fprintf(g.stdout, "Toygres server is already running (PID %d)\n", pid)
+		if u != "" {
+			fmt.Fprintf(g.stdout, "  URL:  %s\n", u)
+		}
+		fmt.Fprintf(g.stdout, "  Log:  %s\n", logPath(dataDir))
+		showInitialPassword(g)
+		return nil
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the toygres binary: %w", err)
+	}
+	logFile, err := os.OpenFile(logPath(dataDir), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open log file: %w", err)
+	}
+	defer logFile.Close()
+	offset, _ := logFile.Seek(0, io.SeekEnd)
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+
+	args := []string{"server", "start", "--foreground", "--daemon",
+		"--data-dir", dataDir, "--port", strconv.Itoa(o.port), "--listen", o.listen,
+		"--actor-interval", o.actorInterval.String(), "--admin-user", o.adminUser,
+		"--orchestration-concurrency", strconv.Itoa(o.orchConcurrency), "--activity-concurrency", strconv.Itoa(o.actConcurrency)}
+	if o.logLevel != "" {
+		args = append(args, "--log-level", o.logLevel)
+	}
+	if o.injectTestConn != 0 {
+		args = append(args, "--inject-test-connection-failures", strconv.Itoa(o.injectTestConn))
+	}
+	if o.injectDeploy != 0 {
+		args = append(args, "--inject-deploy-failures", strconv.Itoa(o.injectDeploy))
+	}
+	child := exec.Command(exe, args...)
+	// The database URL may hold a password: pass it in the environment, not
+	// on the command line where ps shows it.
+	child.Env = append(os.Environ(), "TOYGRES_DATABASE_URL="+o.databaseURL)
+	child.Stdin, child.Stdout, child.Stderr = devnull, logFile, logFile
+	child.Dir = dataDir
+	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	closeInheritedFDs()
+	if err := child.Start(); err != nil {
+		return fmt.Errorf("start server process: %w", err)
+	}
+	pid := child.Process.Pid
+	exited := make(chan error, 1)
+	go func() { exited <- child.Wait() }()
+
+	url := serverURL(o.listen, o.port)
+	credPath := cli.ServerCredentialsPath(dataDir)
+	deadline := time.NewTimer(startTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	hc := &http.Client{Timeout: 2 * time.Second}
+	for {
+		select {
+		case err := <-exited:
+			msg := startupFailure(logPath(dataDir), offset)
+			if msg == "" {
+				msg = fmt.Sprintf("server process exited during start-up (%v)", err)
+			}
+			return fmt.Errorf("%s (log: %s)", msg, logPath(dataDir))
+		case <-ctx.Done():
+			_ = child.Process.Signal(syscall.SIGTERM)
+			return ctx.Err()
+		case <-deadline.C:
+			_ = child.Process.Signal(syscall.SIGTERM)
+			return fmt.Errorf("server (PID %d) did not answer within %v; stopped it (log: %s)", pid, startTimeout, logPath(dataDir))
+		case <-tick.C:
+		}
+		// Ready once this child has written its credentials (after its
+		// listener is up) and its /health answers.
+		c, err := cli.ReadCredentials(credPath)
+		if err != nil || c.PID != pid {
+			continue
+		}
+		url = c.URL
+		resp, err := hc.Get(url + "/health")
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			continue
+		}
+		break
+	}
+	_ = child.Process.Release()
+	fmt.Fprintf(g.stdout, "Toygres server started (PID %d)\n", pid)
+	fmt.Fprintf(g.stdout, "  URL:          %s\n", url)
+	fmt.Fprintf(g.stdout, "  Log:          %s\n", logPath(dataDir))
+	fmt.Fprintf(g.stdout, "  Data:         %s\n", dataDir)
+	fmt.Fprintf(g.stdout, "  Credentials:  %s\n", credPath)
+	showInitialPassword(g)
+	return nil
+}
+
+// closeInheritedFDs marks every descriptor above stderr close-on-exec.
+// Go opens its own files that way, but descriptors this process inherited
+// (a shell's or a test runner's pipes) would otherwise leak into the
+// long-lived server and keep those pipes open.
+func closeInheritedFDs() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
+}
+
+// startupFailure finds why a background server died: its last error
+// record, or the plain "toygres: …" line the process printed on stderr.
+func startupFailure(path string, offset int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return ""
+	}
+	msg := ""
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "toygres: ") {
+			msg = strings.TrimPrefix(line, "toygres: ")
+			continue
+		}
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["level"] == "ERROR" {
+			if e, ok := rec["error"].(string); ok && e != "" {
+				msg = e
+			} else if m, ok := rec["msg"].(string); ok {
+				msg = m
+			}
+		}
+	}
+	return msg
+}
+
+func newServerStopCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stop",
+		Short: "Stop the server (SIGTERM, then SIGKILL after 30s); instances keep running",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pid, err := runningServer(g.dataDir)
+			if err != nil {
+				return err
+			}
+			if pid == 0 {
+				fmt.Fprintln(g.stdout, "Toygres server is not running")
+				return nil
+			}
+			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+				return fmt.Errorf("signal server (PID %d): %w", pid, err)
+			}
+			fmt.Fprintf(g.stdout, "Stopping Toygres server (PID %d)...\n", pid)
+			if !waitExit(pid, stopTimeout) {
+				fmt.Fprintf(g.stdout, "Server did not stop within %v; killing it\n", stopTimeout)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				waitExit(pid, 5*time.Second)
+			}
+			removePIDIfOwn(g.dataDir, pid)
+			removeServerCredentials(cli.ServerCredentialsPath(g.dataDir), pid)
+			fmt.Fprintln(g.stdout, "Toygres server stopped")
+			return nil
+		},
+	}
+}
+
+func newServerStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show whether the server runs (PID and /health); exit status 3 when it does not",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pid, err := runningServer(g.dataDir)
+			if err != nil {
+				return err
+			}
+			if pid == 0 {
+				fmt.Fprintf(g.stdout, "Toygres server is not running (data dir %s)\n", g.dataDir)
+				return &exitCodeError{code: exitNotRunning}
+			}
+			url := cli.NormalizeURL(g.url)
+			if url == "" {
+				if c, err := cli.ReadCredentials(cli.ServerCredentialsPath(g.dataDir)); err == nil {
+					url = c.URL
+				}
+			}
+			fmt.Fprintf(g.stdout, "Toygres server is running (PID %d)\n", pid)
+			fmt.Fprintf(g.stdout, "  Data:    %s\n", g.dataDir)
+			fmt.Fprintf(g.stdout, "  Log:     %s\n", logPath(g.dataDir))
+			if url == "" {
+				return fmt.Errorf("the server (PID %d) has not written its credentials yet; it may still be starting", pid)
+			}
+			fmt.Fprintf(g.stdout, "  URL:     %s\n", url)
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			defer cancel()
+			h, err := cli.NewClient(url, "").Health(ctx)
+			if err != nil {
+				return fmt.Errorf("the server (PID %d) does not answer at %s: %v", pid, url, err)
+			}
+			fmt.Fprintf(g.stdout, "  Health:  %v\n", h["status"])
+			if v, ok := h["version"]; ok {
+				fmt.Fprintf(g.stdout, "  Version: %v\n", v)
+			}
+			return nil
+		},
+	}
+}
+
+// signalContext is the context a long-running command stops on.
+func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+}
