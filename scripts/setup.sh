@@ -1,24 +1,37 @@
 #!/usr/bin/env bash
-# Installs the system packages Toygres and its tests use (Debian/Ubuntu,
-# run as root or with sudo): a C compiler for the SQLite driver and the
-# PostgreSQL server binaries (instances and test clusters).
+# Installs the system packages Toygres and its tests use on Debian/Ubuntu
+# (run as root or with sudo):
+#   gcc, libc6-dev        the SQLite driver is cgo
+#   postgresql            server binaries for instances (local data plane) and test clusters
+#   chromium, chromium-driver   browser tests of the web console
+#   prometheus            the observability acceptance test
+# Set TOYGRES_SETUP_MINIMAL=1 to install only what running Toygres needs.
 set -euo pipefail
 
-need=()
-command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
-	need+=(postgresql)
+want=(gcc libc6-dev postgresql)
+if [ "${TOYGRES_SETUP_MINIMAL:-}" != "1" ]; then
+	want+=(chromium chromium-driver prometheus)
 fi
+need=()
+for p in "${want[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
 if [ ${#need[@]} -gt 0 ]; then
-	SUDO=""
-	[ "$(id -u)" -ne 0 ] && SUDO="sudo"
 	echo "setup: installing ${need[*]}"
 	$SUDO apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# The Debian package starts a system cluster; Toygres and the tests run their
-# own, so it is not needed.
-if command -v pg_lsclusters >/dev/null 2>&1 && [ -n "$(pg_lsclusters -h 2>/dev/null)" ] && [ "${CI:-}" = "true" ]; then
-	pg_ctlcluster --force "$(pg_lsclusters -h | awk 'NR==1{print $1}')" "$(pg_lsclusters -h | awk 'NR==1{print $2}')" stop >/dev/null 2>&1 || true
+# The Debian packages may start system services (a PostgreSQL cluster on
+# 5432, Prometheus on 9090). Toygres and its tests run their own, so stop
+# them where a service manager started them.
+if command -v pg_lsclusters >/dev/null 2>&1; then
+	pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
+		$SUDO pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true
+	done
+fi
+if command -v service >/dev/null 2>&1; then
+	$SUDO service prometheus stop >/dev/null 2>&1 || true
 fi
 go version
