@@ -60,7 +60,7 @@ CREATE TABLE {{s}}.orchestrator_queue (
     created_at         bigint NOT NULL
 );
 CREATE INDEX orchestrator_queue_instance_idx ON {{s}}.orchestrator_queue (instance_id, id);
-CREATE INDEX orchestrator_queue_visible_idx ON {{s}}.orchestrator_queue (visible_at);
+CREATE INDEX orchestrator_queue_visible_idx ON {{s}}.orchestrator_queue (visible_at, id);
 CREATE INDEX orchestrator_queue_token_idx ON {{s}}.orchestrator_queue (lock_token) WHERE lock_token IS NOT NULL;
 CREATE INDEX orchestrator_queue_parent_idx ON {{s}}.orchestrator_queue (parent_instance_id) WHERE parent_instance_id IS NOT NULL;
 
@@ -112,7 +112,7 @@ END $$;
 -- ---------------------------------------------------------------------------
 -- Orchestrator queue
 
--- fetch_orchestration_item walks the visible messages in id order. For each
+-- fetch_orchestration_item walks the visible messages in visibility order. For each
 -- instance not locked in the statement's snapshot it
 --   1. takes a transaction-scoped advisory lock on the instance without
 --      waiting (another fetch busy with the same instance: skip it);
@@ -153,7 +153,10 @@ BEGIN
         WHERE q.visible_at <= v_now
           AND NOT EXISTS (SELECT 1 FROM {{s}}.instance_locks l
                           WHERE l.instance_id = q.instance_id AND l.locked_until > v_now)
-        ORDER BY q.id
+        -- (visible_at, id) order walks the index and stops at the first
+        -- candidates instead of sorting every visible message.
+        ORDER BY q.visible_at, q.id
+        LIMIT 64
     LOOP
         CONTINUE WHEN v_cand = ANY (v_tried);
         v_tried := v_tried || v_cand;
