@@ -243,3 +243,21 @@ func (g *storeGauges) setStore(s Store) {
 	g.store, g.cached = s, nil
 	g.mu.Unlock()
 }
+
+// initActivities creates the per-activity series at zero, so a counter's
+// first increment is a visible step for rate() instead of a new series that
+// Prometheus reads as starting at 1 (the seed's "dashboard showed zero").
+func (m *metrics) initActivities(names []string) {
+	if m == nil {
+		return
+	}
+	for _, n := range names {
+		for _, st := range []string{"success", "failure", "timeout"} {
+			m.retries.WithLabelValues(n, st)
+		}
+		m.retryExhausted.WithLabelValues(n)
+		for _, o := range []string{"success", "failure", "timeout", "cancelled"} {
+			m.actExec.WithLabelValues(n, o)
+		}
+	}
+}

@@ -151,6 +151,7 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 		return nil, fmt.Errorf("duroxide: start runtime: %w", err)
 	}
 	rt.metrics = m
+	m.initActivities(reg.ActivityNames())
 	rt.ctx, rt.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if n, ok := store.(Notifier); ok {
 		rt.stopWatch = n.Watch(func(q Queue) {
