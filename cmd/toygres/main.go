@@ -6,6 +6,8 @@
 //	toygres create NAME --password P start creating a PostgreSQL instance
 //	toygres get NAME | list | delete NAME
 //	toygres server status | stop | logs
+//	toygres server orchestrations | orchestration ID | cancel ID | recreate ID
+//	toygres server raise-event ID NAME [DATA] | stats | workers | config | env
 //
 // Files in the data dir (--data-dir, $TOYGRES_HOME, default /var/lib/toygres
 // for root, else ~/.toygres): server.pid, server.log (JSON records, see
@@ -176,7 +178,7 @@ that runs the server: the CLI reads the server's credentials.json):
 	pf.StringVar(&g.url, "url", firstEnv("TOYGRES_URL", "TOYGRES_API_URL"), "server URL (env TOYGRES_URL; default: from the credentials, else "+cli.DefaultURL+")")
 	pf.StringVar(&g.token, "token", "", "bearer token (env TOYGRES_TOKEN; default: the token saved by 'toygres login', else the server's credentials.json)")
 
-	root.AddCommand(newServerCmd(g), newCreateCmd(g), newDeleteCmd(g), newListCmd(g), newGetCmd(g),
+	root.AddCommand(withAdminCommands(g, newServerCmd(g)), newCreateCmd(g), newDeleteCmd(g), newListCmd(g), newGetCmd(g),
 		newLoginCmd(g), newLogoutCmd(g), newVersionCmd(g))
 	return root
 }

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/toygres/toygres/internal/activities"
@@ -26,6 +28,7 @@ import (
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cli"
 	"github.com/toygres/toygres/internal/logging"
+	"github.com/toygres/toygres/internal/telemetry"
 )
 
 // Server timing.
@@ -34,6 +37,7 @@ const (
 	stopTimeout          = 30 * time.Second // server stop: SIGTERM, then SIGKILL
 	httpShutdownTimeout  = 5 * time.Second
 	appShutdownTimeout   = 15 * time.Second
+	telemetryFlushTime   = 5 * time.Second
 	credentialTokenTTL   = 30 * 24 * time.Hour
 	credentialRefreshGap = 24 * time.Hour
 )
@@ -52,6 +56,7 @@ type serverOptions struct {
 	adminUser       string
 	orchConcurrency int
 	actConcurrency  int
+	otlpEndpoint    string
 }
 
 func newServerCmd(g *globals) *cobra.Command {
@@ -97,7 +102,9 @@ The admin password (for 'toygres login' and the API) is
 $TOYGRES_ADMIN_PASSWORD, or generated on first start and printed once.
 
 Environment: TOYGRES_HOME (data dir), TOYGRES_PORT, TOYGRES_DATABASE_URL,
-TOYGRES_ADMIN_PASSWORD, TOYGRES_ADMIN_USERNAME, TOYGRES_LOG_LEVEL.`,
+TOYGRES_ADMIN_PASSWORD, TOYGRES_ADMIN_USERNAME, TOYGRES_LOG_LEVEL,
+OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP export of metrics and logs; see
+deploy/observability/README.md).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.port < 0 || o.port > 65535 {
@@ -135,6 +142,7 @@ TOYGRES_ADMIN_PASSWORD, TOYGRES_ADMIN_USERNAME, TOYGRES_LOG_LEVEL.`,
 	f.IntVar(&o.injectDeploy, "inject-deploy-failures", envInt("TOYGRES_INJECT_DEPLOY_FAILURES", 0), "make the first N deploy calls of each instance fail, -1 every call (testing)")
 	f.IntVar(&o.orchConcurrency, "orchestration-concurrency", 10, "orchestration dispatchers")
 	f.IntVar(&o.actConcurrency, "activity-concurrency", 10, "activity workers")
+	f.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "also export metrics and logs over OTLP/HTTP to this receiver, e.g. http://127.0.0.1:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT; default: no export)")
 	f.BoolVar(&o.daemon, "daemon", false, "internal: started by a background 'server start'")
 	for _, h := range []string{"inject-test-connection-failures", "inject-deploy-failures", "daemon", "orchestration-concurrency", "activity-concurrency"} {
 		_ = f.MarkHidden(h)
@@ -182,7 +190,19 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 		return err
 	}
 	defer lg.Close()
-	log := lg.Logger
+	// One registry for /metrics and the optional OTLP export.
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	log, stopTelemetry, err := telemetry.Setup(ctx, telemetry.Config{Endpoint: o.otlpEndpoint, ServiceVersion: version,
+		Gatherer: metrics, Logger: lg.Logger})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), telemetryFlushTime)
+		defer cancel()
+		_ = stopTelemetry(fctx)
+	}()
 	slog.SetDefault(log)
 	pid := os.Getpid()
 	store := "sqlite"
@@ -205,7 +225,7 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 	}
 
 	a, err := app.Open(ctx, app.Config{
-		DataDir: dataDir, DatabaseURL: o.databaseURL, ActorInterval: o.actorInterval, Logger: log, Faults: faults,
+		DataDir: dataDir, DatabaseURL: o.databaseURL, ActorInterval: o.actorInterval, Logger: log, Faults: faults, Metrics: metrics,
 		OrchestrationConcurrency: o.orchConcurrency, ActivityConcurrency: o.actConcurrency,
 	})
 	if err != nil {
@@ -388,6 +408,9 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 	}
 	if o.injectDeploy != 0 {
 		args = append(args, "--inject-deploy-failures", strconv.Itoa(o.injectDeploy))
+	}
+	if o.otlpEndpoint != "" {
+		args = append(args, "--otlp-endpoint", o.otlpEndpoint)
 	}
 	child := exec.Command(exe, args...)
 	// The database URL may hold a password: pass it in the environment, not

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/internal/cms"
@@ -51,6 +52,29 @@ type Deps struct {
 	Logger *slog.Logger
 	// Faults injects failures for testing; nil injects none.
 	Faults *Faults
+	// Metrics, when set, receives toygres_health_check_duration_seconds{result}.
+	Metrics prometheus.Registerer
+}
+
+// healthCheckBuckets are the buckets of toygres_health_check_duration_seconds.
+var healthCheckBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
+// newHealthCheckHistogram registers toygres_health_check_duration_seconds
+// on reg (or reuses the one a previous Register call put there).
+func newHealthCheckHistogram(reg prometheus.Registerer) (*prometheus.HistogramVec, error) {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "toygres_health_check_duration_seconds",
+		Help:    "Response time of instance health checks (connect and query), by result (healthy, unhealthy); an unhealthy check that got no answer records 0.",
+		Buckets: healthCheckBuckets}, []string{"result"})
+	if err := reg.Register(h); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(*prometheus.HistogramVec); ok {
+				return existing, nil
+			}
+		}
+		return nil, fmt.Errorf("register health check metric: %w", err)
+	}
+	return h, nil
 }
 
 // Faults injects failures into activities, for fault-injection tests and
@@ -199,7 +223,14 @@ func Register(reg *duroxide.Registry, d Deps) error {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	a := &acts{d}
+	a := &acts{Deps: d}
+	if d.Metrics != nil {
+		h, err := newHealthCheckHistogram(d.Metrics)
+		if err != nil {
+			return err
+		}
+		a.healthCheckDuration = h
+	}
 	for _, err := range []error{
 		duroxide.RegisterActivity(reg, CreateRecord, a.createRecord),
 		duroxide.RegisterActivity(reg, GetInstance, a.getInstance),
@@ -225,7 +256,10 @@ func Register(reg *duroxide.Registry, d Deps) error {
 	return nil
 }
 
-type acts struct{ Deps }
+type acts struct {
+	Deps
+	healthCheckDuration *prometheus.HistogramVec // nil: not recorded
+}
 
 func (a *acts) createRecord(ctx context.Context, in CreateRecordInput) (InstanceView, error) {
 	inst, err := a.CMS.CreateInstance(ctx, cms.Instance{
@@ -270,8 +304,14 @@ func (a *acts) updateHealth(ctx context.Context, in UpdateHealthInput) (struct{}
 }
 
 func (a *acts) recordHealthCheck(ctx context.Context, in HealthCheckInput) (struct{}, error) {
-	return struct{}{}, a.CMS.RecordHealthCheck(ctx, cms.HealthCheck{Instance: in.InternalName, Status: in.Status,
+	err := a.CMS.RecordHealthCheck(ctx, cms.HealthCheck{Instance: in.InternalName, Status: in.Status,
 		PostgresVersion: in.PostgresVersion, ResponseTimeMs: in.ResponseTimeMs, Error: in.Error, CheckedAt: time.UnixMilli(in.CheckedAtMs)})
+	if err == nil && a.healthCheckDuration != nil {
+		// Observed once the check is stored, so a retried write is not
+		// counted twice (a redelivered activity still can be).
+		a.healthCheckDuration.WithLabelValues(string(in.Status)).Observe(float64(in.ResponseTimeMs) / 1000)
+	}
+	return struct{}{}, err
 }
 
 func (a *acts) setActor(ctx context.Context, in SetActorInput) (struct{}, error) {

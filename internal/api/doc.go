@@ -1,5 +1,6 @@
 // Package api is Toygres' HTTP server: the JSON REST API, the login, and
-// (later) the web console. It serves an open [app.App].
+// the web console (package web, mounted on every non-API path behind the
+// login). It serves an open [app.App].
 //
 // # Conventions
 //
@@ -47,6 +48,7 @@
 //	GET /api/server/logs    ?limit=200&grep=text&orchestration=ID → 200 ServerLogs (last matching lines of Options.LogFile)
 //	GET /api/server/stats   → 200 ServerStats
 //	GET /api/server/config  → 200 ServerConfig (secrets masked)
+//	GET /api/server/workers → 200 ServerWorkers (the runtime's worker id, concurrency, in-flight work)
 //
 // # Authentication
 //

@@ -239,21 +239,3 @@ func (s *Server) renderLogin(w http.ResponseWriter, status int, msg string) {
 	w.WriteHeader(status)
 	_ = loginTmpl.Execute(w, msg)
 }
-
-var homeTmpl = template.Must(template.New("home").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Toygres</title>
-<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}</style></head>
-<body><h1>Toygres</h1>
-<p>Signed in as <strong>{{.User}}</strong>. The web console is not built yet; the API is at <code>/api</code>
-(for example <a href="/api/instances">/api/instances</a>, <a href="/api/server/stats">/api/server/stats</a>).</p>
-<p>Version {{.Version}}.</p>
-<form method="post" action="/logout"><button type="submit">Sign out</button></form>
-</body></html>
-`))
-
-// handleHome is the placeholder page behind login.
-func (s *Server) handleHome(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
-	_ = homeTmpl.Execute(w, struct{ User, Version string }{s.adminUser, s.opts.Version})
-}

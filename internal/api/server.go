@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/toygres/toygres/internal/app"
+	"github.com/toygres/toygres/internal/web"
 )
 
 // Options configure a Server. Zero values mean defaults.
@@ -65,7 +66,7 @@ const (
 	minAdminPassword = 8
 )
 
-// Server is Toygres' HTTP API, login and (later) web console.
+// Server is Toygres' HTTP API, login and web console.
 type Server struct {
 	app       *app.App
 	opts      Options
@@ -130,7 +131,9 @@ func New(a *app.App, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	s.initMetrics()
-	s.handler = s.routes()
+	if s.handler, err = s.routes(); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
 	return s, nil
 }
 
@@ -245,8 +248,8 @@ func register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
 //	└ cross-origin protection (unsafe cross-site browser requests → 403)
 //	  ├ public: /health, /metrics (see metricsAllowed), /login, /logout, /api/login
 //	  ├ /api/…: bearer token or session cookie, else 401 JSON
-//	  └ other paths: session, else 303 to /login
-func (s *Server) routes() http.Handler {
+//	  └ other paths: the web console (package web); session, else 303 to /login
+func (s *Server) routes() (http.Handler, error) {
 	api := http.NewServeMux()
 	api.HandleFunc("GET /api/session", s.handleSession)
 	api.HandleFunc("POST /api/logout", s.handleAPILogout)
@@ -270,12 +273,17 @@ func (s *Server) routes() http.Handler {
 	api.HandleFunc("GET /api/server/logs", s.handleServerLogs)
 	api.HandleFunc("GET /api/server/stats", s.handleServerStats)
 	api.HandleFunc("GET /api/server/config", s.handleServerConfig)
+	api.HandleFunc("GET /api/server/workers", s.handleServerWorkers)
 
+	// The console submits its forms to the API in-process (the unwrapped
+	// mux: the console is itself behind the login).
+	console, err := web.New(web.Options{App: s.app, API: api, User: s.adminUser, Version: s.opts.Version, Logger: s.log,
+		Config: func(ctx context.Context) any { return s.serverConfig(ctx) }})
+	if err != nil {
+		return nil, err
+	}
 	pages := http.NewServeMux()
-	pages.HandleFunc("GET /{$}", s.handleHome)
-	pages.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "404 page not found", http.StatusNotFound)
-	})
+	console.Register(pages)
 
 	root := http.NewServeMux()
 	root.HandleFunc("GET /health", s.handleHealth)
@@ -291,7 +299,7 @@ func (s *Server) routes() http.Handler {
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "cross-origin request rejected")
 	}))
-	return s.logRequests(cop.Handler(root))
+	return s.logRequests(cop.Handler(root)), nil
 }
 
 // reqInfo is per-request state shared by the middleware layers.

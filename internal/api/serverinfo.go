@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -159,6 +160,12 @@ func maskURL(raw string) string {
 // handleServerConfig is GET /api/server/config: the effective
 // configuration, with secrets masked.
 func (s *Server) handleServerConfig(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.serverConfig(r.Context()))
+}
+
+// serverConfig is the effective configuration, with secrets masked (the
+// API's config endpoint and the console's System page).
+func (s *Server) serverConfig(ctx context.Context) ServerConfig {
 	cfg := s.app.Config
 	db := "sqlite:" + filepath.Join(cfg.DataDir, "toygres.db")
 	if cfg.DatabaseURL != "" {
@@ -180,10 +187,10 @@ func (s *Server) handleServerConfig(w http.ResponseWriter, r *http.Request) {
 		SessionTTL: s.opts.SessionTTL.String(), TokenTTL: s.opts.TokenTTL.String(), Metrics: metrics,
 		LoginRateLimit: fmt.Sprintf("%d failures per %s per client address", loginMaxFailures, loginWindow),
 	}
-	if v, err := s.app.Driver.Versions(r.Context()); err == nil {
+	if v, err := s.app.Driver.Versions(ctx); err == nil {
 		out.PostgresVersions = v
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
 
 const maskMark = "TOYGRESMASKEDSECRET"

@@ -167,7 +167,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	}
 
 	reg := duroxide.NewRegistry()
-	if err := activities.Register(reg, activities.Deps{CMS: a.CMS, Driver: a.Driver, Client: a.Client, Logger: cfg.Logger, Faults: cfg.Faults}); err != nil {
+	if err := activities.Register(reg, activities.Deps{CMS: a.CMS, Driver: a.Driver, Client: a.Client, Logger: cfg.Logger, Faults: cfg.Faults, Metrics: cfg.Metrics}); err != nil {
 		return nil, err
 	}
 	if err := orchestrations.Register(reg, a.Driver.Name()); err != nil {

@@ -1,0 +1,158 @@
+package web
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/internal/activities"
+	"github.com/toygres/toygres/internal/orchestrations"
+)
+
+// hist builds a history with ids 1…n and timestamps a second apart.
+type hist struct {
+	evs []duroxide.Event
+	t0  int64
+}
+
+func (h *hist) add(e duroxide.Event) int64 {
+	e.EventID = int64(len(h.evs) + 1)
+	if e.TimestampMs == 0 {
+		e.TimestampMs = h.t0 + e.EventID*1000
+	}
+	h.evs = append(h.evs, e)
+	return e.EventID
+}
+
+func (h *hist) timer(d time.Duration) int64 {
+	ts := h.t0 + int64(len(h.evs)+1)*1000
+	return h.add(duroxide.Event{Kind: duroxide.EventTimerCreated, TimestampMs: ts, FireAtMs: ts + d.Milliseconds()})
+}
+
+func TestReadableHistoryRetries(t *testing.T) {
+	h := &hist{t0: time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC).UnixMilli()}
+	h.add(duroxide.Event{Kind: duroxide.EventOrchestrationStarted, Name: orchestrations.CreateInstance, Input: `{"name":"db","password":"hunter22"}`})
+	cs := "testing connection"
+	h.add(duroxide.Event{Kind: duroxide.EventCustomStatusUpdated, CustomStatus: &cs})
+	in := `{"internal_name":"db-1a2b3c4d"}`
+	fail := &duroxide.ErrorDetails{Category: duroxide.CategoryApplication, Message: "injected test-connection failure"}
+	for attempt := 1; attempt <= 3; attempt++ {
+		s := h.add(duroxide.Event{Kind: duroxide.EventActivityScheduled, Name: activities.TestConnection, Input: in})
+		h.timer(60 * time.Second) // attempt timeout
+		if attempt < 3 {
+			h.add(duroxide.Event{Kind: duroxide.EventActivityFailed, SourceEventID: s, Error: fail})
+			b := h.timer(time.Duration(attempt) * 2 * time.Second) // backoff
+			h.add(duroxide.Event{Kind: duroxide.EventTimerFired, SourceEventID: b})
+			continue
+		}
+		h.add(duroxide.Event{Kind: duroxide.EventActivityCompleted, SourceEventID: s, Result: `{"version":"16.4"}`})
+	}
+	h.add(duroxide.Event{Kind: duroxide.EventOrchestrationCompleted, Result: `{"ok":true}`})
+
+	items := readableHistory(orchestrations.CreateInstance, h.evs, false)
+	var kinds []string
+	for _, it := range items {
+		kinds = append(kinds, it.Kind)
+	}
+	if got := strings.Join(kinds, ","); got != "start,status,activity,completed" {
+		t.Fatalf("items: %s", got)
+	}
+	if strings.Contains(items[0].Payload, "hunter22") || !strings.Contains(items[0].Payload, `"password": "***"`) {
+		t.Fatalf("the input's password is not masked: %s", items[0].Payload)
+	}
+	act := items[2]
+	if len(act.Attempts) != 3 || !act.Retried || act.Status != "ok" || act.StatusText != "completed on attempt 3 of 5" {
+		t.Fatalf("activity: %+v", act)
+	}
+	for i, a := range act.Attempts {
+		if a.Label() != []string{"attempt 1 of 5", "attempt 2 of 5", "attempt 3 of 5"}[i] {
+			t.Errorf("attempt %d label %q", i, a.Label())
+		}
+		if a.Timeout == nil || a.Timeout.Delay != 60*time.Second || a.Timeout.Fired {
+			t.Errorf("attempt %d timeout timer: %+v", i, a.Timeout)
+		}
+		if i < 2 {
+			if a.Status != "failed" || a.Error != "injected test-connection failure" {
+				t.Errorf("attempt %d: %+v", i, a)
+			}
+			if a.Backoff == nil || a.Backoff.Delay != time.Duration(i+1)*2*time.Second || !a.Backoff.Fired {
+				t.Errorf("attempt %d backoff: %+v", i, a.Backoff)
+			}
+		} else if a.Status != "ok" || a.Backoff != nil {
+			t.Errorf("last attempt: %+v", a)
+		}
+	}
+}
+
+func TestReadableHistoryTotalTimeoutAndActor(t *testing.T) {
+	h := &hist{t0: time.Now().UnixMilli()}
+	h.add(duroxide.Event{Kind: duroxide.EventOrchestrationStarted, Name: orchestrations.CreateInstance})
+	h.timer(10 * time.Minute) // wait-for-ready's total timeout
+	s := h.add(duroxide.Event{Kind: duroxide.EventActivityScheduled, Name: activities.WaitForReady, Input: `{}`})
+	h.timer(30 * time.Second)
+	h.add(duroxide.Event{Kind: duroxide.EventActivityFailed, SourceEventID: s, Error: &duroxide.ErrorDetails{Message: "not ready"}})
+	h.timer(250 * time.Millisecond) // backoff, still pending
+	items := readableHistory(orchestrations.CreateInstance, h.evs, true)
+	if len(items) != 2 || items[1].Kind != "activity" {
+		t.Fatalf("items: %+v", items)
+	}
+	act := items[1]
+	if act.Total == nil || act.Total.Delay != 10*time.Minute {
+		t.Fatalf("total timeout: %+v", act.Total)
+	}
+	if act.Status != "waiting" || act.Attempts[0].Backoff == nil || act.Attempts[0].Label() != "attempt 1 of 200" {
+		t.Fatalf("pending retry: %+v %+v", act, act.Attempts[0])
+	}
+
+	// The health actor: a wait, a probe and the interval timer.
+	a := &hist{t0: time.Now().UnixMilli()}
+	a.add(duroxide.Event{Kind: duroxide.EventOrchestrationStarted, Name: orchestrations.InstanceActor})
+	a.add(duroxide.Event{Kind: duroxide.EventExternalSubscribed, Name: orchestrations.EventInstanceDeleted})
+	p := a.add(duroxide.Event{Kind: duroxide.EventActivityScheduled, Name: activities.TestConnection, Input: `{}`})
+	a.timer(30 * time.Second)
+	a.add(duroxide.Event{Kind: duroxide.EventActivityCompleted, SourceEventID: p, Result: `{}`})
+	iv := a.timer(time.Second) // the interval: not a backoff
+	a.add(duroxide.Event{Kind: duroxide.EventTimerFired, SourceEventID: iv})
+	a.add(duroxide.Event{Kind: duroxide.EventOrchestrationContinuedAsNew, Input: `{"checks":3}`})
+	items = readableHistory(orchestrations.InstanceActor, a.evs, false)
+	var kinds []string
+	for _, it := range items {
+		kinds = append(kinds, it.Kind+":"+it.Status)
+	}
+	if got := strings.Join(kinds, ","); got != "start:info,wait:info,activity:ok,timer:ok,continued:info" {
+		t.Fatalf("actor items: %s", got)
+	}
+	if items[3].Title != "Timer 1 s" {
+		t.Fatalf("timer title %q", items[3].Title)
+	}
+}
+
+func TestTemplatesParse(t *testing.T) {
+	pages, err := parseTemplates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pageNames {
+		if pages[p].Lookup("content") == nil || pages[p].Lookup("layout") == nil {
+			t.Errorf("page %s lacks content or layout", p)
+		}
+		src, err := templateFS.ReadFile("templates/" + p + ".html")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, region := range liveRegions[p] {
+			if pages[p].Lookup(region) == nil {
+				t.Errorf("page %s: live region %s is not defined", p, region)
+			}
+			if !strings.Contains(string(src), `data-live="`+region+`"`) {
+				t.Errorf("page %s: live region %s is not placed on the page", p, region)
+			}
+		}
+	}
+	for p := range liveRegions {
+		if pages[p] == nil {
+			t.Errorf("live regions for unknown page %s", p)
+		}
+	}
+}
