@@ -1047,6 +1047,8 @@ var envVars = []envVar{
 	{name: "TOYGRES_ADMIN_USERNAME", use: "admin user name (server start --admin-user, login -u)", def: "admin"},
 	{name: "TOYGRES_ADMIN_PASSWORD", secret: true, use: "server start: admin password", def: "stored hash, or generated on the first start"},
 	{name: "TOYGRES_LOG_LEVEL", use: "server start: log level (--log-level)", def: "info"},
+	{name: "TOYGRES_DATAPLANE", use: "server start: where instances run, local or kubernetes (--dataplane)", def: "local"},
+	{name: "TOYGRES_NAMESPACE", use: "server start: Kubernetes namespace for instances (--namespace)", def: "toygres"},
 	{name: "TOYGRES_INJECT_TEST_CONNECTION_FAILURES", use: "server start: fail the first N test-connection calls (testing)", def: "0"},
 	{name: "TOYGRES_INJECT_DEPLOY_FAILURES", use: "server start: fail the first N deploy calls (testing)", def: "0"},
 }

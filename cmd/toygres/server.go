@@ -27,6 +27,7 @@ import (
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cli"
+	"github.com/toygres/toygres/internal/dataplane/kubernetes"
 	"github.com/toygres/toygres/internal/logging"
 	"github.com/toygres/toygres/internal/telemetry"
 )
@@ -57,6 +58,12 @@ type serverOptions struct {
 	orchConcurrency int
 	actConcurrency  int
 	otlpEndpoint    string
+	dataplane       string
+	namespace       string
+	kubeconfig      string
+	k8sStorageClass string
+	k8sDNSZone      string
+	k8sImage        string
 }
 
 func newServerCmd(g *globals) *cobra.Command {
@@ -102,6 +109,7 @@ The admin password (for 'toygres login' and the API) is
 $TOYGRES_ADMIN_PASSWORD, or generated on first start and printed once.
 
 Environment: TOYGRES_HOME (data dir), TOYGRES_PORT, TOYGRES_DATABASE_URL,
+TOYGRES_DATAPLANE, TOYGRES_NAMESPACE,
 TOYGRES_ADMIN_PASSWORD, TOYGRES_ADMIN_USERNAME, TOYGRES_LOG_LEVEL,
 OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP export of metrics and logs; see
 deploy/observability/README.md).`,
@@ -112,6 +120,9 @@ deploy/observability/README.md).`,
 			}
 			if o.actorInterval <= 0 {
 				return usagef("--actor-interval must be positive")
+			}
+			if o.dataplane != "local" && o.dataplane != "kubernetes" {
+				return usagef("invalid --dataplane %q (want local or kubernetes)", o.dataplane)
 			}
 			if o.databaseURL == "" {
 				o.databaseURL = os.Getenv("TOYGRES_DATABASE_URL")
@@ -143,6 +154,12 @@ deploy/observability/README.md).`,
 	f.IntVar(&o.orchConcurrency, "orchestration-concurrency", 10, "orchestration dispatchers")
 	f.IntVar(&o.actConcurrency, "activity-concurrency", 10, "activity workers")
 	f.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "also export metrics and logs over OTLP/HTTP to this receiver, e.g. http://127.0.0.1:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT; default: no export)")
+	f.StringVar(&o.dataplane, "dataplane", firstNonEmpty(os.Getenv("TOYGRES_DATAPLANE"), "local"), "where instances run: local (server processes on this machine) or kubernetes (env TOYGRES_DATAPLANE)")
+	f.StringVar(&o.namespace, "namespace", firstNonEmpty(os.Getenv("TOYGRES_NAMESPACE"), "toygres"), "Kubernetes namespace for instances (env TOYGRES_NAMESPACE)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account)")
+	f.StringVar(&o.k8sStorageClass, "k8s-storage-class", "", "storage class of instance volumes (default: the cluster's default)")
+	f.StringVar(&o.k8sDNSZone, "k8s-dns-zone", "", "DNS zone for public instances' DNS names (<label>.<zone>)")
+	f.StringVar(&o.k8sImage, "k8s-image", "", "PostgreSQL image, {version} is replaced (default postgres:{version})")
 	f.BoolVar(&o.daemon, "daemon", false, "internal: started by a background 'server start'")
 	for _, h := range []string{"inject-test-connection-failures", "inject-deploy-failures", "daemon", "orchestration-concurrency", "activity-concurrency"} {
 		_ = f.MarkHidden(h)
@@ -227,6 +244,9 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 	a, err := app.Open(ctx, app.Config{
 		DataDir: dataDir, DatabaseURL: o.databaseURL, ActorInterval: o.actorInterval, Logger: log, Faults: faults, Metrics: metrics,
 		OrchestrationConcurrency: o.orchConcurrency, ActivityConcurrency: o.actConcurrency,
+		Dataplane: o.dataplane,
+		Kubernetes: kubernetes.Options{Kubeconfig: o.kubeconfig, Namespace: o.namespace, StorageClass: o.k8sStorageClass,
+			DNSZone: o.k8sDNSZone, Image: o.k8sImage},
 	})
 	if err != nil {
 		return err
@@ -411,6 +431,12 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 	}
 	if o.otlpEndpoint != "" {
 		args = append(args, "--otlp-endpoint", o.otlpEndpoint)
+	}
+	args = append(args, "--dataplane", o.dataplane, "--namespace", o.namespace)
+	for flag, v := range map[string]string{"--kubeconfig": o.kubeconfig, "--k8s-storage-class": o.k8sStorageClass, "--k8s-dns-zone": o.k8sDNSZone, "--k8s-image": o.k8sImage} {
+		if v != "" {
+			args = append(args, flag, v)
+		}
 	}
 	child := exec.Command(exe, args...)
 	// The database URL may hold a password: pass it in the environment, not

@@ -25,6 +25,7 @@ import (
 	"github.com/toygres/toygres/internal/activities"
 	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/dataplane"
+	"github.com/toygres/toygres/internal/dataplane/kubernetes"
 	"github.com/toygres/toygres/internal/dataplane/local"
 	"github.com/toygres/toygres/internal/orchestrations"
 )
@@ -39,6 +40,8 @@ type Config struct {
 	DatabaseURL string
 	// Dataplane is the driver: "local" (default) or "kubernetes".
 	Dataplane string
+	// Kubernetes configures the kubernetes data plane.
+	Kubernetes kubernetes.Options
 	// Driver, when set, is used instead of building one from Dataplane.
 	Driver dataplane.Driver
 	// ActorInterval is the health check period (default 30s).
@@ -160,6 +163,19 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		}
 		if len(adopted)+len(restarted) > 0 {
 			cfg.Logger.Info("local instances adopted", "running", adopted, "restarted", restarted)
+		}
+		a.Driver = d
+	case cfg.Dataplane == "kubernetes":
+		o := cfg.Kubernetes
+		if o.Logger == nil {
+			o.Logger = cfg.Logger
+		}
+		d, err := kubernetes.New(o)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes data plane: %w", err)
+		}
+		if err := d.Check(ctx); err != nil {
+			return nil, fmt.Errorf("kubernetes data plane: %w", err)
 		}
 		a.Driver = d
 	default:

@@ -1,0 +1,107 @@
+package kubernetes
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/client-go/rest"
+)
+
+// These tests build objects without a cluster.
+
+func offlineDriver(t *testing.T, opts Options) *Driver {
+	t.Helper()
+	opts.RESTConfig = &rest.Config{Host: "https://127.0.0.1:1"}
+	d, err := New(opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return d
+}
+
+func TestNewDefaults(t *testing.T) {
+	d := offlineDriver(t, Options{})
+	if d.Name() != "kubernetes" || d.Namespace() != "toygres" {
+		t.Errorf("name %q namespace %q", d.Name(), d.Namespace())
+	}
+	vs, _ := d.Versions(context.Background())
+	if !slices.Equal(vs, []string{"18", "17", "16", "15"}) {
+		t.Errorf("versions %v", vs)
+	}
+	if d.imageFor("16") != "postgres:16" || d.dnsAnnotation != DefaultDNSLabelAnnotation {
+		t.Errorf("image %q annotation %q", d.imageFor("16"), d.dnsAnnotation)
+	}
+	d = offlineDriver(t, Options{Image: "registry.example/pg:{version}-alpine", Versions: []string{"17"}, DNSLabelAnnotation: "-",
+		Resources: Resources{MemoryLimit: "none", CPURequest: "1"}})
+	if d.imageFor("17") != "registry.example/pg:17-alpine" || d.dnsAnnotation != "" {
+		t.Errorf("image %q annotation %q", d.imageFor("17"), d.dnsAnnotation)
+	}
+	if len(d.resources.Limits) != 0 || d.resources.Requests.Cpu().String() != "1" {
+		t.Errorf("resources %+v", d.resources)
+	}
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	for _, o := range []Options{
+		{Namespace: "Bad_NS"},
+		{Versions: []string{"latest"}},
+		{Resources: Resources{CPURequest: "lots"}},
+		{Probes: Probes{Kind: "http"}},
+		{StorageClass: "Not A Class"},
+		{DNSZone: "bad zone"},
+		{ServiceAnnotations: map[string]string{"bad key!": "x"}},
+	} {
+		o.RESTConfig = &rest.Config{Host: "https://127.0.0.1:1"}
+		if _, err := New(o); err == nil {
+			t.Errorf("New(%+v) succeeded", o)
+		}
+	}
+}
+
+func TestObjectShapes(t *testing.T) {
+	d := offlineDriver(t, Options{Namespace: "dbs", StorageClass: "fast", ServiceAnnotations: map[string]string{"lb/x": "y"},
+		Probes: Probes{Kind: ProbeTCP}})
+	p := plan{name: "inst-1", version: "16", storage: resource.MustParse("5Gi"), dnsLabel: "shop"}
+	sts := d.statefulSet(p)
+	svc := d.service(p)
+	pvc := d.pvc(p)
+	sec := d.secret(p, testPassword)
+	for _, o := range []any{sts, svc, pvc} {
+		b, _ := json.Marshal(o)
+		if strings.Contains(string(b), testPassword) {
+			t.Errorf("%T holds the password", o)
+		}
+	}
+	if string(sec.Data[SecretKeyPassword]) != testPassword || sec.Name != "inst-1-credentials" {
+		t.Errorf("secret %s", sec.Name)
+	}
+	if *pvc.Spec.StorageClassName != "fast" || pvc.Name != "inst-1-pvc" {
+		t.Errorf("pvc %s class %v", pvc.Name, pvc.Spec.StorageClassName)
+	}
+	ct := sts.Spec.Template.Spec.Containers[0]
+	if ct.ReadinessProbe.TCPSocket == nil || ct.LivenessProbe.TCPSocket == nil || ct.Image != "postgres:16" {
+		t.Errorf("container %+v", ct)
+	}
+	if svc.Spec.Type != "LoadBalancer" || svc.Annotations["lb/x"] != "y" || svc.Annotations[DefaultDNSLabelAnnotation] != "shop" {
+		t.Errorf("service %+v", svc)
+	}
+	// The config hash is stable and follows the configuration.
+	if d.statefulSet(p).Annotations[AnnotationConfigHash] != sts.Annotations[AnnotationConfigHash] {
+		t.Error("config hash is not stable")
+	}
+	p.internal = true
+	if d.service(p).Annotations[AnnotationConfigHash] == svc.Annotations[AnnotationConfigHash] {
+		t.Error("service hash ignores the type")
+	}
+	d2 := offlineDriver(t, Options{Probes: Probes{Kind: ProbeNone}})
+	if c := d2.statefulSet(p).Spec.Template.Spec.Containers[0]; c.ReadinessProbe != nil || c.LivenessProbe != nil || c.StartupProbe != nil {
+		t.Error("probes with kind none")
+	}
+	if err := validName(strings.Repeat("a", 53)); err == nil {
+		t.Error("53-byte name accepted")
+	}
+}
