@@ -3,13 +3,13 @@
 # (run as root or with sudo):
 #   gcc, libc6-dev        the SQLite driver is cgo
 #   postgresql            server binaries for instances (local data plane) and test clusters
-#   chromium, chromium-driver   browser tests of the web console
-#   prometheus            the observability acceptance test
-# Set TOYGRES_SETUP_MINIMAL=1 to install only what running Toygres needs.
+#   chromium, chromium-driver   browser tests of the web console   (--test)
+#   prometheus            the observability acceptance test        (--test)
+# Without --test it installs only what running Toygres needs.
 set -euo pipefail
 
 want=(gcc libc6-dev postgresql)
-if [ "${TOYGRES_SETUP_MINIMAL:-}" != "1" ]; then
+if [ "${1:-}" = "--test" ]; then
 	want+=(chromium chromium-driver prometheus)
 fi
 need=()
