@@ -14,14 +14,20 @@ import (
 )
 
 // BenchmarkBackoffLateness measures how late 100 ms fixed backoff timers
-// fire on the SQLite store while 200 retry sequences run at once. It reports
+// fire on the SQLite store while 20, or 200, retry sequences run at once
+// (their backoffs come due within a few milliseconds of each other). It reports
 // the lateness of the TimerFired turn (timer_p50_ms, timer_p99_ms; the
 // history's millisecond timestamps) and of the retried attempt's start
 // (attempt_p50_ms, attempt_p99_ms; the worker hop included).
 //
 //	go test ./duroxide -run '^$' -bench BackoffLateness -benchtime 1x
 func BenchmarkBackoffLateness(b *testing.B) {
-	const n = 200
+	for _, n := range []int{20, 200} {
+		b.Run(fmt.Sprintf("sequences=%d", n), func(b *testing.B) { benchLateness(b, n) })
+	}
+}
+
+func benchLateness(b *testing.B, n int) {
 	for i := 0; i < b.N; i++ {
 		var mu sync.Mutex
 		calls := map[string]int{}
