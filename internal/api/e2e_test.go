@@ -23,7 +23,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	e := newEnv(t, Options{})
 	tok := e.token()
 	if v, err := e.app.Driver.Versions(context.Background()); err != nil || len(v) == 0 {
-		t.Skipf("no local PostgreSQL: %v", err)
+		t.Fatalf("no PostgreSQL binaries found (install them: apt-get install -y postgresql): %v", err)
 	}
 	const pw = "E2eInstanceSecretPw42"
 	name := uniq("e2e")
@@ -155,7 +155,7 @@ func TestBulkCreateAndDelete(t *testing.T) {
 	e := newEnv(t, Options{})
 	tok := e.token()
 	if v, err := e.app.Driver.Versions(context.Background()); err != nil || len(v) == 0 {
-		t.Skipf("no local PostgreSQL: %v", err)
+		t.Fatalf("no PostgreSQL binaries found (install them: apt-get install -y postgresql): %v", err)
 	}
 	const pw = "BulkSecretPw77"
 	base := uniq("bulk")

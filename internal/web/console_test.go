@@ -151,7 +151,7 @@ func startToygres(t *testing.T, artifacts string) (*app.App, *httptest.Server, s
 		}
 	})
 	if v, err := a.Driver.Versions(ctx); err != nil || len(v) == 0 {
-		t.Skipf("no local PostgreSQL (run scripts/setup.sh): %v", err)
+		t.Fatalf("no PostgreSQL binaries found (install them: apt-get install -y postgresql): %v", err)
 	}
 	srv, err := api.New(a, api.Options{AdminPassword: adminPassword, StateDir: filepath.Join(t.TempDir(), "auth"),
 		LogFile: logPath, Version: "test"})
