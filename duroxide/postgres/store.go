@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -62,6 +63,75 @@ type Store struct {
 	notifyMu sync.Mutex
 	notify   *listener
 	closed   bool
+
+	// Writes announce themselves: at once to this handle's watchers, and
+	// to other processes through pg_notify, sent by one goroutine that
+	// coalesces everything written meanwhile into one notification per
+	// queue. (A NOTIFY inside every write transaction would serialize all
+	// commits on PostgreSQL's global notification-queue lock.)
+	pending    atomic.Uint32
+	kick       chan struct{}
+	stopNotify chan struct{}
+	notifyDone chan struct{}
+}
+
+const (
+	bitOrch   = 1
+	bitWorker = 2
+	bitStatus = 4
+)
+
+// announce tells watchers that a write may have made work visible.
+func (s *Store) announce(bits uint32) {
+	s.notifyMu.Lock()
+	l := s.notify
+	s.notifyMu.Unlock()
+	if l != nil {
+		var qs []duroxide.Queue
+		if bits&bitOrch != 0 {
+			qs = append(qs, duroxide.QueueOrchestrator)
+		}
+		if bits&bitWorker != 0 {
+			qs = append(qs, duroxide.QueueWorker)
+		}
+		if bits&bitStatus != 0 {
+			qs = append(qs, duroxide.QueueStatus)
+		}
+		l.fire(qs...)
+	}
+	s.pending.Or(bits)
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// notifier sends the coalesced pg_notify calls.
+func (s *Store) notifier() {
+	defer close(s.notifyDone)
+	for {
+		select {
+		case <-s.stopNotify:
+			return
+		case <-s.kick:
+		}
+		bits := s.pending.Swap(0)
+		if bits == 0 {
+			continue
+		}
+		var payloads []string
+		for _, b := range []struct {
+			bit uint32
+			p   string
+		}{{bitOrch, "o"}, {bitWorker, "w"}, {bitStatus, "s"}} {
+			if bits&b.bit != 0 {
+				payloads = append(payloads, b.p)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _ = s.pool.Exec(ctx, "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", s.channel, payloads)
+		cancel()
+	}
 }
 
 var (
@@ -101,11 +171,16 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		schema:  o.schema,
 		q:       pgx.Identifier{o.schema}.Sanitize(),
 		channel: o.schema + "_notify",
+
+		kick:       make(chan struct{}, 1),
+		stopNotify: make(chan struct{}),
+		notifyDone: make(chan struct{}),
 	}
 	if err := s.migrate(ctx, pool); err != nil {
 		pool.Close()
 		return nil, wrap("Open", fmt.Errorf("migrate schema %s: %w", o.schema, err))
 	}
+	go s.notifier()
 	return s, nil
 }
 
@@ -122,10 +197,15 @@ func (s *Store) Close() error {
 	s.notifyMu.Lock()
 	l := s.notify
 	s.notify = nil
+	wasClosed := s.closed
 	s.closed = true
 	s.notifyMu.Unlock()
 	if l != nil {
 		l.stop()
+	}
+	if !wasClosed {
+		close(s.stopNotify)
+		<-s.notifyDone
 	}
 	s.pool.Close()
 	return nil
@@ -244,6 +324,9 @@ func (s *Store) EnqueueOrchestratorItem(ctx context.Context, item duroxide.WorkI
 	}
 	err = s.exec(ctx, "SELECT "+s.fn("enqueue_orchestrator")+"($1, $2, $3, $4)",
 		item.Instance, string(data), ms(delay), parentOf(&item))
+	if err == nil {
+		s.announce(bitOrch)
+	}
 	return wrap(op, err)
 }
 
@@ -256,6 +339,9 @@ func (s *Store) EnqueueWorkItem(ctx context.Context, item duroxide.WorkItem) err
 	}
 	err = s.exec(ctx, "SELECT "+s.fn("enqueue_worker")+"($1, $2, $3, $4)",
 		item.Instance, item.ExecutionID, item.ID, string(data))
+	if err == nil {
+		s.announce(bitWorker)
+	}
 	return wrap(op, err)
 }
 
@@ -347,6 +433,18 @@ func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, c *d
 		wInst, wExec, wAct, wData,
 		oInst, oData, oVis, oParent,
 		cInst, cExec, cAct)
+	if err == nil {
+		// Messages that arrived while the instance was locked become
+		// fetchable now, so the orchestrator queue is always announced.
+		bits := uint32(bitOrch)
+		if len(c.WorkerItems) > 0 {
+			bits |= bitWorker
+		}
+		if c.Status.IsTerminal() {
+			bits |= bitStatus
+		}
+		s.announce(bits)
+	}
 	return wrap(op, err)
 }
 
@@ -354,6 +452,9 @@ func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, c *d
 // expired but was not taken over is still accepted.
 func (s *Store) AbandonOrchestrationItem(ctx context.Context, lockToken string, delay time.Duration, ignoreAttempt bool) error {
 	err := s.exec(ctx, "SELECT "+s.fn("abandon_orchestration_item")+"($1, $2, $3)", lockToken, ms(delay), ignoreAttempt)
+	if err == nil {
+		s.announce(bitOrch)
+	}
 	return wrap("AbandonOrchestrationItem", err)
 }
 
@@ -397,6 +498,9 @@ func (s *Store) AckWorkItem(ctx context.Context, lockToken string, completion *d
 		inst, data = &completion.Instance, &d
 	}
 	err := s.exec(ctx, "SELECT "+s.fn("ack_work_item")+"($1, $2, $3)", lockToken, inst, data)
+	if err == nil && completion != nil {
+		s.announce(bitOrch)
+	}
 	return wrap(op, err)
 }
 
@@ -411,6 +515,9 @@ func (s *Store) RenewWorkItemLock(ctx context.Context, lockToken string, extend 
 // is still accepted.
 func (s *Store) AbandonWorkItem(ctx context.Context, lockToken string, delay time.Duration, ignoreAttempt bool) error {
 	err := s.exec(ctx, "SELECT "+s.fn("abandon_work_item")+"($1, $2, $3)", lockToken, ms(delay), ignoreAttempt)
+	if err == nil {
+		s.announce(bitWorker)
+	}
 	return wrap("AbandonWorkItem", err)
 }
 
@@ -667,6 +774,7 @@ func (s *Store) DeleteInstances(ctx context.Context, ids []string, force bool) (
 	if err != nil {
 		return duroxide.DeleteResult{}, wrap("DeleteInstances", err)
 	}
+	s.announce(bitStatus)
 	return res, nil
 }
 
@@ -686,6 +794,7 @@ func (s *Store) DeleteInstancesBulk(ctx context.Context, f duroxide.BulkDeleteFi
 	if err != nil {
 		return duroxide.DeleteResult{}, wrap("DeleteInstancesBulk", err)
 	}
+	s.announce(bitStatus)
 	return res, nil
 }
 

@@ -96,7 +96,7 @@ DECLARE
 BEGIN
     INSERT INTO {{s}}.orchestrator_queue (instance_id, work_item, visible_at, parent_instance_id, created_at)
     VALUES (p_instance, p_item, v_now + greatest(p_delay_ms, 0), nullif(p_parent, ''), v_now);
-    PERFORM pg_notify('{{chan}}', 'o');
+    NULL; -- notified by the store after commit (coalesced)
 END $$;
 
 CREATE FUNCTION {{s}}.enqueue_worker(p_instance text, p_execution bigint, p_activity bigint, p_item text)
@@ -106,7 +106,7 @@ DECLARE
 BEGIN
     INSERT INTO {{s}}.worker_queue (instance_id, execution_id, activity_id, work_item, visible_at, created_at)
     VALUES (p_instance, p_execution, p_activity, p_item, v_now, v_now);
-    PERFORM pg_notify('{{chan}}', 'w');
+    NULL; -- notified by the store after commit (coalesced)
 END $$;
 
 -- ---------------------------------------------------------------------------
@@ -258,7 +258,7 @@ BEGIN
         DELETE FROM {{s}}.instance_locks l WHERE l.lock_token = p_token;
         IF EXISTS (SELECT 1 FROM {{s}}.orchestrator_queue q
                    WHERE q.instance_id = v_instance AND q.visible_at <= v_now) THEN
-            PERFORM pg_notify('{{chan}}', 'o');
+            NULL; -- notified by the store after commit (coalesced)
         END IF;
         RETURN;
     END IF;
@@ -299,7 +299,7 @@ BEGIN
         INSERT INTO {{s}}.worker_queue (instance_id, execution_id, activity_id, work_item, visible_at, created_at)
         SELECT w.inst, w.exec, w.act, w.data, v_now, v_now
         FROM unnest(p_w_instance, p_w_execution, p_w_activity, p_w_data) AS w(inst, exec, act, data);
-        PERFORM pg_notify('{{chan}}', 'w');
+        NULL; -- notified by the store after commit (coalesced)
     END IF;
 
     IF cardinality(p_c_instance) > 0 THEN
@@ -312,7 +312,7 @@ BEGIN
         INSERT INTO {{s}}.orchestrator_queue (instance_id, work_item, visible_at, parent_instance_id, created_at)
         SELECT o.inst, o.data, CASE WHEN o.vis > 0 THEN o.vis ELSE v_now END, nullif(o.parent, ''), v_now
         FROM unnest(p_o_instance, p_o_data, p_o_visible_at, p_o_parent) AS o(inst, data, vis, parent);
-        PERFORM pg_notify('{{chan}}', 'o');
+        NULL; -- notified by the store after commit (coalesced)
     END IF;
 
     DELETE FROM {{s}}.orchestrator_queue q WHERE q.lock_token = p_token;
@@ -321,10 +321,10 @@ BEGIN
     -- Messages that arrived during the turn are fetchable now.
     IF EXISTS (SELECT 1 FROM {{s}}.orchestrator_queue q
                WHERE q.instance_id = v_instance AND q.visible_at <= v_now) THEN
-        PERFORM pg_notify('{{chan}}', 'o');
+        NULL; -- notified by the store after commit (coalesced)
     END IF;
     IF v_terminal THEN
-        PERFORM pg_notify('{{chan}}', 's');
+        NULL; -- notified by the store after commit (coalesced)
     END IF;
 END $$;
 
@@ -342,7 +342,7 @@ BEGIN
         visible_at = CASE WHEN p_delay_ms > 0 THEN v_now + p_delay_ms ELSE q.visible_at END,
         attempt_count = CASE WHEN p_ignore_attempt THEN greatest(q.attempt_count - 1, 0) ELSE q.attempt_count END
     WHERE q.lock_token = p_token;
-    PERFORM pg_notify('{{chan}}', 'o');
+    NULL; -- notified by the store after commit (coalesced)
 END $$;
 
 CREATE FUNCTION {{s}}.renew_orchestration_item_lock(p_token text, p_extend_ms bigint)
@@ -407,7 +407,7 @@ BEGIN
     IF p_item IS NOT NULL THEN
         INSERT INTO {{s}}.orchestrator_queue (instance_id, work_item, visible_at, created_at)
         VALUES (p_instance, p_item, v_now, v_now);
-        PERFORM pg_notify('{{chan}}', 'o');
+        NULL; -- notified by the store after commit (coalesced)
     END IF;
 END $$;
 
@@ -438,7 +438,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'lock token % is invalid', p_token USING ERRCODE = 'DXLCK';
     END IF;
-    PERFORM pg_notify('{{chan}}', 'w');
+    NULL; -- notified by the store after commit (coalesced)
 END $$;
 
 -- next_visible_in returns, for queue 'o' or 'w', how many milliseconds from
@@ -548,7 +548,7 @@ BEGIN
     -- deletes waited for it): drop the lock it took as well.
     DELETE FROM {{s}}.instance_locks l WHERE l.instance_id = ANY (v_set);
 
-    PERFORM pg_notify('{{chan}}', 's');
+    NULL; -- notified by the store after commit (coalesced)
     RETURN QUERY SELECT v_i, v_e, v_h, v_q + v_w;
 END $$;
 
