@@ -206,6 +206,9 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn) {
 			}
 			return
 		}
+		if pid := l.s.notifyPID.Load(); pid != 0 && n.PID == pid {
+			continue // this handle's own announcement: its watchers already heard it
+		}
 		switch n.Payload {
 		case "o":
 			l.fire(duroxide.QueueOrchestrator)

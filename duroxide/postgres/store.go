@@ -70,6 +70,7 @@ type Store struct {
 	// queue. (A NOTIFY inside every write transaction would serialize all
 	// commits on PostgreSQL's global notification-queue lock.)
 	pending    atomic.Uint32
+	notifyPID  atomic.Uint32 // backend of the notifier's connection
 	kick       chan struct{}
 	stopNotify chan struct{}
 	notifyDone chan struct{}
@@ -106,9 +107,16 @@ func (s *Store) announce(bits uint32) {
 	}
 }
 
-// notifier sends the coalesced pg_notify calls.
+// notifier sends the coalesced pg_notify calls on a connection of its own,
+// whose backend pid lets this handle's listener skip its own announcements.
 func (s *Store) notifier() {
 	defer close(s.notifyDone)
+	var conn *pgxpool.Conn
+	defer func() {
+		if conn != nil {
+			conn.Release()
+		}
+	}()
 	for {
 		select {
 		case <-s.stopNotify:
@@ -129,7 +137,26 @@ func (s *Store) notifier() {
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, _ = s.pool.Exec(ctx, "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", s.channel, payloads)
+		if conn == nil {
+			c, err := s.pool.Acquire(ctx)
+			if err == nil {
+				conn = c
+				s.notifyPID.Store(c.Conn().PgConn().PID())
+			}
+		}
+		var err error
+		if conn != nil {
+			_, err = conn.Exec(ctx, "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", s.channel, payloads)
+		}
+		if conn == nil || err != nil {
+			// Send it anyway on any connection; drop the broken one.
+			if conn != nil {
+				s.notifyPID.Store(0)
+				conn.Release()
+				conn = nil
+			}
+			_, _ = s.pool.Exec(ctx, "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", s.channel, payloads)
+		}
 		cancel()
 	}
 }
@@ -425,18 +452,31 @@ func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, c *d
 	for i, a := range c.CancelledActivities {
 		cInst[i], cExec[i], cAct[i] = a.Instance, a.ExecutionID, a.ActivityID
 	}
-	err := s.exec(ctx, "SELECT "+s.fn("ack_orchestration_item")+
+	var pending bool
+	err := s.queryRow(ctx, "SELECT "+s.fn("ack_orchestration_item")+
 		"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
 		lockToken, c.ExecutionID, c.OrchestrationName, c.OrchestrationVersion, c.ParentInstance,
 		string(c.Status), c.Output, c.SetCustomStatus, c.CustomStatus,
 		evIDs, evTypes, evData,
 		wInst, wExec, wAct, wData,
 		oInst, oData, oVis, oParent,
-		cInst, cExec, cAct)
+		cInst, cExec, cAct).Scan(&pending)
 	if err == nil {
-		// Messages that arrived while the instance was locked become
-		// fetchable now, so the orchestrator queue is always announced.
-		bits := uint32(bitOrch)
+		// Announce the orchestrator queue when the turn made something
+		// fetchable: messages that arrived while the instance was locked,
+		// or new messages visible now (future timers are the runtime's to
+		// wake up for).
+		var bits uint32
+		if pending {
+			bits |= bitOrch
+		}
+		now := time.Now().UnixMilli()
+		for i := range c.OrchestratorItems {
+			if w := &c.OrchestratorItems[i]; w.Kind != duroxide.WorkTimerFired || w.FireAtMs <= now {
+				bits |= bitOrch
+				break
+			}
+		}
 		if len(c.WorkerItems) > 0 {
 			bits |= bitWorker
 		}

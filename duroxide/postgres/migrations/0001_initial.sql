@@ -234,7 +234,7 @@ CREATE FUNCTION {{s}}.ack_orchestration_item(
     p_c_instance     text[],
     p_c_execution    bigint[],
     p_c_activity     bigint[]
-) RETURNS void
+) RETURNS boolean -- whether the instance has visible messages left (arrived during the turn)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now      bigint := {{s}}.now_ms();
@@ -256,11 +256,8 @@ BEGIN
     IF p_execution = 0 THEN
         DELETE FROM {{s}}.orchestrator_queue q WHERE q.lock_token = p_token;
         DELETE FROM {{s}}.instance_locks l WHERE l.lock_token = p_token;
-        IF EXISTS (SELECT 1 FROM {{s}}.orchestrator_queue q
-                   WHERE q.instance_id = v_instance AND q.visible_at <= v_now) THEN
-            NULL; -- notified by the store after commit (coalesced)
-        END IF;
-        RETURN;
+        RETURN EXISTS (SELECT 1 FROM {{s}}.orchestrator_queue q
+                       WHERE q.instance_id = v_instance AND q.visible_at <= v_now);
     END IF;
 
     INSERT INTO {{s}}.instances AS i (instance_id, orchestration_name, orchestration_version,
@@ -318,14 +315,10 @@ BEGIN
     DELETE FROM {{s}}.orchestrator_queue q WHERE q.lock_token = p_token;
     DELETE FROM {{s}}.instance_locks l WHERE l.lock_token = p_token;
 
-    -- Messages that arrived during the turn are fetchable now.
-    IF EXISTS (SELECT 1 FROM {{s}}.orchestrator_queue q
-               WHERE q.instance_id = v_instance AND q.visible_at <= v_now) THEN
-        NULL; -- notified by the store after commit (coalesced)
-    END IF;
-    IF v_terminal THEN
-        NULL; -- notified by the store after commit (coalesced)
-    END IF;
+    -- Messages that arrived during the turn are fetchable now (the store
+    -- announces them after the commit).
+    RETURN EXISTS (SELECT 1 FROM {{s}}.orchestrator_queue q
+                   WHERE q.instance_id = v_instance AND q.visible_at <= v_now);
 END $$;
 
 CREATE FUNCTION {{s}}.abandon_orchestration_item(p_token text, p_delay_ms bigint, p_ignore_attempt boolean)
