@@ -696,19 +696,16 @@ func (e *engine) continueAsNew(can *continueAsNewError) {
 	e.appendNew(Event{Kind: EventOrchestrationContinuedAsNew, Input: can.input, Version: can.version})
 	e.terminal = true
 	e.status, e.output = StatusContinuedAsNew, can.input
-	version := can.version
-	if version == "" {
-		version = "" // latest registered
-	}
+	// An empty version starts the next execution on the latest registered one.
 	e.orchItems = append(e.orchItems, WorkItem{Kind: WorkContinueAsNew, Instance: e.instance, ExecutionID: e.executionID,
-		Name: e.name, Version: version, Input: can.input, CarryForward: carry, CustomStatus: e.customStat,
+		Name: e.name, Version: can.version, Input: can.input, CarryForward: carry, CustomStatus: e.customStat,
 		ParentInstance: e.parentInstance, ParentExecutionID: e.parentExecutionID, ParentID: e.parentID})
 }
 
 // cancelOutstanding withdraws activities and sub-orchestrations still in
 // flight when the execution ends.
 func (e *engine) cancelOutstanding() {
-	// Record actions emitted but not yet recorded (they were never dispatched).
+	// Actions emitted but never recorded are dropped: they were never dispatched.
 	e.emitted = nil
 	ids := make([]int64, 0, len(e.open))
 	for id := range e.open {
