@@ -659,7 +659,11 @@ func TestStartIsIdempotent(t *testing.T) {
 	}
 	expectCompleted(t, e.wait("once"), nil)
 	e.startOrch("once", "Once", "")
-	time.Sleep(50 * time.Millisecond) // let a (wrong) second run happen if it would
+	// Every start message has been consumed (discarded) once the queues are empty.
+	e.waitFor("empty queues", func() bool {
+		st, err := e.c.Stats(context.Background())
+		return err == nil && st.OrchestratorQueue == 0 && st.WorkerQueue == 0
+	})
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("activity ran %d times", n)
 	}
