@@ -12,24 +12,20 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/toygres/toygres/internal/app"
-	"github.com/toygres/toygres/internal/dataplane/local"
+	"github.com/toygres/toygres/internal/apptest"
 )
 
 const (
 	testAdminPassword = "adm1n-pass-for-tests"
 	testDirPrefix     = "toygres-api-test-"
-	ownerFile         = "owner.pid"
 )
 
 var (
@@ -43,75 +39,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	reapStaleDirs()
+	apptest.ReapStale(testDirPrefix)
 	code := m.Run()
 	closeSharedApp()
 	os.Exit(code)
-}
-
-// testBase is where test data directories go. When running as root the
-// local driver runs PostgreSQL as the postgres account, which must be able
-// to reach the instance directories, so they go under /tmp (mode 0755)
-// rather than a 0700 t.TempDir().
-func testBase() string {
-	if os.Geteuid() == 0 {
-		return "/tmp"
-	}
-	return os.TempDir()
-}
-
-func newDataDir(t testing.TB) string {
-	dir, err := os.MkdirTemp(testBase(), testDirPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-// deleteInstances stops and removes every local instance under dataDir.
-func deleteInstances(dataDir string) bool {
-	d, err := local.New(local.Options{Dir: filepath.Join(dataDir, "instances"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		return false
-	}
-	entries, _ := os.ReadDir(d.Dir())
-	clean := true
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if err := d.Delete(ctx, e.Name()); err != nil {
-			clean = false
-		}
-		cancel()
-	}
-	return clean
-}
-
-// reapStaleDirs cleans up after test binaries that died without doing so:
-// their PostgreSQL servers are detached and would run forever.
-func reapStaleDirs() {
-	dirs, _ := filepath.Glob(filepath.Join(testBase(), testDirPrefix+"*"))
-	for _, dir := range dirs {
-		b, err := os.ReadFile(filepath.Join(dir, ownerFile))
-		if err != nil {
-			continue
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid <= 0 || syscall.Kill(pid, 0) == nil {
-			continue
-		}
-		if deleteInstances(dir) {
-			os.RemoveAll(dir)
-		}
-	}
 }
 
 // sharedApp is one real control plane (SQLite, local driver, short health
@@ -119,13 +50,10 @@ func reapStaleDirs() {
 func sharedApp(t testing.TB) *app.App {
 	t.Helper()
 	appOnce.Do(func() {
-		if u, err := user.Current(); err == nil && u.Uid == "0" {
-			if _, err := user.Lookup(local.DefaultRunAs); err != nil {
-				appErr = fmt.Errorf("running as root needs the %s account: %w", local.DefaultRunAs, err)
-				return
-			}
+		if appErr = apptest.CheckRunAs(); appErr != nil {
+			return
 		}
-		appDir = newDataDir(t)
+		appDir = apptest.NewDataDir(t, testDirPrefix)
 		appLog = filepath.Join(appDir, "server.log")
 		logFile, appErr = os.OpenFile(appLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if appErr != nil {
@@ -152,7 +80,7 @@ func closeSharedApp() {
 		if logFile != nil {
 			logFile.Close()
 		}
-		if appDir != "" && deleteInstances(appDir) {
+		if appDir != "" && apptest.DeleteInstances(appDir) {
 			os.RemoveAll(appDir)
 		}
 	})

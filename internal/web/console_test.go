@@ -3,83 +3,31 @@ package web_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http/httptest"
 	"os"
-	"os/user"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/toygres/toygres/internal/activities"
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/app"
-	"github.com/toygres/toygres/internal/dataplane/local"
+	"github.com/toygres/toygres/internal/apptest"
 )
 
 const (
 	testDirPrefix = "toygres-web-test-"
-	ownerFile     = "owner.pid"
 	adminPassword = "console-admin-pass-42"
 	instPassword  = "Web-Console-Pw-42"
 )
 
 func TestMain(m *testing.M) {
-	reapStaleDirs()
+	apptest.ReapStale(testDirPrefix)
 	os.Exit(m.Run())
-}
-
-// testBase is where data directories go: as root, the postgres account
-// that runs local instances must reach them, so not a 0700 t.TempDir().
-func testBase() string {
-	if os.Geteuid() == 0 {
-		return "/tmp"
-	}
-	return os.TempDir()
-}
-
-// deleteInstances stops and removes every local instance under dataDir.
-func deleteInstances(dataDir string) bool {
-	d, err := local.New(local.Options{Dir: filepath.Join(dataDir, "instances"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		return false
-	}
-	entries, _ := os.ReadDir(d.Dir())
-	clean := true
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if err := d.Delete(ctx, e.Name()); err != nil {
-			clean = false
-		}
-		cancel()
-	}
-	return clean
-}
-
-// reapStaleDirs cleans up after test binaries that died without doing so.
-func reapStaleDirs() {
-	dirs, _ := filepath.Glob(filepath.Join(testBase(), testDirPrefix+"*"))
-	for _, dir := range dirs {
-		b, err := os.ReadFile(filepath.Join(dir, ownerFile))
-		if err != nil {
-			continue
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid <= 0 || syscall.Kill(pid, 0) == nil {
-			continue
-		}
-		if deleteInstances(dir) {
-			os.RemoveAll(dir)
-		}
-	}
 }
 
 // artifactsDir is where screenshots go: $TOYGRES_TEST_ARTIFACTS, or
@@ -107,21 +55,10 @@ func artifactsDir(t *testing.T) string {
 // serves its API and console on an httptest server.
 func startToygres(t *testing.T, artifacts string) (*app.App, *httptest.Server, string) {
 	t.Helper()
-	if u, err := user.Current(); err == nil && u.Uid == "0" {
-		if _, err := user.Lookup(local.DefaultRunAs); err != nil {
-			t.Fatalf("running as root needs the %s account: %v", local.DefaultRunAs, err)
-		}
-	}
-	dir, err := os.MkdirTemp(testBase(), testDirPrefix)
-	if err != nil {
+	if err := apptest.CheckRunAs(); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir := apptest.NewDataDir(t, testDirPrefix)
 	logPath := filepath.Join(dir, "server.log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -146,7 +83,7 @@ func startToygres(t *testing.T, artifacts string) (*app.App, *httptest.Server, s
 				t.Logf("server log copied to %s", filepath.Join(artifacts, "server.log"))
 			}
 		}
-		if deleteInstances(dir) {
+		if apptest.DeleteInstances(dir) {
 			os.RemoveAll(dir)
 		}
 	})
