@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -711,7 +712,7 @@ func (e *engine) cancelOutstanding() {
 	for id := range e.open {
 		ids = append(ids, id)
 	}
-	sortInt64(ids)
+	slices.Sort(ids)
 	for _, id := range ids {
 		t := e.open[id]
 		switch t.kind {
@@ -733,14 +734,6 @@ func (e *engine) appendNew(ev Event) {
 		ev.TimestampMs = time.Now().UnixMilli()
 	}
 	e.delta = append(e.delta, ev)
-}
-
-func sortInt64(a []int64) {
-	for i := 1; i < len(a); i++ {
-		for j := i; j > 0 && a[j] < a[j-1]; j-- {
-			a[j], a[j-1] = a[j-1], a[j]
-		}
-	}
 }
 
 func newGUID() string {
