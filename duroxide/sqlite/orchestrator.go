@@ -208,12 +208,9 @@ func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, comm
 		now := nowMs()
 		// Delete the tagged messages first: it validates the lock, and
 		// messages this ack enqueues for the same instance are untagged.
-		res, err := s.ws.ackDeleteTagged.ExecContext(c, instance, random, now)
+		err := lockedExec(s.ws.ackDeleteTagged.ExecContext(c, instance, random, now))
 		if err != nil {
 			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return errLockLost
 		}
 
 		exec := commit.ExecutionID
@@ -340,12 +337,8 @@ func (s *Store) AbandonOrchestrationItem(ctx context.Context, lockToken string, 
 		vis = nowMs() + delay.Milliseconds()
 	}
 	err := s.write1(ctx, func(c context.Context, ns *notes) error {
-		res, err := s.ws.abandonOrch.ExecContext(c, instance, random, vis, boolInt(ignoreAttempt))
-		if err != nil {
+		if err := lockedExec(s.ws.abandonOrch.ExecContext(c, instance, random, vis, boolInt(ignoreAttempt))); err != nil {
 			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return errLockLost
 		}
 		*ns |= noteOrch
 		return nil
@@ -362,12 +355,8 @@ func (s *Store) RenewOrchestrationItemLock(ctx context.Context, lockToken string
 	}
 	err := s.write1(ctx, func(c context.Context, ns *notes) error {
 		now := nowMs()
-		res, err := s.ws.renewOrch.ExecContext(c, now+extend.Milliseconds(), instance, random, now)
-		if err != nil {
+		if err := lockedExec(s.ws.renewOrch.ExecContext(c, now+extend.Milliseconds(), instance, random, now)); err != nil {
 			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return errLockLost
 		}
 		return nil
 	})

@@ -93,12 +93,8 @@ func (s *Store) AckWorkItem(ctx context.Context, lockToken string, completion *d
 }
 
 func (s *Store) ackWork(c context.Context, id int64, random string) error {
-	res, err := s.ws.ackWork.ExecContext(c, id, random, nowMs())
-	if err != nil {
+	if err := lockedExec(s.ws.ackWork.ExecContext(c, id, random, nowMs())); err != nil {
 		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return errLockLost
 	}
 	return nil
 }
@@ -112,12 +108,8 @@ func (s *Store) RenewWorkItemLock(ctx context.Context, lockToken string, extend 
 	}
 	err := s.write1(ctx, func(c context.Context, ns *notes) error {
 		now := nowMs()
-		res, err := s.ws.renewWork.ExecContext(c, now+extend.Milliseconds(), id, random, now)
-		if err != nil {
+		if err := lockedExec(s.ws.renewWork.ExecContext(c, now+extend.Milliseconds(), id, random, now)); err != nil {
 			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return errLockLost
 		}
 		return nil
 	})
@@ -133,15 +125,24 @@ func (s *Store) AbandonWorkItem(ctx context.Context, lockToken string, delay tim
 		return wrap(op, errLockLost)
 	}
 	err := s.write1(ctx, func(c context.Context, ns *notes) error {
-		res, err := s.ws.abandonWork.ExecContext(c, id, random, nowMs()+max(delay.Milliseconds(), 0), boolInt(ignoreAttempt))
-		if err != nil {
+		if err := lockedExec(s.ws.abandonWork.ExecContext(c, id, random, nowMs()+max(delay.Milliseconds(), 0), boolInt(ignoreAttempt))); err != nil {
 			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return errLockLost
 		}
 		*ns |= noteWorker
 		return nil
 	})
 	return wrap(op, err)
+}
+
+// lockedExec checks the result of a statement guarded by a lock token: an
+// error, or no row affected (the lock expired, was taken over, or the
+// message is gone), which is errLockLost.
+func lockedExec(res sql.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errLockLost
+	}
+	return nil
 }
