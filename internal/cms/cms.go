@@ -66,16 +66,27 @@ type Instance struct {
 	// FailureReason explains a failed create.
 	FailureReason string
 
+	// Problem, when not empty, says why the instance's data-plane
+	// resources are broken (found when the control plane started, or by
+	// supervision); ProblemAt is when it was recorded. A repair clears it.
+	// It is independent of State and Health: a broken instance keeps its
+	// state (normally running) and so its name.
+	Problem   string
+	ProblemAt time.Time
+
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	DeletedAt time.Time // zero unless deleted
 }
 
+// Broken reports whether the instance has a recorded problem.
+func (i *Instance) Broken() bool { return i.Problem != "" }
+
 // Event is a recorded change of an instance.
 type Event struct {
 	ID        int64
 	Instance  string // internal name
-	Type      string // "state_change", "health_change", "note"
+	Type      string // "state_change", "health_change", "problem", "note"
 	OldState  State
 	NewState  State
 	Message   string
@@ -110,8 +121,10 @@ type StateUpdate struct {
 type ListOptions struct {
 	States         []State // empty: all but deleted (unless IncludeDeleted)
 	IncludeDeleted bool
-	Name           string // exact user name
-	Limit          int    // 0: no limit
+	// Broken keeps only instances with a recorded Problem.
+	Broken bool
+	Name   string // exact user name
+	Limit  int    // 0: no limit
 }
 
 // Counts are instance totals for dashboards and metrics.
@@ -124,6 +137,9 @@ type Counts struct {
 var (
 	ErrNotFound  = errors.New("cms: instance not found")
 	ErrNameTaken = errors.New("cms: name is held by an active instance")
+	// ErrActive is returned by Purge for an instance that is not failed
+	// or deleted.
+	ErrActive = errors.New("cms: instance is active")
 )
 
 // Store is the CMS.
@@ -163,6 +179,16 @@ type Store interface {
 	RecentEvents(ctx context.Context, limit int) ([]Event, error)
 	// Counts returns totals by state and by health.
 	Counts(ctx context.Context) (*Counts, error)
+
+	// SetProblem records why an instance's data-plane resources are broken
+	// (problem not empty) or that they are fine again (problem empty). A
+	// change is recorded as a "problem" event. ErrNotFound for an unknown
+	// instance; a deleted instance keeps no problem (no-op).
+	SetProblem(ctx context.Context, internalName, problem string) error
+	// Purge removes a failed or deleted instance's record with its events,
+	// health checks and secret, for good. ErrNotFound for an unknown
+	// instance, ErrActive for one in another state.
+	Purge(ctx context.Context, internalName string) error
 
 	// SetPassword stores an instance's superuser password, encrypted at rest.
 	SetPassword(ctx context.Context, internalName, password string) error

@@ -86,6 +86,14 @@ CREATE TABLE cms_instance_secrets (
 	updated_at    INTEGER NOT NULL
 );
 `,
+}, {
+	version: 2,
+	name:    "instance_problem",
+	sql: `
+ALTER TABLE cms_instances ADD COLUMN problem TEXT NOT NULL DEFAULT '';
+ALTER TABLE cms_instances ADD COLUMN problem_at INTEGER;
+CREATE INDEX cms_instances_problem ON cms_instances (created_at) WHERE problem <> '';
+`,
 }}
 
 // PostgreSQL: tables live in their own schema ({{s}}, quoted). Times are
@@ -158,6 +166,14 @@ CREATE TABLE {{s}}.instance_secrets (
 	ciphertext    bytea       NOT NULL,
 	updated_at    timestamptz NOT NULL
 );
+`,
+}, {
+	version: 2,
+	name:    "instance_problem",
+	sql: `
+ALTER TABLE {{s}}.instances ADD COLUMN problem text NOT NULL DEFAULT '';
+ALTER TABLE {{s}}.instances ADD COLUMN problem_at timestamptz;
+CREATE INDEX instances_problem ON {{s}}.instances (created_at) WHERE problem <> '';
 `,
 }}
 

@@ -93,7 +93,7 @@ var _ Store = (*store)(nil)
 //     would make an instance active while another holds its name.
 //   - CreateInstance replayed with a CreateOrchestrationID that created a
 //     different record (another Name or InternalName) fails.
-//   - Records are never removed. A deleted instance stays deleted
+//   - Records are removed only by Purge. A deleted instance stays deleted
 //     (ErrInvalidTransition), and moving to deleted also forgets its
 //     password.
 //   - Times are UTC with millisecond precision; records, events and checks
@@ -308,6 +308,10 @@ const instanceCols = `id, name, internal_name, driver, postgres_version, storage
 	create_orchestration_id, delete_orchestration_id, actor_orchestration_id, failure_reason,
 	created_at, updated_at, deleted_at`
 
+// instanceSelectCols are the columns scanInstance reads: instanceCols plus
+// the columns of later migrations, which inserts leave at their defaults.
+const instanceSelectCols = instanceCols + ", problem, problem_at"
+
 type scanner interface{ Scan(dest ...any) error }
 
 func scanInstance(r scanner) (*Instance, error) {
@@ -315,7 +319,7 @@ func scanInstance(r scanner) (*Instance, error) {
 	err := r.Scan(&i.ID, &i.Name, &i.InternalName, &i.Driver, &i.PostgresVersion, &i.StorageGB, &i.Internal, &i.DNSLabel,
 		&i.State, &i.Health, &i.Host, &i.Port, &i.ConnectionString, &i.ExternalIP, &i.DNSName,
 		&i.CreateOrchestrationID, &i.DeleteOrchestrationID, &i.ActorOrchestrationID, &i.FailureReason,
-		dbTime{&i.CreatedAt}, dbTime{&i.UpdatedAt}, dbTime{&i.DeletedAt})
+		dbTime{&i.CreatedAt}, dbTime{&i.UpdatedAt}, dbTime{&i.DeletedAt}, &i.Problem, dbTime{&i.ProblemAt})
 	if err != nil {
 		return nil, err
 	}
@@ -351,6 +355,7 @@ func (s *store) CreateInstance(ctx context.Context, inst Instance) (*Instance, e
 	}
 	inst.State, inst.Health = StateCreating, HealthUnknown
 	inst.CreatedAt, inst.UpdatedAt, inst.DeletedAt = now, now, time.Time{}
+	inst.Problem, inst.ProblemAt = "", time.Time{}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO {p}instances (`+instanceCols+`)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
@@ -390,7 +395,7 @@ func (s *store) CreateInstance(ctx context.Context, inst Instance) (*Instance, e
 // byCreateOrchestration returns the instance created by inst's create
 // orchestration, checking that it is the same record.
 func (s *store) byCreateOrchestration(ctx context.Context, inst Instance) (*Instance, error) {
-	got, err := s.getOne(ctx, "SELECT "+instanceCols+" FROM {p}instances WHERE create_orchestration_id = ?", inst.CreateOrchestrationID)
+	got, err := s.getOne(ctx, "SELECT "+instanceSelectCols+" FROM {p}instances WHERE create_orchestration_id = ?", inst.CreateOrchestrationID)
 	if errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
@@ -406,7 +411,7 @@ func (s *store) byCreateOrchestration(ctx context.Context, inst Instance) (*Inst
 
 // Get implements Store.
 func (s *store) Get(ctx context.Context, name string) (*Instance, error) {
-	inst, err := s.getOne(ctx, "SELECT "+instanceCols+" FROM {p}instances WHERE name = ?"+
+	inst, err := s.getOne(ctx, "SELECT "+instanceSelectCols+" FROM {p}instances WHERE name = ?"+
 		" ORDER BY CASE WHEN state IN "+activeStates+" THEN 0 ELSE 1 END, created_at DESC, seq DESC LIMIT 1", name)
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
@@ -419,7 +424,7 @@ func (s *store) Get(ctx context.Context, name string) (*Instance, error) {
 
 // GetByInternalName implements Store.
 func (s *store) GetByInternalName(ctx context.Context, internalName string) (*Instance, error) {
-	inst, err := s.getOne(ctx, "SELECT "+instanceCols+" FROM {p}instances WHERE internal_name = ?", internalName)
+	inst, err := s.getOne(ctx, "SELECT "+instanceSelectCols+" FROM {p}instances WHERE internal_name = ?", internalName)
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("%w: internal name %q", ErrNotFound, internalName)
 	}
@@ -448,11 +453,14 @@ func (s *store) List(ctx context.Context, opts ListOptions) ([]Instance, error) 
 	case !opts.IncludeDeleted:
 		where = append(where, "state <> 'deleted'")
 	}
+	if opts.Broken {
+		where = append(where, "problem <> ''")
+	}
 	if opts.Name != "" {
 		where = append(where, "name = ?")
 		args = append(args, opts.Name)
 	}
-	query := "SELECT " + instanceCols + " FROM {p}instances"
+	query := "SELECT " + instanceSelectCols + " FROM {p}instances"
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -516,7 +524,10 @@ func (s *store) UpdateState(ctx context.Context, internalName string, state Stat
 		if changed {
 			set("state", string(state))
 			if state == StateDeleted {
+				// Nothing is left of a deleted instance to be broken.
 				set("deleted_at", s.d.ts(now))
+				set("problem", "")
+				set("problem_at", nil)
 			}
 		}
 		if u.Host != "" {

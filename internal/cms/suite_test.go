@@ -44,6 +44,8 @@ func runSuite(t *testing.T, newDB factory) {
 		{"KeyOptions", testKeyOptions},
 		{"MigrationsIdempotent", testMigrationsIdempotent},
 		{"ConcurrentOpen", testConcurrentOpen},
+		{"Problems", testProblems},
+		{"Purge", testPurge},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newDB) })
