@@ -276,76 +276,6 @@ func waitErr(ctx context.Context, name string, timeout time.Duration) error {
 	return fmt.Errorf("stopped waiting for instance %q (it goes on; see 'toygres get %s')", name, name)
 }
 
-// ---- delete ----
-
-func newDeleteCmd(g *globals) *cobra.Command {
-	var wait bool
-	var timeout time.Duration
-	var output string
-	cmd := &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Delete an instance: stop its server and remove its data (returns at once unless --wait)",
-		Args:  exactArgs("NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := validOutput(output); err != nil {
-				return err
-			}
-			name := args[0]
-			ctx := cmd.Context()
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			var ans instanceAnswer
-			if err := c.Do(ctx, http.MethodDelete, "/api/instances/"+cli.PathEscape(name), nil, &ans); err != nil {
-				return err // 404: "instance "x" not found or already deleted"
-			}
-			orch := firstNonEmpty(ans.OrchestrationID, ans.DeleteOrchestrationID)
-			if output == "json" && !wait {
-				return cli.PrintJSON(g.stdout, ans)
-			}
-			if output == "table" {
-				fmt.Fprintf(g.stdout, "Instance %q is being deleted.\n", name)
-				cli.Fields(g.stdout, "", "Internal name", ans.InternalName, "Orchestration", orch)
-				if !wait {
-					fmt.Fprintf(g.stdout, "\nFollow it with:\n  toygres get %s\n", name)
-					return nil
-				}
-				fmt.Fprintln(g.stdout)
-			}
-			internal := ans.InternalName
-			d, err := waitFor(ctx, g, c, name, orch, timeout, output == "table", func(d *api.InstanceDetail) (bool, error) {
-				if internal != "" && d.InternalName != internal {
-					return true, nil // a newer instance of that name exists; ours is gone
-				}
-				if d.State == "deleted" {
-					return true, nil
-				}
-				if orch != "" {
-					var st api.Orchestration
-					if err := c.Get(ctx, "/api/orchestrations/"+cli.PathEscape(orch), &st); err == nil &&
-						(st.Status == "Failed" || st.Status == "Cancelled") {
-						return true, fmt.Errorf("deleting instance %q failed: %s", name, failureText(d))
-					}
-				}
-				return false, nil
-			})
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return cli.PrintJSON(g.stdout, d)
-			}
-			fmt.Fprintf(g.stdout, "Instance %q is deleted.\n", name)
-			return nil
-		},
-	}
-	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the instance is deleted")
-	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "with --wait: how long to wait")
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
-	return cmd
-}
-
 // ---- list ----
 
 func newListCmd(g *globals) *cobra.Command {
@@ -354,7 +284,7 @@ func newListCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
-		Short:   "List instances",
+		Short:   "List live instances (creating, running, deleting; --all: failed and deleted too)",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := validOutput(output); err != nil {
@@ -366,7 +296,7 @@ func newListCmd(g *globals) *cobra.Command {
 			}
 			path := "/api/instances"
 			if all {
-				path += "?include_deleted=true"
+				path += "?all=true"
 			}
 			var raw json.RawMessage
 			if err := c.Get(cmd.Context(), path, &raw); err != nil {
@@ -379,9 +309,10 @@ func newListCmd(g *globals) *cobra.Command {
 			if err := json.Unmarshal(raw, &l); err != nil {
 				return fmt.Errorf("decode instance list: %w", err)
 			}
-			t := cli.NewTable(g.stdout, "NAME", "STATE", "HEALTH", "VERSION", "STORAGE", "CREATED")
+			t := cli.NewTable(g.stdout, "NAME", "STATE", "HEALTH", "VERSION", "STORAGE", "CREATED", "NOTE")
 			for _, in := range l.Instances {
-				t.Row(in.Name, in.State, healthText(in.State, in.Health), in.PostgresVersion, storageText(in.StorageGB), cli.FormatTime(in.CreatedAt))
+				t.Row(in.Name, stateText(&in), healthText(in.State, in.Health), in.PostgresVersion, storageText(in.StorageGB),
+					cli.FormatTime(in.CreatedAt), noteText(&in))
 			}
 			if err := t.Flush(); err != nil {
 				return err
@@ -391,7 +322,7 @@ func newListCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
-	cmd.Flags().BoolVar(&all, "all", false, "include deleted instances")
+	cmd.Flags().BoolVar(&all, "all", false, "include failed and deleted instances")
 	return cmd
 }
 
@@ -437,10 +368,15 @@ func yesNo(b bool) string {
 
 func printDetail(w io.Writer, d *api.InstanceDetail) {
 	now := time.Now()
+	problem := ""
+	if d.Broken {
+		problem = d.Problem + " (repair: toygres repair " + d.Name + ", or delete it)"
+	}
 	cli.Fields(w, "Status",
-		"State", d.State,
+		"State", stateText(&d.Instance),
 		"Health", healthText(d.State, d.Health),
 		"Failure", d.FailureReason,
+		"Problem", problem,
 	)
 	fmt.Fprintln(w)
 	cli.Fields(w, "Identity",

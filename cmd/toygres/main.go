@@ -4,7 +4,7 @@
 //
 //	toygres server start [-f]        start the server (background by default)
 //	toygres create NAME --password P start creating a PostgreSQL instance
-//	toygres get NAME | list | delete NAME
+//	toygres get NAME | list [--all] | delete NAME [--purge] | purge NAME | repair NAME
 //	toygres server status | stop | logs
 //	toygres server orchestrations | orchestration ID | cancel ID | recreate ID
 //	toygres server raise-event ID NAME [DATA] | stats | workers | config | env
@@ -179,6 +179,7 @@ that runs the server: the CLI reads the server's credentials.json):
 	pf.StringVar(&g.token, "token", "", "bearer token (env TOYGRES_TOKEN; default: the token saved by 'toygres login', else the server's credentials.json)")
 
 	root.AddCommand(withAdminCommands(g, newServerCmd(g)), newCreateCmd(g), newDeleteCmd(g), newListCmd(g), newGetCmd(g),
+		newPurgeCmd(g), newRepairCmd(g),
 		newLoginCmd(g), newLogoutCmd(g), newVersionCmd(g))
 	return root
 }

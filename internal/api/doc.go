@@ -25,7 +25,9 @@
 //	POST /api/logout                   revokes the token used → 200
 //	GET  /api/session                  200 {user,kind,expires_at}
 //
-//	GET    /api/instances                     ?state=running,failed&include_deleted=true&name=&limit= → 200 InstanceList (newest first, no secrets)
+//	GET    /api/instances                     ?all=true&state=running,failed,broken&name=&limit= → 200 InstanceList (newest first, no secrets);
+//	                                          default: live instances (creating, running, deleting; broken ones included),
+//	                                          all=true (or include_deleted=true): failed and deleted too
 //	POST   /api/instances                     CreateInstanceRequest → 202 Instance (+ Location); 400, 409
 //	POST   /api/instances/bulk                BulkCreateRequest → 202 BulkResponse; 400/409 before anything is created
 //	POST   /api/instances/bulk-delete         BulkDeleteRequest → 202 BulkResponse (per-item status); 400 before any delete
@@ -34,7 +36,12 @@
 // status and {"error": …} plus the BulkResponse fields.
 //
 //	GET    /api/instances/{name}              ?events=50&checks=10 → 200 InstanceDetail with connection_string (with password); 404
-//	DELETE /api/instances/{name}              → 202 Instance with delete_orchestration_id; 404 if unknown or already deleted
+//	DELETE /api/instances/{name}              → 202 DeleteResponse: deletes every record of the name not yet deleted
+//	                                          (the active instance and failed ones); 404 if unknown or all deleted
+//	POST   /api/instances/{name}/purge        → 200 PurgeResponse: removes the records of deleted and failed instances
+//	                                          of the name that have nothing left on the data plane; 404, 409 if none can go
+//	POST   /api/instances/{name}/repair       → 200 Instance: takes a broken instance's resources over again; 404, 409 (not
+//	                                          running, or still broken: the error says why)
 //	GET    /api/instances/{name}/health       ?limit=50 → 200 InstanceHealth
 //	GET    /api/instances/{name}/events       ?limit=100 → 200 InstanceEvents
 //	GET    /api/instances/{name}/logs         ?tail=200 → 200 InstanceLogs (the PostgreSQL server's log)

@@ -35,13 +35,23 @@ func detached(r *http.Request) (context.Context, context.CancelFunc) {
 
 var states = []cms.State{cms.StateCreating, cms.StateRunning, cms.StateFailed, cms.StateDeleting, cms.StateDeleted}
 
-// handleListInstances is GET /api/instances?state=a,b&include_deleted=true&name=&limit=.
+// liveStates are the states GET /api/instances lists by default.
+var liveStates = []cms.State{cms.StateCreating, cms.StateRunning, cms.StateDeleting}
+
+// handleListInstances is GET /api/instances?all=true&state=a,b&name=&limit=:
+// live instances by default, every record with all=true (include_deleted
+// is its older name), or those of the given states; the pseudo-state
+// "broken" keeps instances with a recorded problem.
 func (s *Server) handleListInstances(w http.ResponseWriter, r *http.Request) {
 	var opts cms.ListOptions
 	for _, v := range r.URL.Query()["state"] {
 		for _, st := range strings.Split(v, ",") {
 			st = strings.ToLower(strings.TrimSpace(st))
 			if st == "" {
+				continue
+			}
+			if st == "broken" {
+				opts.Broken = true
 				continue
 			}
 			ok := false
@@ -51,16 +61,31 @@ func (s *Server) handleListInstances(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 			if !ok {
-				s.fail(w, r, errorf(http.StatusBadRequest, "unknown state %q (want creating, running, failed, deleting or deleted)", st))
+				s.fail(w, r, errorf(http.StatusBadRequest, "unknown state %q (want creating, running, failed, deleting, deleted or broken)", st))
 				return
 			}
 			opts.States = append(opts.States, cms.State(st))
 		}
 	}
-	var err error
-	if opts.IncludeDeleted, err = queryBool(r, "include_deleted"); err != nil {
+	all, err := queryBool(r, "all")
+	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	inclDeleted, err := queryBool(r, "include_deleted")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	switch {
+	case len(opts.States) > 0:
+		opts.IncludeDeleted = true // the states say it
+	case all || inclDeleted:
+		opts.IncludeDeleted = true
+	case opts.Broken:
+		// Broken instances in any state but deleted.
+	default:
+		opts.States = liveStates
 	}
 	if opts.Limit, err = queryInt(r, "limit", 0, 0, 100_000); err != nil {
 		s.fail(w, r, err)
@@ -316,13 +341,14 @@ func (s *Server) handleGetInstance(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, d)
 }
 
-// handleDeleteInstance is DELETE /api/instances/{name}: 202, or 404 when
-// the name is unknown or its instance already deleted.
+// handleDeleteInstance is DELETE /api/instances/{name}: 202 with every
+// record being deleted, or 404 when the name is unknown or all its records
+// are deleted.
 func (s *Server) handleDeleteInstance(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	ctx, cancel := detached(r)
 	defer cancel()
-	inst, err := s.app.DeleteInstance(ctx, name)
+	d, err := s.app.DeleteByName(ctx, name)
 	if errors.Is(err, cms.ErrNotFound) {
 		err = errorf(http.StatusNotFound, "instance %q not found or already deleted", name)
 	}
@@ -330,10 +356,53 @@ func (s *Server) handleDeleteInstance(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	v := instanceView(inst)
-	v.DeleteOrchestrationID = orchestrations.DeleteID(inst.InternalName)
-	w.Header().Set("Location", "/api/orchestrations/"+url.PathEscape(v.DeleteOrchestrationID))
-	writeJSON(w, http.StatusAccepted, v)
+	out := DeleteResponse{Instance: instanceView(d.Instance), Records: make([]DeletingRecord, 0, len(d.Records))}
+	out.DeleteOrchestrationID = orchestrations.DeleteID(d.Instance.InternalName)
+	for _, rec := range d.Records {
+		out.Records = append(out.Records, DeletingRecord{InternalName: rec.InternalName, State: string(rec.State),
+			DeleteOrchestrationID: orchestrations.DeleteID(rec.InternalName)})
+	}
+	w.Header().Set("Location", "/api/orchestrations/"+url.PathEscape(out.DeleteOrchestrationID))
+	writeJSON(w, http.StatusAccepted, out)
+}
+
+// handlePurgeInstance is POST /api/instances/{name}/purge: 200 with what was
+// purged and skipped; 404 for an unknown name; 409 when nothing could go.
+func (s *Server) handlePurgeInstance(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	ctx, cancel := detached(r)
+	defer cancel()
+	res, err := s.app.Purge(ctx, name)
+	if errors.Is(err, cms.ErrNotFound) {
+		err = notFound(name)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := PurgeResponse{Name: name, Purged: res.Purged, Skipped: make([]PurgeSkip, 0, len(res.Skipped))}
+	for _, sk := range res.Skipped {
+		out.Skipped = append(out.Skipped, PurgeSkip{InternalName: sk.InternalName, State: string(sk.State), Reason: sk.Reason})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handleRepairInstance is POST /api/instances/{name}/repair: 200 with the
+// repaired instance; 404 for an unknown or deleted name; 409 when it is not
+// running or still broken.
+func (s *Server) handleRepairInstance(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 3*time.Minute)
+	defer cancel()
+	inst, err := s.app.RepairInstance(ctx, name)
+	if errors.Is(err, cms.ErrNotFound) {
+		err = notFound(name)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, instanceView(inst))
 }
 
 // handleInstanceHealth is GET /api/instances/{name}/health?limit=50.

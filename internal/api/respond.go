@@ -74,7 +74,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 func (s *Server) classify(err error) (int, string) {
 	var ae *apiError
 	var ve *app.ValidationError
+	var ce *app.ConflictError
 	switch {
+	case errors.As(err, &ce):
+		return http.StatusConflict, ce.Msg
 	case errors.As(err, &ae):
 		return ae.status, ae.msg
 	case errors.As(err, &ve):

@@ -260,6 +260,8 @@ func (s *Server) routes() (http.Handler, error) {
 	api.HandleFunc("POST /api/instances/bulk-delete", s.handleBulkDelete)
 	api.HandleFunc("GET /api/instances/{name}", s.handleGetInstance)
 	api.HandleFunc("DELETE /api/instances/{name}", s.handleDeleteInstance)
+	api.HandleFunc("POST /api/instances/{name}/purge", s.handlePurgeInstance)
+	api.HandleFunc("POST /api/instances/{name}/repair", s.handleRepairInstance)
 	api.HandleFunc("GET /api/instances/{name}/health", s.handleInstanceHealth)
 	api.HandleFunc("GET /api/instances/{name}/events", s.handleInstanceEvents)
 	api.HandleFunc("GET /api/instances/{name}/logs", s.handleInstanceLogs)

@@ -115,33 +115,67 @@ type BulkItemResult struct {
 // Instance is an instance record. It never holds a password; GET
 // /api/instances/{name} adds the connection string with the password.
 type Instance struct {
-	ID                    string     `json:"id"`
-	Name                  string     `json:"name"`
-	InternalName          string     `json:"internal_name"`
-	Driver                string     `json:"driver"`
-	PostgresVersion       string     `json:"postgres_version"`
-	StorageGB             int        `json:"storage_gb"`
-	Internal              bool       `json:"internal"`
-	DNSLabel              string     `json:"dns_label,omitempty"`
-	State                 string     `json:"state"`
-	Health                string     `json:"health"`
-	Host                  string     `json:"host,omitempty"`
-	Port                  int        `json:"port,omitempty"`
-	DNSName               string     `json:"dns_name,omitempty"`
-	ExternalIP            string     `json:"external_ip,omitempty"`
-	CreateOrchestrationID string     `json:"create_orchestration_id,omitempty"`
-	DeleteOrchestrationID string     `json:"delete_orchestration_id,omitempty"`
-	ActorOrchestrationID  string     `json:"actor_orchestration_id,omitempty"`
-	FailureReason         string     `json:"failure_reason,omitempty"`
-	CreatedAt             time.Time  `json:"created_at"`
-	UpdatedAt             time.Time  `json:"updated_at"`
-	DeletedAt             *time.Time `json:"deleted_at,omitempty"`
+	ID                    string `json:"id"`
+	Name                  string `json:"name"`
+	InternalName          string `json:"internal_name"`
+	Driver                string `json:"driver"`
+	PostgresVersion       string `json:"postgres_version"`
+	StorageGB             int    `json:"storage_gb"`
+	Internal              bool   `json:"internal"`
+	DNSLabel              string `json:"dns_label,omitempty"`
+	State                 string `json:"state"`
+	Health                string `json:"health"`
+	Host                  string `json:"host,omitempty"`
+	Port                  int    `json:"port,omitempty"`
+	DNSName               string `json:"dns_name,omitempty"`
+	ExternalIP            string `json:"external_ip,omitempty"`
+	CreateOrchestrationID string `json:"create_orchestration_id,omitempty"`
+	DeleteOrchestrationID string `json:"delete_orchestration_id,omitempty"`
+	ActorOrchestrationID  string `json:"actor_orchestration_id,omitempty"`
+	FailureReason         string `json:"failure_reason,omitempty"`
+	// Broken instances have data-plane resources that could not be taken
+	// over (Problem says why, since ProblemAt); repair or delete them.
+	Broken    bool       `json:"broken,omitempty"`
+	Problem   string     `json:"problem,omitempty"`
+	ProblemAt *time.Time `json:"problem_at,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+	DeletedAt *time.Time `json:"deleted_at,omitempty"`
 }
 
 // InstanceList is the body of GET /api/instances (newest first).
 type InstanceList struct {
 	Instances []Instance `json:"instances"`
 	Count     int        `json:"count"`
+}
+
+// DeleteResponse is the body of DELETE /api/instances/{name}: the instance
+// the name stands for (the active one, else the newest failed one) and
+// every record of the name being deleted (failed ones included).
+type DeleteResponse struct {
+	Instance
+	Records []DeletingRecord `json:"records"`
+}
+
+// DeletingRecord is one record a delete works on.
+type DeletingRecord struct {
+	InternalName          string `json:"internal_name"`
+	State                 string `json:"state"` // when the delete was requested
+	DeleteOrchestrationID string `json:"delete_orchestration_id"`
+}
+
+// PurgeResponse is the body of POST /api/instances/{name}/purge.
+type PurgeResponse struct {
+	Name    string      `json:"name"`
+	Purged  []string    `json:"purged"` // internal names
+	Skipped []PurgeSkip `json:"skipped"`
+}
+
+// PurgeSkip is a record a purge left, and why.
+type PurgeSkip struct {
+	InternalName string `json:"internal_name"`
+	State        string `json:"state"`
+	Reason       string `json:"reason"`
 }
 
 // InstanceDetail is the body of GET /api/instances/{name}.
@@ -378,6 +412,7 @@ func instanceView(in *cms.Instance) Instance {
 		CreateOrchestrationID: in.CreateOrchestrationID, DeleteOrchestrationID: in.DeleteOrchestrationID,
 		ActorOrchestrationID: in.ActorOrchestrationID, FailureReason: in.FailureReason,
 		CreatedAt: utc(in.CreatedAt), UpdatedAt: utc(in.UpdatedAt), DeletedAt: optTime(in.DeletedAt),
+		Broken: in.Broken(), Problem: in.Problem, ProblemAt: optTime(in.ProblemAt),
 	}
 }
 

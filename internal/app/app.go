@@ -157,13 +157,20 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		if err != nil {
 			return nil, fmt.Errorf("local data plane: %w", err)
 		}
+		// A broken instance never stops the start: it is recorded as broken
+		// (see recordAdoptionProblems) and can be repaired or deleted.
 		adopted, restarted, err := d.Adopt(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("adopt local instances: %w", err)
+			cfg.Logger.Error("some local instances could not be adopted; starting anyway", "error", err.Error())
 		}
 		if len(adopted)+len(restarted) > 0 {
 			cfg.Logger.Info("local instances adopted", "running", adopted, "restarted", restarted)
 		}
+		problems, err := a.checkLocalInstances(ctx, d)
+		if err != nil {
+			return nil, fmt.Errorf("check local instances: %w", err)
+		}
+		a.recordAdoptionProblems(ctx, problems)
 		a.Driver = d
 	case cfg.Dataplane == "kubernetes":
 		o := cfg.Kubernetes
@@ -365,36 +372,6 @@ func (a *App) CreateInstance(ctx context.Context, r CreateRequest) (*cms.Instanc
 		return nil, fmt.Errorf("start create orchestration: %w", err)
 	}
 	a.Logger.Info("instance create requested", "instance", r.Name, "internal_name", internal, "orchestration_id", orchID)
-	return inst, nil
-}
-
-// DeleteInstance starts deleting the active instance with this name. A
-// create still in progress is cancelled first. ErrNotFound (wrapped) if
-// there is no active or failed instance of that name.
-func (a *App) DeleteInstance(ctx context.Context, name string) (*cms.Instance, error) {
-	inst, err := a.CMS.Get(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	if inst.State == cms.StateDeleted {
-		return nil, fmt.Errorf("instance %q is already deleted: %w", name, cms.ErrNotFound)
-	}
-	if inst.State == cms.StateCreating && inst.CreateOrchestrationID != "" {
-		if err := a.Client.CancelInstance(ctx, inst.CreateOrchestrationID, "instance deleted while being created"); err != nil {
-			return nil, fmt.Errorf("cancel create: %w", err)
-		}
-	}
-	id := orchestrations.DeleteID(inst.InternalName)
-	if st, err := a.Client.GetStatus(ctx, id); err == nil && st.Status.IsTerminal() && inst.State != cms.StateDeleting {
-		// An earlier delete (or failed-create cleanup) finished; start a fresh one.
-		if _, err := a.Client.DeleteInstance(ctx, id, true); err != nil {
-			return nil, fmt.Errorf("reset delete orchestration: %w", err)
-		}
-	}
-	if err := a.Client.StartOrchestration(ctx, id, orchestrations.DeleteInstance, orchestrations.DeleteInput{InternalName: inst.InternalName}); err != nil {
-		return nil, fmt.Errorf("start delete orchestration: %w", err)
-	}
-	a.Logger.Info("instance delete requested", "instance", name, "internal_name", inst.InternalName, "orchestration_id", id)
 	return inst, nil
 }
 

@@ -97,3 +97,11 @@ type Driver interface {
 	// newest first.
 	Versions(ctx context.Context) ([]string, error)
 }
+
+// Repairer is implemented by drivers that can take an instance over again
+// after its resources were broken (when the control plane started, say):
+// Readopt re-reads the instance's resources and starts its server if it
+// does not run. It fails, explaining why, while they are still broken.
+type Repairer interface {
+	Readopt(ctx context.Context, name string) error
+}

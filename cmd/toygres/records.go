@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/toygres/toygres/internal/api"
+	"github.com/toygres/toygres/internal/cli"
+)
+
+// stateText is the state shown for an instance: its state, marked when its
+// data-plane resources are broken.
+func stateText(in *api.Instance) string {
+	if in.Broken {
+		return in.State + " (broken)"
+	}
+	return in.State
+}
+
+// noteText explains a broken or failed instance in a list, shortened.
+func noteText(in *api.Instance) string {
+	s := in.Problem
+	if s == "" && in.State == "failed" {
+		s = in.FailureReason
+	}
+	s = oneLine(s)
+	if len(s) > 70 {
+		s = s[:67] + "..."
+	}
+	return s
+}
+
+// ---- delete ----
+
+func newDeleteCmd(g *globals) *cobra.Command {
+	var wait, purge bool
+	var timeout time.Duration
+	var output string
+	cmd := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete an instance: stop its server and remove its data (returns at once unless --wait)",
+		Long: `Delete the instance NAME: its server, data and stored password. Every record
+of the name that is not deleted yet goes: the active instance and failed
+ones (whose delete removes what their failed create left behind).
+
+With --purge, wait until they are deleted, then remove the records of the
+name's deleted and failed instances for good (see 'toygres purge').`,
+		Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := validOutput(output); err != nil {
+				return err
+			}
+			return runDelete(cmd.Context(), g, args[0], wait || purge, purge, timeout, output)
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the instance is deleted")
+	cmd.Flags().BoolVar(&purge, "purge", false, "wait, then remove the name's deleted and failed records for good")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "with --wait: how long to wait")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func runDelete(ctx context.Context, g *globals, name string, wait, purge bool, timeout time.Duration, output string) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	var ans api.DeleteResponse
+	err = c.Do(ctx, http.MethodDelete, "/api/instances/"+cli.PathEscape(name), nil, &ans)
+	if err != nil && !(purge && cli.StatusOf(err) == http.StatusNotFound) {
+		return err // 404: "instance "x" not found or already deleted"
+	}
+	deleting := err == nil
+	if output == "json" && !wait {
+		return cli.PrintJSON(g.stdout, ans)
+	}
+	if deleting && output == "table" {
+		if len(ans.Records) > 1 {
+			fmt.Fprintf(g.stdout, "Instance %q is being deleted (%d records: %s).\n", name, len(ans.Records), recordList(ans.Records))
+		} else {
+			fmt.Fprintf(g.stdout, "Instance %q is being deleted.\n", name)
+		}
+		cli.Fields(g.stdout, "", "Internal name", ans.InternalName, "Orchestration", ans.DeleteOrchestrationID)
+		if !wait {
+			fmt.Fprintf(g.stdout, "\nFollow it with:\n  toygres get %s\n", name)
+			return nil
+		}
+		fmt.Fprintln(g.stdout)
+	}
+	if deleting {
+		if err := waitDeleted(ctx, g, c, name, ans.Records, timeout, output == "table"); err != nil {
+			return err
+		}
+	}
+	if !purge {
+		if output == "json" {
+			_, raw, err := getInstance(ctx, c, name)
+			if err != nil {
+				return err
+			}
+			return cli.PrintJSON(g.stdout, raw)
+		}
+		fmt.Fprintf(g.stdout, "Instance %q is deleted.\n", name)
+		return nil
+	}
+	if deleting && output == "table" {
+		fmt.Fprintf(g.stdout, "Instance %q is deleted.\n", name)
+	}
+	return runPurge(ctx, g, c, name, output)
+}
+
+func recordList(recs []api.DeletingRecord) string {
+	parts := make([]string, len(recs))
+	for i, r := range recs {
+		parts[i] = r.InternalName + " (" + r.State + ")"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// waitDeleted polls the name's records until every one of recs is deleted
+// (or purged), failing when the delete orchestration of one fails.
+func waitDeleted(ctx context.Context, g *globals, c *cli.Client, name string, recs []api.DeletingRecord, timeout time.Duration, progress bool) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	ctx, stop := signalContext(ctx)
+	defer stop()
+	tty := false
+	if f, ok := g.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		tty = true
+	}
+	start, last := time.Now(), ""
+	defer func() {
+		if tty && last != "" {
+			fmt.Fprintln(g.stdout)
+		}
+	}()
+	for {
+		var l api.InstanceList
+		if err := c.Get(ctx, "/api/instances?all=true&name="+cli.PathEscape(name), &l); err != nil {
+			if ctx.Err() != nil {
+				return waitErr(ctx, name, timeout)
+			}
+			return err
+		}
+		states := map[string]string{}
+		for _, in := range l.Instances {
+			states[in.InternalName] = in.State
+		}
+		done := 0
+		for _, r := range recs {
+			st, ok := states[r.InternalName]
+			if !ok || st == "deleted" {
+				done++
+				continue
+			}
+			var o api.OrchestrationDetail
+			if err := c.Get(ctx, "/api/orchestrations/"+cli.PathEscape(r.DeleteOrchestrationID), &o); err == nil &&
+				(o.Status == "Failed" || o.Status == "Cancelled") {
+				return fmt.Errorf("deleting instance %q (%s) failed: %s", name, r.InternalName, deleteFailure(ctx, c, r.InternalName, name, &o))
+			}
+		}
+		if progress {
+			line := "deleting"
+			if len(recs) > 1 {
+				line = fmt.Sprintf("deleting: %d of %d records deleted", done, len(recs))
+			}
+			if line != last {
+				if tty {
+					fmt.Fprintf(g.stdout, "\r\033[K[%5.1fs] %s", time.Since(start).Seconds(), line)
+				} else {
+					fmt.Fprintf(g.stdout, "[%5.1fs] %s\n", time.Since(start).Seconds(), line)
+				}
+				last = line
+			}
+		}
+		if done == len(recs) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return waitErr(ctx, name, timeout)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// deleteFailure is the reason a delete failed: the record's latest event
+// (the delete orchestration records "delete failed: …"), else the
+// orchestration's error.
+func deleteFailure(ctx context.Context, c *cli.Client, internal, name string, o *api.OrchestrationDetail) string {
+	var d api.InstanceDetail
+	if err := c.Get(ctx, "/api/instances/"+cli.PathEscape(name)+"?events=5&checks=0", &d); err == nil && d.InternalName == internal {
+		for _, e := range d.Events {
+			if strings.HasPrefix(e.Message, "delete failed") {
+				return e.Message
+			}
+		}
+	}
+	if o.Error != nil && o.Error.Message != "" {
+		return o.Error.Message
+	}
+	return "see 'toygres server orchestration " + o.ID + "'"
+}
+
+// ---- purge ----
+
+func newPurgeCmd(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "purge NAME",
+		Short: "Remove the records of NAME's deleted and failed instances for good",
+		Long: `Remove the records (with their events and health checks) of the deleted and
+failed instances named NAME, once nothing of them is left on the data plane.
+A failed instance that still has resources must be deleted first
+('toygres delete NAME', or 'toygres delete NAME --purge' to do both).
+An active instance of the name is not touched.`,
+		Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := validOutput(output); err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			return runPurge(cmd.Context(), g, c, args[0], output)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func runPurge(ctx context.Context, g *globals, c *cli.Client, name, output string) error {
+	var res api.PurgeResponse
+	if err := c.Do(ctx, http.MethodPost, "/api/instances/"+cli.PathEscape(name)+"/purge", nil, &res); err != nil {
+		return notFound(err, name)
+	}
+	if output == "json" {
+		return cli.PrintJSON(g.stdout, res)
+	}
+	fmt.Fprintf(g.stdout, "Purged %d record(s) of %q: %s\n", len(res.Purged), name, strings.Join(res.Purged, ", "))
+	for _, s := range res.Skipped {
+		fmt.Fprintf(g.stdout, "  kept %s (%s): %s\n", s.InternalName, s.State, s.Reason)
+	}
+	return nil
+}
+
+// ---- repair ----
+
+func newRepairCmd(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "repair NAME",
+		Short: "Take a broken instance's server over again (after fixing what broke it)",
+		Long: `An instance is broken when its data-plane resources could not be taken over
+(when the server started: missing or unreadable files, a server that does not
+start). 'toygres get NAME' shows why. Fix the cause, then repair: the data
+plane re-reads the instance and starts its server. If it cannot be repaired,
+delete it.`,
+		Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := validOutput(output); err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			name := args[0]
+			var in api.Instance
+			if err := c.Do(cmd.Context(), http.MethodPost, "/api/instances/"+cli.PathEscape(name)+"/repair", nil, &in); err != nil {
+				return notFound(err, name)
+			}
+			if output == "json" {
+				return cli.PrintJSON(g.stdout, in)
+			}
+			fmt.Fprintf(g.stdout, "Instance %q is repaired (state %s).\n", name, in.State)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
