@@ -82,8 +82,13 @@ func (c *Console) newInstancesData(r *http.Request) *instancesData {
 func (c *Console) loadInstances(ctx context.Context, d *instancesData) error {
 	var opts cms.ListOptions
 	switch d.State {
-	case "", "active":
+	case "", "active", "live":
+		// Live instances (broken ones included): failed and deleted
+		// records are shown on request.
 		d.State = ""
+		opts.States = []cms.State{cms.StateCreating, cms.StateRunning, cms.StateDeleting}
+	case "broken":
+		opts.Broken = true
 	case "all":
 		opts.IncludeDeleted = true
 	default:
