@@ -164,7 +164,9 @@ func TestBrokenInstanceDoesNotStopTheServer(t *testing.T) {
 	}
 	e.ok("server", "stop")
 	// Damage two instances' metadata (their servers keep running).
-	meta := func(n string) string { return filepath.Join(e.dataDir, "instances", inst[n].InternalName, "instance.json") }
+	meta := func(n string) string {
+		return filepath.Join(e.dataDir, "instances", inst[n].InternalName, "instance.json")
+	}
 	orig, err := os.ReadFile(meta("fixme"))
 	if err != nil {
 		t.Fatal(err)
