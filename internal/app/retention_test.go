@@ -203,3 +203,138 @@ func TestRetentionBoundsStore(t *testing.T) {
 		}
 	})
 }
+
+func gone(t *testing.T, a *app.App, id string) bool {
+	t.Helper()
+	_, err := a.Client.GetStatus(t.Context(), id)
+	if err != nil && !errors.Is(err, duroxide.ErrNotFound) {
+		t.Fatal(err)
+	}
+	return errors.Is(err, duroxide.ErrNotFound)
+}
+
+func removedMetric(t *testing.T, a *app.App, kind string) float64 {
+	t.Helper()
+	mfs, err := a.Metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "toygres_janitor_removed_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == kind {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// TestJanitorPurgesOldOrchestrations checks that a janitor sweep deletes the
+// create, delete and health-actor orchestrations of an instance deleted
+// longer ago than the retention, and keeps those of a newer instance.
+func TestJanitorPurgesOldOrchestrations(t *testing.T) {
+	stores(t, func(t *testing.T, cfg app.Config) {
+		const retention = time.Second
+		cfg.Retention = app.Retention{Orchestrations: retention, JanitorInterval: time.Hour}
+		a := openApp(t, cfg)
+		ctx := t.Context()
+
+		old := createRunning(t, a, "old")
+		if _, err := a.DeleteInstance(ctx, "old"); err != nil {
+			t.Fatal(err)
+		}
+		oldIDs := []string{orchestrations.CreateID(old.InternalName), orchestrations.DeleteID(old.InternalName), orchestrations.ActorID(old.InternalName)}
+		var finished time.Time
+		waitUntil(t, 30*time.Second, "old's orchestrations to finish", func() bool {
+			for _, id := range oldIDs {
+				st, err := a.Client.GetStatus(ctx, id)
+				if err != nil || !st.Status.IsTerminal() || st.Status == duroxide.StatusContinuedAsNew {
+					return false
+				}
+				if st.UpdatedAt.After(finished) {
+					finished = st.UpdatedAt
+				}
+			}
+			return true
+		})
+		// The retention must pass for old's orchestrations, not for new's.
+		waitUntil(t, 10*time.Second, "the retention to pass", func() bool { return time.Since(finished) > retention+200*time.Millisecond })
+		fresh := createRunning(t, a, "new")
+		newCreate := orchestrations.CreateID(fresh.InternalName)
+		waitUntil(t, 30*time.Second, "new's create to complete", func() bool {
+			st, err := a.Client.GetStatus(ctx, newCreate)
+			return err == nil && st.Status == duroxide.StatusCompleted
+		})
+
+		if err := a.StartJanitor(ctx); err != nil { // sends the settings: the janitor sweeps at once
+			t.Fatal(err)
+		}
+		waitUntil(t, 30*time.Second, "old's orchestrations to be purged", func() bool {
+			for _, id := range oldIDs {
+				if !gone(t, a, id) {
+					return false
+				}
+			}
+			return true
+		})
+		if gone(t, a, newCreate) {
+			t.Fatalf("%s (finished within the retention) was purged", newCreate)
+		}
+		if st, err := a.Client.GetStatus(ctx, orchestrations.ActorID(fresh.InternalName)); err != nil || st.Status.IsTerminal() && st.Status != duroxide.StatusContinuedAsNew {
+			t.Fatalf("new's health actor: %+v, %v; want it running", st, err)
+		}
+		if n := removedMetric(t, a, "orchestrations"); n < float64(len(oldIDs)) {
+			t.Fatalf("toygres_janitor_removed_total{kind=orchestrations} = %v, want at least %d", n, len(oldIDs))
+		}
+		// The CMS keeps the deleted instance's record.
+		if got, err := a.CMS.GetByInternalName(ctx, old.InternalName); err != nil || got.State != cms.StateDeleted {
+			t.Fatalf("old's record: %+v, %v", got, err)
+		}
+	})
+}
+
+// TestJanitorPrunesChainsTheRuntimeMissed builds a health-actor chain with
+// pruning off, ends it (the instance is deleted, so no continue-as-new will
+// prune it), and checks that the janitor of an app restarted with
+// KeepExecutions 3 cuts it to 3 executions.
+func TestJanitorPrunesChainsTheRuntimeMissed(t *testing.T) {
+	stores(t, func(t *testing.T, cfg app.Config) {
+		ctx := t.Context()
+		first := cfg
+		first.ActorInterval = 10 * time.Millisecond
+		first.Retention = app.Retention{KeepExecutions: -1}
+		a := openApp(t, first)
+		inst := createRunning(t, a, "chain")
+		actor := orchestrations.ActorID(inst.InternalName)
+		waitUntil(t, 30*time.Second, "20 health-check cycles", func() bool { return actorExecution(t, a, inst.InternalName) >= 20 })
+		if _, err := a.DeleteInstance(ctx, "chain"); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, 30*time.Second, "the actor to end", func() bool {
+			st, err := a.Client.GetStatus(ctx, actor)
+			return err == nil && st.Status == duroxide.StatusCompleted
+		})
+		ex, err := a.Client.ListExecutions(ctx, actor)
+		if err != nil || len(ex) < 20 {
+			t.Fatalf("actor chain before the restart: %d executions, %v; want at least 20", len(ex), err)
+		}
+		if err := a.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+
+		cfg.Retention = app.Retention{KeepExecutions: 3}
+		b := openApp(t, cfg)
+		waitUntil(t, 30*time.Second, "the janitor to prune the ended chain", func() bool {
+			ex, err := b.Client.ListExecutions(ctx, actor)
+			return err == nil && len(ex) == 3
+		})
+		if n := removedMetric(t, b, "executions"); n < float64(len(ex)-3) {
+			t.Fatalf("toygres_janitor_removed_total{kind=executions} = %v, want at least %d", n, len(ex)-3)
+		}
+	})
+}
