@@ -34,15 +34,15 @@ func newProbeDriver(t *testing.T) *probeDriver {
 	return &probeDriver{ep: dataplane.Endpoint{Host: u.Hostname(), Port: port, User: u.User.Username(), Database: "postgres"}}
 }
 
-func (d *probeDriver) Name() string                                       { return "probe" }
+func (d *probeDriver) Name() string                                         { return "probe" }
 func (d *probeDriver) Deploy(context.Context, dataplane.Spec, string) error { return nil }
 func (d *probeDriver) Status(context.Context, string) (dataplane.Status, error) {
 	return dataplane.Status{Phase: "Running", Ready: true}, nil
 }
 func (d *probeDriver) Endpoint(context.Context, string) (dataplane.Endpoint, error) { return d.ep, nil }
-func (d *probeDriver) Delete(context.Context, string) error                       { return nil }
-func (d *probeDriver) Logs(context.Context, string, int) ([]string, error)        { return nil, nil }
-func (d *probeDriver) Versions(context.Context) ([]string, error)                 { return []string{"15"}, nil }
+func (d *probeDriver) Delete(context.Context, string) error                         { return nil }
+func (d *probeDriver) Logs(context.Context, string, int) ([]string, error)          { return nil, nil }
+func (d *probeDriver) Versions(context.Context) ([]string, error)                   { return []string{"15"}, nil }
 
 // stores runs f against an app on SQLite and on PostgreSQL.
 func stores(t *testing.T, f func(t *testing.T, cfg app.Config)) {
