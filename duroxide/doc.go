@@ -35,4 +35,14 @@
 // signals, cancels, inspects and deletes instances. When code no longer
 // matches its history the instance fails with an error beginning
 // "nondeterministic:", never silently and never with a panic.
+//
+// # Retention
+//
+// Every execution of a continue-as-new chain keeps its history until it is
+// pruned. [Options.KeepExecutions] (or [WithKeepExecutions] per
+// orchestration) keeps only the newest n executions: the turn that starts a
+// new execution deletes the older ones in the same store transaction
+// ([TurnCommit.KeepExecutions]). [Client.PruneExecutions] and
+// [Client.DeleteInstancesBulk] remove old executions and finished instances
+// on demand.
 package duroxide

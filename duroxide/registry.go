@@ -29,6 +29,8 @@ type orchEntry struct {
 	version string
 	key     [3]int
 	fn      orchFunc
+	keep    int  // WithKeepExecutions value
+	keepSet bool // whether WithKeepExecutions was given
 }
 
 // NewRegistry returns an empty registry.
@@ -39,13 +41,25 @@ func NewRegistry() *Registry {
 // RegisterOption configures a registration.
 type RegisterOption func(*registerConfig)
 
-type registerConfig struct{ version string }
+type registerConfig struct {
+	version string
+	keep    int
+	keepSet bool
+}
 
 // WithVersion registers an orchestration under a semantic version
 // ("major.minor.patch"). New instances start on the highest registered
 // version unless started with an explicit one; running instances keep the
 // version they started with.
 func WithVersion(v string) RegisterOption { return func(c *registerConfig) { c.version = v } }
+
+// WithKeepExecutions overrides Options.KeepExecutions for one orchestration
+// (version): n > 0 keeps the newest n executions of each instance's
+// continue-as-new chain, n <= 0 keeps all of them. It applies to the turns
+// that start the executions of this version.
+func WithKeepExecutions(n int) RegisterOption {
+	return func(c *registerConfig) { c.keep, c.keepSet = n, true }
+}
 
 // RegisterOrchestration adds an orchestration function. Input and output are
 // JSON-encoded; use json.RawMessage for raw payloads.
@@ -79,7 +93,7 @@ func RegisterOrchestration[In, Out any](r *Registry, name string, fn func(ctx *O
 			return fmt.Errorf("duroxide: orchestration %s version %s is already registered", name, cfg.version)
 		}
 	}
-	list := append(r.orchs[name], orchEntry{version: cfg.version, key: key, fn: wrapped})
+	list := append(r.orchs[name], orchEntry{version: cfg.version, key: key, fn: wrapped, keep: cfg.keep, keepSet: cfg.keepSet})
 	sort.Slice(list, func(i, j int) bool { return lessVersion(list[i].key, list[j].key) })
 	r.orchs[name] = list
 	return nil
@@ -146,6 +160,26 @@ func (r *Registry) orchestration(name, version string) (orchFunc, string, bool) 
 		}
 	}
 	return nil, "", false
+}
+
+// keepExecutions returns the WithKeepExecutions setting of a registered
+// orchestration version (resolved version, as orchestration returns it).
+func (r *Registry) keepExecutions(name, version string) (n int, set bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	key, err := parseVersion(version)
+	if err != nil {
+		return 0, false
+	}
+	for _, e := range r.orchs[name] {
+		if e.key == key {
+			if e.keepSet && e.keep <= 0 {
+				return 0, true
+			}
+			return e.keep, e.keepSet
+		}
+	}
+	return 0, false
 }
 
 func (r *Registry) activity(name string) (activityFunc, bool) {

@@ -54,6 +54,16 @@ type Options struct {
 	Metrics prometheus.Registerer
 	// WorkerID names this runtime in logs and activity contexts (default host-pid).
 	WorkerID string
+	// KeepExecutions bounds continue-as-new chains: when positive, the turn
+	// that starts a new execution after ContinueAsNew also deletes the
+	// instance's executions older than the newest KeepExecutions (with their
+	// history), atomically with that turn (TurnCommit.KeepExecutions). The
+	// current execution and Running ones are never deleted; ListExecutions
+	// and ReadHistory no longer return pruned ones. Zero (the default) keeps
+	// every execution. WithKeepExecutions overrides it per orchestration.
+	// Executions of an instance started before the option was set go at its
+	// next continue-as-new.
+	KeepExecutions int
 }
 
 func (o *Options) withDefaults() {
@@ -390,6 +400,7 @@ func (rt *Runtime) unregisteredDelay(attempt int) time.Duration {
 func (rt *Runtime) runTurn(item *OrchestrationItem) (*engine, *TurnCommit) {
 	msgs := item.Messages
 	var eng *engine
+	keep := 0 // TurnCommit.KeepExecutions: set only when this turn starts a continue-as-new execution
 	switch {
 	case !item.Exists || (item.ExecutionStatus == StatusContinuedAsNew):
 		var start *WorkItem
@@ -414,6 +425,9 @@ func (rt *Runtime) runTurn(item *OrchestrationItem) (*engine, *TurnCommit) {
 			rt.logger.Warn("orchestration not registered; retrying later", "instance_id", item.Instance, "orchestration", start.Name, "version", start.Version, "attempt", item.AttemptCount)
 			rt.abandon(item, rt.unregisteredDelay(item.AttemptCount))
 			return nil, nil
+		}
+		if start.Kind == WorkContinueAsNew {
+			keep = rt.keepExecutions(start.Name, version)
 		}
 		if old := rt.cache.take(item.Instance); old != nil {
 			old.close()
@@ -477,7 +491,19 @@ func (rt *Runtime) runTurn(item *OrchestrationItem) (*engine, *TurnCommit) {
 		}
 	}
 	eng.flush()
-	return eng, eng.commit()
+	c := eng.commit()
+	c.KeepExecutions = keep
+	return eng, c
+}
+
+// keepExecutions is the number of executions to keep for an orchestration
+// (0: all): its WithKeepExecutions registration, else Options.KeepExecutions.
+func (rt *Runtime) keepExecutions(name, version string) int {
+	n, set := rt.reg.keepExecutions(name, version)
+	if !set {
+		n = rt.opts.KeepExecutions
+	}
+	return max(n, 0)
 }
 
 // commit builds the store write for the turn.

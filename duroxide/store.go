@@ -218,6 +218,16 @@ type TurnCommit struct {
 	// (nil clears it) and increments its version.
 	SetCustomStatus bool
 	CustomStatus    *string
+
+	// KeepExecutions, when positive, bounds a continue-as-new chain: after
+	// writing the turn the ack deletes the instance's executions older than
+	// the newest KeepExecutions, with their history, by the rules of
+	// PruneExecutions (never the current execution, never a Running one), in
+	// the same transaction as the rest of the turn. Zero prunes nothing. A
+	// discarding commit (ExecutionID 0) ignores it. The runtime sets it on
+	// the turn that starts a new execution after continue-as-new (see
+	// Options.KeepExecutions).
+	KeepExecutions int
 }
 
 // ActivityRef identifies one scheduled activity.

@@ -1008,6 +1008,14 @@ func newConfigCmd(g *globals) *cobra.Command {
 				"Health check interval", sc.ActorInterval,
 			)
 			fmt.Fprintln(g.stdout)
+			cli.Fields(g.stdout, "Retention",
+				"Executions per chain", sc.Retention.ExecutionsPerChain,
+				"Janitor interval", sc.Retention.JanitorInterval,
+				"Finished orchestrations", sc.Retention.Orchestrations,
+				"Health checks", sc.Retention.HealthChecks,
+				"Health checks per instance", sc.Retention.HealthChecksPerInstance,
+			)
+			fmt.Fprintln(g.stdout)
 			cli.Fields(g.stdout, "Access",
 				"Admin user", sc.AdminUser,
 				"Admin password", sc.AdminPassword,

@@ -64,6 +64,7 @@ type serverOptions struct {
 	k8sStorageClass string
 	k8sDNSZone      string
 	k8sImage        string
+	retention       app.Retention
 }
 
 func newServerCmd(g *globals) *cobra.Command {
@@ -121,6 +122,12 @@ deploy/observability/README.md).`,
 			if o.actorInterval <= 0 {
 				return usagef("--actor-interval must be positive")
 			}
+			if o.retention.JanitorInterval <= 0 {
+				return usagef("--retention-janitor-interval must be positive")
+			}
+			if o.retention.KeepExecutions == 0 || o.retention.HealthChecksPerInstance == 0 || o.retention.Orchestrations == 0 || o.retention.HealthChecks == 0 {
+				return usagef("--retention-* values must be positive, or negative to keep everything")
+			}
 			if o.dataplane != "local" && o.dataplane != "kubernetes" {
 				return usagef("invalid --dataplane %q (want local or kubernetes)", o.dataplane)
 			}
@@ -160,6 +167,12 @@ deploy/observability/README.md).`,
 	f.StringVar(&o.k8sStorageClass, "k8s-storage-class", "", "storage class of instance volumes (default: the cluster's default)")
 	f.StringVar(&o.k8sDNSZone, "k8s-dns-zone", "", "DNS zone for public instances' DNS names (<label>.<zone>)")
 	f.StringVar(&o.k8sImage, "k8s-image", "", "PostgreSQL image, {version} is replaced (default postgres:{version})")
+	r := app.Retention{}.WithDefaults()
+	f.IntVar(&o.retention.KeepExecutions, "retention-executions", r.KeepExecutions, "executions kept per continue-as-new chain (health actors, janitor); -1 keeps all")
+	f.DurationVar(&o.retention.JanitorInterval, "retention-janitor-interval", r.JanitorInterval, "how often the janitor prunes the stores")
+	f.DurationVar(&o.retention.Orchestrations, "retention-orchestrations", r.Orchestrations, "how long finished create/delete/health-actor orchestrations are kept; -1s keeps them")
+	f.DurationVar(&o.retention.HealthChecks, "retention-health-checks", r.HealthChecks, "how long health check rows are kept; -1s keeps them")
+	f.IntVar(&o.retention.HealthChecksPerInstance, "retention-health-checks-per-instance", r.HealthChecksPerInstance, "newest health check rows kept per instance; -1 for no cap")
 	f.BoolVar(&o.daemon, "daemon", false, "internal: started by a background 'server start'")
 	for _, h := range []string{"inject-test-connection-failures", "inject-deploy-failures", "daemon", "orchestration-concurrency", "activity-concurrency"} {
 		_ = f.MarkHidden(h)
@@ -244,7 +257,7 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 	a, err := app.Open(ctx, app.Config{
 		DataDir: dataDir, DatabaseURL: o.databaseURL, ActorInterval: o.actorInterval, Logger: log, Faults: faults, Metrics: metrics,
 		OrchestrationConcurrency: o.orchConcurrency, ActivityConcurrency: o.actConcurrency,
-		Dataplane: o.dataplane,
+		Dataplane: o.dataplane, Retention: o.retention,
 		Kubernetes: kubernetes.Options{Kubeconfig: o.kubeconfig, Namespace: o.namespace, StorageClass: o.k8sStorageClass,
 			DNSZone: o.k8sDNSZone, Image: o.k8sImage},
 	})
@@ -423,6 +436,11 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 	if o.logLevel != "" {
 		args = append(args, "--log-level", o.logLevel)
 	}
+	args = append(args, "--retention-executions", strconv.Itoa(o.retention.KeepExecutions),
+		"--retention-janitor-interval", o.retention.JanitorInterval.String(),
+		"--retention-orchestrations", o.retention.Orchestrations.String(),
+		"--retention-health-checks", o.retention.HealthChecks.String(),
+		"--retention-health-checks-per-instance", strconv.Itoa(o.retention.HealthChecksPerInstance))
 	if o.injectTestConn != 0 {
 		args = append(args, "--inject-test-connection-failures", strconv.Itoa(o.injectTestConn))
 	}

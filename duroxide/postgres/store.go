@@ -453,14 +453,20 @@ func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, c *d
 		cInst[i], cExec[i], cAct[i] = a.Instance, a.ExecutionID, a.ActivityID
 	}
 	var pending bool
-	err := s.queryRow(ctx, "SELECT "+s.fn("ack_orchestration_item")+
-		"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
-		lockToken, c.ExecutionID, c.OrchestrationName, c.OrchestrationVersion, c.ParentInstance,
+	ackSQL := "SELECT " + s.fn("ack_orchestration_item") +
+		"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+	args := []any{lockToken, c.ExecutionID, c.OrchestrationName, c.OrchestrationVersion, c.ParentInstance,
 		string(c.Status), c.Output, c.SetCustomStatus, c.CustomStatus,
 		evIDs, evTypes, evData,
 		wInst, wExec, wAct, wData,
 		oInst, oData, oVis, oParent,
-		cInst, cExec, cAct).Scan(&pending)
+		cInst, cExec, cAct}
+	var err error
+	if c.KeepExecutions > 0 && c.ExecutionID != 0 {
+		err = s.do(ctx, func() error { return s.ackAndPrune(ctx, lockToken, c.KeepExecutions, ackSQL, args, &pending) })
+	} else {
+		err = s.queryRow(ctx, ackSQL, args...).Scan(&pending)
+	}
 	if err == nil {
 		// Announce the orchestrator queue when the turn made something
 		// fetchable: messages that arrived while the instance was locked,
@@ -486,6 +492,27 @@ func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, c *d
 		s.announce(bits)
 	}
 	return wrap(op, err)
+}
+
+// ackAndPrune runs the ack function and prune_executions in one
+// transaction (TurnCommit.KeepExecutions). The instance is looked up by the
+// lock token first, as the ack releases the lock; an unknown token leaves it
+// empty and the ack then fails with the lock-lost error.
+func (s *Store) ackAndPrune(ctx context.Context, lockToken string, keep int, ackSQL string, args []any, pending *bool) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var instance string
+		err := tx.QueryRow(ctx, `SELECT l.instance_id FROM `+s.q+`.instance_locks l WHERE l.lock_token = $1`, lockToken).Scan(&instance)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		if err := tx.QueryRow(ctx, ackSQL, args...).Scan(pending); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "SELECT * FROM "+s.fn("prune_executions")+"($1, $2, 0)", instance, keep); err != nil {
+			return fmt.Errorf("prune executions: %w", err)
+		}
+		return nil
+	})
 }
 
 // AbandonOrchestrationItem implements duroxide.Store. A token whose lock

@@ -181,7 +181,9 @@ func (s *memStore) AckOrchestrationItem(ctx context.Context, token string, c *du
 	}
 	// Validate before changing anything.
 	in := s.instances[inst]
-	if c.ExecutionID == 0 { // the current execution
+	keep := c.KeepExecutions
+	if c.ExecutionID == 0 { // the current execution; never prunes
+		keep = 0
 		cc := *c
 		cc.ExecutionID = 1
 		if in != nil {
@@ -250,6 +252,9 @@ func (s *memStore) AckOrchestrationItem(ctx context.Context, token string, c *du
 	if c.SetCustomStatus {
 		in.info.CustomStatus = c.CustomStatus
 		in.info.CustomStatusVersion++
+	}
+	if keep > 0 {
+		s.pruneLocked(in, duroxide.PruneOptions{KeepLast: keep})
 	}
 	for _, w := range c.WorkerItems {
 		s.seq++
@@ -636,6 +641,10 @@ func (s *memStore) PruneExecutions(ctx context.Context, instance string, o durox
 	if in == nil {
 		return duroxide.PruneResult{}, duroxide.ErrNotFound
 	}
+	return s.pruneLocked(in, o), nil
+}
+
+func (s *memStore) pruneLocked(in *memInst, o duroxide.PruneOptions) duroxide.PruneResult {
 	var ids []int64
 	for id := range in.execs {
 		ids = append(ids, id)
@@ -655,7 +664,7 @@ func (s *memStore) PruneExecutions(ctx context.Context, instance string, o durox
 		r.EventsDeleted += len(ex.events)
 		delete(in.execs, id)
 	}
-	return r, nil
+	return r
 }
 
 func (s *memStore) GetCustomStatus(ctx context.Context, instance string, lastSeen int64) (*string, int64, bool, error) {

@@ -200,7 +200,6 @@ func (s *Store) deleteTree(c context.Context, ids []string) (duroxide.DeleteResu
 func (s *Store) PruneExecutions(ctx context.Context, instance string, opts duroxide.PruneOptions) (duroxide.PruneResult, error) {
 	const op = "prune executions"
 	var res duroxide.PruneResult
-	keep := max(opts.KeepLast, 1)
 	err := s.write(ctx, func(c context.Context, ns *notes) error {
 		var current int64
 		err := s.wconn.QueryRowContext(c, `SELECT current_execution_id FROM instances WHERE instance = ?`, instance).Scan(&current)
@@ -210,46 +209,55 @@ func (s *Store) PruneExecutions(ctx context.Context, instance string, opts durox
 		if err != nil {
 			return err
 		}
-		q := `SELECT execution_id FROM executions
-			WHERE instance = ?1 AND execution_id <> ?2 AND status <> 'Running'
-			  AND execution_id NOT IN (SELECT execution_id FROM executions WHERE instance = CAST(?1 AS TEXT) ORDER BY execution_id DESC LIMIT ?3)`
-		args := []any{instance, current, keep}
-		if !opts.CompletedBefore.IsZero() {
-			q += ` AND completed_at IS NOT NULL AND completed_at < ?4`
-			args = append(args, opts.CompletedBefore.UnixMilli())
-		}
-		rows, err := s.wconn.QueryContext(c, q, args...)
-		if err != nil {
-			return err
-		}
-		var execs []int64
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			execs = append(execs, id)
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		for _, id := range execs {
-			r, err := s.wconn.ExecContext(c, `DELETE FROM history WHERE instance = ? AND execution_id = ?`, instance, id)
-			if err != nil {
-				return err
-			}
-			n, _ := r.RowsAffected()
-			res.EventsDeleted += int(n)
-			if _, err := s.wconn.ExecContext(c, `DELETE FROM executions WHERE instance = ? AND execution_id = ?`, instance, id); err != nil {
-				return err
-			}
-			res.ExecutionsDeleted++
-		}
-		return nil
+		res, err = s.prune(c, instance, current, opts)
+		return err
 	})
 	if err != nil {
 		return duroxide.PruneResult{}, wrap(op, err)
+	}
+	return res, nil
+}
+
+// prune deletes old executions of instance (whose current execution is
+// current) inside a write transaction; PruneExecutions and the ack of a
+// commit with KeepExecutions share it.
+func (s *Store) prune(c context.Context, instance string, current int64, opts duroxide.PruneOptions) (duroxide.PruneResult, error) {
+	var res duroxide.PruneResult
+	q := `SELECT execution_id FROM executions
+		WHERE instance = ?1 AND execution_id <> ?2 AND status <> 'Running'
+		  AND execution_id NOT IN (SELECT execution_id FROM executions WHERE instance = CAST(?1 AS TEXT) ORDER BY execution_id DESC LIMIT ?3)`
+	args := []any{instance, current, max(opts.KeepLast, 1)}
+	if !opts.CompletedBefore.IsZero() {
+		q += ` AND completed_at IS NOT NULL AND completed_at < ?4`
+		args = append(args, opts.CompletedBefore.UnixMilli())
+	}
+	rows, err := s.wconn.QueryContext(c, q, args...)
+	if err != nil {
+		return res, err
+	}
+	var execs []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return res, err
+		}
+		execs = append(execs, id)
+	}
+	if err := rows.Close(); err != nil {
+		return res, err
+	}
+	for _, id := range execs {
+		r, err := s.wconn.ExecContext(c, `DELETE FROM history WHERE instance = ? AND execution_id = ?`, instance, id)
+		if err != nil {
+			return res, err
+		}
+		n, _ := r.RowsAffected()
+		res.EventsDeleted += int(n)
+		if _, err := s.wconn.ExecContext(c, `DELETE FROM executions WHERE instance = ? AND execution_id = ?`, instance, id); err != nil {
+			return res, err
+		}
+		res.ExecutionsDeleted++
 	}
 	return res, nil
 }

@@ -265,6 +265,11 @@ func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, comm
 					return err
 				}
 			}
+			if commit.KeepExecutions > 0 && commit.ExecutionID > 0 {
+				if _, err := s.prune(c, instance, max(current, exec), duroxide.PruneOptions{KeepLast: commit.KeepExecutions}); err != nil {
+					return fmt.Errorf("prune executions: %w", err)
+				}
+			}
 		}
 
 		for i := range workers {

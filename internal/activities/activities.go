@@ -248,6 +248,7 @@ func Register(reg *duroxide.Registry, d Deps) error {
 		duroxide.RegisterActivity(reg, DeletePostgres, a.deletePostgres),
 		duroxide.RegisterActivity(reg, RaiseEvent, a.raiseEvent),
 		duroxide.RegisterActivity(reg, AwaitOrchestration, a.awaitOrchestration),
+		registerJanitor(reg, a),
 	} {
 		if err != nil {
 			return fmt.Errorf("register activities: %w", err)

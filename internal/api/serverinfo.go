@@ -12,9 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cms"
 )
 
@@ -190,7 +192,26 @@ func (s *Server) serverConfig(ctx context.Context) ServerConfig {
 	if v, err := s.app.Driver.Versions(ctx); err == nil {
 		out.PostgresVersions = v
 	}
+	out.Retention = retentionConfig(cfg.Retention)
 	return out
+}
+
+func retentionConfig(r app.Retention) RetentionConfig {
+	r = r.WithDefaults()
+	n := func(v int) string {
+		if v < 0 {
+			return "all"
+		}
+		return strconv.Itoa(v)
+	}
+	d := func(v time.Duration) string {
+		if v < 0 {
+			return "forever"
+		}
+		return v.String()
+	}
+	return RetentionConfig{ExecutionsPerChain: n(r.KeepExecutions), JanitorInterval: r.JanitorInterval.String(),
+		Orchestrations: d(r.Orchestrations), HealthChecks: d(r.HealthChecks), HealthChecksPerInstance: n(r.HealthChecksPerInstance)}
 }
 
 const maskMark = "TOYGRESMASKEDSECRET"

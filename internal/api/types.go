@@ -373,24 +373,34 @@ type OrchestrationStats struct {
 
 // ServerConfig is the effective configuration, secrets masked.
 type ServerConfig struct {
-	Version                  string    `json:"version"`
-	GoVersion                string    `json:"go_version"`
-	StartedAt                time.Time `json:"started_at"`
-	DataDir                  string    `json:"data_dir"`
-	Database                 string    `json:"database"`
-	Dataplane                string    `json:"dataplane"`
-	PostgresVersions         []string  `json:"postgres_versions,omitempty"`
-	ActorInterval            string    `json:"actor_interval"`
-	OrchestrationConcurrency int       `json:"orchestration_concurrency"`
-	ActivityConcurrency      int       `json:"activity_concurrency"`
-	AdminUser                string    `json:"admin_user"`
-	AdminPassword            string    `json:"admin_password"` // always "***"
-	StateDir                 string    `json:"state_dir"`
-	LogFile                  string    `json:"log_file,omitempty"`
-	SessionTTL               string    `json:"session_ttl"`
-	TokenTTL                 string    `json:"token_ttl"`
-	Metrics                  string    `json:"metrics"` // who may read /metrics
-	LoginRateLimit           string    `json:"login_rate_limit"`
+	Version                  string          `json:"version"`
+	GoVersion                string          `json:"go_version"`
+	StartedAt                time.Time       `json:"started_at"`
+	DataDir                  string          `json:"data_dir"`
+	Database                 string          `json:"database"`
+	Dataplane                string          `json:"dataplane"`
+	PostgresVersions         []string        `json:"postgres_versions,omitempty"`
+	ActorInterval            string          `json:"actor_interval"`
+	OrchestrationConcurrency int             `json:"orchestration_concurrency"`
+	ActivityConcurrency      int             `json:"activity_concurrency"`
+	AdminUser                string          `json:"admin_user"`
+	AdminPassword            string          `json:"admin_password"` // always "***"
+	StateDir                 string          `json:"state_dir"`
+	LogFile                  string          `json:"log_file,omitempty"`
+	SessionTTL               string          `json:"session_ttl"`
+	TokenTTL                 string          `json:"token_ttl"`
+	Metrics                  string          `json:"metrics"` // who may read /metrics
+	LoginRateLimit           string          `json:"login_rate_limit"`
+	Retention                RetentionConfig `json:"retention"`
+}
+
+// RetentionConfig is what the stores keep ("all" where a limit is off).
+type RetentionConfig struct {
+	ExecutionsPerChain      string `json:"executions_per_chain"`
+	JanitorInterval         string `json:"janitor_interval"`
+	Orchestrations          string `json:"orchestrations"`
+	HealthChecks            string `json:"health_checks"`
+	HealthChecksPerInstance string `json:"health_checks_per_instance"`
 }
 
 func utc(t time.Time) time.Time { return t.UTC() }

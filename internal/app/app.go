@@ -54,6 +54,8 @@ type Config struct {
 	Faults *activities.Faults
 	// OrchestrationConcurrency and ActivityConcurrency size the runtime (defaults 10 and 10).
 	OrchestrationConcurrency, ActivityConcurrency int
+	// Retention bounds the stores (see Retention; zero values are defaults).
+	Retention Retention
 }
 
 // DefaultDataDir is $TOYGRES_HOME, or /var/lib/toygres for root (the
@@ -105,6 +107,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if cfg.ActorInterval <= 0 {
 		cfg.ActorInterval = orchestrations.DefaultActorInterval
 	}
+	cfg.Retention = cfg.Retention.WithDefaults()
 	if cfg.OrchestrationConcurrency <= 0 {
 		cfg.OrchestrationConcurrency = 10
 	}
@@ -203,7 +206,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	rt, err := duroxide.Start(ctx, a.Store, reg, duroxide.Options{
 		Logger: cfg.Logger, Metrics: cfg.Metrics,
 		OrchestrationConcurrency: cfg.OrchestrationConcurrency, ActivityConcurrency: cfg.ActivityConcurrency,
-		ActivityLockTimeout: 5 * time.Minute,
+		ActivityLockTimeout: 5 * time.Minute, KeepExecutions: max(cfg.Retention.KeepExecutions, 0),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start runtime: %w", err)
@@ -212,6 +215,9 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	ok = true
 	if err := a.superviseActors(ctx); err != nil {
 		cfg.Logger.Warn("checking health actors failed", "error", err)
+	}
+	if err := a.StartJanitor(ctx); err != nil {
+		cfg.Logger.Warn("starting the janitor failed", "error", err)
 	}
 	return a, nil
 }

@@ -175,6 +175,9 @@ type Store interface {
 	RecordHealthCheck(ctx context.Context, hc HealthCheck) error
 	// HealthChecks lists an instance's checks, newest first (limit 0: all).
 	HealthChecks(ctx context.Context, internalName string, limit int) ([]HealthCheck, error)
+	// PruneHealthChecks deletes the checks r selects (of all instances) and
+	// returns how many it deleted.
+	PruneHealthChecks(ctx context.Context, r HealthCheckRetention) (int64, error)
 	// RecentEvents lists events of all instances, newest first.
 	RecentEvents(ctx context.Context, limit int) ([]Event, error)
 	// Counts returns totals by state and by health.

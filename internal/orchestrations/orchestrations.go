@@ -63,12 +63,13 @@ var (
 // DefaultActorInterval is the health check period.
 const DefaultActorInterval = 30 * time.Second
 
-// Register adds the three orchestrations to reg.
+// Register adds the orchestrations to reg.
 func Register(reg *duroxide.Registry, driverName string) error {
 	for _, err := range []error{
 		duroxide.RegisterOrchestration(reg, CreateInstance, createInstance(driverName)),
 		duroxide.RegisterOrchestration(reg, DeleteInstance, deleteInstance),
 		duroxide.RegisterOrchestration(reg, InstanceActor, instanceActor),
+		duroxide.RegisterOrchestration(reg, Janitor, janitor),
 	} {
 		if err != nil {
 			return fmt.Errorf("register orchestrations: %w", err)

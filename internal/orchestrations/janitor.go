@@ -1,0 +1,129 @@
+package orchestrations
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/internal/activities"
+)
+
+// Janitor is the orchestration that keeps the stores bounded; one instance
+// of it runs, with id JanitorID.
+const Janitor = "janitor"
+
+// JanitorID is the janitor's (singleton) instance id.
+const JanitorID = "toygres-janitor"
+
+// EventJanitorSettings carries a new JanitorInput to the running janitor,
+// which applies it and sweeps at once.
+const EventJanitorSettings = "JanitorSettings"
+
+// Janitor defaults.
+const (
+	DefaultJanitorInterval         = time.Hour
+	DefaultOrchestrationRetention  = 7 * 24 * time.Hour
+	DefaultHealthCheckRetention    = 24 * time.Hour
+	DefaultHealthChecksPerInstance = 1000
+	DefaultKeepExecutions          = 3
+)
+
+// PolicyJanitor retries a janitor sweep step a few times; a step that still
+// fails is skipped until the next run.
+var PolicyJanitor = duroxide.NewRetryPolicy(3).
+	WithBackoff(duroxide.Exponential{Base: 2 * time.Second, Multiplier: 2, Max: 10 * time.Second}).
+	WithTimeout(10 * time.Minute)
+
+// JanitorInput configures the janitor. A zero or negative field disables
+// its step (the interval is the exception: zero means the default).
+type JanitorInput struct {
+	// Interval between sweeps (0: DefaultJanitorInterval).
+	Interval time.Duration `json:"interval,omitempty"`
+	// OrchestrationRetention: finished create-instance, delete-instance and
+	// instance-actor instances that completed longer ago are deleted.
+	OrchestrationRetention time.Duration `json:"orchestration_retention,omitempty"`
+	// HealthCheckRetention: older health checks are deleted.
+	HealthCheckRetention time.Duration `json:"health_check_retention,omitempty"`
+	// HealthChecksPerInstance: only the newest n checks of each instance stay.
+	HealthChecksPerInstance int `json:"health_checks_per_instance,omitempty"`
+	// KeepExecutions: continue-as-new chains of health actors and of the
+	// janitor are cut to their newest n executions (the runtime does this
+	// at each continue-as-new; the sweep catches chains it did not, such as
+	// ended ones or those from before the setting).
+	KeepExecutions int `json:"keep_executions,omitempty"`
+	// Runs counts completed sweeps (carried across continue-as-new).
+	Runs int64 `json:"runs,omitempty"`
+}
+
+// JanitorReport is what one sweep removed.
+type JanitorReport struct {
+	Orchestrations activities.PurgeOrchestrationsOutput `json:"orchestrations"`
+	Executions     activities.PruneExecutionsOutput     `json:"executions"`
+	HealthChecks   int64                                `json:"health_checks"`
+}
+
+// janitor sweeps once per execution, then waits for the interval or new
+// settings and continues as new. A failed step is logged and skipped; it
+// never ends the janitor.
+func janitor(ctx *duroxide.OrchestrationContext, in JanitorInput) (JanitorReport, error) {
+	interval := in.Interval
+	if interval <= 0 {
+		interval = DefaultJanitorInterval
+	}
+	log := ctx.Logger().With("janitor_run", in.Runs+1)
+	settings := ctx.WaitForEvent(EventJanitorSettings)
+	now := ctx.UtcNow()
+	var rep JanitorReport
+	if in.OrchestrationRetention > 0 {
+		out, err := call[activities.PurgeOrchestrationsOutput](ctx, activities.PurgeOrchestrations, activities.PurgeOrchestrationsInput{
+			Names:             []string{CreateInstance, DeleteInstance, InstanceActor},
+			CompletedBeforeMs: now.Add(-in.OrchestrationRetention).UnixMilli(),
+		}, PolicyJanitor)
+		if err != nil {
+			log.Warn("janitor: purging finished orchestrations failed", "error", err.Error())
+		}
+		rep.Orchestrations = out
+	}
+	if in.HealthCheckRetention > 0 || in.HealthChecksPerInstance > 0 {
+		hc := activities.PruneHealthChecksInput{KeepPerInstance: max(in.HealthChecksPerInstance, 0)}
+		if in.HealthCheckRetention > 0 {
+			hc.OlderThanMs = now.Add(-in.HealthCheckRetention).UnixMilli()
+		}
+		n, err := call[int64](ctx, activities.PruneHealthChecks, hc, PolicyJanitor)
+		if err != nil {
+			log.Warn("janitor: pruning health checks failed", "error", err.Error())
+		}
+		rep.HealthChecks = n
+	}
+	if in.KeepExecutions > 0 {
+		out, err := call[activities.PruneExecutionsOutput](ctx, activities.PruneExecutions, activities.PruneExecutionsInput{
+			Names: []string{InstanceActor, Janitor}, KeepLast: in.KeepExecutions,
+		}, PolicyJanitor)
+		if err != nil {
+			log.Warn("janitor: pruning execution chains failed", "error", err.Error())
+		}
+		rep.Executions = out
+	}
+	log.Info("janitor run",
+		"orchestrations_deleted", rep.Orchestrations.InstancesDeleted,
+		"orchestration_events_deleted", rep.Orchestrations.EventsDeleted,
+		"executions_pruned", rep.Executions.ExecutionsDeleted,
+		"execution_events_pruned", rep.Executions.EventsDeleted,
+		"health_checks_deleted", rep.HealthChecks)
+	in.Runs++
+	ctx.SetCustomStatus(janitorStatus(in.Runs, now))
+	if ctx.Select(settings, ctx.CreateTimer(interval)) == 0 {
+		var next JanitorInput
+		if err := settings.Await(&next); err != nil {
+			log.Warn("janitor: ignoring unreadable settings", "error", err.Error())
+		} else {
+			next.Runs = in.Runs
+			in = next
+		}
+	}
+	return JanitorReport{}, ctx.ContinueAsNew(in)
+}
+
+func janitorStatus(runs int64, at time.Time) string {
+	return "runs=" + strconv.FormatInt(runs, 10) + " last=" + at.UTC().Format(time.RFC3339)
+}
