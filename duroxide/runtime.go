@@ -54,6 +54,15 @@ type Options struct {
 	Metrics prometheus.Registerer
 	// WorkerID names this runtime in logs and activity contexts (default host-pid).
 	WorkerID string
+	// ExclusiveStore declares that this process is the store's only user
+	// (for example it holds an exclusive lock on the database's directory).
+	// Start then takes back every lease held by other store handles, which
+	// can only be previous, dead incarnations of this process: their
+	// unfinished turns and activities run again at once, instead of after
+	// their owner's dead-after period, and without counting the lost
+	// deliveries as attempts. The store must implement LeaseReclaimer.
+	// Never set it for a store shared by several processes.
+	ExclusiveStore bool
 }
 
 func (o *Options) withDefaults() {
@@ -134,6 +143,19 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 		return nil, errors.New("duroxide: start runtime: store and registry are required")
 	}
 	opts.withDefaults()
+	if opts.ExclusiveStore {
+		r, ok := store.(LeaseReclaimer)
+		if !ok {
+			return nil, fmt.Errorf("duroxide: start runtime: ExclusiveStore is set but the store (%T) does not implement LeaseReclaimer", store)
+		}
+		n, err := r.ReclaimLeases(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("duroxide: start runtime: reclaim leases: %w", err)
+		}
+		if n > 0 {
+			opts.Logger.Info("took back the leases of previous store owners", "owners", n)
+		}
+	}
 	rt := &Runtime{
 		store:   store,
 		reg:     reg,

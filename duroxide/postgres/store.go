@@ -331,6 +331,12 @@ func (s *Store) ReclaimLeases(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, wrap("ReclaimLeases", err)
 	}
+	// Another handle's reclaim may have dropped this handle's row: restore
+	// it now, or this handle's own leases would look lost until its next
+	// heartbeat.
+	if _, _, err := s.beat(ctx, 0); err != nil {
+		return 0, wrap("ReclaimLeases", err)
+	}
 	if n > 0 {
 		s.announce(bitOrch | bitWorker)
 	}

@@ -380,12 +380,23 @@ func (s *Store) ReclaimLeases(ctx context.Context) (int, error) {
 		return 0, wrap("reclaim leases", err)
 	}
 	var n int64
-	err = s.write1(ctx, func(c context.Context, ns *notes) error {
+	err = s.write(ctx, func(c context.Context, ns *notes) error {
 		res, err := s.ws.reclaim.ExecContext(c, string(keep))
 		if err != nil {
 			return err
 		}
 		n, _ = res.RowsAffected()
+		// Another process's reclaim may have dropped this handle's row
+		// (it comes back at the next heartbeat): restore it now, or this
+		// handle's own leases would look lost too.
+		now := nowMs()
+		aliveUntil := int64(math.MaxInt64)
+		if !s.cfg.memory {
+			aliveUntil = now + s.cfg.deadAfter.Milliseconds()
+		}
+		if _, err := s.ws.heartbeat.ExecContext(c, s.owner, now, aliveUntil); err != nil {
+			return err
+		}
 		if n > 0 {
 			*ns |= noteOrch | noteWorker
 		}
