@@ -77,7 +77,11 @@ func TestCrashChild(t *testing.T) {
 	if os.Getenv("DUROXIDE_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	if _, err := duroxide.Start(context.Background(), store, crashRegistry(alog), crashChildOptions(logger)); err != nil {
+	reg, opts := crashRegistry(alog), crashChildOptions(logger)
+	if strings.HasPrefix(mode, "lease") {
+		reg, opts = leaseChildSetup(mode, alog, logger)
+	}
+	if _, err := duroxide.Start(context.Background(), store, reg, opts); err != nil {
 		fmt.Fprintln(os.Stderr, "crash child: start runtime:", err)
 		os.Exit(2)
 	}

@@ -64,6 +64,15 @@ type Options struct {
 	// Executions of an instance started before the option was set go at its
 	// next continue-as-new.
 	KeepExecutions int
+	// ExclusiveStore declares that this process is the store's only user
+	// (for example it holds an exclusive lock on the database's directory).
+	// Start then takes back every lease held by other store handles, which
+	// can only be previous, dead incarnations of this process: their
+	// unfinished turns and activities run again at once, instead of after
+	// their owner's dead-after period, and without counting the lost
+	// deliveries as attempts. The store must implement LeaseReclaimer.
+	// Never set it for a store shared by several processes.
+	ExclusiveStore bool
 }
 
 func (o *Options) withDefaults() {
@@ -144,6 +153,19 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 		return nil, errors.New("duroxide: start runtime: store and registry are required")
 	}
 	opts.withDefaults()
+	if opts.ExclusiveStore {
+		r, ok := store.(LeaseReclaimer)
+		if !ok {
+			return nil, fmt.Errorf("duroxide: start runtime: ExclusiveStore is set but the store (%T) does not implement LeaseReclaimer", store)
+		}
+		n, err := r.ReclaimLeases(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("duroxide: start runtime: reclaim leases: %w", err)
+		}
+		if n > 0 {
+			opts.Logger.Info("took back the leases of previous store owners", "owners", n)
+		}
+	}
 	rt := &Runtime{
 		store:   store,
 		reg:     reg,

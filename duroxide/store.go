@@ -26,7 +26,9 @@ type Store interface {
 	// FetchOrchestrationItem locks the instance of the oldest visible
 	// orchestrator message whose instance is not locked, tags every visible
 	// message of that instance with a new lock token, increments their
-	// attempt counts and returns them in queue order. It returns (nil, nil)
+	// attempt counts and returns them in queue order. An instance locked by a
+	// dead owner (see LeaseReclaimer) counts as unlocked, and the messages
+	// of that lost lock keep their attempt counts. It returns (nil, nil)
 	// when nothing is available; it does not block waiting for work.
 	// History is not loaded; see ReadHistory.
 	FetchOrchestrationItem(ctx context.Context, lockTimeout time.Duration) (*OrchestrationItem, error)
@@ -50,16 +52,18 @@ type Store interface {
 	AbandonOrchestrationItem(ctx context.Context, lockToken string, delay time.Duration, ignoreAttempt bool) error
 
 	// RenewOrchestrationItemLock extends a held, unexpired lock to now+extend.
-	// Otherwise it fails with ErrLockLost.
+	// Otherwise (expired, or taken over after its owner was found dead) it
+	// fails with ErrLockLost.
 	RenewOrchestrationItemLock(ctx context.Context, lockToken string, extend time.Duration) error
 
 	// EnqueueWorkItem adds an activity to the worker queue (used by tests;
 	// the runtime enqueues activities through AckOrchestrationItem).
 	EnqueueWorkItem(ctx context.Context, item WorkItem) error
 
-	// FetchWorkItem locks the oldest visible, unlocked (or lock-expired)
-	// worker message, increments its attempt count and returns it. It
-	// returns (nil, nil) when nothing is available.
+	// FetchWorkItem locks the oldest visible, unlocked (or lock-expired, or
+	// locked by a dead owner) worker message, increments its attempt count
+	// (not for a message whose lock was lost with its dead owner) and returns
+	// it. It returns (nil, nil) when nothing is available.
 	FetchWorkItem(ctx context.Context, lockTimeout time.Duration) (*WorkItemLease, error)
 
 	// AckWorkItem deletes a locked worker message and, when completion is not
@@ -123,6 +127,47 @@ type Store interface {
 
 	// Close releases the store's resources.
 	Close() error
+}
+
+// Lease ownership and liveness.
+//
+// Every lease a store hands out (an orchestration item's instance lock, a
+// worker message's lock) belongs to the store handle that fetched it: its
+// owner. A store that supports liveness (both stores of this module do)
+// keeps, per handle, a heartbeat in the database; a handle whose heartbeat
+// stopped for longer than the store's dead-after period (a killed, frozen or
+// partitioned process) is dead. For fetches, a lease of a dead owner counts
+// as expired, whatever its lock timeout:
+//
+//   - FetchOrchestrationItem and FetchWorkItem take such work over as soon
+//     as the owner is dead, and give it a new lock token, so that the old
+//     owner's AckOrchestrationItem, AckWorkItem, Renew… and Abandon… fail
+//     with ErrLockLost should it come back.
+//   - A delivery lost that way does not count as an attempt: messages that
+//     were locked by an owner that died while the lock was still valid are
+//     handed out again with the attempt count they already had. A lock that
+//     merely expired while its owner was alive still counts (the holder was
+//     too slow or stuck, which may be the message's fault).
+//   - Closing a handle ends its liveness at once: leases it still holds are
+//     taken over immediately, uncounted.
+//
+// Lock timeouts therefore only bound how long a live but stuck holder keeps
+// its work; a dead process's work runs again within the dead-after period.
+// Long-running holders keep their leases by renewal.
+
+// LeaseReclaimer is implemented by stores that can take back, at once, every
+// lease held by other handles, for a process that knows it is the store's
+// only user (for example because it holds an exclusive lock on the
+// database's directory): every other owner is then a previous incarnation of
+// itself and dead. The runtime calls it at Start when
+// Options.ExclusiveStore is set.
+type LeaseReclaimer interface {
+	// ReclaimLeases declares every owner other than the handles of this
+	// process dead, so that their leases are fetchable now and their lost
+	// deliveries are not counted as attempts. It returns how many owners it
+	// declared dead. Calling it while another process uses the store makes
+	// that process's work run twice (its acks then fail with ErrLockLost).
+	ReclaimLeases(ctx context.Context) (int, error)
 }
 
 // Notifier is implemented by stores that can tell a runtime, without

@@ -92,7 +92,11 @@ func TestScaleOutChild(t *testing.T) {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	wrapped := newSOStore(st, worker, elog)
-	rt, err := duroxide.Start(ctx, wrapped, soRegistry(elog), soChildOptions(worker, logger))
+	reg, rtOpts := soRegistry(elog), soChildOptions(worker, logger)
+	if os.Getenv(soLeaseEnv) != "" {
+		reg, rtOpts = soLeaseRegistry(elog, logPath, worker), soLeaseOptions(worker, rtOpts)
+	}
+	rt, err := duroxide.Start(ctx, wrapped, reg, rtOpts)
 	if err != nil {
 		fail("start runtime: %v", err)
 	}

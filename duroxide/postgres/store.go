@@ -2,10 +2,13 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strconv"
 	"strings"
@@ -29,9 +32,34 @@ const DefaultPoolSize = 10
 type Option func(*options)
 
 type options struct {
-	schema   string
-	poolSize int
-	poolCfg  func(*pgxpool.Config)
+	schema    string
+	poolSize  int
+	poolCfg   func(*pgxpool.Config)
+	heartbeat time.Duration
+	deadAfter time.Duration
+}
+
+// Default liveness settings (see WithLiveness).
+const (
+	DefaultHeartbeat = time.Second
+	DefaultDeadAfter = 5 * time.Second
+)
+
+// WithLiveness sets how often the store handle proves it is alive
+// (heartbeat, default 1s) and after how long without a heartbeat the other
+// handles consider it dead and take over its leases (deadAfter, default
+// 5s), judged on the database's clock. deadAfter should span several
+// heartbeats: a live handle wrongly found dead (a connection outage longer
+// than deadAfter) loses its leases, and its work runs again.
+func WithLiveness(heartbeat, deadAfter time.Duration) Option {
+	return func(o *options) {
+		if heartbeat > 0 {
+			o.heartbeat = heartbeat
+		}
+		if deadAfter > 0 {
+			o.deadAfter = deadAfter
+		}
+	}
 }
 
 // WithSchema selects the PostgreSQL schema holding the store's tables and
@@ -74,6 +102,14 @@ type Store struct {
 	kick       chan struct{}
 	stopNotify chan struct{}
 	notifyDone chan struct{}
+
+	// Lease ownership (see duroxide.LeaseReclaimer).
+	owner     string
+	heartbeat time.Duration
+	deadAfter time.Duration
+	hbStop    chan struct{}
+	hbDone    chan struct{}
+	hbOnce    sync.Once
 }
 
 const (
@@ -162,8 +198,9 @@ func (s *Store) notifier() {
 }
 
 var (
-	_ duroxide.Store    = (*Store)(nil)
-	_ duroxide.Notifier = (*Store)(nil)
+	_ duroxide.Store          = (*Store)(nil)
+	_ duroxide.Notifier       = (*Store)(nil)
+	_ duroxide.LeaseReclaimer = (*Store)(nil)
 )
 
 // Open connects to the PostgreSQL database at url (a postgres:// URL or a
@@ -172,7 +209,7 @@ var (
 // store. Migrations are serialized with an advisory lock, so several
 // processes may open the same schema at once.
 func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
-	o := options{schema: DefaultSchema, poolSize: DefaultPoolSize}
+	o := options{schema: DefaultSchema, poolSize: DefaultPoolSize, heartbeat: DefaultHeartbeat, deadAfter: DefaultDeadAfter}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -202,13 +239,108 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		kick:       make(chan struct{}, 1),
 		stopNotify: make(chan struct{}),
 		notifyDone: make(chan struct{}),
+
+		owner:     uuid(),
+		heartbeat: o.heartbeat,
+		deadAfter: o.deadAfter,
+		hbStop:    make(chan struct{}),
+		hbDone:    make(chan struct{}),
 	}
 	if err := s.migrate(ctx, pool); err != nil {
 		pool.Close()
 		return nil, wrap("Open", fmt.Errorf("migrate schema %s: %w", o.schema, err))
 	}
+	since, _, err := s.beat(ctx, 0)
+	if err != nil {
+		pool.Close()
+		return nil, wrap("Open", fmt.Errorf("register lease owner: %w", err))
+	}
 	go s.notifier()
+	go s.heartbeatLoop(since)
 	return s, nil
+}
+
+// uuid returns a random (version 4) UUID string.
+func uuid() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// OwnerID returns the lease owner id of this handle.
+func (s *Store) OwnerID() string { return s.owner }
+
+// beat extends the handle's liveness; it returns the database time and
+// whether an owner died since the database time since.
+func (s *Store) beat(ctx context.Context, since int64) (now int64, died bool, err error) {
+	err = s.queryRow(ctx, "SELECT * FROM "+s.fn("heartbeat")+"($1, $2, $3)", s.owner, ms(s.deadAfter), since).Scan(&now, &died)
+	return now, died, err
+}
+
+// heartbeatLoop keeps the handle alive. When it sees that another owner
+// died, it wakes this handle's watchers: the dead owner's work just became
+// fetchable, and no write announces it.
+func (s *Store) heartbeatLoop(since int64) {
+	defer close(s.hbDone)
+	t := time.NewTicker(s.heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.hbStop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.deadAfter)
+		now, died, err := s.beat(ctx, since)
+		cancel()
+		if err != nil {
+			slog.Warn("postgres store: heartbeat failed", "schema", s.schema, "error", err)
+			continue
+		}
+		since = now
+		if died {
+			s.notifyMu.Lock()
+			l := s.notify
+			s.notifyMu.Unlock()
+			if l != nil {
+				l.fire(duroxide.QueueOrchestrator, duroxide.QueueWorker)
+			}
+		}
+	}
+}
+
+// stopHeartbeat stops the heartbeat; safe to call more than once.
+func (s *Store) stopHeartbeat() {
+	s.hbOnce.Do(func() {
+		close(s.hbStop)
+		<-s.hbDone
+	})
+}
+
+// ReclaimLeases implements duroxide.LeaseReclaimer: every other owner of
+// the schema is declared dead (its row deleted), so its leases can be
+// fetched at once, without counting the lost attempts. Use it only when
+// this handle is the schema's sole user; other live handles re-register at
+// their next heartbeat, but the leases they held are lost.
+func (s *Store) ReclaimLeases(ctx context.Context) (int, error) {
+	var n int
+	err := s.queryRow(ctx, "WITH d AS (DELETE FROM "+s.q+".owners WHERE owner_id <> $1 RETURNING 1) SELECT count(*) FROM d", s.owner).Scan(&n)
+	if err != nil {
+		return 0, wrap("ReclaimLeases", err)
+	}
+	// Another handle's reclaim may have dropped this handle's row: restore
+	// it now, or this handle's own leases would look lost until its next
+	// heartbeat.
+	if _, _, err := s.beat(ctx, 0); err != nil {
+		return 0, wrap("ReclaimLeases", err)
+	}
+	if n > 0 {
+		s.announce(bitOrch | bitWorker)
+	}
+	return n, nil
 }
 
 // Schema returns the name of the store's schema.
@@ -220,7 +352,21 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Close stops the notification listener and closes the pool. It waits for
 // connections in use to be released.
+//
+// The handle's lease owner is dropped first: leases it still holds can be
+// taken over by other handles at once, without counting an attempt.
 func (s *Store) Close() error {
+	s.stopHeartbeat()
+	s.notifyMu.Lock()
+	open := !s.closed
+	s.notifyMu.Unlock()
+	if open {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := s.pool.Exec(ctx, "DELETE FROM "+s.q+".owners WHERE owner_id = $1", s.owner); err == nil {
+			s.announce(bitOrch | bitWorker)
+		}
+		cancel()
+	}
 	s.notifyMu.Lock()
 	l := s.notify
 	s.notify = nil
@@ -383,7 +529,7 @@ func (s *Store) FetchOrchestrationItem(ctx context.Context, lockTimeout time.Dur
 		msgs   []string
 		status string
 	)
-	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("fetch_orchestration_item")+"($1)", lockMs(lockTimeout)).Scan(
+	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("fetch_orchestration_item")+"($1, $2)", lockMs(lockTimeout), s.owner).Scan(
 		&it.Instance, &it.LockToken, &it.AttemptCount, &msgs, &it.Exists,
 		&it.OrchestrationName, &it.OrchestrationVersion, &it.ExecutionID, &status,
 		&it.LastEventID, &it.CreatedAtMs)
@@ -538,7 +684,7 @@ func (s *Store) FetchWorkItem(ctx context.Context, lockTimeout time.Duration) (*
 		lease duroxide.WorkItemLease
 		data  string
 	)
-	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("fetch_work_item")+"($1)", lockMs(lockTimeout)).Scan(
+	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("fetch_work_item")+"($1, $2)", lockMs(lockTimeout), s.owner).Scan(
 		&data, &lease.LockToken, &lease.AttemptCount)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil

@@ -46,6 +46,19 @@ type Factory struct {
 	// another process sharing it would. The suite closes the handle. The
 	// "multi_handle" scenarios run only when it is set.
 	Reopen func(t *testing.T, s duroxide.Store) duroxide.Store
+
+	// Freeze, if set, stops the liveness heartbeat of handle s without
+	// releasing anything, as if its process had been killed, frozen or cut
+	// off from the database. s stays usable, so a scenario can play the old
+	// owner coming back. The "liveness" scenarios run only when Freeze and
+	// Reopen are set.
+	Freeze func(t *testing.T, s duroxide.Store)
+
+	// DeadAfter is the liveness dead-after period the factory's stores are
+	// opened with (keep it to a few seconds). The liveness scenarios expect
+	// a frozen handle's leases to be taken over within DeadAfter plus two
+	// seconds. Required with Freeze.
+	DeadAfter time.Duration
 }
 
 // DefaultLockTimeout is the LockTimeout used when Factory.LockTimeout is zero.
@@ -110,6 +123,9 @@ func Run(t *testing.T, f Factory) {
 	}
 	if f.LockTimeout < 100*time.Millisecond {
 		t.Fatalf("providertest: Factory.LockTimeout %v is below 100ms", f.LockTimeout)
+	}
+	if f.Freeze != nil && f.DeadAfter <= 0 {
+		t.Fatal("providertest: Factory.Freeze is set but DeadAfter is not")
 	}
 	if f.Workers <= 0 {
 		f.Workers = 8

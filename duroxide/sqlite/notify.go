@@ -16,6 +16,7 @@ type hub struct {
 
 	mu       sync.Mutex
 	refs     int
+	owners   map[string]struct{} // lease owners of the open Stores of this process
 	nextWID  uint64
 	watchers atomic.Pointer[[]watcher] // copy-on-write
 }
@@ -25,7 +26,29 @@ type watcher struct {
 	fn func(duroxide.Queue)
 }
 
-func newHub() *hub { return &hub{sem: make(chan struct{}, 1)} }
+func newHub() *hub { return &hub{sem: make(chan struct{}, 1), owners: map[string]struct{}{}} }
+
+func (h *hub) addOwner(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.owners[id] = struct{}{}
+}
+
+func (h *hub) removeOwner(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.owners, id)
+}
+
+func (h *hub) ownerList() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.owners))
+	for id := range h.owners {
+		out = append(out, id)
+	}
+	return out
+}
 
 // nextID returns a new orchestrator queue id: the wall clock in
 // nanoseconds, forced to increase. Ids thus follow enqueue order within

@@ -51,7 +51,7 @@ func (s *Store) FetchOrchestrationItem(ctx context.Context, lockTimeout time.Dur
 	err := s.write1(ctx, func(c context.Context, ns *notes) error {
 		item, msgs = nil, msgs[:0]
 		now := nowMs()
-		rows, err := s.ws.fetchTag.QueryContext(c, random, now+lockTimeout.Milliseconds(), now)
+		rows, err := s.ws.fetchTag.QueryContext(c, random, now+lockTimeout.Milliseconds(), now, s.owner)
 		if err != nil {
 			return err
 		}

@@ -9,7 +9,7 @@ import (
 
 // SchemaVersion is the schema version this build writes; it is the number
 // of entries of migrations.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // migrations[i] upgrades a database from version i to version i+1. Released
 // entries never change; new releases append.
@@ -79,6 +79,18 @@ CREATE TABLE worker_queue (
 	attempt_count INTEGER NOT NULL DEFAULT 0 CHECK (attempt_count >= 0)
 );
 CREATE INDEX idx_wq_activity ON worker_queue(instance, execution_id, activity_id);
+`,
+	// 2: lease owners. Every store handle heartbeats its row; a lock whose
+	// lock_owner is missing here, or whose alive_until passed, belongs to a
+	// dead handle and is free to take (see Store doc).
+	`
+CREATE TABLE owners (
+	owner_id     TEXT    NOT NULL PRIMARY KEY,
+	heartbeat_at INTEGER NOT NULL, -- ms, last heartbeat
+	alive_until  INTEGER NOT NULL  -- ms, dead from then on unless it beats again
+) WITHOUT ROWID;
+ALTER TABLE orchestrator_queue ADD COLUMN lock_owner TEXT;
+ALTER TABLE worker_queue ADD COLUMN lock_owner TEXT;
 `,
 }
 

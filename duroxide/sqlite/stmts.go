@@ -25,7 +25,21 @@ type writeStmts struct {
 	abandonOrch, renewOrch *sql.Stmt
 
 	fetchWork, ackWork, renewWork, abandonWork *sql.Stmt
+
+	heartbeat, deaths, dropOwner, reclaim, gcOwners *sql.Stmt
 }
+
+// Lease liveness (see the Store doc). A lock of row r is live while
+// r.locked_until > now and its owner is alive (a lock without owner, written
+// before owners existed, lives by its timeout alone). lostLock is true for a
+// locked row whose owner died while the lock was still valid: the delivery
+// was lost with the process and is not counted as an attempt. ?3 is now.
+const (
+	ownerAlive = `EXISTS (SELECT 1 FROM owners o WHERE o.owner_id = %[1]s.lock_owner AND o.alive_until > ?3)`
+	liveLock   = `(coalesce(%[1]s.locked_until, 0) > ?3 AND (%[1]s.lock_owner IS NULL OR ` + ownerAlive + `))`
+	lostLock   = `(lock_owner IS NOT NULL AND locked_until IS NOT NULL AND NOT EXISTS (SELECT 1 FROM owners o
+		WHERE o.owner_id = lock_owner AND (o.alive_until > ?3 OR locked_until <= o.heartbeat_at)))`
+)
 
 // Instance upsert of an ack. Parameters:
 //
@@ -91,13 +105,15 @@ func (w *writeStmts) defs() []stmtDef {
 		{&w.enqWorker, `INSERT INTO worker_queue(instance, execution_id, activity_id, work_item, visible_at) VALUES (?, ?, ?, ?, ?)`},
 
 		// Lock the instance of the oldest visible message whose instance is
-		// not locked, by tagging all its visible messages.
-		// ?1 random token, ?2 locked_until, ?3 now.
-		{&w.fetchTag, `UPDATE orchestrator_queue SET lock_token = ?1, locked_until = ?2, attempt_count = attempt_count + 1
+		// not locked (or locked by a dead owner), by tagging all its
+		// visible messages.
+		// ?1 random token, ?2 locked_until, ?3 now, ?4 owner.
+		{&w.fetchTag, `UPDATE orchestrator_queue SET lock_token = ?1, locked_until = ?2, lock_owner = ?4,
+				attempt_count = attempt_count + CASE WHEN ` + lostLock + ` THEN 0 ELSE 1 END
 			WHERE instance = (
 				SELECT q.instance FROM orchestrator_queue q
 				WHERE q.visible_at <= ?3
-				  AND NOT EXISTS (SELECT 1 FROM orchestrator_queue l WHERE l.instance = q.instance AND l.locked_until > ?3)
+				  AND NOT EXISTS (SELECT 1 FROM orchestrator_queue l WHERE l.instance = q.instance AND ` + fmt.Sprintf(liveLock, "l") + `)
 				ORDER BY q.visible_at, q.id LIMIT 1)
 			  AND visible_at <= ?3
 			RETURNING instance, id, work_item, attempt_count`},
@@ -124,7 +140,7 @@ func (w *writeStmts) defs() []stmtDef {
 		{&w.ackHasVisible, `SELECT EXISTS (SELECT 1 FROM orchestrator_queue WHERE instance = ? AND visible_at <= ?)`},
 
 		// ?1 instance, ?2 token, ?3 new visible_at (0: unchanged), ?4 ignore attempt
-		{&w.abandonOrch, `UPDATE orchestrator_queue SET lock_token = NULL, locked_until = NULL,
+		{&w.abandonOrch, `UPDATE orchestrator_queue SET lock_token = NULL, locked_until = NULL, lock_owner = NULL,
 				visible_at = CASE WHEN ?3 > 0 THEN ?3 ELSE visible_at END,
 				attempt_count = CASE WHEN ?4 THEN max(attempt_count - 1, 0) ELSE attempt_count END
 			WHERE instance = ?1 AND lock_token = ?2`},
@@ -132,18 +148,30 @@ func (w *writeStmts) defs() []stmtDef {
 
 		// Oldest visible, unlocked or lock-expired worker message, by id.
 		// The unary + keeps the planner on the rowid order.
-		// ?1 token, ?2 locked_until, ?3 now.
-		{&w.fetchWork, `UPDATE worker_queue SET lock_token = ?1, locked_until = ?2, attempt_count = attempt_count + 1
-			WHERE id = (SELECT id FROM worker_queue
-				WHERE +visible_at <= ?3 AND (locked_until IS NULL OR locked_until <= ?3)
+		// ?1 token, ?2 locked_until, ?3 now, ?4 owner.
+		{&w.fetchWork, `UPDATE worker_queue SET lock_token = ?1, locked_until = ?2, lock_owner = ?4,
+				attempt_count = attempt_count + CASE WHEN ` + lostLock + ` THEN 0 ELSE 1 END
+			WHERE id = (SELECT id FROM worker_queue w
+				WHERE +w.visible_at <= ?3 AND NOT ` + fmt.Sprintf(liveLock, "w") + `
 				ORDER BY id LIMIT 1)
 			RETURNING id, work_item, attempt_count`},
 		{&w.ackWork, `DELETE FROM worker_queue WHERE id = ? AND lock_token = ? AND locked_until > ?`},
 		{&w.renewWork, `UPDATE worker_queue SET locked_until = ? WHERE id = ? AND lock_token = ? AND locked_until > ?`},
 		// ?1 id, ?2 token, ?3 visible_at, ?4 ignore attempt
-		{&w.abandonWork, `UPDATE worker_queue SET lock_token = NULL, locked_until = NULL, visible_at = ?3,
+		{&w.abandonWork, `UPDATE worker_queue SET lock_token = NULL, locked_until = NULL, lock_owner = NULL, visible_at = ?3,
 				attempt_count = CASE WHEN ?4 THEN max(attempt_count - 1, 0) ELSE attempt_count END
 			WHERE id = ?1 AND lock_token = ?2`},
+
+		// Liveness. ?1 owner, ?2 now, ?3 alive until.
+		{&w.heartbeat, `INSERT INTO owners(owner_id, heartbeat_at, alive_until) VALUES (?1, ?2, ?3)
+			ON CONFLICT(owner_id) DO UPDATE SET heartbeat_at = ?2, alive_until = ?3`},
+		// Whether an owner died in (?1, ?2]: its work just became fetchable.
+		{&w.deaths, `SELECT EXISTS (SELECT 1 FROM owners WHERE alive_until > ?1 AND alive_until <= ?2)`},
+		{&w.dropOwner, `DELETE FROM owners WHERE owner_id = ?`},
+		// ?1 JSON array of the owners to keep.
+		{&w.reclaim, `DELETE FROM owners WHERE owner_id NOT IN (SELECT value FROM json_each(?1))`},
+		// Owners dead for long: their leases stay lost (a missing owner is dead).
+		{&w.gcOwners, `DELETE FROM owners WHERE alive_until < ?`},
 	}
 }
 

@@ -6,8 +6,11 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,8 +25,9 @@ import (
 
 // Compile-time checks.
 var (
-	_ duroxide.Store    = (*Store)(nil)
-	_ duroxide.Notifier = (*Store)(nil)
+	_ duroxide.Store          = (*Store)(nil)
+	_ duroxide.Notifier       = (*Store)(nil)
+	_ duroxide.LeaseReclaimer = (*Store)(nil)
 )
 
 // MemoryPath opens an in-memory database when passed to Open as path.
@@ -64,6 +68,30 @@ type config struct {
 	memory      bool
 	cacheKiB    int
 	privateHub  bool // tests: behave like another process (no shared lock/notifications)
+	heartbeat   time.Duration
+	deadAfter   time.Duration
+}
+
+// Default liveness settings (see WithLiveness).
+const (
+	DefaultHeartbeat = time.Second
+	DefaultDeadAfter = 5 * time.Second
+)
+
+// WithLiveness sets how often the store handle proves it is alive
+// (heartbeat, default 1s) and after how long without a heartbeat other
+// handles sharing the file consider it dead and take over its leases
+// (deadAfter, default 5s). deadAfter should span several heartbeats: a
+// live handle wrongly found dead loses its leases (its work runs again).
+func WithLiveness(heartbeat, deadAfter time.Duration) Option {
+	return func(c *config) {
+		if heartbeat > 0 {
+			c.heartbeat = heartbeat
+		}
+		if deadAfter > 0 {
+			c.deadAfter = deadAfter
+		}
+	}
 }
 
 // WithSynchronous sets the synchronous mode (default SyncNormal).
@@ -124,6 +152,11 @@ type Store struct {
 
 	watchMu  sync.Mutex
 	watchers map[uint64]struct{} // ids registered on hub by this store
+
+	owner  string        // lease owner id of this handle
+	hbStop chan struct{} // stops the heartbeat; nil in memory
+	hbDone chan struct{}
+	hbOnce sync.Once
 }
 
 // Open opens (creating if needed) the database at path. The file is put in
@@ -135,14 +168,15 @@ type Store struct {
 // a write lock and notifications) or in others (they wait for each other on
 // SQLite's lock, up to the busy timeout).
 func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
-	cfg := config{busyTimeout: 10 * time.Second, readConns: 4, cacheKiB: 32768}
+	cfg := config{busyTimeout: 10 * time.Second, readConns: 4, cacheKiB: 32768,
+		heartbeat: DefaultHeartbeat, deadAfter: DefaultDeadAfter}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if path == MemoryPath || path == "" {
 		cfg.memory = true
 	}
-	s := &Store{cfg: cfg, watchers: map[uint64]struct{}{}}
+	s := &Store{cfg: cfg, watchers: map[uint64]struct{}{}, owner: newToken()}
 	if cfg.memory {
 		s.path = MemoryPath
 		s.hub = newHub()
@@ -248,40 +282,177 @@ func (s *Store) open(ctx context.Context) error {
 		s.ckptDone = make(chan struct{})
 		go s.checkpointer()
 	}
+	return s.startLiveness(ctx)
+}
+
+// OwnerID returns the lease owner id of this handle (see duroxide.LeaseReclaimer).
+func (s *Store) OwnerID() string { return s.owner }
+
+// startLiveness registers the handle as a lease owner and starts its
+// heartbeat. An in-memory store has no other handles: its owner never dies.
+func (s *Store) startLiveness(ctx context.Context) error {
+	aliveUntil := int64(math.MaxInt64)
+	if !s.cfg.memory {
+		aliveUntil = nowMs() + s.cfg.deadAfter.Milliseconds()
+	}
+	err := s.write1(ctx, func(c context.Context, ns *notes) error {
+		_, err := s.ws.heartbeat.ExecContext(c, s.owner, nowMs(), aliveUntil)
+		return err
+	})
+	if err != nil {
+		return wrap("open: register owner", err)
+	}
+	s.hub.addOwner(s.owner)
+	if s.cfg.memory {
+		return nil
+	}
+	s.hbStop, s.hbDone = make(chan struct{}), make(chan struct{})
+	go s.heartbeatLoop()
 	return nil
 }
 
-// Close releases the store's connections and unregisters its watchers. It
-// is safe to call more than once.
+// ownerGCAge is how long a dead owner's row is kept. Leases of a missing
+// owner count as lost to a dead owner, so removing it changes nothing but
+// the table's size.
+const ownerGCAge = time.Hour
+
+// heartbeatLoop extends the handle's liveness every heartbeat. When it sees
+// that another owner died since its previous beat, it wakes this process's
+// watchers: the dead owner's work just became fetchable, and no write
+// announces it.
+func (s *Store) heartbeatLoop() {
+	defer close(s.hbDone)
+	t := time.NewTicker(s.cfg.heartbeat)
+	defer t.Stop()
+	last := nowMs()
+	for beat := 0; ; beat++ {
+		select {
+		case <-s.hbStop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.deadAfter)
+		var died bool
+		err := s.write(ctx, func(c context.Context, ns *notes) error {
+			now := nowMs()
+			if _, err := s.ws.heartbeat.ExecContext(c, s.owner, now, now+s.cfg.deadAfter.Milliseconds()); err != nil {
+				return err
+			}
+			if beat%64 == 0 {
+				if _, err := s.ws.gcOwners.ExecContext(c, now-ownerGCAge.Milliseconds()); err != nil {
+					return err
+				}
+			}
+			if err := s.ws.deaths.QueryRowContext(c, last, now).Scan(&died); err != nil {
+				return err
+			}
+			last = now
+			if died {
+				*ns |= noteOrch | noteWorker
+			}
+			return nil
+		})
+		cancel()
+		if err != nil && !errors.Is(err, errClosed) {
+			slog.Warn("sqlite store: heartbeat failed", "path", s.path, "error", err)
+		}
+	}
+}
+
+// stopHeartbeat stops the heartbeat goroutine; safe to call more than once.
+func (s *Store) stopHeartbeat() {
+	if s.hbStop == nil {
+		return
+	}
+	s.hbOnce.Do(func() {
+		close(s.hbStop)
+		<-s.hbDone
+	})
+}
+
+// ReclaimLeases implements duroxide.LeaseReclaimer: every owner other than
+// the Stores of this process open on the same file is declared dead, so
+// its leases can be fetched at once, without counting the lost attempts.
+// Use it only when this process is the database's sole user.
+func (s *Store) ReclaimLeases(ctx context.Context) (int, error) {
+	keep, err := json.Marshal(s.hub.ownerList())
+	if err != nil {
+		return 0, wrap("reclaim leases", err)
+	}
+	var n int64
+	err = s.write(ctx, func(c context.Context, ns *notes) error {
+		res, err := s.ws.reclaim.ExecContext(c, string(keep))
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		// Another process's reclaim may have dropped this handle's row
+		// (it comes back at the next heartbeat): restore it now, or this
+		// handle's own leases would look lost too.
+		now := nowMs()
+		aliveUntil := int64(math.MaxInt64)
+		if !s.cfg.memory {
+			aliveUntil = now + s.cfg.deadAfter.Milliseconds()
+		}
+		if _, err := s.ws.heartbeat.ExecContext(c, s.owner, now, aliveUntil); err != nil {
+			return err
+		}
+		if n > 0 {
+			*ns |= noteOrch | noteWorker
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, wrap("reclaim leases", err)
+	}
+	return int(n), nil
+}
+
+// Close releases the store's connections and unregisters its watchers. Its
+// lease owner is dropped first: leases it still holds are free for other
+// handles at once (uncounted). It is safe to call more than once.
 func (s *Store) Close() error {
+	s.stopHeartbeat()
 	s.closed.Do(func() {
-		s.watchMu.Lock()
-		for id := range s.watchers {
-			s.hub.unwatch(id)
-		}
-		s.watchers = nil
-		s.watchMu.Unlock()
-		// Refuse new writes and wait for queued ones to finish.
-		s.bmu.Lock()
-		s.closing = true
-		for s.leading {
-			s.bmu.Unlock()
-			time.Sleep(time.Millisecond)
-			s.bmu.Lock()
-		}
-		s.bmu.Unlock()
-		if s.ckptStop != nil {
-			close(s.ckptStop)
-			<-s.ckptDone
-		}
-		s.hub.sem <- struct{}{}
-		s.cerr = s.closeDBs()
-		<-s.hub.sem
-		if !s.cfg.memory && !s.cfg.privateHub {
-			releaseHub(s.path)
-		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.busyTimeout)
+		_ = s.write1(ctx, func(c context.Context, ns *notes) error {
+			_, err := s.ws.dropOwner.ExecContext(c, s.owner)
+			*ns |= noteOrch | noteWorker
+			return err
+		})
+		cancel()
+		s.closeNow()
 	})
 	return s.cerr
+}
+
+func (s *Store) closeNow() {
+	s.watchMu.Lock()
+	for id := range s.watchers {
+		s.hub.unwatch(id)
+	}
+	s.watchers = nil
+	s.watchMu.Unlock()
+	// Refuse new writes and wait for queued ones to finish.
+	s.bmu.Lock()
+	s.closing = true
+	for s.leading {
+		s.bmu.Unlock()
+		time.Sleep(time.Millisecond)
+		s.bmu.Lock()
+	}
+	s.bmu.Unlock()
+	if s.ckptStop != nil {
+		close(s.ckptStop)
+		<-s.ckptDone
+	}
+	s.hub.sem <- struct{}{}
+	s.cerr = s.closeDBs()
+	<-s.hub.sem
+	s.hub.removeOwner(s.owner)
+	if !s.cfg.memory && !s.cfg.privateHub {
+		releaseHub(s.path)
+	}
 }
 
 func (s *Store) closeDBs() error {

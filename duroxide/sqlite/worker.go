@@ -39,7 +39,7 @@ func (s *Store) FetchWorkItem(ctx context.Context, lockTimeout time.Duration) (*
 	)
 	err := s.write1(ctx, func(c context.Context, ns *notes) error {
 		now := nowMs()
-		err := s.ws.fetchWork.QueryRowContext(c, random, now+lockTimeout.Milliseconds(), now).Scan(&id, &data, &attempts)
+		err := s.ws.fetchWork.QueryRowContext(c, random, now+lockTimeout.Milliseconds(), now, s.owner).Scan(&id, &data, &attempts)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
