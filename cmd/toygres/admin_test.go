@@ -456,7 +456,7 @@ func TestAdminCommands(t *testing.T) {
 		if code := e.api("/api/server/workers", &wk); code != http.StatusOK {
 			t.Fatalf("GET /api/server/workers: %d", code)
 		}
-		if wk.OrchestrationConcurrency != 3 || wk.ActivityConcurrency != 5 || wk.WorkerID == "" || wk.ActivityLockTimeout != "5m0s" {
+		if wk.OrchestrationConcurrency != 3 || wk.ActivityConcurrency != 5 || wk.WorkerID == "" || wk.ActivityLockTimeout != "30s" {
 			t.Errorf("workers API: %+v", wk)
 		}
 		out := e.ok("server", "workers")

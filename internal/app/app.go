@@ -206,7 +206,8 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	rt, err := duroxide.Start(ctx, a.Store, reg, duroxide.Options{
 		Logger: cfg.Logger, Metrics: cfg.Metrics,
 		OrchestrationConcurrency: cfg.OrchestrationConcurrency, ActivityConcurrency: cfg.ActivityConcurrency,
-		ActivityLockTimeout: 5 * time.Minute, KeepExecutions: max(cfg.Retention.KeepExecutions, 0),
+		ExclusiveStore: cfg.DatabaseURL == "", // the server holds the data dir's lock: older leases are a dead incarnation's
+		KeepExecutions: max(cfg.Retention.KeepExecutions, 0),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start runtime: %w", err)
