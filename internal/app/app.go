@@ -83,6 +83,8 @@ type App struct {
 	Metrics  *prometheus.Registry
 	Logger   *slog.Logger
 	Registry *duroxide.Registry
+
+	closeDriver func() error // set when Open made the driver
 }
 
 // Open starts the control plane: it opens (and migrates) the stores,
@@ -153,16 +155,19 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	case cfg.Driver != nil:
 		a.Driver = cfg.Driver
 	case cfg.Dataplane == "local":
-		d, err := local.New(local.Options{Dir: filepath.Join(cfg.DataDir, "instances"), Logger: cfg.Logger})
+		d, err := local.New(local.Options{Dir: filepath.Join(cfg.DataDir, "instances"), Logger: cfg.Logger, Metrics: cfg.Metrics})
 		if err != nil {
 			return nil, fmt.Errorf("local data plane: %w", err)
 		}
-		adopted, restarted, err := d.Adopt(ctx)
+		a.closeDriver = d.Close // ends supervision; the servers keep running
+		report, err := d.Adopt(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("adopt local instances: %w", err)
 		}
-		if len(adopted)+len(restarted) > 0 {
-			cfg.Logger.Info("local instances adopted", "running", adopted, "restarted", restarted)
+		cfg.Logger.Info("local instances adopted", "running", report.Adopted, "restarted", report.Restarted,
+			"pending", report.Pending, "deleted", report.Deleted, "problems", len(report.Problems))
+		for _, p := range report.Problems {
+			cfg.Logger.Error("local instance not adopted", "instance", p.Instance, "kind", string(p.Kind), "error", p.Err)
 		}
 		a.Driver = d
 	case cfg.Dataplane == "kubernetes":
@@ -221,6 +226,9 @@ func (a *App) Close(ctx context.Context) error {
 }
 
 func (a *App) closeStores() {
+	if a.closeDriver != nil {
+		_ = a.closeDriver()
+	}
 	if a.CMS != nil {
 		_ = a.CMS.Close()
 	}
