@@ -170,7 +170,7 @@ func TestSupervisorRestartsKilledServer(t *testing.T) {
 	}
 	ev := evs.wait(t, name, dataplane.EventRestart, 5*time.Second)
 	if ev.Attempt != 1 || ev.Time.IsZero() || ev.Message == "" {
-		t.Fatalf("restart event = %+v", ev)
+		t.Fatalf("restart event = %+v; all events: %+v", ev, evs.list())
 	}
 	if n := counterValue(t, d.sup.restarts.WithLabelValues(name)); n != 1 {
 		t.Fatalf("%s = %v, want 1", MetricRestarts, n)

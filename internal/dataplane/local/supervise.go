@@ -242,6 +242,15 @@ func (s *supervisor) died(w *watch, now time.Time) int {
 	return len(w.deaths)
 }
 
+// forget removes the last recorded death.
+func (s *supervisor) forget(w *watch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := len(w.deaths); n > 0 {
+		w.deaths = w.deaths[:n-1]
+	}
+}
+
 // backoff is the delay before the restart following the n-th death.
 func (s *supervisor) backoff(n int) time.Duration {
 	b := s.opts.Backoff
@@ -260,7 +269,14 @@ func (d *Driver) watchLoop(w *watch, p paths) {
 	t := time.NewTicker(d.sup.opts.PollInterval)
 	defer t.Stop()
 	for {
-		for readPostmaster(p.data).running {
+		// A death counts once seen on two polls in a row: a pid file read
+		// while the server rewrites it must not look like one.
+		for seen := 0; seen < 2; {
+			if readPostmaster(p.data).running {
+				seen = 0
+			} else {
+				seen++
+			}
 			select {
 			case <-w.ctx.Done():
 				return
@@ -339,6 +355,9 @@ func (d *Driver) revive(w *watch, p paths) bool {
 			s.failures.WithLabelValues(p.name).Inc()
 			d.emit(dataplane.Event{Instance: p.name, Kind: dataplane.EventRestartFailed, Message: err.Error(), Attempt: n})
 			continue // counts as another death
+		}
+		if !started {
+			s.forget(w) // running after all: no death to count
 		}
 		s.set(w, "", "")
 		unlock()
