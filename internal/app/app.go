@@ -85,6 +85,8 @@ type App struct {
 	Metrics  *prometheus.Registry
 	Logger   *slog.Logger
 	Registry *duroxide.Registry
+
+	closeDriver func() error // set when Open made the driver
 }
 
 // Open starts the control plane: it opens (and migrates) the stores,
@@ -156,24 +158,27 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	case cfg.Driver != nil:
 		a.Driver = cfg.Driver
 	case cfg.Dataplane == "local":
-		d, err := local.New(local.Options{Dir: filepath.Join(cfg.DataDir, "instances"), Logger: cfg.Logger})
+		d, err := local.New(local.Options{Dir: filepath.Join(cfg.DataDir, "instances"), Logger: cfg.Logger, Metrics: cfg.Metrics,
+			OnEvent: a.recordDriverEvent})
 		if err != nil {
 			return nil, fmt.Errorf("local data plane: %w", err)
 		}
 		// A broken instance never stops the start: it is recorded as broken
 		// (see recordAdoptionProblems) and can be repaired or deleted.
-		adopted, restarted, err := d.Adopt(ctx)
+		a.closeDriver = d.Close // ends supervision; the servers keep running
+		report, err := d.Adopt(ctx)
 		if err != nil {
 			cfg.Logger.Error("some local instances could not be adopted; starting anyway", "error", err.Error())
 		}
-		if len(adopted)+len(restarted) > 0 {
-			cfg.Logger.Info("local instances adopted", "running", adopted, "restarted", restarted)
-		}
+		cfg.Logger.Info("local instances adopted", "running", report.Adopted, "restarted", report.Restarted,
+			"pending", report.Pending, "deleted", report.Deleted, "problems", len(report.Problems))
+		// The driver's own problems come first: the first problem of an
+		// instance is the one recorded.
 		problems, err := a.checkLocalInstances(ctx, d)
 		if err != nil {
 			return nil, fmt.Errorf("check local instances: %w", err)
 		}
-		a.recordAdoptionProblems(ctx, problems)
+		a.recordAdoptionProblems(ctx, append(report.Problems, problems...))
 		a.Driver = d
 	case cfg.Dataplane == "kubernetes":
 		o := cfg.Kubernetes
@@ -235,6 +240,9 @@ func (a *App) Close(ctx context.Context) error {
 }
 
 func (a *App) closeStores() {
+	if a.closeDriver != nil {
+		_ = a.closeDriver()
+	}
 	if a.CMS != nil {
 		_ = a.CMS.Close()
 	}

@@ -211,41 +211,34 @@ func (a *App) forgetOrchestrations(ctx context.Context, internalName string) {
 
 // ---- broken instances ----
 
-// AdoptionProblem is an instance whose data-plane resources could not be
-// taken over when the control plane started.
-type AdoptionProblem struct {
-	Name string // internal name
-	Kind string // short class: "missing", "unreadable", "not running", …
-	Err  error
-}
-
-func (p AdoptionProblem) reason() string {
+// problemReason is how an adoption problem reads in the CMS and the logs.
+func problemReason(p *dataplane.Problem) string {
 	if p.Err == nil {
-		return p.Kind
+		return string(p.Kind)
 	}
-	return p.Kind + ": " + p.Err.Error()
+	return string(p.Kind) + ": " + p.Err.Error()
 }
 
 // checkLocalInstances looks at the data-plane resources of every running
 // instance and returns those that are missing, unreadable or stopped. It
 // runs after Adopt, which starts the servers it can.
-func (a *App) checkLocalInstances(ctx context.Context, d dataplane.Driver) ([]AdoptionProblem, error) {
+func (a *App) checkLocalInstances(ctx context.Context, d dataplane.Driver) ([]*dataplane.Problem, error) {
 	running, err := a.CMS.List(ctx, cms.ListOptions{States: []cms.State{cms.StateRunning}})
 	if err != nil {
 		return nil, err
 	}
-	var out []AdoptionProblem
+	var out []*dataplane.Problem
 	for _, inst := range running {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		st, err := d.Status(sctx, inst.InternalName)
 		cancel()
 		switch {
 		case errors.Is(err, dataplane.ErrNotFound):
-			out = append(out, AdoptionProblem{Name: inst.InternalName, Kind: "missing", Err: errors.New("its data-plane resources are gone")})
+			out = append(out, &dataplane.Problem{Instance: inst.InternalName, Kind: dataplane.ProblemGone, Err: errors.New("its data-plane resources are gone")})
 		case err != nil:
-			out = append(out, AdoptionProblem{Name: inst.InternalName, Kind: "unreadable", Err: err})
+			out = append(out, &dataplane.Problem{Instance: inst.InternalName, Kind: dataplane.ProblemUnreadable, Err: err})
 		case st.Phase == local.PhaseStopped:
-			out = append(out, AdoptionProblem{Name: inst.InternalName, Kind: "not running", Err: errors.New(st.Message)})
+			out = append(out, &dataplane.Problem{Instance: inst.InternalName, Kind: dataplane.ProblemStartFailed, Err: errors.New(st.Message)})
 		}
 	}
 	return out, nil
@@ -257,32 +250,32 @@ func (a *App) checkLocalInstances(ctx context.Context, d dataplane.Driver) ([]Ad
 // broken before and have no problem now are marked repaired. problems must
 // cover every instance (the first problem per instance counts). Errors are
 // logged: they never stop the start.
-func (a *App) recordAdoptionProblems(ctx context.Context, problems []AdoptionProblem) {
+func (a *App) recordAdoptionProblems(ctx context.Context, problems []*dataplane.Problem) {
 	seen := map[string]bool{}
 	for _, p := range problems {
-		if seen[p.Name] {
+		if seen[p.Instance] {
 			continue
 		}
-		seen[p.Name] = true
-		inst, err := a.CMS.GetByInternalName(ctx, p.Name)
+		seen[p.Instance] = true
+		inst, err := a.CMS.GetByInternalName(ctx, p.Instance)
 		if errors.Is(err, cms.ErrNotFound) {
-			a.Logger.Warn("data-plane resources of an unknown instance could not be adopted", "internal_name", p.Name, "problem", p.reason())
+			a.Logger.Warn("data-plane resources of an unknown instance could not be adopted", "internal_name", p.Instance, "problem", problemReason(p))
 			continue
 		}
 		if err != nil {
-			a.Logger.Error("recording an adoption problem failed", "internal_name", p.Name, "problem", p.reason(), "error", err.Error())
+			a.Logger.Error("recording an adoption problem failed", "internal_name", p.Instance, "problem", problemReason(p), "error", err.Error())
 			continue
 		}
 		if inst.State == cms.StateDeleted {
-			a.Logger.Warn("a deleted instance left data-plane resources", "instance", inst.Name, "internal_name", p.Name, "problem", p.reason())
+			a.Logger.Warn("a deleted instance left data-plane resources", "instance", inst.Name, "internal_name", p.Instance, "problem", problemReason(p))
 			continue
 		}
-		if err := a.CMS.SetProblem(ctx, p.Name, p.reason()); err != nil {
-			a.Logger.Error("recording an adoption problem failed", "internal_name", p.Name, "problem", p.reason(), "error", err.Error())
+		if err := a.CMS.SetProblem(ctx, p.Instance, problemReason(p)); err != nil {
+			a.Logger.Error("recording an adoption problem failed", "internal_name", p.Instance, "problem", problemReason(p), "error", err.Error())
 			continue
 		}
 		a.Logger.Error("instance is broken: its data-plane resources could not be adopted; repair or delete it",
-			"instance", inst.Name, "internal_name", p.Name, "state", string(inst.State), "kind", p.Kind, "problem", p.reason())
+			"instance", inst.Name, "internal_name", p.Instance, "state", string(inst.State), "kind", string(p.Kind), "problem", problemReason(p))
 	}
 	broken, err := a.CMS.List(ctx, cms.ListOptions{Broken: true})
 	if err != nil {
@@ -341,7 +334,8 @@ func (a *App) readopt(ctx context.Context, internalName string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if r, ok := a.Driver.(dataplane.Repairer); ok {
-		return r.Readopt(ctx, internalName)
+		_, err := r.Readopt(ctx, internalName)
+		return err
 	}
 	st, err := a.Driver.Status(ctx, internalName)
 	if errors.Is(err, dataplane.ErrNotFound) {
@@ -354,4 +348,27 @@ func (a *App) readopt(ctx context.Context, internalName string) error {
 		return fmt.Errorf("the server is %s (%s); the %s data plane cannot restart it", st.Phase, st.Message, a.Driver.Name())
 	}
 	return nil
+}
+
+// recordDriverEvent records what the data plane's supervisor did to an
+// instance on its own: restarts and failed restarts become instance events,
+// a crash loop marks the instance broken (repair clears it). It runs on the
+// driver's goroutines, so it uses its own bounded context.
+func (a *App) recordDriverEvent(ev dataplane.Event) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	msg := ev.Message
+	if len(msg) > 300 {
+		msg = msg[:300] + "…"
+	}
+	var err error
+	switch ev.Kind {
+	case dataplane.EventCrashLoop:
+		err = a.CMS.SetProblem(ctx, ev.Instance, fmt.Sprintf("%s: the server died %d times in a short time; restarts stopped (repair restarts it): %s", ev.Kind, ev.Attempt, msg))
+	default:
+		err = a.CMS.AddEvent(ctx, ev.Instance, fmt.Sprintf("server %s (crash %d): %s", ev.Kind, ev.Attempt, msg))
+	}
+	if err != nil && !errors.Is(err, cms.ErrNotFound) {
+		a.Logger.Error("recording a data-plane event failed", "internal_name", ev.Instance, "kind", string(ev.Kind), "error", err.Error())
+	}
 }

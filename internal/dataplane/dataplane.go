@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"time"
 )
 
 // ErrNotFound is returned (wrapped) when an instance has no resources.
@@ -103,5 +104,80 @@ type Driver interface {
 // Readopt re-reads the instance's resources and starts its server if it
 // does not run. It fails, explaining why, while they are still broken.
 type Repairer interface {
-	Readopt(ctx context.Context, name string) error
+	Readopt(ctx context.Context, name string) (restarted bool, err error)
+}
+
+// EventKind says what a driver's supervisor did.
+type EventKind string
+
+// Kinds of supervision events.
+const (
+	// EventRestart: the server had died (crash, kill) and was restarted.
+	EventRestart EventKind = "restart"
+	// EventRestartFailed: restarting a dead server failed; the supervisor
+	// retries with backoff until it detects a crash loop.
+	EventRestartFailed EventKind = "restart-failed"
+	// EventCrashLoop: the server died too often in a short time; the
+	// supervisor stopped restarting it until a manual restart (Readopt or
+	// Deploy) succeeds.
+	EventCrashLoop EventKind = "crash-loop"
+)
+
+// Event is something a driver did to an instance on its own, reported
+// through a callback the driver's options carry. It holds no secrets.
+type Event struct {
+	Instance string // the instance's internal name (Spec.Name)
+	Kind     EventKind
+	Message  string // detail for humans (the error, the server log's last line)
+	Attempt  int    // crashes in the current crash-loop window, counting this one
+	Time     time.Time
+}
+
+// ProblemKind classifies why a driver could not adopt or start an instance.
+type ProblemKind string
+
+// Kinds of instance problems.
+const (
+	// ProblemHalfDeleted: a deletion was interrupted and finishing it failed.
+	ProblemHalfDeleted ProblemKind = "half-deleted"
+	// ProblemGone: the instance's resources are gone altogether.
+	ProblemGone ProblemKind = "missing"
+	// ProblemMissingConfig: the instance's data directory or configuration
+	// files are missing (for example partly removed): it is not started,
+	// lest a damaged cluster serve clients. Delete removes it.
+	ProblemMissingConfig ProblemKind = "missing-config"
+	// ProblemPortTaken: another process listens on the instance's port.
+	ProblemPortTaken ProblemKind = "port-taken"
+	// ProblemUnreadable: the instance's metadata cannot be read.
+	ProblemUnreadable ProblemKind = "unreadable"
+	// ProblemVersionMissing: the instance's PostgreSQL version is not installed.
+	ProblemVersionMissing ProblemKind = "version-missing"
+	// ProblemStartFailed: the server did not start for another reason.
+	ProblemStartFailed ProblemKind = "start-failed"
+	// ProblemCrashLoop: the server keeps dying; the supervisor gave up.
+	ProblemCrashLoop ProblemKind = "crash-loop"
+)
+
+// Problem is the error of one instance that a driver could not adopt or
+// start. Find it with errors.As.
+type Problem struct {
+	Instance string
+	Kind     ProblemKind
+	Err      error
+}
+
+func (p *Problem) Error() string {
+	return fmt.Sprintf("instance %s: %s: %v", p.Instance, p.Kind, p.Err)
+}
+
+func (p *Problem) Unwrap() error { return p.Err }
+
+// AdoptReport is what a driver found when taking over the instances of an
+// earlier run. One instance's problem never stops the others' adoption.
+type AdoptReport struct {
+	Adopted   []string // servers found running and taken over
+	Restarted []string // servers found stopped and started again
+	Pending   []string // Deploy never finished; Deploy or Delete converge them
+	Deleted   []string // interrupted deletions that were finished
+	Problems  []*Problem
 }

@@ -31,13 +31,29 @@
 // handed to initdb through a file that is removed right after (and removed
 // again by the next Deploy or Adopt if a crash left it behind).
 //
-// # Idempotency
+// # Idempotency and interruption
 //
-// Deploy converges: it records the metadata first, then runs initdb (wiping a
-// data directory a crashed attempt left half made), writes the configuration,
-// marks the instance initialized and starts the server unless it already
-// runs. Delete stops the server (pg_ctl stop -m fast, then -m immediate, then
-// SIGKILL) and removes the directory; deleting an unknown instance succeeds.
+// Every step is safe to interrupt (the Toygres process SIGKILLed at any
+// point) and to run again, which then resumes or cleans up:
+//
+//   - Deploy records the metadata first (atomically: temporary file, fsync,
+//     rename, fsync of the directory). initdb and the configuration go into
+//     data.init, which is renamed to data/ only when complete, so data/ is
+//     either absent or whole; then the metadata marks the instance
+//     initialized. A rerun kills an orphaned initdb (anything still working
+//     in the instance directory), wipes data.init and the password file, and
+//     starts over; a server started but not recorded is recognised.
+//   - Before each start toygres.conf is rewritten from the metadata, so a
+//     port move interrupted half way cannot leave them disagreeing; a data
+//     directory with missing files is never started (Problem
+//     "missing-config"), lest a damaged cluster serve clients.
+//   - Delete first writes a deletion marker (.deleting) into the instance
+//     directory, then stops the server (pg_ctl stop -m fast, then -m
+//     immediate, then SIGKILL) and every process working in the directory,
+//     then removes the directory, the marker last. A deletion interrupted at
+//     any point is finished by the next Delete, Deploy, Readopt or Adopt;
+//     Status reports it as Deleting. Deleting an unknown instance succeeds.
+//
 // Before starting a server that died without shutting down, the driver
 // waits for its orphaned backends to exit and removes the pid and socket
 // lock files it left, which would otherwise stop the new server when their
@@ -45,6 +61,21 @@
 // instance are serialized. One directory must be used by one Driver (one
 // Toygres process) at a time. Spec.StorageGB is recorded but not enforced:
 // instances share the file system of Options.Dir.
+//
+// # Supervision
+//
+// The driver supervises the servers it started or adopted: it polls each
+// postmaster (Supervision.PollInterval, 250 ms; the postmaster runs as
+// another account and is no child of ours) and restarts a dead one after a
+// backoff doubling from 500 ms up to 30 s. Five deaths (failed restarts
+// included) within two minutes are a crash loop: the supervisor reports it
+// and stops restarting the server until Readopt or Deploy succeeds. Every
+// restart, failed restart and crash loop is logged, counted
+// (toygres_instance_restarts_total, toygres_instance_restart_failures_total,
+// toygres_instance_crash_loops_total, by instance, in Options.Metrics) and
+// handed to Options.OnEvent as a dataplane.Event. Status reports a dead
+// server as Restarting or CrashLoop. Delete ends the supervision before it
+// stops the server; Close ends all supervision (the servers keep running).
 //
 // # Running as root
 //
@@ -62,7 +93,11 @@
 //
 // Servers run in their own session (pg_ctl start detaches them with setsid),
 // so they are not children that die with Toygres. At start-up, Adopt scans
-// Options.Dir: servers still running are adopted as they are, and initialized
+// Options.Dir: servers still running are adopted as they are, initialized
 // instances whose server is not running (after a reboot, a crash, or a stop
-// behind Toygres' back) are started again.
+// behind Toygres' back) are started again, interrupted deletions are
+// finished, and all are put under supervision. Adopt never fails because of
+// one instance: it returns a dataplane.AdoptReport listing each instance's
+// outcome and the problems (half-deleted, missing-config, port-taken,
+// unreadable, version-missing, start-failed); Readopt retries one.
 package local

@@ -18,9 +18,14 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer d.Close() // ends the supervision; the servers keep running
 	// At start-up: take over the servers of an earlier run.
-	if _, _, err := d.Adopt(ctx); err != nil {
-		log.Print(err)
+	report, err := d.Adopt(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, p := range report.Problems {
+		log.Printf("instance %s: %s: %v", p.Instance, p.Kind, p.Err)
 	}
 
 	spec := dataplane.Spec{Name: "orders-1a2b3c4d", Internal: true, StorageGB: 1}

@@ -96,6 +96,59 @@ func writeFile(path string, data []byte, perm os.FileMode, chown func(string) er
 		os.Remove(tmp)
 		return err
 	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes the entries of dir (a rename, a removal) durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// markerFile, in an instance directory, says the instance is being deleted.
+const markerFile = ".deleting"
+
+// markDeleting marks the instance for deletion, durably.
+func markDeleting(p paths) error {
+	if err := writeFile(p.marker, []byte("deletion in progress\n"), 0o644, nil); err != nil {
+		return fmt.Errorf("mark for deletion: %w", err)
+	}
+	return nil
+}
+
+// deleting reports whether the instance is marked for deletion.
+func deleting(p paths) bool {
+	_, err := os.Lstat(p.marker)
+	return err == nil
+}
+
+// dataComplete checks that a data directory holds a whole cluster
+// configured by Toygres; it names what is missing otherwise.
+func dataComplete(data string) error {
+	var missing []string
+	for _, f := range []string{"PG_VERSION", "global/pg_control", "base", "postgresql.conf", confFile, "pg_hba.conf"} {
+		if _, err := os.Stat(filepath.Join(data, f)); err != nil {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) == 0 {
+		if b, err := os.ReadFile(filepath.Join(data, "postgresql.conf")); err != nil || !bytes.Contains(b, []byte(includeLine)) {
+			missing = append(missing, "the include of "+confFile+" in postgresql.conf")
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("data directory %s incomplete: missing %s", data, strings.Join(missing, ", "))
+	}
 	return nil
 }
 
@@ -107,10 +160,11 @@ const (
 	maxSocketPath = 107
 )
 
-// writeConfig writes the settings Toygres manages into data/toygres.conf
-// (included from postgresql.conf) and data/pg_hba.conf.
-func (d *Driver) writeConfig(m *metadata, p paths) error {
-	conf := filepath.Join(p.data, "postgresql.conf")
+// writeConfig writes the settings Toygres manages into toygres.conf
+// (included from postgresql.conf) and pg_hba.conf of the data directory
+// data.
+func (d *Driver) writeConfig(m *metadata, p paths, data string) error {
+	conf := filepath.Join(data, "postgresql.conf")
 	b, err := os.ReadFile(conf)
 	if err != nil {
 		return fmt.Errorf("configure: %w", err)
@@ -128,10 +182,24 @@ func (d *Driver) writeConfig(m *metadata, p paths) error {
 			return fmt.Errorf("configure: %w", err)
 		}
 	}
-	if err := writeFile(filepath.Join(p.data, confFile), []byte(serverConfig(m, p)), 0o600, d.chown); err != nil {
+	if err := d.writeServerConfig(m, p, data); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(data, "pg_hba.conf"), []byte(hbaConfig), 0o600, d.chown); err != nil {
 		return fmt.Errorf("configure: %w", err)
 	}
-	if err := writeFile(filepath.Join(p.data, "pg_hba.conf"), []byte(hbaConfig), 0o600, d.chown); err != nil {
+	return nil
+}
+
+// writeServerConfig (re)writes toygres.conf from the metadata unless it
+// already says the same.
+func (d *Driver) writeServerConfig(m *metadata, p paths, data string) error {
+	path := filepath.Join(data, confFile)
+	want := []byte(serverConfig(m, p))
+	if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, want) {
+		return nil
+	}
+	if err := writeFile(path, want, 0o600, d.chown); err != nil {
 		return fmt.Errorf("configure: %w", err)
 	}
 	return nil

@@ -11,12 +11,13 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/toygres/toygres/internal/dataplane"
 )
@@ -58,6 +59,14 @@ const (
 	PhaseStopping = "Stopping"
 	// PhaseReady: the server accepts connections.
 	PhaseReady = "Ready"
+	// PhaseDeleting: a deletion was interrupted; Delete (or Adopt,
+	// Readopt, Deploy) finishes it.
+	PhaseDeleting = "Deleting"
+	// PhaseRestarting: the server died and the supervisor is restarting it.
+	PhaseRestarting = "Restarting"
+	// PhaseCrashLoop: the server died too often; the supervisor stopped
+	// restarting it until Readopt or Deploy succeeds.
+	PhaseCrashLoop = "CrashLoop"
 )
 
 var (
@@ -96,6 +105,16 @@ type Options struct {
 	RunAs string
 	// Logger receives the driver's logs (default slog.Default()).
 	Logger *slog.Logger
+	// Supervision configures how the driver restarts servers that die.
+	Supervision Supervision
+	// OnEvent, when set, receives every supervision event (restart,
+	// restart-failed, crash-loop). It is called from the supervisor's
+	// goroutines, never with a driver lock held, one event at a time per
+	// instance; it should return quickly.
+	OnEvent func(dataplane.Event)
+	// Metrics, when set, receives the supervision counters
+	// (toygres_instance_restarts_total and friends, see Supervision).
+	Metrics prometheus.Registerer
 }
 
 // Driver runs PostgreSQL instances as local server processes. It implements
@@ -117,6 +136,12 @@ type Driver struct {
 
 	versionsMu sync.Mutex
 	versionOf  map[string]string // bin dir → major version
+
+	sup supervisor
+
+	// atStep, set by tests, is called at the named points of Deploy and
+	// Delete where a crash leaves a distinct state on disk.
+	atStep func(step string)
 }
 
 var _ dataplane.Driver = (*Driver)(nil)
@@ -185,6 +210,9 @@ func New(opts Options) (*Driver, error) {
 		d.log = slog.Default()
 	}
 	d.log = d.log.With("driver", DriverName)
+	if err := d.sup.init(opts); err != nil {
+		return nil, err
+	}
 
 	if os.Geteuid() == 0 {
 		if d.cred, err = lookupAccount(d.runAs); err != nil {
@@ -229,10 +257,12 @@ func (d *Driver) Versions(ctx context.Context) ([]string, error) {
 
 // Deploy creates the instance (initdb, configuration, server start) or
 // converges to it: an instance already running is left alone, a stopped one
-// is started, a half-made one is finished. It returns once the server
-// process runs (pg_ctl start -w, for at most 15 s); Status
-// reports when it accepts connections. The password is set when the cluster
-// is initialized; later calls do not change it.
+// is started, a half-made one is finished, and one whose deletion was
+// interrupted is first removed completely. It returns once the server
+// process runs (pg_ctl start -w, for at most 15 s); Status reports when it
+// accepts connections. The password is set when the cluster is initialized;
+// later calls do not change it. A successful Deploy puts the server under
+// supervision (and clears a crash loop).
 func (d *Driver) Deploy(ctx context.Context, spec dataplane.Spec, password string) error {
 	if err := validName(spec.Name); err != nil {
 		return err
@@ -250,6 +280,12 @@ func (d *Driver) Deploy(ctx context.Context, spec dataplane.Spec, password strin
 	// A crash between writing the password file and removing it leaves it
 	// behind: never let it outlive the next call.
 	d.removePWFile(p)
+	if deleting(p) {
+		// The instance is doomed: finish its deletion, then start afresh.
+		if err := d.deleteLocked(ctx, p); err != nil {
+			return fmt.Errorf("local: deploy %s: finish interrupted deletion: %w", spec.Name, err)
+		}
+	}
 
 	m, err := readMeta(p.meta)
 	switch {
@@ -276,8 +312,11 @@ func (d *Driver) Deploy(ctx context.Context, spec dataplane.Spec, password strin
 			return err
 		}
 	}
-	_, err = d.start(ctx, m, p, in)
-	return err
+	if _, err := d.start(ctx, m, p, in); err != nil {
+		return err
+	}
+	d.supervise(p)
+	return nil
 }
 
 // create records a new instance: it resolves the version, clears what a
@@ -291,10 +330,7 @@ func (d *Driver) create(ctx context.Context, spec dataplane.Spec, p paths) (*met
 	if _, err := os.Lstat(p.dir); err == nil {
 		// Left over without metadata: stop anything running there, then start over.
 		d.log.Warn("removing incomplete instance directory", "instance", spec.Name, "dir", p.dir)
-		if err := d.stop(ctx, p, d.binDirFor(ctx, p, nil)); err != nil {
-			return nil, fmt.Errorf("local: deploy %s: %w", spec.Name, err)
-		}
-		if err := os.RemoveAll(p.dir); err != nil {
+		if err := d.deleteLocked(ctx, p); err != nil {
 			return nil, fmt.Errorf("local: deploy %s: remove leftovers: %w", spec.Name, err)
 		}
 	}
@@ -304,6 +340,7 @@ func (d *Driver) create(ctx context.Context, spec dataplane.Spec, p paths) (*met
 	if err := d.chown(p.dir); err != nil {
 		return nil, fmt.Errorf("local: deploy %s: %w", spec.Name, err)
 	}
+	d.step("create:mkdir")
 	listen, host := d.addresses(spec.Internal)
 	m := &metadata{
 		Format:        metaFormat,
@@ -330,33 +367,56 @@ func (d *Driver) create(ctx context.Context, spec dataplane.Spec, p paths) (*met
 		return nil, fmt.Errorf("local: deploy %s: %w", spec.Name, err)
 	}
 	d.log.Info("creating instance", "instance", spec.Name, "version", m.Version, "port", m.Port, "listen", listen)
+	d.step("create:meta")
 	return m, nil
 }
 
-// initialize runs initdb on a clean data directory and writes the
-// configuration, then marks the instance initialized.
+// initialize makes the cluster: initdb and the configuration go into a
+// scratch directory (data.init) that takes the place of data/ only when
+// complete, so data/ is either absent or whole. Then the instance is marked
+// initialized. Whatever an interrupted attempt left (scratch directory,
+// password file, an initdb still running) is cleared first.
 func (d *Driver) initialize(ctx context.Context, m *metadata, p paths, in install, password string) error {
-	// Whatever a crashed attempt left is unusable: start over.
+	// Stops a server and kills an orphaned initdb or its bootstrap backend.
 	if err := d.stop(ctx, p, in.binDir); err != nil {
 		return fmt.Errorf("local: deploy %s: %w", m.Name, err)
 	}
-	if err := os.RemoveAll(p.data); err != nil {
-		return fmt.Errorf("local: deploy %s: remove incomplete data directory: %w", m.Name, err)
-	}
-	if err := writeFile(p.pwfile, []byte(password+"\n"), 0o600, d.chown); err != nil {
-		return fmt.Errorf("local: deploy %s: write password file: %w", m.Name, err)
-	}
-	start := time.Now()
-	out, err := d.run(ctx, p.dir, filepath.Join(in.binDir, "initdb"),
-		"-D", p.data, "-U", SuperUser, "--auth=scram-sha-256", "--pwfile="+p.pwfile,
-		"-E", "UTF8", "--locale=C")
-	d.removePWFile(p)
-	if err != nil {
-		return fmt.Errorf("local: deploy %s: initdb: %w\n%s", m.Name, err, out)
-	}
-	d.log.Debug("initdb done", "instance", m.Name, "elapsed", time.Since(start), "output", out)
-	if err := d.writeConfig(m, p); err != nil {
-		return fmt.Errorf("local: deploy %s: %w", m.Name, err)
+	if err := dataComplete(p.data); err == nil {
+		// Interrupted after the new cluster took its place: only the
+		// metadata is missing.
+		d.log.Info("cluster already initialized", "instance", m.Name)
+	} else {
+		for _, dir := range []string{p.data, p.initdata} {
+			if err := os.RemoveAll(dir); err != nil {
+				return fmt.Errorf("local: deploy %s: remove incomplete data directory: %w", m.Name, err)
+			}
+		}
+		if err := writeFile(p.pwfile, []byte(password+"\n"), 0o600, d.chown); err != nil {
+			return fmt.Errorf("local: deploy %s: write password file: %w", m.Name, err)
+		}
+		d.step("initdb:pwfile")
+		start := time.Now()
+		d.step("initdb:start")
+		out, err := d.run(ctx, p.dir, filepath.Join(in.binDir, "initdb"),
+			"-D", p.initdata, "-U", SuperUser, "--auth=scram-sha-256", "--pwfile="+p.pwfile,
+			"-E", "UTF8", "--locale=C")
+		d.removePWFile(p)
+		if err != nil {
+			return fmt.Errorf("local: deploy %s: initdb: %w\n%s", m.Name, err, out)
+		}
+		d.log.Debug("initdb done", "instance", m.Name, "elapsed", time.Since(start), "output", out)
+		d.step("initdb:done")
+		if err := d.writeConfig(m, p, p.initdata); err != nil {
+			return fmt.Errorf("local: deploy %s: %w", m.Name, err)
+		}
+		d.step("initdb:configured")
+		if err := os.Rename(p.initdata, p.data); err != nil {
+			return fmt.Errorf("local: deploy %s: %w", m.Name, err)
+		}
+		if err := syncDir(p.dir); err != nil {
+			return fmt.Errorf("local: deploy %s: %w", m.Name, err)
+		}
+		d.step("initdb:renamed")
 	}
 	m.Initialized = true
 	if err := writeMeta(p.meta, m); err != nil {
@@ -371,23 +431,40 @@ const startWait = 15 * time.Second
 
 // start starts the server unless it runs; it reports whether it started it.
 // A server that has never started moves to another port when its port is
-// taken (nobody knows the endpoint yet); one that has keeps its port.
+// taken (nobody knows the endpoint yet); one that has keeps its port. It
+// refuses to start a cluster whose files are missing. Its errors are
+// *dataplane.Problem.
 func (d *Driver) start(ctx context.Context, m *metadata, p paths, in install) (bool, error) {
+	problem := func(kind dataplane.ProblemKind, err error) error {
+		return &dataplane.Problem{Instance: m.Name, Kind: kind, Err: err}
+	}
 	for attempt := 1; ; attempt++ {
 		pm := readPostmaster(p.data)
 		if pm.running {
+			// Started by a call that crashed before recording it.
+			if err := d.recordStarted(m, p); err != nil {
+				return false, problem(dataplane.ProblemStartFailed, err)
+			}
 			return false, nil
 		}
+		if err := dataComplete(p.data); err != nil {
+			return false, problem(dataplane.ProblemMissingConfig, fmt.Errorf("local: start %s: %w; not starting a damaged cluster (Delete removes it)", m.Name, err))
+		}
 		if err := d.clearStale(ctx, m, p, pm); err != nil {
-			return false, err
+			return false, problem(dataplane.ProblemStartFailed, err)
 		}
 		if !portFree(m.ListenAddress, m.Port) {
 			if m.Started {
-				return false, fmt.Errorf("local: start %s: port %d on %s is in use by another process", m.Name, m.Port, m.ListenAddress)
+				return false, problem(dataplane.ProblemPortTaken, fmt.Errorf("local: start %s: port %d on %s is in use by another process", m.Name, m.Port, m.ListenAddress))
 			}
 			if err := d.movePort(m, p); err != nil {
-				return false, err
+				return false, problem(dataplane.ProblemPortTaken, err)
 			}
+		}
+		// toygres.conf follows the metadata, whatever an interrupted port
+		// move left in it.
+		if err := d.writeServerConfig(m, p, p.data); err != nil {
+			return false, problem(dataplane.ProblemStartFailed, fmt.Errorf("local: start %s: %w", m.Name, err))
 		}
 		out, err := d.run(ctx, p.dir, filepath.Join(in.binDir, "pg_ctl"),
 			"start", "-D", p.data, "-l", p.log, "-w", "-t", strconv.Itoa(int(startWait/time.Second)))
@@ -396,22 +473,37 @@ func (d *Driver) start(ctx context.Context, m *metadata, p paths, in install) (b
 				// Still starting (e.g. crash recovery): Status tells when it is ready.
 				d.log.Info("server still starting", "instance", m.Name, "output", out)
 			} else {
-				if !m.Started && attempt < 3 && !portFree(m.ListenAddress, m.Port) {
+				taken := !portFree(m.ListenAddress, m.Port)
+				if !m.Started && attempt < 3 && taken {
 					d.log.Warn("port taken while starting, trying another", "instance", m.Name, "port", m.Port)
 					continue
 				}
-				return false, fmt.Errorf("local: start %s: pg_ctl start: %w\n%s\nserver log:\n%s", m.Name, err, out, strings.Join(tailLinesQuiet(p.log, 20), "\n"))
+				kind := dataplane.ProblemStartFailed
+				if taken {
+					kind = dataplane.ProblemPortTaken
+				}
+				return false, problem(kind, fmt.Errorf("local: start %s: pg_ctl start: %w\n%s\nserver log:\n%s", m.Name, err, out, strings.Join(tailLinesQuiet(p.log, 20), "\n")))
 			}
 		}
-		if !m.Started {
-			m.Started = true
-			if err := writeMeta(p.meta, m); err != nil {
-				return true, fmt.Errorf("local: start %s: %w", m.Name, err)
-			}
+		d.step("start:started")
+		if err := d.recordStarted(m, p); err != nil {
+			return true, problem(dataplane.ProblemStartFailed, err)
 		}
 		d.log.Info("server started", "instance", m.Name, "port", m.Port, "version", m.Version)
 		return true, nil
 	}
+}
+
+// recordStarted fixes the instance's port once its server has run.
+func (d *Driver) recordStarted(m *metadata, p paths) error {
+	if m.Started {
+		return nil
+	}
+	m.Started = true
+	if err := writeMeta(p.meta, m); err != nil {
+		return fmt.Errorf("local: start %s: %w", m.Name, err)
+	}
+	return nil
 }
 
 // clearStale removes what a server that died without shutting down (killed,
@@ -439,7 +531,8 @@ func (d *Driver) clearStale(ctx context.Context, m *metadata, p paths, pm postma
 	return nil
 }
 
-// movePort gives an instance that has never started a new free port.
+// movePort gives an instance that has never started a new free port. The
+// next start writes it into toygres.conf.
 func (d *Driver) movePort(m *metadata, p paths) error {
 	d.allocMu.Lock()
 	defer d.allocMu.Unlock()
@@ -449,9 +542,6 @@ func (d *Driver) movePort(m *metadata, p paths) error {
 	}
 	d.log.Info("port taken, moving instance", "instance", m.Name, "old_port", m.Port, "port", port)
 	m.Port = port
-	if err := d.writeConfig(m, p); err != nil {
-		return fmt.Errorf("local: start %s: %w", m.Name, err)
-	}
 	if err := writeMeta(p.meta, m); err != nil {
 		return fmt.Errorf("local: start %s: %w", m.Name, err)
 	}
@@ -459,12 +549,16 @@ func (d *Driver) movePort(m *metadata, p paths) error {
 }
 
 // Status reports the instance's phase: Pending (Deploy unfinished), Stopped,
-// Starting, Stopping or Ready (accepting connections). It returns
-// ErrNotFound (wrapped) for an unknown instance.
+// Starting, Stopping, Ready (accepting connections), Deleting (a deletion
+// was interrupted), or the supervisor's view of a dead server: Restarting
+// or CrashLoop. It returns ErrNotFound (wrapped) for an unknown instance.
 func (d *Driver) Status(ctx context.Context, name string) (dataplane.Status, error) {
 	p, err := d.existing(name)
 	if err != nil {
 		return dataplane.Status{}, err
+	}
+	if deleting(p) {
+		return dataplane.Status{Phase: PhaseDeleting, Message: "deletion interrupted; Delete (or the next start of Toygres) finishes it"}, nil
 	}
 	m, err := readMeta(p.meta)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -478,6 +572,9 @@ func (d *Driver) Status(ctx context.Context, name string) (dataplane.Status, err
 	}
 	pm := readPostmaster(p.data)
 	if !pm.running {
+		if phase, msg := d.sup.view(name); phase != "" {
+			return dataplane.Status{Phase: phase, Message: msg}, nil
+		}
 		msg := "server is not running"
 		if last := tailLinesQuiet(p.log, 1); len(last) > 0 {
 			msg += "; last log line: " + last[0]
@@ -511,30 +608,81 @@ func (d *Driver) Endpoint(ctx context.Context, name string) (dataplane.Endpoint,
 	return dataplane.Endpoint{Host: m.Host, Port: m.Port, User: SuperUser, Database: Database}, nil
 }
 
-// Delete stops the server (fast shutdown, then immediate, then SIGKILL) and
-// removes the instance directory, which frees its port. Deleting an unknown
-// instance succeeds.
+// Delete ends the instance's supervision, stops its server (fast shutdown,
+// then immediate, then SIGKILL) and every other process working in its
+// directory, and removes the directory, which frees its port. It works on
+// any state an interrupted Deploy or Delete left: it first marks the
+// directory for deletion, so that a deletion interrupted at any point is
+// finished by the next Delete, Deploy, Readopt or Adopt. Deleting an
+// unknown instance succeeds.
 func (d *Driver) Delete(ctx context.Context, name string) error {
 	if err := validName(name); err != nil {
 		return err
 	}
+	// Cancel first, so that a restart under way gives up; the supervisor
+	// rechecks under the lock.
+	d.unsupervise(name)
 	unlock := d.lock(name)
 	defer unlock()
 	p := d.paths(name)
+	if err := d.deleteLocked(ctx, p); err != nil {
+		return fmt.Errorf("local: delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// deleteLocked is Delete with the instance lock held.
+func (d *Driver) deleteLocked(ctx context.Context, p paths) error {
+	d.unsupervise(p.name)
 	if _, err := os.Lstat(p.dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	} else if err != nil {
-		return fmt.Errorf("local: delete %s: %w", name, err)
+		return err
 	}
+	if err := markDeleting(p); err != nil {
+		return err
+	}
+	d.step("delete:marked")
 	m, _ := readMeta(p.meta)
 	if err := d.stop(ctx, p, d.binDirFor(ctx, p, m)); err != nil {
-		return fmt.Errorf("local: delete %s: %w", name, err)
+		return err
 	}
-	if err := os.RemoveAll(p.dir); err != nil {
-		return fmt.Errorf("local: delete %s: %w", name, err)
+	d.step("delete:stopped")
+	if err := d.removeInstanceDir(p); err != nil {
+		return err
 	}
-	d.log.Info("instance deleted", "instance", name)
+	d.log.Info("instance deleted", "instance", p.name)
 	return nil
+}
+
+// removeInstanceDir removes the directory of a stopped instance, its
+// deletion marker last, so that until the very end a crash leaves a
+// directory still marked for deletion.
+func (d *Driver) removeInstanceDir(p paths) error {
+	entries, err := os.ReadDir(p.dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	removed := false
+	for _, e := range entries {
+		if e.Name() == markerFile {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(p.dir, e.Name())); err != nil {
+			return err
+		}
+		if !removed {
+			removed = true
+			d.step("delete:removing")
+		}
+	}
+	if err := os.Remove(p.marker); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.Remove(p.dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return syncDir(filepath.Dir(p.dir))
 }
 
 // Logs returns up to tail of the most recent lines of the server log (all of
@@ -555,96 +703,184 @@ func (d *Driver) Logs(ctx context.Context, name string, tail int) ([]string, err
 }
 
 // Adopt is called when Toygres starts: it scans the instance directory,
-// adopts the servers that still run and starts the initialized instances
-// whose server does not run (after a reboot, say). Instances whose Deploy
-// never finished are left for Deploy or Delete to converge. It returns the
-// names adopted as they were and the names restarted; errors of single
-// instances are joined and do not stop the scan.
-func (d *Driver) Adopt(ctx context.Context) (adopted, restarted []string, err error) {
+// adopts the servers that still run, starts the initialized instances whose
+// server does not run (after a reboot, say), finishes the deletions that
+// were interrupted and puts the running servers under supervision.
+// Instances whose Deploy never finished are listed as pending, for Deploy
+// or Delete to converge. One instance's problem (a damaged directory, a
+// taken port, …) is reported in the AdoptReport and never stops the scan;
+// the error is only for a total failure (the instance directory cannot be
+// read, ctx ends).
+func (d *Driver) Adopt(ctx context.Context) (dataplane.AdoptReport, error) {
+	var r dataplane.AdoptReport
 	entries, err := os.ReadDir(d.dir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("local: adopt: %w", err)
+		return r, fmt.Errorf("local: adopt: %w", err)
 	}
-	var errs []error
 	for _, e := range entries {
 		if !e.IsDir() || validName(e.Name()) != nil {
 			continue
 		}
 		if ctx.Err() != nil {
-			errs = append(errs, fmt.Errorf("local: adopt: %w", ctx.Err()))
-			break
+			return r, fmt.Errorf("local: adopt: %w", ctx.Err())
 		}
 		name := e.Name()
-		started, ok, err := d.adoptOne(ctx, name)
-		switch {
-		case err != nil:
-			errs = append(errs, err)
-		case !ok:
-		case started:
-			restarted = append(restarted, name)
-		default:
-			adopted = append(adopted, name)
+		outcome, err := d.adoptOne(ctx, name)
+		if err != nil {
+			pr := asProblem(name, dataplane.ProblemStartFailed, err)
+			d.log.Error("cannot adopt instance", "instance", name, "kind", pr.Kind, "err", pr.Err)
+			r.Problems = append(r.Problems, pr)
+			continue
+		}
+		switch outcome {
+		case adopted:
+			r.Adopted = append(r.Adopted, name)
+		case restarted:
+			r.Restarted = append(r.Restarted, name)
+		case pending:
+			r.Pending = append(r.Pending, name)
+		case deleted:
+			r.Deleted = append(r.Deleted, name)
 		}
 	}
-	sort.Strings(adopted)
-	sort.Strings(restarted)
-	d.log.Info("adopted instances", "running", len(adopted), "restarted", len(restarted), "errors", len(errs))
-	return adopted, restarted, errors.Join(errs...)
+	d.log.Info("adopted instances", "running", len(r.Adopted), "restarted", len(r.Restarted),
+		"pending", len(r.Pending), "deleted", len(r.Deleted), "problems", len(r.Problems))
+	return r, nil
 }
 
-// adoptOne adopts or restarts one instance; ok is false when it is not an
-// initialized instance.
-func (d *Driver) adoptOne(ctx context.Context, name string) (started, ok bool, err error) {
+type adoptOutcome int
+
+const (
+	adopted adoptOutcome = iota
+	restarted
+	pending
+	deleted
+)
+
+// adoptOne adopts, restarts or finishes deleting one instance.
+func (d *Driver) adoptOne(ctx context.Context, name string) (adoptOutcome, error) {
 	unlock := d.lock(name)
 	defer unlock()
 	p := d.paths(name)
 	d.removePWFile(p)
+	if deleting(p) {
+		d.log.Warn("finishing interrupted deletion", "instance", name)
+		if err := d.deleteLocked(ctx, p); err != nil {
+			return 0, &dataplane.Problem{Instance: name, Kind: dataplane.ProblemHalfDeleted, Err: fmt.Errorf("local: adopt %s: finish interrupted deletion: %w", name, err)}
+		}
+		return deleted, nil
+	}
 	m, err := readMeta(p.meta)
 	if errors.Is(err, fs.ErrNotExist) {
-		d.log.Warn("skipping incomplete instance", "instance", name)
-		return false, false, nil
+		d.log.Warn("instance deployment incomplete (no metadata)", "instance", name)
+		return pending, nil
 	}
 	if err != nil {
-		return false, false, fmt.Errorf("local: adopt %s: %w", name, err)
+		return 0, &dataplane.Problem{Instance: name, Kind: dataplane.ProblemUnreadable, Err: fmt.Errorf("local: adopt %s: %w", name, err)}
 	}
 	if !m.Initialized {
-		d.log.Warn("skipping instance whose deployment did not finish", "instance", name)
-		return false, false, nil
+		d.log.Warn("instance deployment incomplete (cluster not initialized)", "instance", name)
+		return pending, nil
 	}
-	if readPostmaster(p.data).running {
-		d.log.Info("adopted running server", "instance", name, "port", m.Port)
-		return false, true, nil
+	started, err := d.startExisting(ctx, m, p)
+	if err != nil {
+		return 0, err
 	}
+	if started {
+		return restarted, nil
+	}
+	d.log.Info("adopted running server", "instance", name, "port", m.Port)
+	return adopted, nil
+}
+
+// Readopt retries the adoption of one instance, as Adopt does at start-up:
+// it starts the server unless it runs and puts it under supervision again,
+// which also clears a crash loop. It reports whether it started the server.
+// An instance whose deletion was interrupted is deleted and ErrNotFound
+// returned; one whose Deploy never finished is an error (Deploy or Delete
+// converge it). Failures to start are *dataplane.Problem (errors.As).
+func (d *Driver) Readopt(ctx context.Context, name string) (restarted bool, err error) {
+	p, err := d.existing(name)
+	if err != nil {
+		return false, err
+	}
+	unlock := d.lock(name)
+	defer unlock()
+	d.removePWFile(p)
+	if deleting(p) {
+		if err := d.deleteLocked(ctx, p); err != nil {
+			return false, &dataplane.Problem{Instance: name, Kind: dataplane.ProblemHalfDeleted, Err: fmt.Errorf("local: readopt %s: finish interrupted deletion: %w", name, err)}
+		}
+		return false, fmt.Errorf("local: readopt %s: finished an interrupted deletion: %w", name, dataplane.ErrNotFound)
+	}
+	m, err := readMeta(p.meta)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("local: readopt %s: deployment incomplete (no metadata); Deploy or Delete converge it", name)
+	}
+	if err != nil {
+		return false, &dataplane.Problem{Instance: name, Kind: dataplane.ProblemUnreadable, Err: fmt.Errorf("local: readopt %s: %w", name, err)}
+	}
+	if !m.Initialized {
+		return false, fmt.Errorf("local: readopt %s: deployment incomplete (cluster not initialized); Deploy or Delete converge it", name)
+	}
+	return d.startExisting(ctx, m, p)
+}
+
+// startExisting starts an initialized instance unless it runs, and
+// supervises it. The caller holds the instance lock.
+func (d *Driver) startExisting(ctx context.Context, m *metadata, p paths) (bool, error) {
 	in, err := d.install(ctx, m.Version)
 	if err != nil {
-		return false, false, fmt.Errorf("local: adopt %s: %w", name, err)
+		return false, &dataplane.Problem{Instance: m.Name, Kind: dataplane.ProblemVersionMissing, Err: fmt.Errorf("local: start %s: %w", m.Name, err)}
 	}
-	started, err = d.start(ctx, m, p, in)
+	started, err := d.start(ctx, m, p, in)
 	if err != nil {
-		return false, false, fmt.Errorf("local: adopt %s: %w", name, err)
+		return false, err
 	}
-	return started, true, nil
+	d.supervise(p)
+	return started, nil
+}
+
+// asProblem returns the *dataplane.Problem in err's chain, or wraps err in
+// one of kind.
+func asProblem(name string, kind dataplane.ProblemKind, err error) *dataplane.Problem {
+	var pr *dataplane.Problem
+	if errors.As(err, &pr) {
+		return pr
+	}
+	return &dataplane.Problem{Instance: name, Kind: kind, Err: err}
+}
+
+// step marks a point where a crash leaves a distinct state (for tests).
+func (d *Driver) step(name string) {
+	if d.atStep != nil {
+		d.atStep(name)
+	}
 }
 
 // paths are the files of one instance.
 type paths struct {
-	name   string
-	dir    string // instance directory
-	data   string // PGDATA
-	log    string // server log
-	meta   string // instance.json
-	pwfile string // transient initdb password file
+	name     string
+	dir      string // instance directory
+	data     string // PGDATA
+	initdata string // where initdb makes the cluster before it becomes data
+	log      string // server log
+	meta     string // instance.json
+	pwfile   string // transient initdb password file
+	marker   string // present while the instance is being deleted
 }
 
 func (d *Driver) paths(name string) paths {
 	dir := filepath.Join(d.dir, name)
 	return paths{
-		name:   name,
-		dir:    dir,
-		data:   filepath.Join(dir, "data"),
-		log:    filepath.Join(dir, "postgres.log"),
-		meta:   filepath.Join(dir, "instance.json"),
-		pwfile: filepath.Join(dir, ".pwfile"),
+		name:     name,
+		dir:      dir,
+		data:     filepath.Join(dir, "data"),
+		initdata: filepath.Join(dir, "data.init"),
+		log:      filepath.Join(dir, "postgres.log"),
+		meta:     filepath.Join(dir, "instance.json"),
+		pwfile:   filepath.Join(dir, ".pwfile"),
+		marker:   filepath.Join(dir, markerFile),
 	}
 }
 
@@ -729,7 +965,7 @@ func (d *Driver) allocatePort(listen, self string) (int, error) {
 		return 0, fmt.Errorf("allocate port: %w", err)
 	}
 	for _, e := range entries {
-		if !e.IsDir() || e.Name() == self {
+		if !e.IsDir() || e.Name() == self || validName(e.Name()) != nil {
 			continue
 		}
 		if m, err := readMeta(filepath.Join(d.dir, e.Name(), "instance.json")); err == nil {

@@ -109,10 +109,19 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func newDriver(t *testing.T, dir string) *Driver {
 	t.Helper()
-	d, err := New(Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	return newDriverWith(t, Options{Dir: dir})
+}
+
+// newDriverWith makes a driver logging to the test, closed when the test ends.
+func newDriverWith(t *testing.T, opts Options) *Driver {
+	t.Helper()
+	opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	d, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	// Registered before the instances' cleanups, so it runs after them.
+	t.Cleanup(func() { d.Close() })
 	requirePostgres(t, d)
 	return d
 }
@@ -367,6 +376,10 @@ func TestAdoptAfterRestart(t *testing.T) {
 	waitReady(t, d, "revive")
 	waitReady(t, d, "crashed")
 	keepPID := pidOf(t, d, "keep")
+	// Toygres goes down: nothing supervises the servers any more.
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	// Crash one server: its pid file stays behind, naming a dead (or
 	// zombie) process.
@@ -399,12 +412,12 @@ func TestAdoptAfterRestart(t *testing.T) {
 
 	// A new driver on the same directory, as after a Toygres restart.
 	d2 := newDriver(t, dir)
-	adopted, restarted, err := d2.Adopt(ctx)
+	r, err := d2.Adopt(ctx)
 	if err != nil {
 		t.Fatalf("Adopt: %v", err)
 	}
-	if !slices.Equal(adopted, []string{"keep"}) || !slices.Equal(restarted, []string{"crashed", "revive"}) {
-		t.Fatalf("Adopt = adopted %q, restarted %q; want [keep], [crashed revive]", adopted, restarted)
+	if !slices.Equal(r.Adopted, []string{"keep"}) || !slices.Equal(r.Restarted, []string{"crashed", "revive"}) || len(r.Problems)+len(r.Pending)+len(r.Deleted) != 0 {
+		t.Fatalf("Adopt = %+v; want adopted [keep], restarted [crashed revive]", r)
 	}
 	waitReady(t, d2, "crashed")
 	queryVersion(t, d2, "crashed")
@@ -415,9 +428,9 @@ func TestAdoptAfterRestart(t *testing.T) {
 	}
 	queryVersion(t, d2, "revive")
 
-	adopted, restarted, err = d2.Adopt(ctx)
-	if err != nil || !slices.Equal(adopted, []string{"crashed", "keep", "revive"}) || len(restarted) != 0 {
-		t.Fatalf("second Adopt = %q, %q, %v", adopted, restarted, err)
+	r, err = d2.Adopt(ctx)
+	if err != nil || !slices.Equal(r.Adopted, []string{"crashed", "keep", "revive"}) || len(r.Restarted)+len(r.Problems) != 0 {
+		t.Fatalf("second Adopt = %+v, %v", r, err)
 	}
 }
 
@@ -646,9 +659,9 @@ func TestServerOutlivesDriverProcess(t *testing.T) {
 		t.Fatalf("child: %v, want killed after deploying\n%s", err, out)
 	}
 
-	adopted, restarted, err := d.Adopt(ctx)
-	if err != nil || !slices.Equal(adopted, []string{"outlive"}) || len(restarted) != 0 {
-		t.Fatalf("Adopt after the deploying process died = %q, %q, %v; want the server still running", adopted, restarted, err)
+	r, err := d.Adopt(ctx)
+	if err != nil || !slices.Equal(r.Adopted, []string{"outlive"}) || len(r.Restarted)+len(r.Problems) != 0 {
+		t.Fatalf("Adopt after the deploying process died = %+v, %v; want the server still running", r, err)
 	}
 	waitReady(t, d, "outlive")
 	queryVersion(t, d, "outlive")

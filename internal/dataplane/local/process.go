@@ -97,19 +97,22 @@ func (d *Driver) stop(ctx context.Context, p paths, binDir string) error {
 	return d.killOrphans(ctx, p)
 }
 
-// killOrphans kills the processes still working in the data directory of a
-// server whose postmaster is gone.
+// killOrphans kills the processes still working in the instance directory
+// once its postmaster is gone: backends of a killed server (in the data
+// directory), and initdb, its bootstrap backend or pg_ctl of a Toygres
+// process that died while running them (they run in a session of their own
+// and outlive it).
 func (d *Driver) killOrphans(ctx context.Context, p paths) error {
-	pids := processesIn(p.data)
+	pids := processesUnder(p.dir)
 	if len(pids) == 0 {
 		return nil
 	}
-	d.log.Warn("killing processes left in the data directory", "instance", p.name, "pids", pids)
+	d.log.Warn("killing processes left in the instance directory", "instance", p.name, "pids", pids)
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	if err := waitFor(ctx, 10*time.Second, func() bool { return len(processesIn(p.data)) == 0 }); err != nil {
-		return fmt.Errorf("stop server: processes %v still alive after SIGKILL: %w", processesIn(p.data), err)
+	if err := waitFor(ctx, 10*time.Second, func() bool { return len(processesUnder(p.dir)) == 0 }); err != nil {
+		return fmt.Errorf("stop server: processes %v still alive after SIGKILL: %w", processesUnder(p.dir), err)
 	}
 	return nil
 }
@@ -117,11 +120,14 @@ func (d *Driver) killOrphans(ctx context.Context, p paths) error {
 // processesIn lists the live processes whose working directory is dir: a
 // postmaster and its children work in their data directory. Processes we
 // may not inspect are not seen.
-func processesIn(dir string) []int {
-	want, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return nil
-	}
+func processesIn(dir string) []int { return processesWhere(dir, false) }
+
+// processesUnder lists the live processes whose working directory is dir or
+// below it, even if that directory has been removed meanwhile.
+func processesUnder(dir string) []int { return processesWhere(dir, true) }
+
+func processesWhere(dir string, below bool) []int {
+	want := realPath(dir)
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -132,11 +138,33 @@ func processesIn(dir string) []int {
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		if cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd"); err == nil && cwd == want && processAlive(pid) {
+		cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd")
+		if err != nil {
+			continue
+		}
+		// The kernel marks a removed working directory so.
+		cwd = strings.TrimSuffix(cwd, " (deleted)")
+		if (cwd == want || below && strings.HasPrefix(cwd, want+"/")) && processAlive(pid) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// realPath resolves the symbolic links of path, or of its nearest existing
+// ancestor when path is gone.
+func realPath(path string) string {
+	path = filepath.Clean(path)
+	var rest []string
+	for p := path; ; p = filepath.Dir(p) {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(append([]string{r}, rest...)...)
+		}
+		if filepath.Dir(p) == p {
+			return path
+		}
+		rest = append([]string{filepath.Base(p)}, rest...)
+	}
 }
 
 // waitFor polls cond until it holds, for at most limit.
