@@ -184,12 +184,18 @@ type ConnectionOutput struct {
 type TestConnectionInput struct {
 	InternalName     string `json:"internal_name"`
 	ConnectionString string `json:"connection_string"` // without password
+	// KnownRestarts is the restart count the previous check saw; a higher
+	// count now is recorded as an instance event, a log line and a metric.
+	KnownRestarts int `json:"known_restarts,omitempty"`
 }
 
 // TestConnectionOutput is a successful probe.
 type TestConnectionOutput struct {
 	Version   string `json:"version"`
 	LatencyMs int64  `json:"latency_ms"` // connect + query, measured in the activity
+	// Restarts is the server's restart count where the data plane keeps one
+	// (dataplane.RestartCounter), else KnownRestarts.
+	Restarts int `json:"restarts,omitempty"`
 }
 
 // HealthCheckInput records one probe.
@@ -230,6 +236,16 @@ func Register(reg *duroxide.Registry, d Deps) error {
 			return err
 		}
 		a.healthCheckDuration = h
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "toygres_instance_restarts_total",
+			Help: "Restarts of instance servers after a crash, as the data plane saw them."}, []string{"instance"})
+		if err := d.Metrics.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return fmt.Errorf("register restart counter: %w", err)
+			}
+			c = are.ExistingCollector.(*prometheus.CounterVec)
+		}
+		a.restarts = c
 	}
 	for _, err := range []error{
 		duroxide.RegisterActivity(reg, CreateRecord, a.createRecord),
@@ -260,6 +276,7 @@ func Register(reg *duroxide.Registry, d Deps) error {
 type acts struct {
 	Deps
 	healthCheckDuration *prometheus.HistogramVec // nil: not recorded
+	restarts            *prometheus.CounterVec   // nil: not recorded
 }
 
 func (a *acts) createRecord(ctx context.Context, in CreateRecordInput) (InstanceView, error) {
@@ -397,7 +414,36 @@ func (a *acts) testConnection(ctx context.Context, in TestConnectionInput) (Test
 	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&version); err != nil {
 		return TestConnectionOutput{}, fmt.Errorf("query %s: %w", in.InternalName, err)
 	}
-	return TestConnectionOutput{Version: version, LatencyMs: time.Since(begin).Milliseconds()}, nil
+	latency := time.Since(begin).Milliseconds()
+	return TestConnectionOutput{Version: version, LatencyMs: latency, Restarts: a.noteRestarts(ctx, in)}, nil
+}
+
+// noteRestarts asks a data plane that counts server restarts (Kubernetes:
+// container restarts) for the count and records an increase since the
+// previous check. Drivers that restart servers themselves (local) report
+// each restart as it happens instead.
+func (a *acts) noteRestarts(ctx context.Context, in TestConnectionInput) int {
+	rc, ok := a.Driver.(dataplane.RestartCounter)
+	if !ok {
+		return in.KnownRestarts
+	}
+	n, err := rc.Restarts(ctx, in.InternalName)
+	if err != nil {
+		a.Logger.Warn("reading the restart count failed", "internal_name", in.InternalName, "error", err.Error())
+		return in.KnownRestarts
+	}
+	if n <= in.KnownRestarts {
+		return n
+	}
+	msg := fmt.Sprintf("server restarted by the %s data plane (%d restarts since the last check, %d in total)", a.Driver.Name(), n-in.KnownRestarts, n)
+	a.Logger.Warn("instance server restarted", "internal_name", in.InternalName, "restarts", n, "new", n-in.KnownRestarts)
+	if a.restarts != nil {
+		a.restarts.WithLabelValues(in.InternalName).Add(float64(n - in.KnownRestarts))
+	}
+	if err := a.CMS.AddEvent(ctx, in.InternalName, msg); err != nil {
+		a.Logger.Warn("recording a restart event failed", "internal_name", in.InternalName, "error", err.Error())
+	}
+	return n
 }
 
 func (a *acts) deletePostgres(ctx context.Context, in InstanceRef) (struct{}, error) {

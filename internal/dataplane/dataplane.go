@@ -107,6 +107,14 @@ type Repairer interface {
 	Readopt(ctx context.Context, name string) (restarted bool, err error)
 }
 
+// RestartCounter is implemented by drivers whose platform restarts crashed
+// servers on its own (Kubernetes restarts containers): Restarts returns how
+// often the instance's server was restarted, so the health actor can
+// report each restart as an event.
+type RestartCounter interface {
+	Restarts(ctx context.Context, name string) (int, error)
+}
+
 // EventKind says what a driver's supervisor did.
 type EventKind string
 

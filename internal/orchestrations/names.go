@@ -62,4 +62,5 @@ type ActorInput struct {
 	InternalName string        `json:"internal_name"`
 	Interval     time.Duration `json:"interval,omitempty"`
 	Checks       int64         `json:"checks,omitempty"` // checks done by earlier executions
+	Restarts     int           `json:"restarts,omitempty"` // server restart count the last check saw
 }

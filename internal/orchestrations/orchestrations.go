@@ -242,12 +242,13 @@ func instanceActor(ctx *duroxide.OrchestrationContext, in ActorInput) (string, e
 	case inst.ConnectionString != "":
 		checkedAt := ctx.UtcNow()
 		probe, perr := call[activities.TestConnectionOutput](ctx, activities.TestConnection,
-			activities.TestConnectionInput{InternalName: in.InternalName, ConnectionString: inst.ConnectionString}, PolicyActorProbe)
+			activities.TestConnectionInput{InternalName: in.InternalName, ConnectionString: inst.ConnectionString, KnownRestarts: in.Restarts}, PolicyActorProbe)
 		hc := activities.HealthCheckInput{InternalName: in.InternalName, CheckedAtMs: checkedAt.UnixMilli()}
 		if perr != nil {
 			hc.Status, hc.Error = cms.HealthUnhealthy, perr.Error()
 		} else {
 			hc.Status, hc.PostgresVersion, hc.ResponseTimeMs = cms.HealthHealthy, probe.Version, probe.LatencyMs
+			in.Restarts = probe.Restarts
 		}
 		if _, err := call[struct{}](ctx, activities.RecordHealthCheck, hc, PolicyCMS); err != nil {
 			log.Warn("recording a health check failed", "error", err.Error())

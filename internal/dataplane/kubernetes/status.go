@@ -258,3 +258,27 @@ func containerStarted(pod *corev1.Pod) bool {
 	}
 	return false
 }
+
+// Restarts implements dataplane.RestartCounter: the restart count of the
+// containers of the instance's pod <name>-0 (kubelet restarts a container
+// whose process died or whose liveness probe failed). A recreated pod
+// starts counting from zero again.
+func (d *Driver) Restarts(ctx context.Context, name string) (int, error) {
+	if err := validName(name); err != nil {
+		return 0, err
+	}
+	pod, err := d.client.CoreV1().Pods(d.ns).Get(ctx, podName(name), metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("kubernetes: restarts of %s: %w", name, err)
+	case !ownedBy(pod, name):
+		return 0, fmt.Errorf("kubernetes: restarts of %s: pod %s: %w", name, pod.Name, ErrNotManaged)
+	}
+	n := 0
+	for _, c := range pod.Status.ContainerStatuses {
+		n += int(c.RestartCount)
+	}
+	return n, nil
+}
