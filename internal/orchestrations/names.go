@@ -61,6 +61,6 @@ type DeleteInput struct {
 type ActorInput struct {
 	InternalName string        `json:"internal_name"`
 	Interval     time.Duration `json:"interval,omitempty"`
-	Checks       int64         `json:"checks,omitempty"` // checks done by earlier executions
+	Checks       int64         `json:"checks,omitempty"`   // checks done by earlier executions
 	Restarts     int           `json:"restarts,omitempty"` // server restart count the last check saw
 }
