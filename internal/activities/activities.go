@@ -236,8 +236,7 @@ func Register(reg *duroxide.Registry, d Deps) error {
 			return err
 		}
 		a.healthCheckDuration = h
-		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "toygres_instance_restarts_total",
-			Help: "Restarts of instance servers after a crash, as the data plane saw them."}, []string{"instance"})
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: dataplane.MetricRestarts, Help: dataplane.RestartsHelp}, []string{"instance"})
 		if err := d.Metrics.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

@@ -107,6 +107,14 @@ type Repairer interface {
 	Readopt(ctx context.Context, name string) (restarted bool, err error)
 }
 
+// MetricRestarts counts restarts of instance servers after a crash, by
+// instance, whoever saw them (the local driver's supervisor, or the health
+// actor reading a RestartCounter); RestartsHelp is its help text.
+const (
+	MetricRestarts = "toygres_instance_restarts_total"
+	RestartsHelp   = "Restarts of instance servers that had died, by instance."
+)
+
 // RestartCounter is implemented by drivers whose platform restarts crashed
 // servers on its own (Kubernetes restarts containers): Restarts returns how
 // often the instance's server was restarted, so the health actor can

@@ -49,7 +49,7 @@ const (
 
 // Metric names of the supervision counters, labelled by instance.
 const (
-	MetricRestarts       = "toygres_instance_restarts_total"
+	MetricRestarts       = dataplane.MetricRestarts
 	MetricRestartFailure = "toygres_instance_restart_failures_total"
 	MetricCrashLoops     = "toygres_instance_crash_loops_total"
 )
@@ -105,7 +105,7 @@ func (s *supervisor) init(opts Options) error {
 	s.onEvent = opts.OnEvent
 	s.byName = map[string]*watch{}
 	var err error
-	if s.restarts, err = counter(opts.Metrics, MetricRestarts, "Restarts of instance servers that had died, by the local driver's supervisor."); err != nil {
+	if s.restarts, err = counter(opts.Metrics, MetricRestarts, dataplane.RestartsHelp); err != nil {
 		return err
 	}
 	if s.failures, err = counter(opts.Metrics, MetricRestartFailure, "Failed restarts of instance servers that had died."); err != nil {
