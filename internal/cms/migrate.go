@@ -86,6 +86,22 @@ CREATE TABLE cms_instance_secrets (
 	updated_at    INTEGER NOT NULL
 );
 `,
+}, {
+	version: 2,
+	name:    "control_plane",
+	sql: `
+CREATE TABLE cms_settings (
+	name       TEXT    PRIMARY KEY,
+	value      TEXT    NOT NULL,
+	updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE cms_instance_placements (
+	internal_name TEXT    PRIMARY KEY REFERENCES cms_instances (internal_name),
+	host          TEXT    NOT NULL,
+	created_at    INTEGER NOT NULL
+);
+`,
 }}
 
 // PostgreSQL: tables live in their own schema ({{s}}, quoted). Times are
@@ -157,6 +173,22 @@ CREATE TABLE {{s}}.instance_secrets (
 	nonce         bytea       NOT NULL,
 	ciphertext    bytea       NOT NULL,
 	updated_at    timestamptz NOT NULL
+);
+`,
+}, {
+	version: 2,
+	name:    "control_plane",
+	sql: `
+CREATE TABLE {{s}}.settings (
+	name       text        PRIMARY KEY,
+	value      text        NOT NULL,
+	updated_at timestamptz NOT NULL
+);
+
+CREATE TABLE {{s}}.instance_placements (
+	internal_name text        PRIMARY KEY REFERENCES {{s}}.instances (internal_name),
+	host          text        NOT NULL,
+	created_at    timestamptz NOT NULL
 );
 `,
 }}
