@@ -27,6 +27,7 @@ import (
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cli"
+	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/dataplane/kubernetes"
 	"github.com/toygres/toygres/internal/logging"
 	"github.com/toygres/toygres/internal/telemetry"
@@ -64,6 +65,10 @@ type serverOptions struct {
 	k8sStorageClass string
 	k8sDNSZone      string
 	k8sImage        string
+	secretKeyFile   string
+	secretKey       []byte // parsed from --secret-key-file or TOYGRES_SECRET_KEY
+	orchLockTimeout time.Duration
+	actLockTimeout  time.Duration
 }
 
 func newServerCmd(g *globals) *cobra.Command {
@@ -109,7 +114,7 @@ The admin password (for 'toygres login' and the API) is
 $TOYGRES_ADMIN_PASSWORD, or generated on first start and printed once.
 
 Environment: TOYGRES_HOME (data dir), TOYGRES_PORT, TOYGRES_DATABASE_URL,
-TOYGRES_DATAPLANE, TOYGRES_NAMESPACE,
+TOYGRES_DATAPLANE, TOYGRES_NAMESPACE, TOYGRES_SECRET_KEY, TOYGRES_SECRET_KEY_FILE,
 TOYGRES_ADMIN_PASSWORD, TOYGRES_ADMIN_USERNAME, TOYGRES_LOG_LEVEL,
 OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP export of metrics and logs; see
 deploy/observability/README.md).`,
@@ -121,6 +126,9 @@ deploy/observability/README.md).`,
 			if o.actorInterval <= 0 {
 				return usagef("--actor-interval must be positive")
 			}
+			if o.orchLockTimeout <= 0 || o.actLockTimeout <= 0 {
+				return usagef("--orchestration-lock-timeout and --activity-lock-timeout must be positive")
+			}
 			if o.dataplane != "local" && o.dataplane != "kubernetes" {
 				return usagef("invalid --dataplane %q (want local or kubernetes)", o.dataplane)
 			}
@@ -129,6 +137,9 @@ deploy/observability/README.md).`,
 			}
 			if _, err := logging.ParseLevel(o.logLevel); err != nil {
 				return usagef("%v", err)
+			}
+			if err := loadSecretKey(o); err != nil {
+				return err
 			}
 			dir, err := filepath.Abs(g.dataDir)
 			if err != nil {
@@ -160,11 +171,43 @@ deploy/observability/README.md).`,
 	f.StringVar(&o.k8sStorageClass, "k8s-storage-class", "", "storage class of instance volumes (default: the cluster's default)")
 	f.StringVar(&o.k8sDNSZone, "k8s-dns-zone", "", "DNS zone for public instances' DNS names (<label>.<zone>)")
 	f.StringVar(&o.k8sImage, "k8s-image", "", "PostgreSQL image, {version} is replaced (default postgres:{version})")
+	f.StringVar(&o.secretKeyFile, "secret-key-file", os.Getenv("TOYGRES_SECRET_KEY_FILE"), "file with the secret key that encrypts instance passwords (64 hex digits or base64), e.g. from a Kubernetes Secret; required with --database-url unless TOYGRES_SECRET_KEY is set (env TOYGRES_SECRET_KEY_FILE; default: <data dir>/secret.key, generated, SQLite only)")
+	f.DurationVar(&o.orchLockTimeout, "orchestration-lock-timeout", 5*time.Second, "how long a dead server's orchestrations stay locked before another server takes them over")
+	f.DurationVar(&o.actLockTimeout, "activity-lock-timeout", 5*time.Minute, "how long a dead server's activities stay locked before another server runs them again")
 	f.BoolVar(&o.daemon, "daemon", false, "internal: started by a background 'server start'")
 	for _, h := range []string{"inject-test-connection-failures", "inject-deploy-failures", "daemon", "orchestration-concurrency", "activity-concurrency"} {
 		_ = f.MarkHidden(h)
 	}
 	return cmd
+}
+
+// loadSecretKey reads the secret key from --secret-key-file or
+// TOYGRES_SECRET_KEY (not both) into o.secretKey, and makes the file's path
+// absolute for a background server.
+func loadSecretKey(o *serverOptions) error {
+	env := os.Getenv("TOYGRES_SECRET_KEY")
+	switch {
+	case o.secretKeyFile != "" && env != "":
+		return usagef("set --secret-key-file (or TOYGRES_SECRET_KEY_FILE) or TOYGRES_SECRET_KEY, not both")
+	case o.secretKeyFile != "":
+		abs, err := filepath.Abs(o.secretKeyFile)
+		if err != nil {
+			return err
+		}
+		o.secretKeyFile = abs
+		key, err := cms.ReadKeyFile(abs, nil)
+		if err != nil {
+			return fmt.Errorf("--secret-key-file: %w", err)
+		}
+		o.secretKey = key
+	case env != "":
+		key, err := cms.ParseKey(env)
+		if err != nil {
+			return fmt.Errorf("TOYGRES_SECRET_KEY: %w", err)
+		}
+		o.secretKey = key
+	}
+	return nil
 }
 
 func firstNonEmpty(s ...string) string {
@@ -244,6 +287,7 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 	a, err := app.Open(ctx, app.Config{
 		DataDir: dataDir, DatabaseURL: o.databaseURL, ActorInterval: o.actorInterval, Logger: log, Faults: faults, Metrics: metrics,
 		OrchestrationConcurrency: o.orchConcurrency, ActivityConcurrency: o.actConcurrency,
+		SecretKey: o.secretKey, OrchestrationLockTimeout: o.orchLockTimeout, ActivityLockTimeout: o.actLockTimeout,
 		Dataplane: o.dataplane,
 		Kubernetes: kubernetes.Options{Kubeconfig: o.kubeconfig, Namespace: o.namespace, StorageClass: o.k8sStorageClass,
 			DNSZone: o.k8sDNSZone, Image: o.k8sImage},
@@ -419,7 +463,8 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 	args := []string{"server", "start", "--foreground", "--daemon",
 		"--data-dir", dataDir, "--port", strconv.Itoa(o.port), "--listen", o.listen,
 		"--actor-interval", o.actorInterval.String(), "--admin-user", o.adminUser,
-		"--orchestration-concurrency", strconv.Itoa(o.orchConcurrency), "--activity-concurrency", strconv.Itoa(o.actConcurrency)}
+		"--orchestration-concurrency", strconv.Itoa(o.orchConcurrency), "--activity-concurrency", strconv.Itoa(o.actConcurrency),
+		"--orchestration-lock-timeout", o.orchLockTimeout.String(), "--activity-lock-timeout", o.actLockTimeout.String()}
 	if o.logLevel != "" {
 		args = append(args, "--log-level", o.logLevel)
 	}
@@ -433,7 +478,7 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 		args = append(args, "--otlp-endpoint", o.otlpEndpoint)
 	}
 	args = append(args, "--dataplane", o.dataplane, "--namespace", o.namespace)
-	for flag, v := range map[string]string{"--kubeconfig": o.kubeconfig, "--k8s-storage-class": o.k8sStorageClass, "--k8s-dns-zone": o.k8sDNSZone, "--k8s-image": o.k8sImage} {
+	for flag, v := range map[string]string{"--secret-key-file": o.secretKeyFile, "--kubeconfig": o.kubeconfig, "--k8s-storage-class": o.k8sStorageClass, "--k8s-dns-zone": o.k8sDNSZone, "--k8s-image": o.k8sImage} {
 		if v != "" {
 			args = append(args, flag, v)
 		}

@@ -54,6 +54,15 @@ type Config struct {
 	Faults *activities.Faults
 	// OrchestrationConcurrency and ActivityConcurrency size the runtime (defaults 10 and 10).
 	OrchestrationConcurrency, ActivityConcurrency int
+	// SecretKey is the 32-byte key that encrypts instance passwords. It is
+	// required with a shared store (DatabaseURL), where every server must
+	// use the same key; without one the SQLite store uses (and on first
+	// start generates) <DataDir>/secret.key.
+	SecretKey []byte
+	// OrchestrationLockTimeout and ActivityLockTimeout bound how long work
+	// of a server that died stays locked before another server takes it
+	// over (defaults 5s and 5m; locks are renewed while work runs).
+	OrchestrationLockTimeout, ActivityLockTimeout time.Duration
 }
 
 // DefaultDataDir is $TOYGRES_HOME, or /var/lib/toygres for root (the
@@ -83,6 +92,8 @@ type App struct {
 	Metrics  *prometheus.Registry
 	Logger   *slog.Logger
 	Registry *duroxide.Registry
+
+	localLock *localLock // local data plane on a shared store
 }
 
 // Open starts the control plane: it opens (and migrates) the stores,
@@ -111,6 +122,9 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if cfg.ActivityConcurrency <= 0 {
 		cfg.ActivityConcurrency = 10
 	}
+	if cfg.ActivityLockTimeout <= 0 {
+		cfg.ActivityLockTimeout = 5 * time.Minute
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -122,7 +136,11 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		}
 	}()
 
-	keyFile := filepath.Join(cfg.DataDir, "secret.key")
+	keyOpts, err := keyOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	keyOpts.Logger = cfg.Logger
 	if cfg.DatabaseURL == "" {
 		path := filepath.Join(cfg.DataDir, "toygres.db")
 		st, err := sqlite.Open(ctx, path)
@@ -130,9 +148,9 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 			return nil, fmt.Errorf("open durable store: %w", err)
 		}
 		a.Store = st
-		c, err := cms.OpenSQLite(ctx, path, cms.Options{KeyFile: keyFile, Logger: cfg.Logger})
+		c, err := cms.OpenSQLite(ctx, path, keyOpts)
 		if err != nil {
-			return nil, fmt.Errorf("open cms: %w", err)
+			return nil, fmt.Errorf("open cms: %w", explainKeyMismatch(err))
 		}
 		a.CMS = c
 	} else {
@@ -141,18 +159,25 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 			return nil, fmt.Errorf("open durable store: %w", err)
 		}
 		a.Store = st
-		c, err := cms.OpenPostgres(ctx, cfg.DatabaseURL, cms.Options{KeyFile: keyFile, Logger: cfg.Logger})
+		c, err := cms.OpenPostgres(ctx, cfg.DatabaseURL, keyOpts)
 		if err != nil {
-			return nil, fmt.Errorf("open cms: %w", err)
+			return nil, fmt.Errorf("open cms: %w", explainKeyMismatch(err))
 		}
 		a.CMS = c
 	}
 	a.Client = duroxide.NewClient(a.Store)
 
+	hostID := "" // set when local instances must be pinned to this server's host
 	switch {
 	case cfg.Driver != nil:
 		a.Driver = cfg.Driver
 	case cfg.Dataplane == "local":
+		if cfg.DatabaseURL != "" {
+			hostID = HostID(cfg.DataDir)
+			if a.localLock, err = acquireLocalLock(ctx, cfg.DatabaseURL, hostID, cfg.Logger); err != nil {
+				return nil, err
+			}
+		}
 		d, err := local.New(local.Options{Dir: filepath.Join(cfg.DataDir, "instances"), Logger: cfg.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("local data plane: %w", err)
@@ -183,7 +208,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	}
 
 	reg := duroxide.NewRegistry()
-	if err := activities.Register(reg, activities.Deps{CMS: a.CMS, Driver: a.Driver, Client: a.Client, Logger: cfg.Logger, Faults: cfg.Faults, Metrics: cfg.Metrics}); err != nil {
+	if err := activities.Register(reg, activities.Deps{CMS: a.CMS, Driver: a.Driver, Client: a.Client, Logger: cfg.Logger, Faults: cfg.Faults, Metrics: cfg.Metrics, Host: hostID}); err != nil {
 		return nil, err
 	}
 	if err := orchestrations.Register(reg, a.Driver.Name()); err != nil {
@@ -196,7 +221,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	rt, err := duroxide.Start(ctx, a.Store, reg, duroxide.Options{
 		Logger: cfg.Logger, Metrics: cfg.Metrics,
 		OrchestrationConcurrency: cfg.OrchestrationConcurrency, ActivityConcurrency: cfg.ActivityConcurrency,
-		ActivityLockTimeout: 5 * time.Minute,
+		OrchestrationLockTimeout: cfg.OrchestrationLockTimeout, ActivityLockTimeout: cfg.ActivityLockTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start runtime: %w", err)
@@ -227,6 +252,7 @@ func (a *App) closeStores() {
 	if a.Store != nil {
 		_ = a.Store.Close()
 	}
+	a.localLock.Close()
 }
 
 // superviseActors starts a health actor for every running instance whose
@@ -314,6 +340,16 @@ func (a *App) ValidateCreate(ctx context.Context, r *CreateRequest) error {
 	}
 	if r.DNSLabel != "" && !nameRE.MatchString(r.DNSLabel) {
 		return invalid("invalid DNS label %q", r.DNSLabel)
+	}
+	if r.Internal {
+		// A driver that knows internal endpoints are out of this server's
+		// reach says so now, rather than every such create failing its
+		// connection test minutes later.
+		if d, ok := a.Driver.(interface{ InternalEndpointsReachable() error }); ok {
+			if err := d.InternalEndpointsReachable(); err != nil {
+				return invalid("%v", err)
+			}
+		}
 	}
 	versions, err := a.Driver.Versions(ctx)
 	if err != nil {
