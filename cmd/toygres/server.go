@@ -65,6 +65,7 @@ type serverOptions struct {
 	k8sStorageClass string
 	k8sDNSZone      string
 	k8sImage        string
+	k8sServicePort  int
 	secretKeyFile   string
 	secretKey       []byte // parsed from --secret-key-file or TOYGRES_SECRET_KEY
 	orchLockTimeout time.Duration
@@ -126,6 +127,9 @@ deploy/observability/README.md).`,
 			if o.actorInterval <= 0 {
 				return usagef("--actor-interval must be positive")
 			}
+			if o.k8sServicePort < 1 || o.k8sServicePort > 65535 {
+				return usagef("invalid --k8s-service-port %d", o.k8sServicePort)
+			}
 			if o.orchLockTimeout <= 0 || o.actLockTimeout <= 0 {
 				return usagef("--orchestration-lock-timeout and --activity-lock-timeout must be positive")
 			}
@@ -171,6 +175,7 @@ deploy/observability/README.md).`,
 	f.StringVar(&o.k8sStorageClass, "k8s-storage-class", "", "storage class of instance volumes (default: the cluster's default)")
 	f.StringVar(&o.k8sDNSZone, "k8s-dns-zone", "", "DNS zone for public instances' DNS names (<label>.<zone>)")
 	f.StringVar(&o.k8sImage, "k8s-image", "", "PostgreSQL image, {version} is replaced (default postgres:{version})")
+	f.IntVar(&o.k8sServicePort, "k8s-service-port", 5432, "port instance Services expose (and connection strings use)")
 	f.StringVar(&o.secretKeyFile, "secret-key-file", os.Getenv("TOYGRES_SECRET_KEY_FILE"), "file with the secret key that encrypts instance passwords (64 hex digits or base64), e.g. from a Kubernetes Secret; required with --database-url unless TOYGRES_SECRET_KEY is set (env TOYGRES_SECRET_KEY_FILE; default: <data dir>/secret.key, generated, SQLite only)")
 	f.DurationVar(&o.orchLockTimeout, "orchestration-lock-timeout", 5*time.Second, "how long a dead server's orchestrations stay locked before another server takes them over")
 	f.DurationVar(&o.actLockTimeout, "activity-lock-timeout", 5*time.Minute, "how long a dead server's activities stay locked before another server runs them again")
@@ -290,7 +295,7 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 		SecretKey: o.secretKey, OrchestrationLockTimeout: o.orchLockTimeout, ActivityLockTimeout: o.actLockTimeout,
 		Dataplane: o.dataplane,
 		Kubernetes: kubernetes.Options{Kubeconfig: o.kubeconfig, Namespace: o.namespace, StorageClass: o.k8sStorageClass,
-			DNSZone: o.k8sDNSZone, Image: o.k8sImage},
+			DNSZone: o.k8sDNSZone, Image: o.k8sImage, ServicePort: int32(o.k8sServicePort)},
 	})
 	if err != nil {
 		return err
@@ -477,7 +482,7 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 	if o.otlpEndpoint != "" {
 		args = append(args, "--otlp-endpoint", o.otlpEndpoint)
 	}
-	args = append(args, "--dataplane", o.dataplane, "--namespace", o.namespace)
+	args = append(args, "--dataplane", o.dataplane, "--namespace", o.namespace, "--k8s-service-port", strconv.Itoa(o.k8sServicePort))
 	for flag, v := range map[string]string{"--secret-key-file": o.secretKeyFile, "--kubeconfig": o.kubeconfig, "--k8s-storage-class": o.k8sStorageClass, "--k8s-dns-zone": o.k8sDNSZone, "--k8s-image": o.k8sImage} {
 		if v != "" {
 			args = append(args, flag, v)
