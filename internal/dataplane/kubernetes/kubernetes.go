@@ -164,7 +164,8 @@ type Options struct {
 	Context string
 	// RESTConfig, when set, is used instead of Kubeconfig and Context.
 	RESTConfig *rest.Config
-	// Namespace holds the instances (default "toygres"); it must exist.
+	// Namespace holds the instances (default "toygres"); Check creates it
+	// when missing if the identity may.
 	Namespace string
 	// Image is the PostgreSQL image; "{version}" is replaced by the major
 	// version (default "postgres:{version}"). An image without the
