@@ -1057,6 +1057,8 @@ var envVars = []envVar{
 	{name: "TOYGRES_LOG_LEVEL", use: "server start: log level (--log-level)", def: "info"},
 	{name: "TOYGRES_DATAPLANE", use: "server start: where instances run, local or kubernetes (--dataplane)", def: "local"},
 	{name: "TOYGRES_NAMESPACE", use: "server start: Kubernetes namespace for instances (--namespace)", def: "toygres"},
+	{name: "TOYGRES_SECRET_KEY", secret: true, use: "server start: secret key encrypting instance passwords, 64 hex digits or base64; required with --database-url", def: "<data dir>/secret.key (SQLite only)"},
+	{name: "TOYGRES_SECRET_KEY_FILE", use: "server start: file holding the secret key (--secret-key-file)", def: "-"},
 	{name: "TOYGRES_INJECT_TEST_CONNECTION_FAILURES", use: "server start: fail the first N test-connection calls (testing)", def: "0"},
 	{name: "TOYGRES_INJECT_DEPLOY_FAILURES", use: "server start: fail the first N deploy calls (testing)", def: "0"},
 }

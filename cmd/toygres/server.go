@@ -27,6 +27,7 @@ import (
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cli"
+	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/dataplane/kubernetes"
 	"github.com/toygres/toygres/internal/logging"
 	"github.com/toygres/toygres/internal/telemetry"
@@ -65,6 +66,11 @@ type serverOptions struct {
 	k8sDNSZone      string
 	k8sImage        string
 	retention       app.Retention
+	k8sServicePort  int
+	secretKeyFile   string
+	secretKey       []byte // parsed from --secret-key-file or TOYGRES_SECRET_KEY
+	orchLockTimeout time.Duration
+	actLockTimeout  time.Duration
 }
 
 func newServerCmd(g *globals) *cobra.Command {
@@ -110,7 +116,7 @@ The admin password (for 'toygres login' and the API) is
 $TOYGRES_ADMIN_PASSWORD, or generated on first start and printed once.
 
 Environment: TOYGRES_HOME (data dir), TOYGRES_PORT, TOYGRES_DATABASE_URL,
-TOYGRES_DATAPLANE, TOYGRES_NAMESPACE,
+TOYGRES_DATAPLANE, TOYGRES_NAMESPACE, TOYGRES_SECRET_KEY, TOYGRES_SECRET_KEY_FILE,
 TOYGRES_ADMIN_PASSWORD, TOYGRES_ADMIN_USERNAME, TOYGRES_LOG_LEVEL,
 OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP export of metrics and logs; see
 deploy/observability/README.md).`,
@@ -128,6 +134,12 @@ deploy/observability/README.md).`,
 			if o.retention.KeepExecutions == 0 || o.retention.HealthChecksPerInstance == 0 || o.retention.Orchestrations == 0 || o.retention.HealthChecks == 0 {
 				return usagef("--retention-* values must be positive, or negative to keep everything")
 			}
+			if o.k8sServicePort < 1 || o.k8sServicePort > 65535 {
+				return usagef("invalid --k8s-service-port %d", o.k8sServicePort)
+			}
+			if o.orchLockTimeout <= 0 || o.actLockTimeout <= 0 {
+				return usagef("--orchestration-lock-timeout and --activity-lock-timeout must be positive")
+			}
 			if o.dataplane != "local" && o.dataplane != "kubernetes" {
 				return usagef("invalid --dataplane %q (want local or kubernetes)", o.dataplane)
 			}
@@ -136,6 +148,9 @@ deploy/observability/README.md).`,
 			}
 			if _, err := logging.ParseLevel(o.logLevel); err != nil {
 				return usagef("%v", err)
+			}
+			if err := loadSecretKey(o); err != nil {
+				return err
 			}
 			dir, err := filepath.Abs(g.dataDir)
 			if err != nil {
@@ -173,11 +188,44 @@ deploy/observability/README.md).`,
 	f.DurationVar(&o.retention.Orchestrations, "retention-orchestrations", r.Orchestrations, "how long finished create/delete/health-actor orchestrations are kept; -1s keeps them")
 	f.DurationVar(&o.retention.HealthChecks, "retention-health-checks", r.HealthChecks, "how long health check rows are kept; -1s keeps them")
 	f.IntVar(&o.retention.HealthChecksPerInstance, "retention-health-checks-per-instance", r.HealthChecksPerInstance, "newest health check rows kept per instance; -1 for no cap")
+	f.IntVar(&o.k8sServicePort, "k8s-service-port", 5432, "port instance Services expose (and connection strings use)")
+	f.StringVar(&o.secretKeyFile, "secret-key-file", os.Getenv("TOYGRES_SECRET_KEY_FILE"), "file with the secret key that encrypts instance passwords (64 hex digits or base64), e.g. from a Kubernetes Secret; required with --database-url unless TOYGRES_SECRET_KEY is set (env TOYGRES_SECRET_KEY_FILE; default: <data dir>/secret.key, generated, SQLite only)")
+	f.DurationVar(&o.orchLockTimeout, "orchestration-lock-timeout", 5*time.Second, "lease of a running orchestration turn, renewed while the turn runs")
+	f.DurationVar(&o.actLockTimeout, "activity-lock-timeout", 30*time.Second, "lease of a running activity, renewed every third of it while the activity runs (a dead server's leases are taken over within seconds whatever this is)")
 	f.BoolVar(&o.daemon, "daemon", false, "internal: started by a background 'server start'")
 	for _, h := range []string{"inject-test-connection-failures", "inject-deploy-failures", "daemon", "orchestration-concurrency", "activity-concurrency"} {
 		_ = f.MarkHidden(h)
 	}
 	return cmd
+}
+
+// loadSecretKey reads the secret key from --secret-key-file or
+// TOYGRES_SECRET_KEY (not both) into o.secretKey, and makes the file's path
+// absolute for a background server.
+func loadSecretKey(o *serverOptions) error {
+	env := os.Getenv("TOYGRES_SECRET_KEY")
+	switch {
+	case o.secretKeyFile != "" && env != "":
+		return usagef("set --secret-key-file (or TOYGRES_SECRET_KEY_FILE) or TOYGRES_SECRET_KEY, not both")
+	case o.secretKeyFile != "":
+		abs, err := filepath.Abs(o.secretKeyFile)
+		if err != nil {
+			return err
+		}
+		o.secretKeyFile = abs
+		key, err := cms.ReadKeyFile(abs, nil)
+		if err != nil {
+			return fmt.Errorf("--secret-key-file: %w", err)
+		}
+		o.secretKey = key
+	case env != "":
+		key, err := cms.ParseKey(env)
+		if err != nil {
+			return fmt.Errorf("TOYGRES_SECRET_KEY: %w", err)
+		}
+		o.secretKey = key
+	}
+	return nil
 }
 
 func firstNonEmpty(s ...string) string {
@@ -257,9 +305,10 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 	a, err := app.Open(ctx, app.Config{
 		DataDir: dataDir, DatabaseURL: o.databaseURL, ActorInterval: o.actorInterval, Logger: log, Faults: faults, Metrics: metrics,
 		OrchestrationConcurrency: o.orchConcurrency, ActivityConcurrency: o.actConcurrency,
+		SecretKey: o.secretKey, OrchestrationLockTimeout: o.orchLockTimeout, ActivityLockTimeout: o.actLockTimeout,
 		Dataplane: o.dataplane, Retention: o.retention,
 		Kubernetes: kubernetes.Options{Kubeconfig: o.kubeconfig, Namespace: o.namespace, StorageClass: o.k8sStorageClass,
-			DNSZone: o.k8sDNSZone, Image: o.k8sImage},
+			DNSZone: o.k8sDNSZone, Image: o.k8sImage, ServicePort: int32(o.k8sServicePort)},
 	})
 	if err != nil {
 		return err
@@ -432,7 +481,8 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 	args := []string{"server", "start", "--foreground", "--daemon",
 		"--data-dir", dataDir, "--port", strconv.Itoa(o.port), "--listen", o.listen,
 		"--actor-interval", o.actorInterval.String(), "--admin-user", o.adminUser,
-		"--orchestration-concurrency", strconv.Itoa(o.orchConcurrency), "--activity-concurrency", strconv.Itoa(o.actConcurrency)}
+		"--orchestration-concurrency", strconv.Itoa(o.orchConcurrency), "--activity-concurrency", strconv.Itoa(o.actConcurrency),
+		"--orchestration-lock-timeout", o.orchLockTimeout.String(), "--activity-lock-timeout", o.actLockTimeout.String()}
 	if o.logLevel != "" {
 		args = append(args, "--log-level", o.logLevel)
 	}
@@ -450,8 +500,8 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 	if o.otlpEndpoint != "" {
 		args = append(args, "--otlp-endpoint", o.otlpEndpoint)
 	}
-	args = append(args, "--dataplane", o.dataplane, "--namespace", o.namespace)
-	for flag, v := range map[string]string{"--kubeconfig": o.kubeconfig, "--k8s-storage-class": o.k8sStorageClass, "--k8s-dns-zone": o.k8sDNSZone, "--k8s-image": o.k8sImage} {
+	args = append(args, "--dataplane", o.dataplane, "--namespace", o.namespace, "--k8s-service-port", strconv.Itoa(o.k8sServicePort))
+	for flag, v := range map[string]string{"--secret-key-file": o.secretKeyFile, "--kubeconfig": o.kubeconfig, "--k8s-storage-class": o.k8sStorageClass, "--k8s-dns-zone": o.k8sDNSZone, "--k8s-image": o.k8sImage} {
 		if v != "" {
 			args = append(args, flag, v)
 		}

@@ -54,6 +54,11 @@ type Deps struct {
 	Faults *Faults
 	// Metrics, when set, receives toygres_health_check_duration_seconds{result}.
 	Metrics prometheus.Registerer
+	// Host, when set, identifies the machine this server's data plane runs
+	// instances on (local driver on a shared store): deploy records it with
+	// the instance, and data-plane calls on an instance recorded for another
+	// host fail with ErrOtherHost.
+	Host string
 }
 
 // healthCheckBuckets are the buckets of toygres_health_check_duration_seconds.
@@ -347,6 +352,9 @@ func (a *acts) deploy(ctx context.Context, in DeployInput) (struct{}, error) {
 	if a.Faults.hit("deploy", in.InternalName, a.Faults.deployLimit()) {
 		return struct{}{}, fmt.Errorf("injected deploy failure for %s", in.InternalName)
 	}
+	if err := a.checkHost(ctx, in.InternalName, true); err != nil {
+		return struct{}{}, err
+	}
 	pw, err := a.CMS.Password(ctx, in.InternalName)
 	if err != nil {
 		return struct{}{}, duroxide.NonRetryable(fmt.Errorf("read password of %s: %w", in.InternalName, err))
@@ -371,6 +379,9 @@ func (f *Faults) testConnectionLimit() int {
 }
 
 func (a *acts) waitForReady(ctx context.Context, in InstanceRef) (ReadyOutput, error) {
+	if err := a.checkHost(ctx, in.InternalName, false); err != nil {
+		return ReadyOutput{}, err
+	}
 	st, err := a.Driver.Status(ctx, in.InternalName)
 	if err != nil {
 		return ReadyOutput{}, err
@@ -382,6 +393,9 @@ func (a *acts) waitForReady(ctx context.Context, in InstanceRef) (ReadyOutput, e
 }
 
 func (a *acts) getConnectionStrings(ctx context.Context, in InstanceRef) (ConnectionOutput, error) {
+	if err := a.checkHost(ctx, in.InternalName, false); err != nil {
+		return ConnectionOutput{}, err
+	}
 	ep, err := a.Driver.Endpoint(ctx, in.InternalName)
 	if err != nil {
 		return ConnectionOutput{}, err
@@ -446,6 +460,9 @@ func (a *acts) noteRestarts(ctx context.Context, in TestConnectionInput) int {
 }
 
 func (a *acts) deletePostgres(ctx context.Context, in InstanceRef) (struct{}, error) {
+	if err := a.checkHost(ctx, in.InternalName, false); err != nil {
+		return struct{}{}, err
+	}
 	return struct{}{}, a.Driver.Delete(ctx, in.InternalName)
 }
 

@@ -56,6 +56,16 @@ type Config struct {
 	OrchestrationConcurrency, ActivityConcurrency int
 	// Retention bounds the stores (see Retention; zero values are defaults).
 	Retention Retention
+	// SecretKey is the 32-byte key that encrypts instance passwords. It is
+	// required with a shared store (DatabaseURL), where every server must
+	// use the same key; without one the SQLite store uses (and on first
+	// start generates) <DataDir>/secret.key.
+	SecretKey []byte
+	// OrchestrationLockTimeout and ActivityLockTimeout are the leases of a
+	// running turn and activity (duroxide's defaults when zero). Leases are
+	// renewed while work runs, and a dead server's are taken over within
+	// seconds whatever these are (duroxide's owner liveness).
+	OrchestrationLockTimeout, ActivityLockTimeout time.Duration
 }
 
 // DefaultDataDir is $TOYGRES_HOME, or /var/lib/toygres for root (the
@@ -87,6 +97,7 @@ type App struct {
 	Registry *duroxide.Registry
 
 	closeDriver func() error // set when Open made the driver
+	localLock   *localLock   // local data plane on a shared store
 }
 
 // Open starts the control plane: it opens (and migrates) the stores,
@@ -116,6 +127,9 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if cfg.ActivityConcurrency <= 0 {
 		cfg.ActivityConcurrency = 10
 	}
+	if cfg.ActivityLockTimeout <= 0 {
+		cfg.ActivityLockTimeout = 5 * time.Minute
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -127,7 +141,11 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		}
 	}()
 
-	keyFile := filepath.Join(cfg.DataDir, "secret.key")
+	keyOpts, err := keyOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	keyOpts.Logger = cfg.Logger
 	if cfg.DatabaseURL == "" {
 		path := filepath.Join(cfg.DataDir, "toygres.db")
 		st, err := sqlite.Open(ctx, path)
@@ -135,9 +153,9 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 			return nil, fmt.Errorf("open durable store: %w", err)
 		}
 		a.Store = st
-		c, err := cms.OpenSQLite(ctx, path, cms.Options{KeyFile: keyFile, Logger: cfg.Logger})
+		c, err := cms.OpenSQLite(ctx, path, keyOpts)
 		if err != nil {
-			return nil, fmt.Errorf("open cms: %w", err)
+			return nil, fmt.Errorf("open cms: %w", explainKeyMismatch(err))
 		}
 		a.CMS = c
 	} else {
@@ -146,18 +164,25 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 			return nil, fmt.Errorf("open durable store: %w", err)
 		}
 		a.Store = st
-		c, err := cms.OpenPostgres(ctx, cfg.DatabaseURL, cms.Options{KeyFile: keyFile, Logger: cfg.Logger})
+		c, err := cms.OpenPostgres(ctx, cfg.DatabaseURL, keyOpts)
 		if err != nil {
-			return nil, fmt.Errorf("open cms: %w", err)
+			return nil, fmt.Errorf("open cms: %w", explainKeyMismatch(err))
 		}
 		a.CMS = c
 	}
 	a.Client = duroxide.NewClient(a.Store)
 
+	hostID := "" // set when local instances must be pinned to this server's host
 	switch {
 	case cfg.Driver != nil:
 		a.Driver = cfg.Driver
 	case cfg.Dataplane == "local":
+		if cfg.DatabaseURL != "" {
+			hostID = HostID(cfg.DataDir)
+			if a.localLock, err = acquireLocalLock(ctx, cfg.DatabaseURL, hostID, cfg.Logger); err != nil {
+				return nil, err
+			}
+		}
 		d, err := local.New(local.Options{Dir: filepath.Join(cfg.DataDir, "instances"), Logger: cfg.Logger, Metrics: cfg.Metrics,
 			OnEvent: a.recordDriverEvent})
 		if err != nil {
@@ -198,7 +223,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	}
 
 	reg := duroxide.NewRegistry()
-	if err := activities.Register(reg, activities.Deps{CMS: a.CMS, Driver: a.Driver, Client: a.Client, Logger: cfg.Logger, Faults: cfg.Faults, Metrics: cfg.Metrics}); err != nil {
+	if err := activities.Register(reg, activities.Deps{CMS: a.CMS, Driver: a.Driver, Client: a.Client, Logger: cfg.Logger, Faults: cfg.Faults, Metrics: cfg.Metrics, Host: hostID}); err != nil {
 		return nil, err
 	}
 	if err := orchestrations.Register(reg, a.Driver.Name()); err != nil {
@@ -211,8 +236,9 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	rt, err := duroxide.Start(ctx, a.Store, reg, duroxide.Options{
 		Logger: cfg.Logger, Metrics: cfg.Metrics,
 		OrchestrationConcurrency: cfg.OrchestrationConcurrency, ActivityConcurrency: cfg.ActivityConcurrency,
-		ExclusiveStore: cfg.DatabaseURL == "", // the server holds the data dir's lock: older leases are a dead incarnation's
-		KeepExecutions: max(cfg.Retention.KeepExecutions, 0),
+		ExclusiveStore:           cfg.DatabaseURL == "", // the server holds the data dir's lock: older leases are a dead incarnation's
+		KeepExecutions:           max(cfg.Retention.KeepExecutions, 0),
+		OrchestrationLockTimeout: cfg.OrchestrationLockTimeout, ActivityLockTimeout: cfg.ActivityLockTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start runtime: %w", err)
@@ -249,6 +275,7 @@ func (a *App) closeStores() {
 	if a.Store != nil {
 		_ = a.Store.Close()
 	}
+	a.localLock.Close()
 }
 
 // superviseActors starts a health actor for every running instance whose
@@ -336,6 +363,16 @@ func (a *App) ValidateCreate(ctx context.Context, r *CreateRequest) error {
 	}
 	if r.DNSLabel != "" && !nameRE.MatchString(r.DNSLabel) {
 		return invalid("invalid DNS label %q", r.DNSLabel)
+	}
+	if r.Internal {
+		// A driver that knows internal endpoints are out of this server's
+		// reach says so now, rather than every such create failing its
+		// connection test minutes later.
+		if d, ok := a.Driver.(interface{ InternalEndpointsReachable() error }); ok {
+			if err := d.InternalEndpointsReachable(); err != nil {
+				return invalid("%v", err)
+			}
+		}
 	}
 	versions, err := a.Driver.Versions(ctx)
 	if err != nil {

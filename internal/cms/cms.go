@@ -200,5 +200,15 @@ type Store interface {
 	// DeletePassword forgets it (deleted instances keep no secret).
 	DeletePassword(ctx context.Context, internalName string) error
 
+	// ClaimPlacement records that the data-plane host host runs the
+	// instance, unless a host is recorded already, and returns the recorded
+	// host. Data planes whose instances live on one machine (local) claim
+	// it before deploying, so that a server on another machine never takes
+	// "not on this machine" for "does not exist". ErrNotFound for an
+	// unknown instance.
+	ClaimPlacement(ctx context.Context, internalName, host string) (string, error)
+	// Placement returns the recorded host, "" if none is recorded.
+	Placement(ctx context.Context, internalName string) (string, error)
+
 	Close() error
 }

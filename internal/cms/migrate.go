@@ -94,6 +94,22 @@ ALTER TABLE cms_instances ADD COLUMN problem TEXT NOT NULL DEFAULT '';
 ALTER TABLE cms_instances ADD COLUMN problem_at INTEGER;
 CREATE INDEX cms_instances_problem ON cms_instances (created_at) WHERE problem <> '';
 `,
+}, {
+	version: 3,
+	name:    "control_plane",
+	sql: `
+CREATE TABLE cms_settings (
+	name       TEXT    PRIMARY KEY,
+	value      TEXT    NOT NULL,
+	updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE cms_instance_placements (
+	internal_name TEXT    PRIMARY KEY REFERENCES cms_instances (internal_name),
+	host          TEXT    NOT NULL,
+	created_at    INTEGER NOT NULL
+);
+`,
 }}
 
 // PostgreSQL: tables live in their own schema ({{s}}, quoted). Times are
@@ -174,6 +190,22 @@ CREATE TABLE {{s}}.instance_secrets (
 ALTER TABLE {{s}}.instances ADD COLUMN problem text NOT NULL DEFAULT '';
 ALTER TABLE {{s}}.instances ADD COLUMN problem_at timestamptz;
 CREATE INDEX instances_problem ON {{s}}.instances (created_at) WHERE problem <> '';
+`,
+}, {
+	version: 3,
+	name:    "control_plane",
+	sql: `
+CREATE TABLE {{s}}.settings (
+	name       text        PRIMARY KEY,
+	value      text        NOT NULL,
+	updated_at timestamptz NOT NULL
+);
+
+CREATE TABLE {{s}}.instance_placements (
+	internal_name text        PRIMARY KEY REFERENCES {{s}}.instances (internal_name),
+	host          text        NOT NULL,
+	created_at    timestamptz NOT NULL
+);
 `,
 }}
 

@@ -1,10 +1,12 @@
 package cms
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -206,4 +208,110 @@ func writeNewFile(path string, data []byte) (bool, error) {
 		d.Close()
 	}
 	return true, nil
+}
+
+// ParseKey decodes a secret key given as 64 hex digits or standard base64
+// (surrounding white space ignored), as TOYGRES_SECRET_KEY holds it.
+func ParseKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if k, err := hex.DecodeString(s); err == nil && len(k) == KeySize {
+		return k, nil
+	}
+	if k, err := base64.StdEncoding.DecodeString(s); err == nil && len(k) == KeySize {
+		return k, nil
+	}
+	return nil, fmt.Errorf("cms: secret key: want %d bytes as 64 hex digits or base64 (generate one with: openssl rand -hex %d)", KeySize, KeySize)
+}
+
+// ReadKeyFile reads the secret key stored at path (64 hex digits, base64 or
+// 32 raw bytes) without ever creating it: a missing file is an error
+// wrapping fs.ErrNotExist. log may be nil.
+func ReadKeyFile(path string, log *slog.Logger) ([]byte, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return readKeyFile(path, log)
+}
+
+// ErrKeyMismatch is returned (wrapped) by OpenSQLite and OpenPostgres when
+// the secret key is not the one the store's passwords are encrypted with.
+// Every server that shares a store must use the same key.
+var ErrKeyMismatch = errors.New("cms: secret key mismatch")
+
+// settingKeyID is the settings row that records the fingerprint (KeyID) of
+// the secret key the store's passwords are encrypted with.
+const settingKeyID = "secret_key_id"
+
+// checkKeyID makes sure every process on this store uses one secret key.
+// The first process records its key's fingerprint; a later one with another
+// key is refused, naming both fingerprints. A store from before fingerprints
+// were recorded adopts this key if any stored password was encrypted with
+// it (or none is stored), and is refused if only other keys were used.
+func (s *store) checkKeyID(ctx context.Context) error {
+	stored, found, err := s.setting(ctx, settingKeyID)
+	if err != nil {
+		return err
+	}
+	if found {
+		if stored != s.seal.keyID {
+			return fmt.Errorf("%w: this database's passwords are encrypted with key %s, this server has key %s", ErrKeyMismatch, stored, s.seal.keyID)
+		}
+		return nil
+	}
+	rows, err := s.db.QueryContext(ctx, s.q("SELECT key_id, count(*) FROM {p}instance_secrets GROUP BY key_id ORDER BY key_id"))
+	if err != nil {
+		return fmt.Errorf("cms: read password key ids: %w", err)
+	}
+	var others []string
+	mine := 0
+	for rows.Next() {
+		var id string
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			rows.Close()
+			return fmt.Errorf("cms: read password key ids: %w", err)
+		}
+		if id == s.seal.keyID {
+			mine = n
+		} else {
+			others = append(others, fmt.Sprintf("%s (%d)", id, n))
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("cms: read password key ids: %w", err)
+	}
+	if mine == 0 && len(others) > 0 {
+		return fmt.Errorf("%w: this database's passwords are encrypted with key %s, this server has key %s", ErrKeyMismatch, strings.Join(others, ", "), s.seal.keyID)
+	}
+	if len(others) > 0 {
+		s.log.Warn("cms: some stored passwords were encrypted with other secret keys and cannot be read", "key_id", s.seal.keyID, "other_keys", strings.Join(others, ", "))
+	}
+	// Two processes may get here at once with different keys: one insert
+	// wins and the other sees the winner's fingerprint.
+	if _, err := s.db.ExecContext(ctx, s.q("INSERT INTO {p}settings (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"),
+		settingKeyID, s.seal.keyID, s.d.ts(s.now())); err != nil {
+		return fmt.Errorf("cms: record secret key id: %w", err)
+	}
+	stored, _, err = s.setting(ctx, settingKeyID)
+	if err != nil {
+		return err
+	}
+	if stored != s.seal.keyID {
+		return fmt.Errorf("%w: this database's passwords are encrypted with key %s, this server has key %s", ErrKeyMismatch, stored, s.seal.keyID)
+	}
+	s.log.Info("cms: recorded the secret key's fingerprint", "key_id", s.seal.keyID)
+	return nil
+}
+
+// setting reads one settings row.
+func (s *store) setting(ctx context.Context, name string) (string, bool, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, s.q("SELECT value FROM {p}settings WHERE name = ?"), name).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("cms: read setting %s: %w", name, err)
+	}
+	return v, true, nil
 }

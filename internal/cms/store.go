@@ -226,6 +226,10 @@ func finishOpen(ctx context.Context, db *sql.DB, d *dialect, opts Options, where
 		db.Close()
 		return nil, fmt.Errorf("cms: open %s: migrate: %w", where, err)
 	}
+	if err := s.checkKeyID(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return s, nil
 }
 

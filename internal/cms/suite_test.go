@@ -853,22 +853,32 @@ func testWrongKey(t *testing.T, newDB factory) {
 	if err := s.SetPassword(ctx, a.InternalName, "hunter2"); err != nil {
 		t.Fatal(err)
 	}
+	// A second process with another key is refused at open, naming both keys.
 	other := bytes.Repeat([]byte{9}, KeySize)
-	s2 := openT(t, open, Options{SecretKey: other})
-	_, err := s2.Password(ctx, a.InternalName)
+	if s2, err := open(ctx, Options{SecretKey: other}); err == nil {
+		s2.Close()
+		t.Fatal("opened with another key")
+	} else if !errors.Is(err, ErrKeyMismatch) || !strings.Contains(err.Error(), KeyID(testKey)) || !strings.Contains(err.Error(), KeyID(other)) {
+		t.Fatalf("open with another key: %v", err)
+	}
+	// A row written under another key (copied from elsewhere) fails to decrypt.
+	st := s.(*store)
+	if _, err := st.db.ExecContext(ctx, st.q("UPDATE {p}instance_secrets SET key_id = ?"), KeyID(other)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Password(ctx, a.InternalName)
 	if !errors.Is(err, ErrDecrypt) {
 		t.Fatalf("wrong key: %v", err)
 	}
-	if !strings.Contains(err.Error(), "wrong secret key") || !strings.Contains(err.Error(), KeyID(testKey)) ||
+	if !strings.Contains(err.Error(), "wrong secret key") || !strings.Contains(err.Error(), KeyID(other)) ||
 		strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("unclear error: %v", err)
 	}
-	// Even with a matching key id, a different key fails authentication.
-	st2 := s2.(*store)
-	if _, err := st2.db.ExecContext(ctx, st2.q("UPDATE {p}instance_secrets SET key_id = ?"), KeyID(other)); err != nil {
+	// Even with a matching key id, a ciphertext of another key fails authentication.
+	if _, err := st.db.ExecContext(ctx, st.q("UPDATE {p}instance_secrets SET key_id = ?, ciphertext = ?"), KeyID(testKey), bytes.Repeat([]byte{1}, 24)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s2.Password(ctx, a.InternalName); !errors.Is(err, ErrDecrypt) {
+	if _, err := s.Password(ctx, a.InternalName); !errors.Is(err, ErrDecrypt) {
 		t.Fatalf("wrong key, forged key id: %v", err)
 	}
 }

@@ -7,10 +7,14 @@
 // New builds a client-go client from Options.RESTConfig, else from
 // Options.Kubeconfig, else from the usual loading rules ($KUBECONFIG,
 // ~/.kube/config) and, inside a pod, the in-cluster service account. The
-// namespace (default "toygres") must exist; the driver needs exactly the
-// namespaced permissions RequiredPermissions lists (the Role in
-// deploy/kubernetes/rbac.yaml) and nothing cluster-wide. Check verifies them
-// with SelfSubjectAccessReviews.
+// driver needs exactly the namespaced permissions RequiredPermissions lists
+// (the Role in deploy/kubernetes/rbac.yaml) and nothing cluster-wide. Check,
+// run at start, makes sure the API server answers, that the namespace
+// (default "toygres") exists (creating it where the identity may), and that
+// every permission is held (SelfSubjectAccessReviews); its errors name what
+// is missing and the command that fixes it. It also learns whether internal
+// (ClusterIP) endpoints are reachable from this process
+// (InternalEndpointsReachable).
 //
 // # Resources of an instance
 //

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
-	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -162,7 +164,8 @@ type Options struct {
 	Context string
 	// RESTConfig, when set, is used instead of Kubeconfig and Context.
 	RESTConfig *rest.Config
-	// Namespace holds the instances (default "toygres"); it must exist.
+	// Namespace holds the instances (default "toygres"); Check creates it
+	// when missing if the identity may.
 	Namespace string
 	// Image is the PostgreSQL image; "{version}" is replaced by the major
 	// version (default "postgres:{version}"). An image without the
@@ -216,6 +219,9 @@ type Options struct {
 	// balancers take one to three minutes; the activity's retries cover
 	// the rest.
 	LoadBalancerWait time.Duration
+	// ServicePort is the port instances' Services expose and endpoints
+	// report (default 5432, the container's port).
+	ServicePort int32
 	// Logger receives the driver's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -245,7 +251,19 @@ type Driver struct {
 	deleteWait  time.Duration
 	logsTimeout time.Duration
 	lbWait      time.Duration
+	svcPort     int32
 	log         *slog.Logger
+
+	apiHost string // the API server's address, for messages
+
+	// internalErr, set by Check, is why internal endpoints cannot be
+	// reached from this process (nil: they can).
+	internalMu  sync.Mutex
+	internalErr error
+	// lookupHost resolves names for the internal-endpoint check (tests
+	// replace it); inCluster reports whether this process runs in a pod.
+	lookupHost func(ctx context.Context, host string) ([]string, error)
+	inCluster  func() bool
 
 	// afterStep, when set (tests), is called after each Deploy step
 	// ("secret", "pvc", "statefulset", "service"); an error stops Deploy.
@@ -273,7 +291,12 @@ func New(opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes: client: %w", err)
 	}
-	return newDriver(client, opts)
+	d, err := newDriver(client, opts)
+	if err != nil {
+		return nil, err
+	}
+	d.apiHost = cfg.Host
+	return d, nil
 }
 
 // loadConfig follows client-go's loading rules: an explicit file, else
@@ -311,7 +334,10 @@ func newDriver(client k8s.Interface, opts Options) (*Driver, error) {
 		deleteWait:    opts.DeleteWait,
 		logsTimeout:   opts.LogsTimeout,
 		lbWait:        opts.LoadBalancerWait,
+		svcPort:       opts.ServicePort,
 		log:           opts.Logger,
+		lookupHost:    net.DefaultResolver.LookupHost,
+		inCluster:     func() bool { return os.Getenv("KUBERNETES_SERVICE_HOST") != "" },
 	}
 	if d.ns == "" {
 		d.ns = DefaultNamespace
@@ -381,6 +407,12 @@ func newDriver(client k8s.Interface, opts Options) (*Driver, error) {
 	}
 	if d.logsTimeout <= 0 {
 		d.logsTimeout = DefaultLogsTimeout
+	}
+	switch {
+	case d.svcPort == 0:
+		d.svcPort = Port
+	case d.svcPort < 1 || d.svcPort > 65535:
+		return nil, fmt.Errorf("kubernetes: invalid service port %d", d.svcPort)
 	}
 	if d.log == nil {
 		d.log = slog.Default()
@@ -454,37 +486,6 @@ func RequiredPermissions() []Permission {
 		{"", "pods/log", []string{"get"}},
 		{"apps", "statefulsets", []string{"get", "list", "create", "update", "delete"}},
 	}
-}
-
-// Check asks the API server (SelfSubjectAccessReview) whether the driver's
-// identity holds every permission it needs in its namespace, and fails
-// listing the missing ones. Use it at start-up to fail fast.
-func (d *Driver) Check(ctx context.Context) error {
-	var missing []string
-	for _, p := range RequiredPermissions() {
-		res, sub, _ := strings.Cut(p.Resource, "/")
-		for _, verb := range p.Verbs {
-			r, err := d.client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
-				Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
-					Namespace: d.ns, Group: p.Group, Resource: res, Subresource: sub, Verb: verb,
-				}},
-			}, createOpts)
-			if err != nil {
-				return fmt.Errorf("kubernetes: check permissions in namespace %s: %w", d.ns, err)
-			}
-			if !r.Status.Allowed {
-				g := p.Group
-				if g == "" {
-					g = "core"
-				}
-				missing = append(missing, fmt.Sprintf("%s %s/%s", verb, g, p.Resource))
-			}
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("kubernetes: missing permissions in namespace %s: %s", d.ns, strings.Join(missing, ", "))
-	}
-	return nil
 }
 
 // Resource names of an instance.

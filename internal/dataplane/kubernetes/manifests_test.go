@@ -13,6 +13,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -142,6 +143,13 @@ func TestManifestsAndLeastPrivilege(t *testing.T) {
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
 
+	// The Secret the server Deployment requires (the administrator makes it).
+	if _, err := c.CoreV1().Secrets(sysNS).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "toygres-secrets"},
+		StringData: map[string]string{"database-url": "postgres://toygres@db.example/toygres", "secret-key": strings.Repeat("ab", 32), "admin-password": "test-admin-pw"}},
+		metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	objs := loadManifests(t)
 	var saName string
 	for _, o := range objs {
@@ -188,14 +196,22 @@ func TestManifestsAndLeastPrivilege(t *testing.T) {
 		t.Fatal("no ServiceAccount in the manifests")
 	}
 
-	// The server Deployment becomes available (kwok runs no container, but
-	// scheduling, the data claim and the pod spec are real).
+	// Both server replicas become available (kwok runs no container, but
+	// scheduling and the pod spec are real), and the disruption budget
+	// allows one of them to go.
 	eventually(t, 90*time.Second, "toygres-server available", func() (bool, string) {
 		dep, err := c.AppsV1().Deployments(sysNS).Get(ctx, "toygres-server", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return dep.Status.AvailableReplicas == 1, dep.Status.String()
+		return dep.Status.AvailableReplicas == 2, dep.Status.String()
+	})
+	eventually(t, 30*time.Second, "disruption budget", func() (bool, string) {
+		pdb, err := c.PolicyV1().PodDisruptionBudgets(sysNS).Get(ctx, "toygres-server", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pdb.Status.CurrentHealthy == 2 && pdb.Status.DisruptionsAllowed == 1, pdb.Status.String()
 	})
 
 	// The ServiceAccount's own token: only its RBAC applies.

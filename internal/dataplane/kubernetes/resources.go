@@ -212,7 +212,7 @@ func (d *Driver) service(p plan) *corev1.Service {
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeClusterIP,
 			Selector: ownerLabels(p.name),
-			Ports: []corev1.ServicePort{{Name: "postgres", Port: Port, TargetPort: intstr.FromString("postgres"),
+			Ports: []corev1.ServicePort{{Name: "postgres", Port: d.svcPort, TargetPort: intstr.FromString("postgres"),
 				Protocol: corev1.ProtocolTCP}},
 		},
 	}

@@ -167,7 +167,7 @@ func (d *Driver) endpoint(ctx context.Context, name string) (dataplane.Endpoint,
 	case !ownedBy(svc, name):
 		return dataplane.Endpoint{}, fmt.Errorf("kubernetes: endpoint of %s: service %s: %w", name, svc.Name, ErrNotManaged)
 	}
-	ep := dataplane.Endpoint{Port: Port, User: SuperUser, Database: Database}
+	ep := dataplane.Endpoint{Port: int(d.svcPort), User: SuperUser, Database: Database}
 	for _, p := range svc.Spec.Ports {
 		if p.Name == "postgres" {
 			ep.Port = int(p.Port)
