@@ -70,6 +70,9 @@ const (
 	chaosDataPrefix      = "toygres-chaos-"
 )
 
+// chaosSecretKey is the secret key of the servers on the PostgreSQL store.
+const chaosSecretKey = "3c1f0e5a9b7d2c4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e"
+
 func TestChaos(t *testing.T) {
 	requirePostgres(t)
 	if err := apptest.CheckRunAs(); err != nil {
@@ -190,7 +193,8 @@ func (c *chaosRun) startServer() {
 	cmd := exec.Command(c.e.bin, "server", "start", "--foreground", "--port", strconv.Itoa(port), "--actor-interval", "1s")
 	cmd.Env = append(c.e.env(), "TOYGRES_ADMIN_PASSWORD=chaos-admin-pw")
 	if c.dbURL != "" {
-		cmd.Env = append(cmd.Env, "TOYGRES_DATABASE_URL="+c.dbURL)
+		// A shared store needs a provided key (the same after every restart).
+		cmd.Env = append(cmd.Env, "TOYGRES_DATABASE_URL="+c.dbURL, "TOYGRES_SECRET_KEY="+chaosSecretKey)
 	}
 	cmd.Stderr = errFile // stdout repeats server.log
 	cmd.Dir = c.e.dataDir

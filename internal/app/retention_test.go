@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -44,10 +45,15 @@ func (d *probeDriver) Delete(context.Context, string) error                     
 func (d *probeDriver) Logs(context.Context, string, int) ([]string, error)          { return nil, nil }
 func (d *probeDriver) Versions(context.Context) ([]string, error)                   { return []string{"15"}, nil }
 
+// testSecretKey is the secret key of the apps on the shared (PostgreSQL) store.
+var testSecretKey = bytes.Repeat([]byte{0x5a}, 32)
+
 // stores runs f against an app on SQLite and on PostgreSQL.
 func stores(t *testing.T, f func(t *testing.T, cfg app.Config)) {
 	t.Run("SQLite", func(t *testing.T) { f(t, app.Config{DataDir: t.TempDir()}) })
-	t.Run("Postgres", func(t *testing.T) { f(t, app.Config{DataDir: t.TempDir(), DatabaseURL: cluster.NewDatabase(t)}) })
+	t.Run("Postgres", func(t *testing.T) {
+		f(t, app.Config{DataDir: t.TempDir(), DatabaseURL: cluster.NewDatabase(t), SecretKey: testSecretKey})
+	})
 }
 
 func openApp(t *testing.T, cfg app.Config) *app.App {
