@@ -473,16 +473,22 @@ func (d *Driver) start(ctx context.Context, m *metadata, p paths, in install) (b
 				// Still starting (e.g. crash recovery): Status tells when it is ready.
 				d.log.Info("server still starting", "instance", m.Name, "output", out)
 			} else {
-				taken := !portFree(m.ListenAddress, m.Port)
+				// Another process may have held the port only briefly: the
+				// server's own complaint counts as much as a probe now.
+				logTail := tailLinesQuiet(p.log, 20)
+				taken := !portFree(m.ListenAddress, m.Port) || strings.Contains(strings.Join(logTail, "\n"), "Address already in use")
 				if !m.Started && attempt < 3 && taken {
-					d.log.Warn("port taken while starting, trying another", "instance", m.Name, "port", m.Port)
+					if err := d.movePort(m, p); err != nil {
+						return false, problem(dataplane.ProblemPortTaken, err)
+					}
+					d.log.Warn("port taken while starting, moved to another", "instance", m.Name, "port", m.Port)
 					continue
 				}
 				kind := dataplane.ProblemStartFailed
 				if taken {
 					kind = dataplane.ProblemPortTaken
 				}
-				return false, problem(kind, fmt.Errorf("local: start %s: pg_ctl start: %w\n%s\nserver log:\n%s", m.Name, err, out, strings.Join(tailLinesQuiet(p.log, 20), "\n")))
+				return false, problem(kind, fmt.Errorf("local: start %s: pg_ctl start: %w\n%s\nserver log:\n%s", m.Name, err, out, strings.Join(logTail, "\n")))
 			}
 		}
 		d.step("start:started")
