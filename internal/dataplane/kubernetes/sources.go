@@ -1,9 +1,14 @@
 package kubernetes
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // ParseSourceRanges parses a comma-separated list of CIDR prefixes (the
@@ -36,4 +41,32 @@ func validateSourceRanges(ranges []string) error {
 		}
 	}
 	return nil
+}
+
+// syncSourceRanges gives every public instance's Service in the namespace
+// the configured LoadBalancerSourceRanges, so that a server restarted with
+// a tighter --k8s-allowed-sources closes existing load balancers too, not
+// only new ones. Failures are logged: they do not stop the server, and the
+// next Deploy of an instance converges its Service anyway.
+func (d *Driver) syncSourceRanges(ctx context.Context) {
+	list, err := d.client.CoreV1().Services(d.ns).List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedByValue})
+	if err != nil {
+		d.log.Warn("listing instance services to apply the allowed sources failed", "error", err.Error())
+		return
+	}
+	for i := range list.Items {
+		svc := &list.Items[i]
+		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Annotations[AnnotationInternal] == "true" ||
+			slices.Equal(svc.Spec.LoadBalancerSourceRanges, d.lbRanges) {
+			continue
+		}
+		before := svc.Spec.LoadBalancerSourceRanges
+		svc.Spec.LoadBalancerSourceRanges = slices.Clone(d.lbRanges)
+		if _, err := d.client.CoreV1().Services(d.ns).Update(ctx, svc, metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
+			d.log.Warn("applying the allowed sources to a service failed", "service", svc.Name, "error", err.Error())
+			continue
+		}
+		d.log.Info("applied the allowed sources to a public instance", "service", svc.Name,
+			"before", strings.Join(before, ","), "after", strings.Join(d.lbRanges, ","))
+	}
 }

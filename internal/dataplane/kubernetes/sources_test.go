@@ -13,8 +13,8 @@ import (
 // TestAllowedSources deploys a public and an internal instance with
 // LoadBalancerSourceRanges (the --k8s-allowed-sources flag) against the
 // test control plane: the API server accepts the ranges on the public
-// Service, the internal one has none, and a driver with other ranges
-// converges the existing Service to them.
+// Service, the internal one has none, and a server restarted with other
+// ranges applies them to the existing Service.
 func TestAllowedSources(t *testing.T) {
 	t.Parallel()
 	cfg := restConfig(t)
@@ -50,12 +50,24 @@ func TestAllowedSources(t *testing.T) {
 	}
 	waitEndpoint(t, d, pub.Name)
 
-	// A server restarted with another list converges the Service.
+	// A server restarted with another list applies it to the existing
+	// public Service at start (Check), without a Deploy; the internal one
+	// stays without ranges.
 	d2 := newTestDriver(t, cfg, ns, func(o *Options) { o.LoadBalancerSourceRanges = []string{"172.16.0.0/12"} })
+	if err := d2.Check(ctx); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if svc := service(pub.Name); !slices.Equal(svc.Spec.LoadBalancerSourceRanges, []string{"172.16.0.0/12"}) {
+		t.Errorf("after a restart with other ranges: source ranges %v, want [172.16.0.0/12]", svc.Spec.LoadBalancerSourceRanges)
+	}
+	if svc := service(in.Name); len(svc.Spec.LoadBalancerSourceRanges) != 0 {
+		t.Errorf("internal service got ranges %v", svc.Spec.LoadBalancerSourceRanges)
+	}
+	// And a Deploy keeps them (the Service converges to the same list).
 	if err := d2.Deploy(ctx, pub, testPassword); err != nil {
 		t.Fatalf("Deploy with other ranges: %v", err)
 	}
 	if svc := service(pub.Name); !slices.Equal(svc.Spec.LoadBalancerSourceRanges, []string{"172.16.0.0/12"}) {
-		t.Errorf("after a change: source ranges %v, want [172.16.0.0/12]", svc.Spec.LoadBalancerSourceRanges)
+		t.Errorf("after a Deploy: source ranges %v, want [172.16.0.0/12]", svc.Spec.LoadBalancerSourceRanges)
 	}
 }
