@@ -357,3 +357,33 @@ func TestTLSCookiesAndHSTS(t *testing.T) {
 		t.Fatalf("plain HTTP: HSTS %q, cookie %q", f.header.Get("Strict-Transport-Security"), f.header.Get("Set-Cookie"))
 	}
 }
+
+// TestInvalidUTF8ConsoleCreate: the console's create and bulk-create forms
+// refuse a password that is not UTF-8 (the API would otherwise receive it
+// with the bad bytes replaced by U+FFFD) with 400 naming the field, and
+// nothing is created.
+func TestInvalidUTF8ConsoleCreate(t *testing.T) {
+	e := newEnv(t, Options{})
+	login := e.postForm("/login", url.Values{"username": {"admin"}, "password": {testAdminPassword}})
+	expect(t, login, http.StatusSeeOther)
+	cookie := ""
+	for _, c := range (&http.Response{Header: login.header}).Cookies() {
+		if c.Name == SessionCookie {
+			cookie = c.Name + "=" + c.Value
+		}
+	}
+	if cookie == "" {
+		t.Fatal("no session cookie")
+	}
+	name := uniq("utf")
+	for path, form := range map[string]url.Values{
+		"/instances":      {"name": {name}, "password": {"long-\xff-enough"}},
+		"/instances/bulk": {"base_name": {name}, "count": {"2"}, "password": {"long-\xed\xa0\x80-enough"}},
+	} {
+		r := e.postForm(path, form, hdr{"Cookie": cookie})
+		if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), "password is not valid UTF-8 text") {
+			t.Errorf("POST %s: %d, want 400 saying the password is not valid UTF-8:\n%.400s", path, r.status, r.body)
+		}
+	}
+	assertNothingCreated(t, e, name)
+}
