@@ -16,7 +16,9 @@
 // uses, rewritten at every start and daily, removed on stop) and, after the
 // first background start, initial-admin-password (0600: the generated admin
 // password, printed once by `server start` and deleted; it is never written
-// to the log).
+// to the log), and for HTTPS without --tls-cert, tls/cert.pem and
+// tls/key.pem (0600: the self-signed certificate; its fingerprint is in
+// credentials.json).
 //
 // The CLI's token comes from --token/$TOYGRES_TOKEN, else the token saved by
 // `toygres login` (~/.config/toygres/token.json, 0600), else the server's

@@ -571,13 +571,16 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 	if pid, err := runningServer(dataDir); err != nil {
 		return err
 	} else if pid != 0 {
-		u := ""
+		u, fp := "", ""
 		if c, err := cli.ReadCredentials(cli.ServerCredentialsPath(dataDir)); err == nil {
-			u = c.URL
+			u, fp = c.URL, c.Fingerprint
 		}
 		fmt.Fprintf(g.stdout, "Toygres server is already running (PID %d)\n", pid)
 		if u != "" {
 			fmt.Fprintf(g.stdout, "  URL:  %s\n", u)
+		}
+		if fp != "" {
+			fmt.Fprintf(g.stdout, "  Certificate:  %s\n", fp)
 		}
 		fmt.Fprintf(g.stdout, "  Log:  %s\n", logPath(dataDir))
 		showInitialPassword(g)

@@ -8,6 +8,11 @@
 // token of its own in <user config dir>/toygres/token.json (0600), for
 // servers elsewhere or other accounts. Resolve picks, in order: --token or
 // $TOYGRES_TOKEN, the saved login token, the server's credential file.
+//
+// TLS. Both files may hold the fingerprint of the server's certificate;
+// Client.Pin then accepts exactly that certificate (a self-signed server's),
+// and a server presenting another is refused with a CertificateError that
+// says what to do.
 package cli
 
 import (
