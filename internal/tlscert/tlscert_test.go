@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"net/http"
@@ -120,6 +121,16 @@ func TestPinnedConfig(t *testing.T) {
 	var me *MismatchError
 	if !errors.As(err, &me) || me.Got != a.Fingerprint || me.Want != b.Fingerprint {
 		t.Fatalf("pinned to another certificate: %v, want a MismatchError", err)
+	}
+	// A client that trusts the certificate file as its CA (Prometheus'
+	// tls_config.ca_file) accepts it for the SAN 127.0.0.1.
+	pool := x509.NewCertPool()
+	pool.AddCert(a.Leaf)
+	caClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
+	if resp, err := caClient.Get(srv.URL); err != nil {
+		t.Fatalf("the certificate as its own CA: %v", err)
+	} else {
+		resp.Body.Close()
 	}
 	// An unpinned client with the system roots refuses the self-signed one.
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{}}, Timeout: 10 * time.Second}
