@@ -1,7 +1,10 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -27,7 +30,7 @@ func TestTLSEndToEnd(t *testing.T) {
 
 	// Background start with HTTPS on loopback (--tls=on: what a listen
 	// address beyond loopback gets by default).
-	out, errOut, code := e.runWith("", admin, "server", "start", "--port", strconv.Itoa(e.port), "--tls", "on")
+	out, errOut, code := e.runWith("", admin, "server", "start", "--port", strconv.Itoa(e.port), "--tls", "on", "--http-read-timeout", "2s")
 	if code != 0 {
 		t.Fatalf("server start: exit %d\n%s%s", code, out, errOut)
 	}
@@ -57,6 +60,11 @@ func TestTLSEndToEnd(t *testing.T) {
 	e.ok("list")
 	if st := e.ok("server", "status"); !strings.Contains(st, url) || !strings.Contains(st, fp) || !strings.Contains(st, "healthy") {
 		t.Fatalf("server status:\n%s", st)
+	}
+
+	// A request body trickled in is cut within --http-read-timeout.
+	if after := slowLogin(t, "127.0.0.1:"+strconv.Itoa(e.port), fp, 10*time.Second); after > 3500*time.Millisecond {
+		t.Errorf("a slow body was cut after %v, want within about the 2s read timeout", after)
 	}
 
 	// Elsewhere (no access to the data dir): an untrusted certificate is
@@ -153,5 +161,47 @@ func TestServerStartFlagErrors(t *testing.T) {
 	_, errOut, code := runCLI(t, "server", "start", "--tls-cert", filepath.Join(dir, "none.pem"), "--tls-key", filepath.Join(dir, "none.key"))
 	if code != exitError || !strings.Contains(errOut, "load TLS certificate") {
 		t.Errorf("missing certificate: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// slowLogin sends POST /api/login over TLS (pinned to fp) with its body
+// trickled at 10 bytes/s and returns when the server closed the connection
+// (failing after limit).
+func slowLogin(t *testing.T, addr, fp string, limit time.Duration) time.Duration {
+	t.Helper()
+	cfg, err := tlscert.PinnedConfig(fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := fmt.Fprintf(conn, "POST /api/login HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", addr); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(conn)
+		done <- string(b)
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		select {
+		case answer := <-done:
+			if !strings.Contains(answer, " 408 ") {
+				t.Errorf("answer to a slow body: %q, want 408", answer)
+			}
+			return time.Since(start)
+		case <-deadline.C:
+			t.Fatalf("a slow body was still being read after %v", limit)
+		case <-tick.C:
+			_, _ = conn.Write([]byte(" "))
+		}
 	}
 }
