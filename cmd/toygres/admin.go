@@ -1059,6 +1059,11 @@ var envVars = []envVar{
 	{name: "TOYGRES_NAMESPACE", use: "server start: Kubernetes namespace for instances (--namespace)", def: "toygres"},
 	{name: "TOYGRES_SECRET_KEY", secret: true, use: "server start: secret key encrypting instance passwords, 64 hex digits or base64; required with --database-url", def: "<data dir>/secret.key (SQLite only)"},
 	{name: "TOYGRES_SECRET_KEY_FILE", use: "server start: file holding the secret key (--secret-key-file)", def: "-"},
+	{name: "TOYGRES_TLS", use: "server start: HTTPS auto (beyond loopback), on or off (--tls)", def: "auto"},
+	{name: "TOYGRES_TLS_CERT", use: "server start: PEM certificate for HTTPS (--tls-cert)", def: "self-signed, in <data dir>/tls"},
+	{name: "TOYGRES_TLS_KEY", use: "server start: PEM key of the certificate (--tls-key)", def: "-"},
+	{name: "TOYGRES_TLS_FINGERPRINT", use: "CLI: accept exactly the server certificate with this SHA-256 fingerprint (--fingerprint)", def: "saved by login, or in credentials.json"},
+	{name: "TOYGRES_K8S_ALLOWED_SOURCES", use: "server start: CIDRs allowed to reach public Kubernetes instances (--k8s-allowed-sources)", def: "any address"},
 	{name: "TOYGRES_INJECT_TEST_CONNECTION_FAILURES", use: "server start: fail the first N test-connection calls (testing)", def: "0"},
 	{name: "TOYGRES_INJECT_DEPLOY_FAILURES", use: "server start: fail the first N deploy calls (testing)", def: "0"},
 }

@@ -26,9 +26,20 @@ local server's credentials.json. On the machine that runs the server no
 login is needed.
 
 The password is prompted for without echo, or read from stdin with
---password-stdin.`,
-		Example: `  toygres login --url http://toygres.example:8080
-  echo "$PW" | toygres login --url http://10.0.0.5:8080 --password-stdin`,
+--password-stdin.
+
+HTTPS. A server listening beyond loopback speaks HTTPS. With a certificate
+from a CA this machine trusts, nothing more is needed. With the server's
+self-signed certificate, pass its fingerprint, which 'toygres server start'
+prints (and keeps in the server's credentials.json and server log):
+--fingerprint SHA256:…. The fingerprint is saved with the token, and later
+commands accept exactly that certificate: a server presenting another one
+is refused. There is no silent trust on first use: without --fingerprint,
+an untrusted certificate is refused with its fingerprint in the message,
+to compare with the one the server printed before passing it.`,
+		Example: `  toygres login --url http://127.0.0.1:8080
+  toygres login --url https://toygres.example:8080 --fingerprint SHA256:5f1c…
+  echo "$PW" | toygres login --url https://10.0.0.5:8080 --fingerprint SHA256:5f1c… --password-stdin`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			url := cli.NormalizeURL(g.url)
@@ -61,9 +72,13 @@ The password is prompted for without echo, or read from stdin with
 			if pw == "" {
 				return usagef("empty password")
 			}
-			c := cli.NewClient(url, "")
+			fp, src := g.localServerPin(url)
+			c, err := g.newClient(url, "", fp, src)
+			if err != nil {
+				return err
+			}
 			var ans api.LoginResponse
-			err := c.Do(cmd.Context(), http.MethodPost, "/api/login", api.LoginRequest{Username: username, Password: pw}, &ans)
+			err = c.Do(cmd.Context(), http.MethodPost, "/api/login", api.LoginRequest{Username: username, Password: pw}, &ans)
 			if err != nil {
 				if cli.StatusOf(err) == http.StatusUnauthorized {
 					return errors.New("login failed: wrong user name or password")
@@ -74,10 +89,14 @@ The password is prompted for without echo, or read from stdin with
 			if err != nil {
 				return err
 			}
-			if err := cli.WriteCredentials(path, &cli.Credentials{URL: url, Token: ans.Token, ExpiresAt: ans.ExpiresAt, Username: username}); err != nil {
+			if err := cli.WriteCredentials(path, &cli.Credentials{URL: url, Token: ans.Token, ExpiresAt: ans.ExpiresAt, Username: username,
+				Fingerprint: c.Fingerprint}); err != nil {
 				return fmt.Errorf("save token: %w", err)
 			}
 			fmt.Fprintf(g.stdout, "Logged in to %s as %s; token saved in %s", url, username, path)
+			if c.Fingerprint != "" {
+				fmt.Fprintf(g.stdout, " (TLS certificate pinned: %s)", c.Fingerprint)
+			}
 			if !ans.ExpiresAt.IsZero() {
 				fmt.Fprintf(g.stdout, " (expires %s)", cli.FormatTime(ans.ExpiresAt))
 			}
@@ -102,7 +121,9 @@ func newLogoutCmd(g *globals) *cobra.Command {
 			}
 			if c, err := cli.ReadCredentials(path); err == nil {
 				// Best effort: end the session on the server too.
-				_ = cli.NewClient(c.URL, c.Token).Do(cmd.Context(), http.MethodPost, "/api/logout", nil, nil)
+				if lc, err := g.newClient(c.URL, c.Token, c.Fingerprint, path); err == nil {
+					_ = lc.Do(cmd.Context(), http.MethodPost, "/api/logout", nil, nil)
+				}
 			}
 			if err := os.Remove(path); err != nil {
 				if errors.Is(err, fs.ErrNotExist) {

@@ -16,7 +16,9 @@
 // uses, rewritten at every start and daily, removed on stop) and, after the
 // first background start, initial-admin-password (0600: the generated admin
 // password, printed once by `server start` and deleted; it is never written
-// to the log).
+// to the log), and for HTTPS without --tls-cert, tls/cert.pem and
+// tls/key.pem (0600: the self-signed certificate; its fingerprint is in
+// credentials.json).
 //
 // The CLI's token comes from --token/$TOYGRES_TOKEN, else the token saved by
 // `toygres login` (~/.config/toygres/token.json, 0600), else the server's
@@ -77,9 +79,11 @@ type globals struct {
 	dataDir string
 	url     string
 	token   string
-	stdout  io.Writer
-	stderr  io.Writer
-	stdin   io.Reader
+	// fingerprint pins the server's TLS certificate (--fingerprint).
+	fingerprint string
+	stdout      io.Writer
+	stderr      io.Writer
+	stdin       io.Reader
 }
 
 func main() {
@@ -177,6 +181,7 @@ that runs the server: the CLI reads the server's credentials.json):
 	pf.StringVar(&g.dataDir, "data-dir", app.DefaultDataDir(), "server data directory: database, instances, log, PID and credentials.json (env TOYGRES_HOME)")
 	pf.StringVar(&g.url, "url", firstEnv("TOYGRES_URL", "TOYGRES_API_URL"), "server URL (env TOYGRES_URL; default: from the credentials, else "+cli.DefaultURL+")")
 	pf.StringVar(&g.token, "token", "", "bearer token (env TOYGRES_TOKEN; default: the token saved by 'toygres login', else the server's credentials.json)")
+	pf.StringVar(&g.fingerprint, "fingerprint", os.Getenv("TOYGRES_TLS_FINGERPRINT"), "accept exactly the server TLS certificate with this SHA-256 fingerprint (SHA256:…, as 'toygres server start' prints it) (env TOYGRES_TLS_FINGERPRINT; default: the one saved by 'toygres login' or in the server's credentials.json, else the system's CAs)")
 
 	root.AddCommand(withAdminCommands(g, newServerCmd(g)), newCreateCmd(g), newDeleteCmd(g), newListCmd(g), newGetCmd(g),
 		newPurgeCmd(g), newRepairCmd(g),
@@ -220,7 +225,10 @@ func (g *globals) client() (*cli.Client, error) {
 		token = os.Getenv("TOYGRES_TOKEN")
 	}
 	creds, err := cli.Resolve(cli.ResolveOptions{URL: g.url, Token: token, DataDir: g.dataDir})
-	c := cli.NewClient(creds.URL, creds.Token)
+	c, perr := g.newClient(creds.URL, creds.Token, creds.Fingerprint, creds.Source)
+	if perr != nil {
+		return nil, perr
+	}
 	c.TokenSource = creds.Source
 	if errors.Is(err, cli.ErrNoCredentials) {
 		// Without a token the API answers 401; say why before calling it.
@@ -237,6 +245,29 @@ func (g *globals) client() (*cli.Client, error) {
 			creds.URL, err, cli.ServerCredentialsPath(g.dataDir))
 	}
 	return c, err
+}
+
+// newClient returns an API client for url that pins the server's TLS
+// certificate: --fingerprint when given, else fingerprint (from source).
+func (g *globals) newClient(url, token, fingerprint, source string) (*cli.Client, error) {
+	c := cli.NewClient(url, token)
+	if g.fingerprint != "" {
+		fingerprint, source = g.fingerprint, "--fingerprint"
+	}
+	if err := c.Pin(fingerprint, source); err != nil {
+		return nil, usagef("%v", err)
+	}
+	return c, nil
+}
+
+// localServerPin is the certificate fingerprint of the server on this
+// machine when url is its URL (from its credentials.json), else "".
+func (g *globals) localServerPin(url string) (fingerprint, source string) {
+	path := cli.ServerCredentialsPath(g.dataDir)
+	if c, err := cli.ReadCredentials(path); err == nil && cli.NormalizeURL(c.URL) == cli.NormalizeURL(url) {
+		return c.Fingerprint, path
+	}
+	return "", ""
 }
 
 func newVersionCmd(g *globals) *cobra.Command {

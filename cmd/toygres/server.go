@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -31,6 +30,7 @@ import (
 	"github.com/toygres/toygres/internal/dataplane/kubernetes"
 	"github.com/toygres/toygres/internal/logging"
 	"github.com/toygres/toygres/internal/telemetry"
+	"github.com/toygres/toygres/internal/tlscert"
 )
 
 // Server timing.
@@ -71,6 +71,17 @@ type serverOptions struct {
 	secretKey       []byte // parsed from --secret-key-file or TOYGRES_SECRET_KEY
 	orchLockTimeout time.Duration
 	actLockTimeout  time.Duration
+
+	// TLS and HTTP (see serverTLS).
+	tlsMode      string // auto, on, off
+	tlsCert      string
+	tlsKey       string
+	readTimeout  time.Duration
+	writeTimeout time.Duration
+	idleTimeout  time.Duration
+
+	k8sAllowedSources string   // --k8s-allowed-sources as given
+	k8sSources        []string // parsed
 }
 
 func newServerCmd(g *globals) *cobra.Command {
@@ -115,9 +126,19 @@ URL and a bearer token, which the CLI on this machine uses without a login.
 The admin password (for 'toygres login' and the API) is
 $TOYGRES_ADMIN_PASSWORD, or generated on first start and printed once.
 
+HTTPS. On loopback (the default, 127.0.0.1) the server speaks plain HTTP.
+Listening beyond loopback it speaks HTTPS: with --tls-cert/--tls-key, or
+else with a self-signed certificate (ECDSA P-256) generated on the first
+start and kept in <data dir>/tls (mode 0600). The certificate's SHA-256
+fingerprint is printed at start and written to credentials.json, so the
+CLI on this machine pins it; elsewhere run 'toygres login --url https://…
+--fingerprint SHA256:…'. --tls=on uses HTTPS on loopback too; --tls=off
+serves plain HTTP everywhere (only behind a proxy that terminates TLS).
+
 Environment: TOYGRES_HOME (data dir), TOYGRES_PORT, TOYGRES_DATABASE_URL,
 TOYGRES_DATAPLANE, TOYGRES_NAMESPACE, TOYGRES_SECRET_KEY, TOYGRES_SECRET_KEY_FILE,
 TOYGRES_ADMIN_PASSWORD, TOYGRES_ADMIN_USERNAME, TOYGRES_LOG_LEVEL,
+TOYGRES_TLS, TOYGRES_TLS_CERT, TOYGRES_TLS_KEY, TOYGRES_K8S_ALLOWED_SOURCES,
 OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP export of metrics and logs; see
 deploy/observability/README.md).`,
 		Args: noArgs,
@@ -151,6 +172,16 @@ deploy/observability/README.md).`,
 			}
 			if err := loadSecretKey(o); err != nil {
 				return err
+			}
+			if err := checkTLSOptions(o); err != nil {
+				return err
+			}
+			if o.readTimeout <= 0 || o.writeTimeout <= 0 || o.idleTimeout <= 0 {
+				return usagef("--http-read-timeout, --http-write-timeout and --http-idle-timeout must be positive")
+			}
+			var err error
+			if o.k8sSources, err = kubernetes.ParseSourceRanges(o.k8sAllowedSources); err != nil {
+				return usagef("--k8s-allowed-sources: %v", strings.TrimPrefix(err.Error(), "kubernetes: "))
 			}
 			dir, err := filepath.Abs(g.dataDir)
 			if err != nil {
@@ -192,6 +223,13 @@ deploy/observability/README.md).`,
 	f.StringVar(&o.secretKeyFile, "secret-key-file", os.Getenv("TOYGRES_SECRET_KEY_FILE"), "file with the secret key that encrypts instance passwords (64 hex digits or base64), e.g. from a Kubernetes Secret; required with --database-url unless TOYGRES_SECRET_KEY is set (env TOYGRES_SECRET_KEY_FILE; default: <data dir>/secret.key, generated, SQLite only)")
 	f.DurationVar(&o.orchLockTimeout, "orchestration-lock-timeout", 5*time.Second, "lease of a running orchestration turn, renewed while the turn runs")
 	f.DurationVar(&o.actLockTimeout, "activity-lock-timeout", 30*time.Second, "lease of a running activity, renewed every third of it while the activity runs (a dead server's leases are taken over within seconds whatever this is)")
+	f.StringVar(&o.tlsMode, "tls", firstNonEmpty(os.Getenv("TOYGRES_TLS"), "auto"), "HTTPS: auto (beyond loopback only), on (also on loopback) or off (plain HTTP everywhere; only behind a TLS-terminating proxy) (env TOYGRES_TLS)")
+	f.StringVar(&o.tlsCert, "tls-cert", os.Getenv("TOYGRES_TLS_CERT"), "PEM certificate (chain) for HTTPS, with --tls-key (env TOYGRES_TLS_CERT; default: a self-signed one in <data dir>/tls when HTTPS is on)")
+	f.StringVar(&o.tlsKey, "tls-key", os.Getenv("TOYGRES_TLS_KEY"), "PEM private key of --tls-cert (env TOYGRES_TLS_KEY)")
+	f.DurationVar(&o.readTimeout, "http-read-timeout", api.DefaultReadTimeout, "longest time to read a request, headers and body (slower clients get 408)")
+	f.DurationVar(&o.writeTimeout, "http-write-timeout", api.DefaultWriteTimeout, "longest time to answer a request")
+	f.DurationVar(&o.idleTimeout, "http-idle-timeout", api.DefaultIdleTimeout, "how long an idle keep-alive connection stays open")
+	f.StringVar(&o.k8sAllowedSources, "k8s-allowed-sources", os.Getenv("TOYGRES_K8S_ALLOWED_SOURCES"), "comma-separated CIDRs allowed to reach public instances' load balancers, e.g. 203.0.113.0/24,10.0.0.0/8 (env TOYGRES_K8S_ALLOWED_SOURCES; default: any address)")
 	f.BoolVar(&o.daemon, "daemon", false, "internal: started by a background 'server start'")
 	for _, h := range []string{"inject-test-connection-failures", "inject-deploy-failures", "daemon", "orchestration-concurrency", "activity-concurrency"} {
 		_ = f.MarkHidden(h)
@@ -238,13 +276,79 @@ func firstNonEmpty(s ...string) string {
 }
 
 // serverURL is the URL clients on this machine use for a listen address.
-func serverURL(listen string, port int) string {
+func serverURL(listen string, port int, https bool) string {
 	host := listen
 	switch host {
 	case "", "0.0.0.0", "::", "[::]":
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port))
+	scheme := "http://"
+	if https {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port))
+}
+
+// isLoopback reports whether a listen address is reachable from this
+// machine only.
+func isLoopback(listen string) bool {
+	h := strings.Trim(listen, "[]")
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkTLSOptions validates the TLS flags and, for a given certificate,
+// loads it now (a bad file is a start error, also for a background start)
+// and makes the paths absolute for the background server.
+func checkTLSOptions(o *serverOptions) error {
+	switch o.tlsMode {
+	case "auto", "on", "off":
+	default:
+		return usagef("invalid --tls %q (want auto, on or off)", o.tlsMode)
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return usagef("--tls-cert and --tls-key go together (env TOYGRES_TLS_CERT and TOYGRES_TLS_KEY)")
+	}
+	if o.tlsCert == "" {
+		return nil
+	}
+	if o.tlsMode == "off" {
+		return usagef("--tls=off with --tls-cert: choose one")
+	}
+	var err error
+	if o.tlsCert, err = filepath.Abs(o.tlsCert); err != nil {
+		return err
+	}
+	if o.tlsKey, err = filepath.Abs(o.tlsKey); err != nil {
+		return err
+	}
+	_, err = tlscert.Load(o.tlsCert, o.tlsKey)
+	return err
+}
+
+// serverTLS is the server's certificate, or nil for plain HTTP: the given
+// one, else (HTTPS on: --tls=on, or auto beyond loopback) the self-signed
+// one in <data dir>/tls.
+func serverTLS(o *serverOptions, dataDir string, log *slog.Logger) (*tlscert.Cert, error) {
+	switch {
+	case o.tlsCert != "":
+		return tlscert.Load(o.tlsCert, o.tlsKey)
+	case o.tlsMode == "off":
+		if !isLoopback(o.listen) {
+			log.Warn("serving plain HTTP beyond loopback (--tls=off): passwords and tokens travel in clear unless a proxy terminates TLS", "listen", o.listen)
+		}
+		return nil, nil
+	case o.tlsMode == "auto" && isLoopback(o.listen):
+		return nil, nil
+	}
+	c, err := tlscert.LoadOrGenerate(filepath.Join(dataDir, "tls"), tlscert.Hosts(o.listen), time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	return c, nil
 }
 
 // runServer runs the server in this process until ctx ends (SIGINT/SIGTERM).
@@ -308,7 +412,7 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 		SecretKey: o.secretKey, OrchestrationLockTimeout: o.orchLockTimeout, ActivityLockTimeout: o.actLockTimeout,
 		Dataplane: o.dataplane, Retention: o.retention,
 		Kubernetes: kubernetes.Options{Kubeconfig: o.kubeconfig, Namespace: o.namespace, StorageClass: o.k8sStorageClass,
-			DNSZone: o.k8sDNSZone, Image: o.k8sImage, ServicePort: int32(o.k8sServicePort)},
+			DNSZone: o.k8sDNSZone, Image: o.k8sImage, ServicePort: int32(o.k8sServicePort), LoadBalancerSourceRanges: o.k8sSources},
 	})
 	if err != nil {
 		return err
@@ -334,26 +438,45 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 	if err != nil {
 		return fmt.Errorf("start API: %w", err)
 	}
+	cert, err := serverTLS(o, dataDir, log)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(o.listen, strconv.Itoa(o.port)))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
-	url := serverURL(o.listen, port)
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	url := serverURL(o.listen, port, cert != nil)
+	hopts := api.HTTPOptions{ReadTimeout: o.readTimeout, WriteTimeout: o.writeTimeout, IdleTimeout: o.idleTimeout,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	fingerprint := ""
+	if cert != nil {
+		hopts.TLS = tlscert.ServerConfig(cert)
+		fingerprint = cert.Fingerprint
+		log.Info("HTTPS", "certificate", cert.CertFile, "fingerprint", fingerprint, "self_signed", cert.SelfSigned,
+			"generated", cert.Generated, "expires", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+		if !o.daemon {
+			fmt.Fprintf(g.stdout, "HTTPS certificate %s\n  fingerprint: %s\n  (clients elsewhere: toygres login --url https://<host>:%d --fingerprint %s)\n",
+				cert.CertFile, fingerprint, port, fingerprint)
+		}
 	}
+	hs := srv.NewHTTPServer(hopts)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
+	go func() {
+		if hopts.TLS != nil {
+			serveErr <- hs.ServeTLS(ln, "", "")
+		} else {
+			serveErr <- hs.Serve(ln)
+		}
+	}()
 
 	if err := writePID(dataDir, pid); err != nil {
 		log.Warn("writing the PID file failed", "error", err.Error())
 	}
 	defer removePIDIfOwn(dataDir, pid)
 	credPath := cli.ServerCredentialsPath(dataDir)
-	if err := writeServerCredentials(srv, credPath, url, o.adminUser, pid); err != nil {
+	if err := writeServerCredentials(srv, credPath, url, fingerprint, o.adminUser, pid); err != nil {
 		_ = hs.Close()
 		return fmt.Errorf("write %s: %w", credPath, err)
 	}
@@ -382,20 +505,21 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 			closeApp()
 			return fmt.Errorf("HTTP server: %w", err)
 		case <-refresh.C:
-			if err := writeServerCredentials(srv, credPath, url, o.adminUser, pid); err != nil {
+			if err := writeServerCredentials(srv, credPath, url, fingerprint, o.adminUser, pid); err != nil {
 				log.Warn("refreshing the credential file failed", "error", err.Error())
 			}
 		}
 	}
 }
 
-// writeServerCredentials issues a token and writes credentials.json (0600).
-func writeServerCredentials(srv *api.Server, path, url, user string, pid int) error {
+// writeServerCredentials issues a token and writes credentials.json (0600)
+// with the server's URL and certificate fingerprint ("" for plain HTTP).
+func writeServerCredentials(srv *api.Server, path, url, fingerprint, user string, pid int) error {
 	token, err := srv.IssueToken(credentialTokenTTL)
 	if err != nil {
 		return fmt.Errorf("issue token: %w", err)
 	}
-	return cli.WriteCredentials(path, &cli.Credentials{URL: url, Token: token,
+	return cli.WriteCredentials(path, &cli.Credentials{URL: url, Token: token, Fingerprint: fingerprint,
 		ExpiresAt: time.Now().Add(credentialTokenTTL).UTC().Truncate(time.Second), Username: user, PID: pid})
 }
 
@@ -447,13 +571,16 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 	if pid, err := runningServer(dataDir); err != nil {
 		return err
 	} else if pid != 0 {
-		u := ""
+		u, fp := "", ""
 		if c, err := cli.ReadCredentials(cli.ServerCredentialsPath(dataDir)); err == nil {
-			u = c.URL
+			u, fp = c.URL, c.Fingerprint
 		}
 		fmt.Fprintf(g.stdout, "Toygres server is already running (PID %d)\n", pid)
 		if u != "" {
 			fmt.Fprintf(g.stdout, "  URL:  %s\n", u)
+		}
+		if fp != "" {
+			fmt.Fprintf(g.stdout, "  Certificate:  %s\n", fp)
 		}
 		fmt.Fprintf(g.stdout, "  Log:  %s\n", logPath(dataDir))
 		showInitialPassword(g)
@@ -482,7 +609,9 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 		"--data-dir", dataDir, "--port", strconv.Itoa(o.port), "--listen", o.listen,
 		"--actor-interval", o.actorInterval.String(), "--admin-user", o.adminUser,
 		"--orchestration-concurrency", strconv.Itoa(o.orchConcurrency), "--activity-concurrency", strconv.Itoa(o.actConcurrency),
-		"--orchestration-lock-timeout", o.orchLockTimeout.String(), "--activity-lock-timeout", o.actLockTimeout.String()}
+		"--orchestration-lock-timeout", o.orchLockTimeout.String(), "--activity-lock-timeout", o.actLockTimeout.String(),
+		"--tls", o.tlsMode, "--http-read-timeout", o.readTimeout.String(), "--http-write-timeout", o.writeTimeout.String(),
+		"--http-idle-timeout", o.idleTimeout.String()}
 	if o.logLevel != "" {
 		args = append(args, "--log-level", o.logLevel)
 	}
@@ -501,7 +630,8 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 		args = append(args, "--otlp-endpoint", o.otlpEndpoint)
 	}
 	args = append(args, "--dataplane", o.dataplane, "--namespace", o.namespace, "--k8s-service-port", strconv.Itoa(o.k8sServicePort))
-	for flag, v := range map[string]string{"--secret-key-file": o.secretKeyFile, "--kubeconfig": o.kubeconfig, "--k8s-storage-class": o.k8sStorageClass, "--k8s-dns-zone": o.k8sDNSZone, "--k8s-image": o.k8sImage} {
+	for flag, v := range map[string]string{"--secret-key-file": o.secretKeyFile, "--kubeconfig": o.kubeconfig, "--k8s-storage-class": o.k8sStorageClass, "--k8s-dns-zone": o.k8sDNSZone, "--k8s-image": o.k8sImage,
+		"--tls-cert": o.tlsCert, "--tls-key": o.tlsKey, "--k8s-allowed-sources": strings.Join(o.k8sSources, ",")} {
 		if v != "" {
 			args = append(args, flag, v)
 		}
@@ -521,13 +651,13 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 	exited := make(chan error, 1)
 	go func() { exited <- child.Wait() }()
 
-	url := serverURL(o.listen, o.port)
+	url := ""
+	fingerprint := ""
 	credPath := cli.ServerCredentialsPath(dataDir)
 	deadline := time.NewTimer(startTimeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	hc := &http.Client{Timeout: 2 * time.Second}
 	for {
 		select {
 		case err := <-exited:
@@ -550,20 +680,31 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 		if err != nil || c.PID != pid {
 			continue
 		}
-		url = c.URL
-		resp, err := hc.Get(url + "/health")
+		// Over HTTPS, /health answers through the certificate the server
+		// pinned in its credentials: the same check the CLI makes.
+		hc := cli.NewClient(c.URL, "")
+		if err := hc.Pin(c.Fingerprint, credPath); err != nil {
+			return fmt.Errorf("server (PID %d) wrote a bad fingerprint in %s: %w", pid, credPath, err)
+		}
+		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = hc.Health(hctx)
+		cancel()
+		var certErr *cli.CertificateError
+		if errors.As(err, &certErr) {
+			return fmt.Errorf("server (PID %d) started, but: %w", pid, err)
+		}
 		if err != nil {
 			continue
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			continue
-		}
+		url, fingerprint = c.URL, c.Fingerprint
 		break
 	}
 	_ = child.Process.Release()
 	fmt.Fprintf(g.stdout, "Toygres server started (PID %d)\n", pid)
 	fmt.Fprintf(g.stdout, "  URL:          %s\n", url)
+	if fingerprint != "" {
+		fmt.Fprintf(g.stdout, "  Certificate:  %s (elsewhere: toygres login --url %s --fingerprint %s)\n", fingerprint, url, fingerprint)
+	}
 	fmt.Fprintf(g.stdout, "  Log:          %s\n", logPath(dataDir))
 	fmt.Fprintf(g.stdout, "  Data:         %s\n", dataDir)
 	fmt.Fprintf(g.stdout, "  Credentials:  %s\n", credPath)
@@ -667,7 +808,7 @@ func newServerStatusCmd(g *globals) *cobra.Command {
 			url := cli.NormalizeURL(g.url)
 			if url == "" {
 				if c, err := cli.ReadCredentials(cli.ServerCredentialsPath(g.dataDir)); err == nil {
-					url = c.URL
+					url = cli.NormalizeURL(c.URL)
 				}
 			}
 			fmt.Fprintf(g.stdout, "Toygres server is running (PID %d)\n", pid)
@@ -679,7 +820,19 @@ func newServerStatusCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(g.stdout, "  URL:     %s\n", url)
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
-			h, err := cli.NewClient(url, "").Health(ctx)
+			fp, src := g.localServerPin(url)
+			hc, err := g.newClient(url, "", fp, src)
+			if err != nil {
+				return err
+			}
+			if fp := hc.Fingerprint; fp != "" {
+				fmt.Fprintf(g.stdout, "  TLS:     %s\n", fp)
+			}
+			h, err := hc.Health(ctx)
+			var certErr *cli.CertificateError
+			if errors.As(err, &certErr) {
+				return err
+			}
 			if err != nil {
 				return fmt.Errorf("the server (PID %d) does not answer at %s: %v", pid, url, err)
 			}

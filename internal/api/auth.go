@@ -288,10 +288,39 @@ func (s *sessionStore) lookup(token string) (session, error) {
 	return se, nil
 }
 
-// revoke forgets a token.
+// revoke forgets a token. A token that is not a current session (unknown,
+// expired or malformed) changes nothing: the file is neither rewritten nor
+// synced, so anonymous logouts cost a hash and a stat.
 func (s *sessionStore) revoke(token string) error {
+	if token == "" || len(token) > 256 {
+		return nil
+	}
 	h := tokenHash(token)
+	if !s.known(h) {
+		return nil
+	}
 	return s.update(func(m map[string]session) { delete(m, h) })
+}
+
+// known reports whether the token hash h is a session, in memory or in the
+// file when another process changed it since it was read.
+func (s *sessionStore) known(h string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.sessions[h]; ok {
+		return true
+	}
+	fi, err := os.Stat(s.path)
+	if err != nil || (fi.ModTime().Equal(s.modTime) && fi.Size() == s.size) {
+		return false
+	}
+	m, err := s.readLocked()
+	if err != nil {
+		return true // unreadable: let update report it
+	}
+	s.sessions = m
+	_, ok := m[h]
+	return ok
 }
 
 // revokeAll forgets every session (after an admin password change).
@@ -301,11 +330,16 @@ func (s *sessionStore) revokeAll() error {
 
 // Login rate limit: at most loginMaxFailures failed attempts per client IP
 // within loginWindow; further attempts get 429 until the oldest failure
-// leaves the window. A successful login clears the IP's failures.
+// leaves the window. A successful login clears the IP's failures. Attempts
+// still being checked count as failures until they are settled, so that
+// parallel requests cannot slip past the limit while passwords are hashed.
 const (
 	loginMaxFailures = 5
 	loginWindow      = time.Minute
 	maxTrackedIPs    = 10_000
+	// pendingRetry is the Retry-After of an attempt refused because
+	// earlier attempts of its address are still being checked.
+	pendingRetry = time.Second
 )
 
 type loginLimiter struct {
@@ -313,10 +347,11 @@ type loginLimiter struct {
 
 	mu       sync.Mutex
 	failures map[string][]time.Time
+	pending  map[string]int // attempts admitted by begin and not yet settled by end
 }
 
 func newLoginLimiter(now func() time.Time) *loginLimiter {
-	return &loginLimiter{now: now, failures: map[string][]time.Time{}}
+	return &loginLimiter{now: now, failures: map[string][]time.Time{}, pending: map[string]int{}}
 }
 
 // recent returns ip's failures still inside the window (caller holds mu).
@@ -335,11 +370,15 @@ func (l *loginLimiter) recent(ip string, now time.Time) []time.Time {
 	return fs
 }
 
-// blocked reports whether ip must wait, and how long.
+// blocked reports whether ip must wait because of its recorded failures,
+// and how long.
 func (l *loginLimiter) blocked(ip string) (time.Duration, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now := l.now()
+	return l.blockedLocked(ip, l.now())
+}
+
+func (l *loginLimiter) blockedLocked(ip string, now time.Time) (time.Duration, bool) {
 	fs := l.recent(ip, now)
 	if len(fs) < loginMaxFailures {
 		return 0, false
@@ -347,10 +386,51 @@ func (l *loginLimiter) blocked(ip string) (time.Duration, bool) {
 	return fs[len(fs)-loginMaxFailures].Add(loginWindow).Sub(now), true
 }
 
+// begin admits a login attempt from ip, or refuses it with the time to
+// wait. An admitted attempt must be settled with end. Recorded failures
+// and attempts in progress together stay within loginMaxFailures, so at
+// most that many wrong passwords are ever checked per window, however
+// many requests arrive at once.
+func (l *loginLimiter) begin(ip string) (time.Duration, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if wait, blocked := l.blockedLocked(ip, now); blocked {
+		return wait, false
+	}
+	if len(l.failures[ip])+l.pending[ip] >= loginMaxFailures {
+		return pendingRetry, false
+	}
+	l.pending[ip]++
+	return 0, true
+}
+
+// end settles an attempt admitted by begin: a failure is recorded (in
+// the same critical section that releases the reservation, so no other
+// attempt is admitted in between), a success clears ip's failures, an
+// unchecked attempt leaves them as they are.
+func (l *loginLimiter) end(ip string, outcome loginResult) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pending[ip]--; l.pending[ip] <= 0 {
+		delete(l.pending, ip)
+	}
+	switch outcome {
+	case loginFailed:
+		l.failLocked(ip)
+	case loginOK:
+		delete(l.failures, ip)
+	}
+}
+
 // fail records a failed attempt.
 func (l *loginLimiter) fail(ip string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.failLocked(ip)
+}
+
+func (l *loginLimiter) failLocked(ip string) {
 	now := l.now()
 	if len(l.failures) >= maxTrackedIPs {
 		for k := range l.failures {
@@ -371,11 +451,4 @@ func (l *loginLimiter) fail(ip string) {
 		fs = fs[1:]
 	}
 	l.failures[ip] = append(fs, now)
-}
-
-// reset clears ip's failures after a successful login.
-func (l *loginLimiter) reset(ip string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.failures, ip)
 }

@@ -5,14 +5,25 @@
 // # Conventions
 //
 // Requests and responses are JSON (Content-Type application/json); every
-// timestamp is RFC 3339 in UTC. Request bodies are at most 1 MiB, hold one
-// JSON object and no unknown fields. Errors are {"error": "<one line>"}
-// with status 400 (bad input or JSON), 401 (no or wrong credentials), 403
-// (cross-origin browser request), 404 (unknown), 405, 409 (name taken,
-// orchestration already finished), 415 (not JSON), 429 (login rate limit,
-// with Retry-After) or 500 (internal: the detail goes to the server log with
-// the request id of the X-Request-Id header, never to the client).
-// Responses carry Cache-Control: no-store.
+// timestamp is RFC 3339 in UTC. Request bodies hold one JSON object, no
+// unknown fields, and only valid UTF-8 text (invalid bytes or unpaired
+// surrogate escapes are refused naming the field, not replaced by U+FFFD);
+// they are at most 64 KiB for login, logout and single creates and 1 MiB
+// elsewhere. Errors are {"error": "<one line>"} with status 400 (bad input
+// or JSON), 401 (no or wrong credentials), 403 (cross-origin browser
+// request), 404 (unknown), 405, 408 (body not received within the read
+// timeout), 409 (name taken, orchestration already finished), 413 (body too
+// large), 415 (not JSON), 429 (login rate limit, with Retry-After) or 500
+// (internal: the detail goes to the server log with the request id of the
+// X-Request-Id header, never to the client). Responses carry Cache-Control:
+// no-store, and over TLS Strict-Transport-Security.
+//
+// # Serving
+//
+// NewHTTPServer builds the http.Server with timeouts (HTTPOptions: headers
+// 10 s, whole request 30 s, response 60 s, idle 2 min by default) and,
+// when given a tls.Config, HTTPS (see package tlscert for the self-signed
+// certificate and pinning).
 //
 // # Endpoints
 //
@@ -77,9 +88,12 @@
 //
 // Every /api/* path except /api/login needs a valid session (401 JSON
 // otherwise, also for unknown /api paths); other non-public paths redirect
-// to /login. Failed logins are limited per client address to 5 per minute;
-// further attempts get 429 with Retry-After until the oldest failure is a
-// minute old, and a success clears the count. The client address is the
+// to /login. Failed logins are limited per client address to 5 per minute,
+// exactly, also under parallel requests (attempts being checked count until
+// they are settled); further attempts get 429 with Retry-After until the
+// oldest failure is a minute old, and a success clears the count. A logout
+// with a token that is no session changes nothing (no write of
+// sessions.json). The client address is the
 // connection's peer: X-Forwarded-For is not trusted. Unsafe cross-origin
 // browser requests are refused (net/http's CrossOriginProtection), and no
 // CORS headers are sent.

@@ -88,7 +88,11 @@ func TestCreateRejectsBadInput(t *testing.T) {
 		{n, `{"name":"` + n + `","password":"long-enough"} {"x":1}`, 400, "after the JSON object"},
 		{n, `["` + n + `"]`, 400, "invalid JSON"},
 		{n, ``, 400, "empty"},
-		{n, big, 400, "larger than"},
+		{n, big, 413, "too large"},
+		// Invalid UTF-8 and unpaired surrogates are refused, not replaced by U+FFFD.
+		{n, `{"name":"` + n + `","password":"long-` + "\xff" + `-enough"}`, 400, `field "password" is not valid UTF-8`},
+		{n, `{"name":"` + n + `","password":"long-\ud800-enough"}`, 400, `field "password" is not valid UTF-8`},
+		{n, `{"name":"` + n + `","password":"long-\udc00\ud800-enough"}`, 400, `field "password" is not valid UTF-8`},
 	}
 	for _, c := range cases {
 		r := e.do("POST", "/api/instances", c.body, tok)

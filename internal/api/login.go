@@ -2,12 +2,15 @@ package api
 
 import (
 	"crypto/subtle"
+	"errors"
 	"html/template"
 	"math"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // loginResult is the outcome of checking credentials.
@@ -17,6 +20,8 @@ const (
 	loginOK loginResult = iota
 	loginFailed
 	loginLimited
+	// loginUnchecked: the client went away before its password was checked.
+	loginUnchecked
 )
 
 // checkLogin verifies a user name and password under the per-IP rate limit.
@@ -24,29 +29,27 @@ const (
 // does not reveal which part was wrong.
 func (s *Server) checkLogin(r *http.Request, user, password string) (loginResult, time.Duration) {
 	ip := clientIP(r)
-	if wait, blocked := s.limiter.blocked(ip); blocked {
+	// Admitted attempts count against the limit until settled (see begin).
+	if wait, ok := s.limiter.begin(ip); !ok {
 		s.logins.WithLabelValues("rate_limited").Inc()
 		return loginLimited, wait
 	}
+	outcome := loginFailed
+	defer func() { s.limiter.end(ip, outcome) }()
 	select {
 	case s.hashSem <- struct{}{}:
 	case <-r.Context().Done():
+		outcome = loginUnchecked // no password was checked: nothing learnt
 		return loginFailed, 0
 	}
 	defer func() { <-s.hashSem }()
-	// Re-check: attempts that queued for the semaphore may have failed since.
-	if wait, blocked := s.limiter.blocked(ip); blocked {
-		s.logins.WithLabelValues("rate_limited").Inc()
-		return loginLimited, wait
-	}
 	okPassword := password != "" && len(password) <= 1024 && s.adminHash.verify(password)
 	okUser := subtle.ConstantTimeCompare([]byte(user), []byte(s.adminUser)) == 1
 	if okPassword && okUser {
-		s.limiter.reset(ip)
+		outcome = loginOK
 		s.logins.WithLabelValues("success").Inc()
 		return loginOK, 0
 	}
-	s.limiter.fail(ip)
 	s.logins.WithLabelValues("failure").Inc()
 	// The attempted user name is not logged: people type passwords into it.
 	s.log.Warn("login failed", "client", clientIP(r))
@@ -76,10 +79,25 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/x-www-form-urlencoded or application/json")
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	r.Body = http.MaxBytesReader(w, r.Body, maxSmallBody)
 	if err := r.ParseForm(); err != nil {
-		s.renderLogin(w, http.StatusBadRequest, "The form could not be read.")
+		var mbe *http.MaxBytesError
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
+			s.renderLogin(w, http.StatusRequestEntityTooLarge, "The form is too large.")
+		case errors.As(err, &ne) && ne.Timeout():
+			s.renderLogin(w, http.StatusRequestTimeout, "The form was not received in time.")
+		default:
+			s.renderLogin(w, http.StatusBadRequest, "The form could not be read.")
+		}
 		return
+	}
+	for _, f := range []string{"username", "password"} {
+		if !utf8.ValidString(r.PostForm.Get(f)) {
+			s.renderLogin(w, http.StatusBadRequest, "The "+f+" is not valid UTF-8 text.")
+			return
+		}
 	}
 	res, wait := s.checkLogin(r, r.PostForm.Get("username"), r.PostForm.Get("password"))
 	switch res {

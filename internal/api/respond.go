@@ -1,12 +1,14 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,9 +17,6 @@ import (
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cms"
 )
-
-// maxBody is the largest request body accepted.
-const maxBody = 1 << 20
 
 // apiError is an error with the HTTP status and the one-line message the
 // client sees.
@@ -113,7 +112,11 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 
 func decodeJSONBody(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) error {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	dec := json.NewDecoder(r.Body)
+	data, err := io.ReadAll(r.Body)
+	if err != nil {
+		return jsonError(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -125,11 +128,15 @@ func decodeJSONBody(w http.ResponseWriter, r *http.Request, v any, allowEmpty bo
 		return jsonError(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return jsonError(err)
-		}
 		return errorf(http.StatusBadRequest, "invalid JSON: unexpected data after the JSON object")
+	}
+	// encoding/json turns invalid UTF-8 and unpaired surrogate escapes into
+	// U+FFFD without a word: a password would silently become another one.
+	if field, bad := invalidText(data); bad {
+		if field == "" {
+			return errorf(http.StatusBadRequest, "invalid JSON: the body is not valid UTF-8 text")
+		}
+		return errorf(http.StatusBadRequest, "invalid JSON: field %q is not valid UTF-8 text", field)
 	}
 	return nil
 }
@@ -139,12 +146,15 @@ func jsonError(err error) error {
 		mbe  *http.MaxBytesError
 		se   *json.SyntaxError
 		ute  *json.UnmarshalTypeError
+		ne   net.Error
 		msg  = err.Error()
 		unkn = strings.HasPrefix(msg, "json: unknown field ")
 	)
 	switch {
 	case errors.As(err, &mbe):
-		return errorf(http.StatusBadRequest, "request body is larger than %d bytes", mbe.Limit)
+		return errorf(http.StatusRequestEntityTooLarge, "%s", tooLarge(mbe.Limit))
+	case errors.As(err, &ne) && ne.Timeout():
+		return errorf(http.StatusRequestTimeout, "the request body was not received in time")
 	case errors.As(err, &se):
 		return errorf(http.StatusBadRequest, "invalid JSON at byte %d", se.Offset)
 	case errors.As(err, &ute):

@@ -362,8 +362,15 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cache-Control", "no-store")
+		if r.TLS != nil {
+			// Browsers ignore it over a certificate they had to be told
+			// to accept; it protects a server with a trusted one.
+			h.Set("Strict-Transport-Security", "max-age=31536000")
+		}
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, ri)))
+		if limitBody(sw, r) {
+			next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, ri)))
+		}
 
 		if sw.status == 0 {
 			sw.status = http.StatusOK

@@ -67,6 +67,10 @@ type Client struct {
 	// TokenSource describes where the token came from (for error messages).
 	TokenSource string
 	HTTP        *http.Client
+	// Fingerprint is the pinned server certificate (see Pin), "" if none.
+	Fingerprint string
+
+	pinSource string
 }
 
 // NewClient returns a client for a server URL.
@@ -100,6 +104,9 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if ce := c.certificateError(err); ce != nil {
+			return ce
 		}
 		return &UnreachableError{URL: c.BaseURL, Err: err}
 	}

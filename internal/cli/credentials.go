@@ -8,6 +8,11 @@
 // token of its own in <user config dir>/toygres/token.json (0600), for
 // servers elsewhere or other accounts. Resolve picks, in order: --token or
 // $TOYGRES_TOKEN, the saved login token, the server's credential file.
+//
+// TLS. Both files may hold the fingerprint of the server's certificate;
+// Client.Pin then accepts exactly that certificate (a self-signed server's),
+// and a server presenting another is refused with a CertificateError that
+// says what to do.
 package cli
 
 import (
@@ -32,6 +37,10 @@ type Credentials struct {
 	Username  string    `json:"username,omitempty"`
 	// PID is the server process that wrote the file (server credentials only).
 	PID int `json:"pid,omitempty"`
+	// Fingerprint pins the server's TLS certificate ("SHA256:…"): the CLI
+	// accepts exactly that certificate at URL and no other (see
+	// tlscert.PinnedConfig). Empty: the system's CAs decide.
+	Fingerprint string `json:"fingerprint,omitempty"`
 	// Source says where the credentials came from (not stored).
 	Source string `json:"-"`
 }
@@ -103,7 +112,8 @@ func WriteCredentials(path string, c *Credentials) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// NormalizeURL trims a server URL and adds http:// when no scheme is given.
+// NormalizeURL trims a server URL and adds http:// when no scheme is given
+// (https:// must be written).
 func NormalizeURL(u string) string {
 	u = strings.TrimSpace(u)
 	if u == "" {
@@ -145,16 +155,16 @@ func Resolve(o ResolveOptions) (*Credentials, error) {
 	}
 	if o.Token != "" {
 		u := explicitURL
-		if u == "" {
-			// The token says nothing about where; use the local server's URL.
-			if c, err := ReadCredentials(serverPath); err == nil {
-				u = NormalizeURL(c.URL)
-			}
+		fp := ""
+		// The token says nothing about where; use the local server's URL,
+		// and its certificate pin when that is the URL.
+		if c, err := ReadCredentials(serverPath); err == nil && (u == "" || NormalizeURL(c.URL) == u) {
+			u, fp = NormalizeURL(c.URL), c.Fingerprint
 		}
 		if u == "" {
 			u = DefaultURL
 		}
-		return &Credentials{URL: u, Token: o.Token, Source: "--token/TOYGRES_TOKEN"}, nil
+		return &Credentials{URL: u, Token: o.Token, Fingerprint: fp, Source: "--token/TOYGRES_TOKEN"}, nil
 	}
 	userPath := o.UserToken
 	if userPath == "" {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/internal/cms"
@@ -204,6 +205,10 @@ func (c *Console) renderInstancesWithError(w http.ResponseWriter, r *http.Reques
 	c.render(w, r, status, "instances", "Instances", "instances", d)
 }
 
+// errInvalidPassword refuses a password that is not UTF-8 text (encoding it
+// as JSON for the API would silently replace the bad bytes).
+const errInvalidPassword = "password is not valid UTF-8 text"
+
 // handleCreate is the create form: POST /instances.
 func (c *Console) handleCreate(w http.ResponseWriter, r *http.Request) {
 	if err := parseForm(w, r); err != nil {
@@ -216,6 +221,11 @@ func (c *Console) handleCreate(w http.ResponseWriter, r *http.Request) {
 	storage, err := formInt(d.Create.StorageGB, "storage")
 	if err != nil {
 		d.Create.Err, d.Create.Field = err.Error(), "storage"
+		c.renderInstancesWithError(w, r, http.StatusBadRequest, d)
+		return
+	}
+	if !utf8.ValidString(r.PostForm.Get("password")) {
+		d.Create.Err, d.Create.Field = errInvalidPassword, "password"
 		c.renderInstancesWithError(w, r, http.StatusBadRequest, d)
 		return
 	}
@@ -252,6 +262,11 @@ func (c *Console) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 	storage, err := formInt(d.Bulk.StorageGB, "storage")
 	if err != nil {
 		d.Bulk.Err, d.Bulk.Field = err.Error(), "storage"
+		c.renderInstancesWithError(w, r, http.StatusBadRequest, d)
+		return
+	}
+	if !utf8.ValidString(r.PostForm.Get("password")) {
+		d.Bulk.Err, d.Bulk.Field = errInvalidPassword, "password"
 		c.renderInstancesWithError(w, r, http.StatusBadRequest, d)
 		return
 	}

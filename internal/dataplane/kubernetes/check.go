@@ -43,7 +43,9 @@ var (
 //     namespace (SelfSubjectAccessReviews), else ErrForbidden naming the
 //     identity and each missing verb and resource;
 //   - whether internal (ClusterIP) endpoints are reachable from this
-//     process, which InternalEndpointsReachable reports afterwards.
+//     process, which InternalEndpointsReachable reports afterwards;
+//   - and it applies LoadBalancerSourceRanges to existing public instances'
+//     Services (see syncSourceRanges).
 func (d *Driver) Check(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, checkReachTimeout)
 	_, err := d.client.Discovery().RESTClient().Get().AbsPath("/version").Do(rctx).Raw()
@@ -60,6 +62,7 @@ func (d *Driver) Check(ctx context.Context) error {
 		return err
 	}
 	d.checkInternal(ctx)
+	d.syncSourceRanges(ctx)
 	return nil
 }
 

@@ -192,7 +192,9 @@ type Options struct {
 	// (load balancer settings of the cloud).
 	ServiceAnnotations map[string]string
 	// LoadBalancerSourceRanges restricts which client CIDRs may reach public
-	// instances (default: any).
+	// instances: it becomes their Services' loadBalancerSourceRanges. Each
+	// entry is an IPv4 or IPv6 prefix such as 203.0.113.0/24 (no host bits
+	// set; see ParseSourceRanges). Empty: any source (the cloud's default).
 	LoadBalancerSourceRanges []string
 	// ClusterDomain is the cluster's DNS domain, for internal endpoints
 	// (default "cluster.local").
@@ -381,6 +383,9 @@ func newDriver(client k8s.Interface, opts Options) (*Driver, error) {
 			return nil, fmt.Errorf("kubernetes: invalid service annotation %q: %s", k, strings.Join(errs, "; "))
 		}
 		d.svcAnnots[k] = v
+	}
+	if err := validateSourceRanges(d.lbRanges); err != nil {
+		return nil, err
 	}
 	if d.clusterDomain == "" {
 		d.clusterDomain = DefaultClusterDomain

@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/toygres/toygres/internal/dataplane"
+	"github.com/toygres/toygres/internal/tlscert"
 )
 
 const manifestDir = "../../../deploy/kubernetes"
@@ -149,8 +150,21 @@ func TestManifestsAndLeastPrivilege(t *testing.T) {
 		metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// And the TLS Secret (the API listens beyond loopback: HTTPS only).
+	cert, err := tlscert.LoadOrGenerate(t.TempDir(), []string{"localhost"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, _ := os.ReadFile(cert.CertFile)
+	keyPEM, _ := os.ReadFile(cert.KeyFile)
+	if _, err := c.CoreV1().Secrets(sysNS).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "toygres-tls"},
+		Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM}},
+		metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 
 	objs := loadManifests(t)
+	allowed := checkServerSecurity(t, objs)
 	var saName string
 	for _, o := range objs {
 		gvk := o.GroupVersionKind()
@@ -229,7 +243,7 @@ func TestManifestsAndLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d := newTestDriver(t, sa, instNS, func(o *Options) { o.DNSZone = "example.test" })
+	d := newTestDriver(t, sa, instNS, func(o *Options) { o.DNSZone = "example.test"; o.LoadBalancerSourceRanges = allowed })
 	if err := d.Check(ctx); err != nil {
 		t.Fatalf("Check with the ServiceAccount: %v", err)
 	}
@@ -246,6 +260,10 @@ func TestManifestsAndLeastPrivilege(t *testing.T) {
 	}
 	if ep := waitEndpoint(t, d, pub.Name); ep.DNSName != "lp.example.test" || ep.Host != "127.0.0.1" {
 		t.Errorf("public endpoint %+v", ep)
+	}
+	if svc, err := c.CoreV1().Services(instNS).Get(ctx, serviceName(pub.Name), metav1.GetOptions{}); err != nil ||
+		!slices.Equal(svc.Spec.LoadBalancerSourceRanges, allowed) {
+		t.Errorf("public service with the manifests' --k8s-allowed-sources: %v, %v; want %v", svc.Spec.LoadBalancerSourceRanges, err, allowed)
 	}
 	if ep, err := d.Endpoint(ctx, in.Name); err != nil || !strings.HasSuffix(ep.Host, ".svc.cluster.local") {
 		t.Errorf("internal endpoint %+v, %v", ep, err)
@@ -295,4 +313,53 @@ func TestManifestsAndLeastPrivilege(t *testing.T) {
 			t.Errorf("the ServiceAccount may %s %s in %q", ra.Verb, ra.Resource, ra.Namespace)
 		}
 	}
+}
+
+// checkServerSecurity checks the server Deployment's network exposure: it
+// serves HTTPS with a certificate from a Secret (probes use HTTPS), and it
+// restricts public instances' load balancers to a valid, non-empty list of
+// source ranges, which it returns.
+func checkServerSecurity(t *testing.T, objs []*unstructured.Unstructured) []string {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() != "Deployment" || o.GetName() != "toygres-server" {
+			continue
+		}
+		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		if len(containers) != 1 {
+			t.Fatalf("toygres-server: %d containers", len(containers))
+		}
+		ct := containers[0].(map[string]any)
+		var ranges []string
+		args, _, _ := unstructured.NestedStringSlice(ct, "args")
+		for _, a := range args {
+			if v, ok := strings.CutPrefix(a, "--k8s-allowed-sources="); ok {
+				var err error
+				if ranges, err = ParseSourceRanges(v); err != nil || len(ranges) == 0 {
+					t.Fatalf("--k8s-allowed-sources %q: %v (want a non-empty list)", v, err)
+				}
+			}
+		}
+		if ranges == nil {
+			t.Fatal("the server Deployment does not set --k8s-allowed-sources: public instances would be open to any address")
+		}
+		env := map[string]string{}
+		envs, _, _ := unstructured.NestedSlice(ct, "env")
+		for _, e := range envs {
+			m := e.(map[string]any)
+			v, _ := m["value"].(string)
+			env[m["name"].(string)] = v
+		}
+		if env["TOYGRES_TLS_CERT"] == "" || env["TOYGRES_TLS_KEY"] == "" {
+			t.Error("the server Deployment sets no TOYGRES_TLS_CERT/TOYGRES_TLS_KEY: replicas would each present their own self-signed certificate")
+		}
+		for _, probe := range []string{"startupProbe", "readinessProbe", "livenessProbe"} {
+			if scheme, _, _ := unstructured.NestedString(ct, probe, "httpGet", "scheme"); scheme != "HTTPS" {
+				t.Errorf("%s uses scheme %q, want HTTPS (the server speaks HTTPS beyond loopback)", probe, scheme)
+			}
+		}
+		return ranges
+	}
+	t.Fatal("no Deployment toygres-server in the manifests")
+	return nil
 }

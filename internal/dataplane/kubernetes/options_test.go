@@ -105,3 +105,43 @@ func TestObjectShapes(t *testing.T) {
 		t.Error("53-byte name accepted")
 	}
 }
+
+func TestParseSourceRanges(t *testing.T) {
+	got, err := ParseSourceRanges(" 10.0.0.0/8, 192.168.1.0/24 ,,2001:db8::/32")
+	if err != nil || !slices.Equal(got, []string{"10.0.0.0/8", "192.168.1.0/24", "2001:db8::/32"}) {
+		t.Fatalf("ParseSourceRanges = %v, %v", got, err)
+	}
+	if got, err := ParseSourceRanges(""); err != nil || len(got) != 0 {
+		t.Fatalf("empty list = %v, %v", got, err)
+	}
+	for in, want := range map[string]string{
+		"10.0.0.0":         "want a CIDR prefix",
+		"10.0.0.0/33":      "want a CIDR prefix",
+		"example.com/24":   "want a CIDR prefix",
+		"10.1.2.3/8":       "did you mean 10.0.0.0/8",
+		"10.0.0.0/8;1.2.3": "want a CIDR prefix",
+	} {
+		_, err := ParseSourceRanges(in)
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "allowed source") {
+			t.Errorf("ParseSourceRanges(%q) = %v, want an error with %q", in, err, want)
+		}
+	}
+	// New refuses them too (the driver is also built without the flag).
+	if _, err := New(Options{RESTConfig: &rest.Config{Host: "https://127.0.0.1:1"}, LoadBalancerSourceRanges: []string{"nope"}}); err == nil {
+		t.Error("New accepted an invalid source range")
+	}
+	// Public Services carry the ranges, internal ones none, and the config
+	// hash follows them (an existing Service converges to a changed list).
+	d := offlineDriver(t, Options{LoadBalancerSourceRanges: []string{"10.0.0.0/8"}})
+	pub := d.service(plan{name: "pub"})
+	if !slices.Equal(pub.Spec.LoadBalancerSourceRanges, []string{"10.0.0.0/8"}) {
+		t.Errorf("public service ranges %v", pub.Spec.LoadBalancerSourceRanges)
+	}
+	if in := d.service(plan{name: "pub", internal: true}); len(in.Spec.LoadBalancerSourceRanges) != 0 {
+		t.Errorf("internal service ranges %v", in.Spec.LoadBalancerSourceRanges)
+	}
+	d2 := offlineDriver(t, Options{LoadBalancerSourceRanges: []string{"192.168.0.0/16"}})
+	if d2.service(plan{name: "pub"}).Annotations[AnnotationConfigHash] == pub.Annotations[AnnotationConfigHash] {
+		t.Error("service hash ignores the source ranges")
+	}
+}
