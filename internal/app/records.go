@@ -366,7 +366,7 @@ func (a *App) recordDriverEvent(ev dataplane.Event) {
 	case dataplane.EventCrashLoop:
 		err = a.CMS.SetProblem(ctx, ev.Instance, fmt.Sprintf("%s: the server died %d times in a short time; restarts stopped (repair restarts it): %s", ev.Kind, ev.Attempt, msg))
 	default:
-		err = a.CMS.AddEvent(ctx, ev.Instance, fmt.Sprintf("server %s (crash %d): %s", ev.Kind, ev.Attempt, msg))
+		err = a.CMS.AddEvent(ctx, ev.Instance, fmt.Sprintf("supervisor %s (crash %d in the window): %s", ev.Kind, ev.Attempt, msg))
 	}
 	if err != nil && !errors.Is(err, cms.ErrNotFound) {
 		a.Logger.Error("recording a data-plane event failed", "internal_name", ev.Instance, "kind", string(ev.Kind), "error", err.Error())
