@@ -434,6 +434,7 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 	srv, err := api.New(a, api.Options{
 		AdminUser: o.adminUser, AdminPassword: os.Getenv("TOYGRES_ADMIN_PASSWORD"), // StateDir: <data dir>/auth (0700)
 		LogFile: logPath(dataDir), Version: version,
+		SharedSessions: sharedSessions(o, a),
 	})
 	if err != nil {
 		return fmt.Errorf("start API: %w", err)
@@ -848,4 +849,14 @@ func newServerStatusCmd(g *globals) *cobra.Command {
 // signalContext is the context a long-running command stops on.
 func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+}
+
+// sharedSessions is where the API keeps login sessions: in the shared store
+// when servers share one (--database-url), so every replica honours a token
+// any of them issued; nil (a file in the data dir) otherwise.
+func sharedSessions(o *serverOptions, a *app.App) cms.SessionStore {
+	if o.databaseURL == "" {
+		return nil
+	}
+	return a.CMS
 }

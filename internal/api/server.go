@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/toygres/toygres/internal/cms"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -53,6 +54,10 @@ type Options struct {
 	// PublicMetrics lets anyone read /metrics. By default /metrics is open
 	// to loopback clients only; others need MetricsToken or a session.
 	PublicMetrics bool
+	// SharedSessions, when set, keeps login sessions there instead of in
+	// StateDir/sessions.json: servers sharing one store (replicas on one
+	// PostgreSQL database) then honour each other's tokens and logouts.
+	SharedSessions cms.SessionStore
 }
 
 // Defaults.
@@ -74,7 +79,7 @@ type Server struct {
 	now       func() time.Time
 	startedAt time.Time
 
-	sessions  *sessionStore
+	sessions  sessionKeeper
 	limiter   *loginLimiter
 	adminUser string
 	adminHash parsedHash
@@ -124,7 +129,9 @@ func New(a *app.App, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("api: create state dir: %w", err)
 	}
 	var err error
-	if s.sessions, err = newSessionStore(filepath.Join(opts.StateDir, "sessions.json"), func() time.Time { return s.now() }); err != nil {
+	if opts.SharedSessions != nil {
+		s.sessions = &sharedSessions{store: opts.SharedSessions, now: func() time.Time { return s.now() }}
+	} else if s.sessions, err = newSessionStore(filepath.Join(opts.StateDir, "sessions.json"), func() time.Time { return s.now() }); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	if err := s.loadAdmin(); err != nil {
@@ -438,6 +445,11 @@ func (s *Server) authenticate(r *http.Request) (session, error) {
 		return session{}, errorf(http.StatusUnauthorized, "authentication required: log in at /login or send \"Authorization: Bearer <token>\"")
 	}
 	se, err := s.sessions.lookup(tok)
+	if err != nil && !errors.Is(err, errUnknown) && !errors.Is(err, errExpired) {
+		// The shared session store did not answer: the token may be good.
+		s.log.Error("checking a session failed", "error", err.Error())
+		return session{}, errorf(http.StatusServiceUnavailable, "cannot check the session right now; try again")
+	}
 	if err != nil {
 		return session{}, errorf(http.StatusUnauthorized, "invalid or expired session; log in again")
 	}

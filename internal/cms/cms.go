@@ -144,6 +144,8 @@ var (
 
 // Store is the CMS.
 type Store interface {
+	SessionStore
+
 	// CreateInstance inserts a record in state creating (ID, timestamps,
 	// State and Health are filled in). It is idempotent per
 	// CreateOrchestrationID: inserting the same record again returns the

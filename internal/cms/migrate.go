@@ -110,6 +110,18 @@ CREATE TABLE cms_instance_placements (
 	created_at    INTEGER NOT NULL
 );
 `,
+}, {
+	version: 4,
+	name:    "sessions",
+	sql: `
+CREATE TABLE cms_sessions (
+	token_hash TEXT    PRIMARY KEY,
+	kind       TEXT    NOT NULL,
+	created_at INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL
+);
+CREATE INDEX cms_sessions_expires ON cms_sessions (expires_at);
+`,
 }}
 
 // PostgreSQL: tables live in their own schema ({{s}}, quoted). Times are
@@ -206,6 +218,18 @@ CREATE TABLE {{s}}.instance_placements (
 	host          text        NOT NULL,
 	created_at    timestamptz NOT NULL
 );
+`,
+}, {
+	version: 4,
+	name:    "sessions",
+	sql: `
+CREATE TABLE {{s}}.sessions (
+	token_hash text   PRIMARY KEY,
+	kind       text   NOT NULL,
+	created_at bigint NOT NULL,
+	expires_at bigint NOT NULL
+);
+CREATE INDEX sessions_expires ON {{s}}.sessions (expires_at);
 `,
 }}
 

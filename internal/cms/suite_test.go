@@ -46,6 +46,7 @@ func runSuite(t *testing.T, newDB factory) {
 		{"ConcurrentOpen", testConcurrentOpen},
 		{"Problems", testProblems},
 		{"Purge", testPurge},
+		{"Sessions", testSessions},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newDB) })
