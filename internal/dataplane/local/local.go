@@ -237,7 +237,7 @@ func New(opts Options) (*Driver, error) {
 			return nil, err
 		}
 	} else {
-		d.log.Warn("not running as root: every instance's server runs as this account, so an instance superuser escape (none is known with the non-superuser user role) would reach the others; run Toygres as root for an account per instance")
+		d.log.Warn("not running as root: every instance's server runs as this account, so a superuser escape in one instance (possible through CREATEROLE before PostgreSQL 16) reaches the others and this account's files; run Toygres as root for an account per instance")
 	}
 	if err := os.MkdirAll(d.dir, 0o711); err != nil {
 		return nil, fmt.Errorf("local: create instance directory: %w", err)
@@ -280,7 +280,8 @@ func (d *Driver) Versions(ctx context.Context) ([]string, error) {
 // is started, a half-made one is finished, and one whose deletion was
 // interrupted is first removed completely. It returns once the server
 // process runs (pg_ctl start -w, for at most 15 s); Status reports when it
-// accepts connections. The password is set when the cluster is initialized;
+// accepts connections. password is that of the user's role User (no
+// superuser, see doc.go); it is set when the cluster is initialized and
 // later calls do not change it. A successful Deploy puts the server under
 // supervision (and clears a crash loop).
 func (d *Driver) Deploy(ctx context.Context, spec dataplane.Spec, password string) error {
@@ -288,17 +289,17 @@ func (d *Driver) Deploy(ctx context.Context, spec dataplane.Spec, password strin
 		return err
 	}
 	if password == "" {
-		return fmt.Errorf("local: deploy %s: empty superuser password", spec.Name)
+		return fmt.Errorf("local: deploy %s: empty password", spec.Name)
 	}
 	if strings.ContainsAny(password, "\r\n\x00") {
-		return fmt.Errorf("local: deploy %s: the superuser password must not contain line breaks or NUL", spec.Name)
+		return fmt.Errorf("local: deploy %s: the password must not contain line breaks or NUL", spec.Name)
 	}
 	unlock := d.lock(spec.Name)
 	defer unlock()
 
 	p := d.paths(spec.Name)
-	// A crash between writing the password file and removing it leaves it
-	// behind: never let it outlive the next call.
+	// Older versions handed initdb the password in a file; a crash could
+	// leave it behind: never let it outlive the next call.
 	d.removePWFile(p)
 	if deleting(p) {
 		// The instance is doomed: finish its deletion, then start afresh.
@@ -918,7 +919,7 @@ type paths struct {
 	log      string // server log
 	run      string // the server's private Unix socket directory
 	meta     string // instance.json
-	pwfile   string // transient initdb password file
+	pwfile   string // initdb password file of older versions (removed if found)
 	marker   string // present while the instance is being deleted
 }
 
