@@ -150,7 +150,7 @@ func dataComplete(data string) error {
 		}
 	}
 	if len(missing) == 0 {
-		if b, err := os.ReadFile(filepath.Join(data, "postgresql.conf")); err != nil || !bytes.Contains(b, []byte(includeLine)) {
+		if b, err := readBeneath(data, "postgresql.conf", 16<<20); err != nil || !bytes.Contains(b, []byte(includeLine)) {
 			missing = append(missing, "the include of "+confFile+" in postgresql.conf")
 		}
 	}

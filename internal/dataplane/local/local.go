@@ -965,7 +965,7 @@ func (d *Driver) binDirFor(ctx context.Context, p paths, m *metadata) string {
 	v := ""
 	if m != nil {
 		v = m.Version
-	} else if b, err := os.ReadFile(filepath.Join(p.data, "PG_VERSION")); err == nil {
+	} else if b, err := readBeneath(p.data, "PG_VERSION", 64); err == nil {
 		v = strings.TrimSpace(string(b))
 	}
 	if v == "" {
