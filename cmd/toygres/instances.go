@@ -76,7 +76,10 @@ instance in state "creating" while a durable orchestration deploys it;
 follow it with 'toygres get NAME', or pass --wait to wait until it runs.
 
 NAME: 1-40 lower-case letters, digits and hyphens, starting with a letter.
-The password is the instance's superuser ("postgres") password.`,
+The password is that of the instance's user "postgres", the one in the
+connection string. On the local data plane that role owns the database and
+may create databases and roles but is no superuser (no server files, no
+COPY ... PROGRAM, no ALTER SYSTEM); see "Security model" in the README.`,
 		Example: `  toygres create test-retry --password test123
   toygres create db1 --password s3cret! --version 16 --storage 20 --wait`,
 		Args: exactArgs("NAME"),
@@ -95,7 +98,7 @@ The password is the instance's superuser ("postgres") password.`,
 				o.password = pw
 			}
 			if o.password == "" {
-				return usagef("missing --password (the instance's superuser password; usage: %s)", cmd.UseLine())
+				return usagef("missing --password (the password of the instance's user \"postgres\"; usage: %s)", cmd.UseLine())
 			}
 			if o.storage < 0 {
 				return usagef("--storage must be positive")
@@ -104,7 +107,7 @@ The password is the instance's superuser ("postgres") password.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.password, "password", "p", "", "superuser password of the instance (required)")
+	f.StringVarP(&o.password, "password", "p", "", "password of the instance's user \"postgres\" (required)")
 	f.BoolVar(&o.passwordStdin, "password-stdin", false, "read the password from stdin")
 	f.StringVar(&o.version, "version", "", "PostgreSQL major version (default: the newest available)")
 	f.IntVar(&o.storage, "storage", 0, "storage size in GB (default 10)")
@@ -333,8 +336,8 @@ func newGetCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get NAME",
 		Short: "Show an instance: status, identity, configuration, connection string, health and events",
-		Long: `Show an instance. The connection string includes the superuser password
-(only authenticated callers can read it).`,
+		Long: `Show an instance. The connection string includes the password of the
+instance's user "postgres" (only authenticated callers can read it).`,
 		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := validOutput(output); err != nil {

@@ -5,7 +5,11 @@
 //
 // No activity takes or returns an instance password: passwords stay
 // encrypted in the CMS and activities that need one read it there, so they
-// never reach orchestration history.
+// never reach orchestration history. An instance password is that of the
+// user in the instance's connection string (Endpoint.User): deploy hands it
+// to the driver, test-connection logs in with it. It need not be a
+// superuser's: on the local data plane it is not (a role that owns the
+// database and may create databases and roles), and no activity needs more.
 package activities
 
 import (

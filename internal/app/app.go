@@ -130,8 +130,11 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if cfg.ActivityLockTimeout <= 0 {
 		cfg.ActivityLockTimeout = 5 * time.Minute
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if err := secureDataDir(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	a := &App{Config: cfg, Metrics: cfg.Metrics, Logger: cfg.Logger}
 	ok := false
@@ -147,7 +150,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	}
 	keyOpts.Logger = cfg.Logger
 	if cfg.DatabaseURL == "" {
-		path := filepath.Join(cfg.DataDir, "toygres.db")
+		path := filepath.Join(cfg.DataDir, StoreFile)
 		st, err := sqlite.Open(ctx, path)
 		if err != nil {
 			return nil, fmt.Errorf("open durable store: %w", err)

@@ -32,7 +32,14 @@ type metadata struct {
 	// Started is set once the server has started; its port is fixed then.
 	Started   bool      `json:"started"`
 	CreatedAt time.Time `json:"created_at"`
+	// Roles is the role layout of the cluster: 0 for an instance made
+	// before rolesSeparate, whose User is its superuser.
+	Roles int `json:"roles,omitempty"`
 }
+
+// rolesSeparate: the bootstrap superuser is AdminUser (no password, private
+// socket only) and User is a non-superuser role with the Deploy password.
+const rolesSeparate = 1
 
 // specRecord is the dataplane.Spec the instance was created with.
 type specRecord struct {
@@ -42,8 +49,9 @@ type specRecord struct {
 	DNSLabel        string `json:"dns_label,omitempty"`
 }
 
+// readMeta reads instance.json, following no link.
 func readMeta(path string) (*metadata, error) {
-	b, err := os.ReadFile(path)
+	b, err := readBeneath(filepath.Dir(path), filepath.Base(path), 1<<20)
 	if err != nil {
 		return nil, fmt.Errorf("local: read metadata: %w", err)
 	}
@@ -57,14 +65,14 @@ func readMeta(path string) (*metadata, error) {
 	return &m, nil
 }
 
-// writeMeta replaces instance.json atomically. It stays owned by Toygres:
-// PostgreSQL does not need it.
+// writeMeta replaces instance.json atomically. It stays Toygres' (root's,
+// 0600): PostgreSQL does not need it.
 func writeMeta(path string, m *metadata) error {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return fmt.Errorf("local: encode metadata: %w", err)
 	}
-	if err := writeFile(path, append(b, '\n'), 0o644, nil); err != nil {
+	if err := writeFile(path, append(b, '\n'), 0o600, nil); err != nil {
 		return fmt.Errorf("local: write metadata: %w", err)
 	}
 	return nil
@@ -120,7 +128,7 @@ const markerFile = ".deleting"
 
 // markDeleting marks the instance for deletion, durably.
 func markDeleting(p paths) error {
-	if err := writeFile(p.marker, []byte("deletion in progress\n"), 0o644, nil); err != nil {
+	if err := writeFile(p.marker, []byte("deletion in progress\n"), 0o600, nil); err != nil {
 		return fmt.Errorf("mark for deletion: %w", err)
 	}
 	return nil
@@ -142,7 +150,7 @@ func dataComplete(data string) error {
 		}
 	}
 	if len(missing) == 0 {
-		if b, err := os.ReadFile(filepath.Join(data, "postgresql.conf")); err != nil || !bytes.Contains(b, []byte(includeLine)) {
+		if b, err := readBeneath(data, "postgresql.conf", 16<<20); err != nil || !bytes.Contains(b, []byte(includeLine)) {
 			missing = append(missing, "the include of "+confFile+" in postgresql.conf")
 		}
 	}
@@ -162,8 +170,8 @@ const (
 
 // writeConfig writes the settings Toygres manages into toygres.conf
 // (included from postgresql.conf) and pg_hba.conf of the data directory
-// data.
-func (d *Driver) writeConfig(m *metadata, p paths, data string) error {
+// data, and pg_hba.conf and pg_ident.conf (see hbaFor), all owned by acct.
+func (d *Driver) writeConfig(m *metadata, p paths, data string, acct *account) error {
 	conf := filepath.Join(data, "postgresql.conf")
 	b, err := os.ReadFile(conf)
 	if err != nil {
@@ -182,10 +190,13 @@ func (d *Driver) writeConfig(m *metadata, p paths, data string) error {
 			return fmt.Errorf("configure: %w", err)
 		}
 	}
-	if err := d.writeServerConfig(m, p, data); err != nil {
+	if err := d.writeServerConfig(m, p, data, acct); err != nil {
 		return err
 	}
-	if err := writeFile(filepath.Join(data, "pg_hba.conf"), []byte(hbaConfig), 0o600, d.chown); err != nil {
+	if err := writeFile(filepath.Join(data, "pg_hba.conf"), []byte(hbaFor()), 0o600, chowner(acct)); err != nil {
+		return fmt.Errorf("configure: %w", err)
+	}
+	if err := writeFile(filepath.Join(data, "pg_ident.conf"), []byte(identFor()), 0o600, chowner(acct)); err != nil {
 		return fmt.Errorf("configure: %w", err)
 	}
 	return nil
@@ -193,20 +204,22 @@ func (d *Driver) writeConfig(m *metadata, p paths, data string) error {
 
 // writeServerConfig (re)writes toygres.conf from the metadata unless it
 // already says the same.
-func (d *Driver) writeServerConfig(m *metadata, p paths, data string) error {
+func (d *Driver) writeServerConfig(m *metadata, p paths, data string, acct *account) error {
 	path := filepath.Join(data, confFile)
 	want := []byte(serverConfig(m, p))
-	if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, want) {
+	if have, err := readBeneath(data, confFile, 1<<20); err == nil && bytes.Equal(have, want) {
 		return nil
 	}
-	if err := writeFile(path, want, 0o600, d.chown); err != nil {
+	if err := writeFile(path, want, 0o600, chowner(acct)); err != nil {
 		return fmt.Errorf("configure: %w", err)
 	}
 	return nil
 }
 
 func serverConfig(m *metadata, p paths) string {
-	socketDir := p.dir
+	// The private socket directory (0700, the server's account): only
+	// the server's account and root reach the socket.
+	socketDir := p.run
 	if len(socketDir)+len("/.s.PGSQL.65535") > maxSocketPath {
 		socketDir = "" // too long for a Unix socket: TCP only
 	}
@@ -224,17 +237,6 @@ func serverConfig(m *metadata, p paths) string {
 	return b.String()
 }
 
-// hbaConfig requires a SCRAM password for every connection.
-const hbaConfig = `# Generated by Toygres; do not edit.
-# TYPE  DATABASE     USER  ADDRESS     METHOD
-local   all          all               scram-sha-256
-host    all          all   0.0.0.0/0   scram-sha-256
-host    all          all   ::/0        scram-sha-256
-local   replication  all               scram-sha-256
-host    replication  all   0.0.0.0/0   scram-sha-256
-host    replication  all   ::/0        scram-sha-256
-`
-
 // confQuote quotes a postgresql.conf string value.
 func confQuote(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\\`)
@@ -244,13 +246,14 @@ func confQuote(s string) string {
 // maxLogRead bounds how much of a log Logs reads.
 const maxLogRead = 8 << 20
 
-// tailLines returns the last n lines of a file (n < 0: every line within
-// the last maxLogRead bytes).
-func tailLines(path string, n int) ([]string, error) {
+// tailLines returns the last n lines of the file rel of dir (n < 0: every
+// line within the last maxLogRead bytes). It follows no link (openBeneath):
+// the file belongs to an instance's account.
+func tailLines(dir, rel string, n int) ([]string, error) {
 	if n == 0 {
 		return []string{}, nil
 	}
-	f, err := os.Open(path)
+	f, err := openBeneath(dir, rel)
 	if err != nil {
 		return nil, err
 	}
@@ -292,9 +295,10 @@ func tailLines(path string, n int) ([]string, error) {
 	return lines, nil
 }
 
-// tailLinesQuiet is tailLines for messages: errors yield nothing.
-func tailLinesQuiet(path string, n int) []string {
-	lines, _ := tailLines(path, n)
+// tailLinesQuiet is tailLines of the server log for messages: errors
+// yield nothing.
+func tailLinesQuiet(p paths, n int) []string {
+	lines, _ := tailLines(p.dir, filepath.Base(p.log), n)
 	return lines
 }
 
@@ -311,7 +315,7 @@ type postmaster struct {
 // (the postmaster's working directory is its data directory), so that a
 // stale file whose pid was reused is not mistaken for a running server.
 func readPostmaster(dataDir string) postmaster {
-	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	b, err := readBeneath(dataDir, "postmaster.pid", 1<<16)
 	if err != nil {
 		return postmaster{}
 	}

@@ -34,15 +34,26 @@ const (
 	DefaultListenAddress = "127.0.0.1"
 	DefaultMinPort       = 15432
 	DefaultMaxPort       = 16431
-	DefaultRunAs         = "postgres"
+	// DefaultRunAs is the account that ran every instance before each got
+	// an account of its own; instances still owned by it are migrated by
+	// Adopt.
+	DefaultRunAs = "postgres"
 	// RootDataDir is the default Toygres data directory when running as
 	// root: a directory the unprivileged PostgreSQL account can traverse.
 	RootDataDir = "/var/lib/toygres"
 )
 
-// Superuser and maintenance database of every instance.
+// Roles and maintenance database of every instance.
 const (
-	SuperUser = "postgres"
+	// User is the role clients log in as, with the password given to
+	// Deploy: it owns Database and may create databases and roles, but it
+	// is no superuser (see doc.go, "Tenant isolation"). Instances made
+	// before this role layout have User as their superuser.
+	User = "postgres"
+	// AdminUser is Toygres' own superuser (the cluster's bootstrap user):
+	// no password; it logs in only over the instance's private Unix socket,
+	// by peer authentication as the account Toygres runs as.
+	AdminUser = "toygres_admin"
 	Database  = "postgres"
 )
 
@@ -99,9 +110,11 @@ type Options struct {
 	// binaries (each holding initdb, pg_ctl and postgres of one version).
 	// Default: PATH, then /usr/lib/postgresql/*/bin.
 	BinDirs []string
-	// RunAs is the account PostgreSQL runs as when Toygres runs as root
-	// (default "postgres"). Ignored otherwise: servers then run as the
-	// current user.
+	// RunAs, when set and Toygres runs as root, is one account that runs
+	// every instance's server (weaker isolation: an instance's superuser
+	// escape reaches the others). Default: each instance runs as an account
+	// of its own, created by the driver. Ignored when not running as root:
+	// servers then run as the current user.
 	RunAs string
 	// Logger receives the driver's logs (default slog.Default()).
 	Logger *slog.Logger
@@ -128,6 +141,7 @@ type Driver struct {
 	binDirs   []string
 	runAs     string
 	cred      *syscall.Credential // nil unless running as root
+	shared    *account            // Options.RunAs as root, else nil (an account per instance)
 	log       *slog.Logger
 
 	allocMu sync.Mutex // serializes port allocation
@@ -203,9 +217,6 @@ func New(opts Options) (*Driver, error) {
 	if d.minPort < 1 || d.maxPort > 65535 || d.minPort > d.maxPort {
 		return nil, fmt.Errorf("local: bad port range %d–%d", d.minPort, d.maxPort)
 	}
-	if d.runAs == "" {
-		d.runAs = DefaultRunAs
-	}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -215,19 +226,28 @@ func New(opts Options) (*Driver, error) {
 	}
 
 	if os.Geteuid() == 0 {
-		if d.cred, err = lookupAccount(d.runAs); err != nil {
-			return nil, err
+		d.cred = &syscall.Credential{} // root: servers run as other accounts
+		if d.runAs != "" {
+			if d.shared, err = lookupAccount(d.runAs); err != nil {
+				return nil, err
+			}
 		}
 		// Check before creating anything, and again once all exists.
-		if err := checkReachable(d.dir, d.runAs, d.cred); err != nil {
+		if err := checkTraversable(d.dir); err != nil {
 			return nil, err
 		}
+	} else {
+		d.log.Warn("not running as root: every instance's server runs as this account, so a superuser escape in one instance (possible through CREATEROLE before PostgreSQL 16) reaches the others and this account's files; run Toygres as root for an account per instance")
 	}
-	if err := os.MkdirAll(d.dir, 0o755); err != nil {
+	if err := os.MkdirAll(d.dir, 0o711); err != nil {
 		return nil, fmt.Errorf("local: create instance directory: %w", err)
 	}
 	if d.cred != nil {
-		if err := checkReachable(d.dir, d.runAs, d.cred); err != nil {
+		// The instances' accounts pass through; they may not list it.
+		if err := os.Chmod(d.dir, 0o711); err != nil {
+			return nil, fmt.Errorf("local: instance directory: %w", err)
+		}
+		if err := checkTraversable(d.dir); err != nil {
 			return nil, err
 		}
 	}
@@ -260,7 +280,8 @@ func (d *Driver) Versions(ctx context.Context) ([]string, error) {
 // is started, a half-made one is finished, and one whose deletion was
 // interrupted is first removed completely. It returns once the server
 // process runs (pg_ctl start -w, for at most 15 s); Status reports when it
-// accepts connections. The password is set when the cluster is initialized;
+// accepts connections. password is that of the user's role User (no
+// superuser, see doc.go); it is set when the cluster is initialized and
 // later calls do not change it. A successful Deploy puts the server under
 // supervision (and clears a crash loop).
 func (d *Driver) Deploy(ctx context.Context, spec dataplane.Spec, password string) error {
@@ -268,17 +289,17 @@ func (d *Driver) Deploy(ctx context.Context, spec dataplane.Spec, password strin
 		return err
 	}
 	if password == "" {
-		return fmt.Errorf("local: deploy %s: empty superuser password", spec.Name)
+		return fmt.Errorf("local: deploy %s: empty password", spec.Name)
 	}
 	if strings.ContainsAny(password, "\r\n\x00") {
-		return fmt.Errorf("local: deploy %s: the superuser password must not contain line breaks or NUL", spec.Name)
+		return fmt.Errorf("local: deploy %s: the password must not contain line breaks or NUL", spec.Name)
 	}
 	unlock := d.lock(spec.Name)
 	defer unlock()
 
 	p := d.paths(spec.Name)
-	// A crash between writing the password file and removing it leaves it
-	// behind: never let it outlive the next call.
+	// Older versions handed initdb the password in a file; a crash could
+	// leave it behind: never let it outlive the next call.
 	d.removePWFile(p)
 	if deleting(p) {
 		// The instance is doomed: finish its deletion, then start afresh.
@@ -334,11 +355,10 @@ func (d *Driver) create(ctx context.Context, spec dataplane.Spec, p paths) (*met
 			return nil, fmt.Errorf("local: deploy %s: remove leftovers: %w", spec.Name, err)
 		}
 	}
+	// Toygres' own until initialize gives the parts the server writes to
+	// the instance's account (ensureLayout).
 	if err := os.Mkdir(p.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("local: deploy %s: create instance directory: %w", spec.Name, err)
-	}
-	if err := d.chown(p.dir); err != nil {
-		return nil, fmt.Errorf("local: deploy %s: %w", spec.Name, err)
 	}
 	d.step("create:mkdir")
 	listen, host := d.addresses(spec.Internal)
@@ -348,6 +368,7 @@ func (d *Driver) create(ctx context.Context, spec dataplane.Spec, p paths) (*met
 		Version:       in.version,
 		ListenAddress: listen,
 		Host:          host,
+		Roles:         rolesSeparate,
 		Spec: specRecord{
 			PostgresVersion: spec.PostgresVersion,
 			StorageGB:       spec.StorageGB,
@@ -391,25 +412,36 @@ func (d *Driver) initialize(ctx context.Context, m *metadata, p paths, in instal
 				return fmt.Errorf("local: deploy %s: remove incomplete data directory: %w", m.Name, err)
 			}
 		}
-		if err := writeFile(p.pwfile, []byte(password+"\n"), 0o600, d.chown); err != nil {
-			return fmt.Errorf("local: deploy %s: write password file: %w", m.Name, err)
+		acct, err := d.ensureLayout(ctx, p)
+		if err != nil {
+			return fmt.Errorf("local: deploy %s: %w", m.Name, err)
+		}
+		d.step("initdb:account")
+		// initdb may not create it: the instance directory is Toygres'.
+		if err := ensureOwnedDir(p.initdata, acct); err != nil {
+			return fmt.Errorf("local: deploy %s: %w", m.Name, err)
 		}
 		d.step("initdb:pwfile")
 		start := time.Now()
 		d.step("initdb:start")
-		out, err := d.run(ctx, p.dir, filepath.Join(in.binDir, "initdb"),
-			"-D", p.initdata, "-U", SuperUser, "--auth=scram-sha-256", "--pwfile="+p.pwfile,
+		// The bootstrap superuser is Toygres' admin, with no password; the
+		// user's role is made by setupRoles.
+		out, err := d.run(ctx, acct, p.dir, filepath.Join(in.binDir, "initdb"),
+			"-D", p.initdata, "-U", AdminUser, "--auth-local=peer", "--auth-host=reject",
 			"-E", "UTF8", "--locale=C")
-		d.removePWFile(p)
 		if err != nil {
 			return fmt.Errorf("local: deploy %s: initdb: %w\n%s", m.Name, err, out)
 		}
 		d.log.Debug("initdb done", "instance", m.Name, "elapsed", time.Since(start), "output", out)
 		d.step("initdb:done")
-		if err := d.writeConfig(m, p, p.initdata); err != nil {
+		if err := d.writeConfig(m, p, p.initdata, acct); err != nil {
 			return fmt.Errorf("local: deploy %s: %w", m.Name, err)
 		}
 		d.step("initdb:configured")
+		if err := d.setupRoles(ctx, acct, p, in, p.initdata, password); err != nil {
+			return fmt.Errorf("local: deploy %s: %w", m.Name, err)
+		}
+		d.step("initdb:roles")
 		if err := os.Rename(p.initdata, p.data); err != nil {
 			return fmt.Errorf("local: deploy %s: %w", m.Name, err)
 		}
@@ -461,12 +493,18 @@ func (d *Driver) start(ctx context.Context, m *metadata, p paths, in install) (b
 				return false, problem(dataplane.ProblemPortTaken, err)
 			}
 		}
-		// toygres.conf follows the metadata, whatever an interrupted port
-		// move left in it.
-		if err := d.writeServerConfig(m, p, p.data); err != nil {
+		// The account, the owners and modes of the directories (an instance
+		// of an older Toygres is migrated here).
+		acct, err := d.ensureLayout(ctx, p)
+		if err != nil {
 			return false, problem(dataplane.ProblemStartFailed, fmt.Errorf("local: start %s: %w", m.Name, err))
 		}
-		out, err := d.run(ctx, p.dir, filepath.Join(in.binDir, "pg_ctl"),
+		// toygres.conf follows the metadata, whatever an interrupted port
+		// move left in it.
+		if err := d.writeServerConfig(m, p, p.data, acct); err != nil {
+			return false, problem(dataplane.ProblemStartFailed, fmt.Errorf("local: start %s: %w", m.Name, err))
+		}
+		out, err := d.run(ctx, acct, p.dir, filepath.Join(in.binDir, "pg_ctl"),
 			"start", "-D", p.data, "-l", p.log, "-w", "-t", strconv.Itoa(int(startWait/time.Second)))
 		if err != nil {
 			if readPostmaster(p.data).running {
@@ -475,7 +513,7 @@ func (d *Driver) start(ctx context.Context, m *metadata, p paths, in install) (b
 			} else {
 				// Another process may have held the port only briefly: the
 				// server's own complaint counts as much as a probe now.
-				logTail := tailLinesQuiet(p.log, 20)
+				logTail := tailLinesQuiet(p, 20)
 				taken := !portFree(m.ListenAddress, m.Port) || strings.Contains(strings.Join(logTail, "\n"), "Address already in use")
 				if !m.Started && attempt < 3 && taken {
 					if err := d.movePort(m, p); err != nil {
@@ -528,8 +566,9 @@ func (d *Driver) clearStale(ctx context.Context, m *metadata, p paths, pm postma
 	}
 	// The socket directory is the instance's own: with no server running,
 	// its sockets and their lock files are stale.
-	socks, _ := filepath.Glob(filepath.Join(p.dir, ".s.PGSQL.*"))
-	for _, f := range socks {
+	socks, _ := filepath.Glob(filepath.Join(p.dir, ".s.PGSQL.*")) // before run/ existed
+	more, _ := filepath.Glob(filepath.Join(p.run, ".s.PGSQL.*"))
+	for _, f := range append(socks, more...) {
 		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("local: start %s: remove stale socket file: %w", m.Name, err)
 		}
@@ -582,7 +621,7 @@ func (d *Driver) Status(ctx context.Context, name string) (dataplane.Status, err
 			return dataplane.Status{Phase: phase, Message: msg}, nil
 		}
 		msg := "server is not running"
-		if last := tailLinesQuiet(p.log, 1); len(last) > 0 {
+		if last := tailLinesQuiet(p, 1); len(last) > 0 {
 			msg += "; last log line: " + last[0]
 		}
 		return dataplane.Status{Phase: PhaseStopped, Message: msg}, nil
@@ -598,7 +637,8 @@ func (d *Driver) Status(ctx context.Context, name string) (dataplane.Status, err
 }
 
 // Endpoint returns where clients reach the instance: its advertised host
-// (127.0.0.1 by default), its port, user and database "postgres".
+// (127.0.0.1 by default), its port, the user's role User and database
+// "postgres".
 func (d *Driver) Endpoint(ctx context.Context, name string) (dataplane.Endpoint, error) {
 	p, err := d.existing(name)
 	if err != nil {
@@ -611,7 +651,7 @@ func (d *Driver) Endpoint(ctx context.Context, name string) (dataplane.Endpoint,
 	if err != nil {
 		return dataplane.Endpoint{}, err
 	}
-	return dataplane.Endpoint{Host: m.Host, Port: m.Port, User: SuperUser, Database: Database}, nil
+	return dataplane.Endpoint{Host: m.Host, Port: m.Port, User: User, Database: Database}, nil
 }
 
 // Delete ends the instance's supervision, stops its server (fast shutdown,
@@ -654,6 +694,9 @@ func (d *Driver) deleteLocked(ctx context.Context, p paths) error {
 		return err
 	}
 	d.step("delete:stopped")
+	if err := d.removeAccount(ctx, p); err != nil {
+		return err
+	}
 	if err := d.removeInstanceDir(p); err != nil {
 		return err
 	}
@@ -698,7 +741,8 @@ func (d *Driver) Logs(ctx context.Context, name string, tail int) ([]string, err
 	if err != nil {
 		return nil, err
 	}
-	lines, err := tailLines(p.log, tail)
+	// Opened without following links: the server's account owns the log.
+	lines, err := tailLines(p.dir, filepath.Base(p.log), tail)
 	if errors.Is(err, fs.ErrNotExist) {
 		return []string{}, nil
 	}
@@ -839,6 +883,14 @@ func (d *Driver) startExisting(ctx context.Context, m *metadata, p paths) (bool,
 	if err != nil {
 		return false, &dataplane.Problem{Instance: m.Name, Kind: dataplane.ProblemVersionMissing, Err: fmt.Errorf("local: start %s: %w", m.Name, err)}
 	}
+	if readPostmaster(p.data).running && d.needsMigration(p) {
+		// Made by a Toygres before per-instance accounts: its server runs
+		// as a shared account. Restart it once under its own account.
+		d.log.Warn("restarting the server of an older instance under an account of its own", "instance", m.Name, "account", accountName(p.dir))
+		if err := d.stop(ctx, p, in.binDir); err != nil {
+			return false, &dataplane.Problem{Instance: m.Name, Kind: dataplane.ProblemStartFailed, Err: fmt.Errorf("local: migrate %s: %w", m.Name, err)}
+		}
+	}
 	started, err := d.start(ctx, m, p, in)
 	if err != nil {
 		return false, err
@@ -871,8 +923,9 @@ type paths struct {
 	data     string // PGDATA
 	initdata string // where initdb makes the cluster before it becomes data
 	log      string // server log
+	run      string // the server's private Unix socket directory
 	meta     string // instance.json
-	pwfile   string // transient initdb password file
+	pwfile   string // initdb password file of older versions (removed if found)
 	marker   string // present while the instance is being deleted
 }
 
@@ -884,6 +937,7 @@ func (d *Driver) paths(name string) paths {
 		data:     filepath.Join(dir, "data"),
 		initdata: filepath.Join(dir, "data.init"),
 		log:      filepath.Join(dir, "postgres.log"),
+		run:      filepath.Join(dir, "run"),
 		meta:     filepath.Join(dir, "instance.json"),
 		pwfile:   filepath.Join(dir, ".pwfile"),
 		marker:   filepath.Join(dir, markerFile),
@@ -917,7 +971,7 @@ func (d *Driver) binDirFor(ctx context.Context, p paths, m *metadata) string {
 	v := ""
 	if m != nil {
 		v = m.Version
-	} else if b, err := os.ReadFile(filepath.Join(p.data, "PG_VERSION")); err == nil {
+	} else if b, err := readBeneath(p.data, "PG_VERSION", 64); err == nil {
 		v = strings.TrimSpace(string(b))
 	}
 	if v == "" {
@@ -1035,93 +1089,34 @@ func (d *Driver) lock(name string) (unlock func()) {
 	}
 }
 
-// lookupAccount returns the credential of the account PostgreSQL runs as
-// when we are root: its uid, primary gid and supplementary groups (so that
-// the servers keep none of root's groups).
-func lookupAccount(name string) (*syscall.Credential, error) {
+// lookupAccount returns the shared account Options.RunAs names, with no
+// supplementary groups (a server keeps none, such as ssl-cert).
+func lookupAccount(name string) (*account, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
-		return nil, fmt.Errorf("local: running as root, and PostgreSQL refuses to run as root, but there is no %q account to run it as (%w); installing the server with %q creates it", name, err, InstallHint)
+		return nil, fmt.Errorf("local: running as root with RunAs %q, but there is no such account: %w", name, err)
 	}
 	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
 	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
 	if err1 != nil || err2 != nil {
 		return nil, fmt.Errorf("local: account %q: bad uid/gid %q/%q", name, u.Uid, u.Gid)
 	}
-	if uid == 0 {
-		return nil, fmt.Errorf("local: account %q is root; PostgreSQL must run as an unprivileged account", name)
+	if uid == 0 || gid == 0 {
+		return nil, fmt.Errorf("local: account %q is root or in root's group; PostgreSQL must run as an unprivileged account", name)
 	}
-	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	if ids, err := u.GroupIds(); err == nil {
-		for _, s := range ids {
-			if g, err := strconv.ParseUint(s, 10, 32); err == nil && g != 0 {
-				cred.Groups = append(cred.Groups, uint32(g))
-			}
-		}
-	}
-	return cred, nil
+	return &account{name: name, cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}, nil
 }
 
-// checkReachable fails when account (cred) cannot search every directory on
-// the way to dir, judging by the permission bits. Missing directories pass:
-// New creates them searchable by all.
-func checkReachable(dir, account string, cred *syscall.Credential) error {
-	inGroup := func(gid uint32) bool {
-		if gid == cred.Gid {
-			return true
-		}
-		for _, g := range cred.Groups {
-			if g == gid {
-				return true
-			}
-		}
-		return false
-	}
-	var chain []string
-	for p := dir; ; p = filepath.Dir(p) {
-		chain = append(chain, p)
-		if filepath.Dir(p) == p {
-			break
-		}
-	}
-	for i := len(chain) - 1; i >= 0; i-- {
-		p := chain[i]
-		fi, err := os.Stat(p)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("local: instance directory %s: %w", dir, err)
-		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok {
-			return nil
-		}
-		perm := fi.Mode().Perm()
-		var search bool
-		switch {
-		case st.Uid == cred.Uid:
-			search = perm&0o100 != 0
-		case inGroup(st.Gid):
-			search = perm&0o010 != 0
-		default:
-			search = perm&0o001 != 0
-		}
-		if !search {
-			return fmt.Errorf("local: running as root, so PostgreSQL runs as the %q account, which cannot enter %s (mode %v, owner uid %d) on the way to the instance directory %s; use a directory it can reach, such as %s/instances (the default for root)",
-				account, p, perm, st.Uid, dir, RootDataDir)
-		}
-	}
-	return nil
-}
-
-// chown gives path to the PostgreSQL account when running as root.
-func (d *Driver) chown(path string) error {
-	if d.cred == nil {
+// chowner returns a function giving a path to acct (nil when acct is nil:
+// not root).
+func chowner(acct *account) func(string) error {
+	if acct == nil {
 		return nil
 	}
-	if err := os.Lchown(path, int(d.cred.Uid), int(d.cred.Gid)); err != nil {
-		return fmt.Errorf("chown %s to %s: %w", path, d.runAs, err)
+	return func(path string) error {
+		if err := os.Lchown(path, int(acct.cred.Uid), int(acct.cred.Gid)); err != nil {
+			return fmt.Errorf("chown %s to %s: %w", path, acct.name, err)
+		}
+		return nil
 	}
-	return nil
 }

@@ -36,13 +36,11 @@ func TestMain(m *testing.M) {
 }
 
 // testBase is where test directories go: the temp dir, or /tmp when running
-// as root and the temp dir is not reachable by the postgres account.
+// as root and the instances' accounts cannot traverse the temp dir.
 func testBase() string {
 	base := os.TempDir()
-	if os.Geteuid() == 0 {
-		if cred, err := lookupAccount(DefaultRunAs); err == nil && checkReachable(base, DefaultRunAs, cred) != nil {
-			base = "/tmp"
-		}
+	if os.Geteuid() == 0 && checkTraversable(base) != nil {
+		base = "/tmp"
 	}
 	return base
 }
@@ -285,8 +283,12 @@ func TestDeployConnectDelete(t *testing.T) {
 	}
 	pid := pidOf(t, d, name)
 	if os.Geteuid() == 0 {
-		// The server runs as the postgres account, which owns the instance.
-		cred, _ := lookupAccount(DefaultRunAs)
+		// The server runs as the instance's own account, which owns its data.
+		acct, err := lookupInstanceAccount(accountName(p.dir))
+		if err != nil {
+			t.Fatalf("instance account: %v", err)
+		}
+		cred := acct.cred
 		fi, err := os.Stat(p.data)
 		if err != nil {
 			t.Fatal(err)
@@ -403,7 +405,7 @@ func TestAdoptAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := d.paths("revive")
-	if out, err := d.run(ctx, p.dir, filepath.Join(in.binDir, "pg_ctl"), "stop", "-D", p.data, "-m", "fast", "-w"); err != nil {
+	if out, err := d.run(ctx, d.ownerAccount(p.data), p.dir, filepath.Join(in.binDir, "pg_ctl"), "stop", "-D", p.data, "-m", "fast", "-w"); err != nil {
 		t.Fatalf("pg_ctl stop: %v\n%s", err, out)
 	}
 	if st, err := d.Status(ctx, "revive"); err != nil || st.Phase != PhaseStopped || st.Ready {
@@ -597,7 +599,8 @@ func TestRootNeedsReachableDir(t *testing.T) {
 }
 
 func TestTailLines(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "log")
+	tmp := t.TempDir()
+	path := filepath.Join(tmp, "log")
 	var b strings.Builder
 	for i := 1; i <= 50000; i++ {
 		fmt.Fprintf(&b, "line %d\n", i)
@@ -606,20 +609,19 @@ func TestTailLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []int{1, 3, 20000} {
-		got, err := tailLines(path, n)
+		got, err := tailLines(tmp, "log", n)
 		if err != nil || len(got) != n || got[n-1] != "line 50000" || got[0] != fmt.Sprintf("line %d", 50001-n) {
 			t.Fatalf("tailLines(%d) = %d lines (first %q), %v", n, len(got), got[:min(1, len(got))], err)
 		}
 	}
-	if got, _ := tailLines(path, 0); len(got) != 0 {
+	if got, _ := tailLines(tmp, "log", 0); len(got) != 0 {
 		t.Fatalf("tailLines(0) = %d lines", len(got))
 	}
-	if got, _ := tailLines(path, -1); len(got) != 50000 {
+	if got, _ := tailLines(tmp, "log", -1); len(got) != 50000 {
 		t.Fatalf("tailLines(-1) = %d lines", len(got))
 	}
-	empty := filepath.Join(t.TempDir(), "empty")
-	os.WriteFile(empty, nil, 0o644)
-	if got, err := tailLines(empty, 5); err != nil || len(got) != 0 {
+	os.WriteFile(filepath.Join(tmp, "empty"), nil, 0o644)
+	if got, err := tailLines(tmp, "empty", 5); err != nil || len(got) != 0 {
 		t.Fatalf("tailLines(empty) = %q, %v", got, err)
 	}
 }

@@ -19,13 +19,22 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// run runs a PostgreSQL program in dir, as the PostgreSQL account when we
-// are root, in a session of its own, and returns its combined output.
-func (d *Driver) run(ctx context.Context, dir, name string, args ...string) (string, error) {
+// run runs a PostgreSQL program in dir, as acct (nil: as we run), in a
+// session of its own, and returns its combined output.
+func (d *Driver) run(ctx context.Context, acct *account, dir, name string, args ...string) (string, error) {
+	return d.runInput(ctx, acct, dir, "", name, args...)
+}
+
+// runInput is run with input on the program's standard input.
+func (d *Driver) runInput(ctx context.Context, acct *account, dir, input, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
-	cmd.Env = d.env(dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: d.cred}
+	cmd.Env = d.env(dir, acct)
+	if input != "" {
+		cmd.Stdin = strings.NewReader(input)
+	}
+	// acct's credential lists no supplementary group: the program keeps none.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: acct.credential()}
 	// On cancellation kill the program's whole session (initdb's bootstrap
 	// backend, say). A server started by pg_ctl has a session of its own
 	// and lives on.
@@ -42,19 +51,19 @@ func (d *Driver) run(ctx context.Context, dir, name string, args ...string) (str
 
 // env is the environment of PostgreSQL programs: ours without libpq's PG*
 // variables and locale settings, in the C locale.
-func (d *Driver) env(dir string) []string {
+func (d *Driver) env(dir string, acct *account) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(k, "PG") || strings.HasPrefix(k, "LC_") || k == "LANG" || k == "LANGUAGE" ||
-			(d.cred != nil && (k == "HOME" || k == "USER" || k == "LOGNAME")) {
+			(acct != nil && (k == "HOME" || k == "USER" || k == "LOGNAME")) {
 			continue
 		}
 		env = append(env, kv)
 	}
 	env = append(env, "LC_ALL=C", "LANG=C")
-	if d.cred != nil {
-		env = append(env, "HOME="+dir, "USER="+d.runAs, "LOGNAME="+d.runAs)
+	if acct != nil {
+		env = append(env, "HOME="+dir, "USER="+acct.name, "LOGNAME="+acct.name)
 	}
 	return env
 }
@@ -73,7 +82,8 @@ func (d *Driver) stop(ctx context.Context, p paths, binDir string) error {
 	}
 	if binDir != "" {
 		for _, s := range stopModes {
-			out, err := d.run(ctx, p.dir, filepath.Join(binDir, "pg_ctl"), "stop", "-D", p.data, "-m", s.mode, "-w", "-t", s.timeout)
+			// As the account owning the data directory, whoever made it.
+			out, err := d.run(ctx, d.ownerAccount(p.data), p.dir, filepath.Join(binDir, "pg_ctl"), "stop", "-D", p.data, "-m", s.mode, "-w", "-t", s.timeout)
 			// The postmaster removes its pid file just before it exits.
 			if !readPostmaster(p.data).running &&
 				waitFor(ctx, 10*time.Second, func() bool { return !processAlive(pm.pid) }) == nil {
@@ -224,7 +234,7 @@ func ping(ctx context.Context, host string, port int) (bool, string) {
 	fe := pgproto3.NewFrontend(conn, conn)
 	fe.Send(&pgproto3.StartupMessage{
 		ProtocolVersion: pgproto3.ProtocolVersionNumber,
-		Parameters:      map[string]string{"user": SuperUser, "database": Database, "application_name": "toygres-ping"},
+		Parameters:      map[string]string{"user": User, "database": Database, "application_name": "toygres-ping"},
 	})
 	if err := fe.Flush(); err != nil {
 		return false, "not accepting connections: " + err.Error()

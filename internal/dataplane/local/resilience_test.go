@@ -446,8 +446,8 @@ func TestInterruptedSteps(t *testing.T) {
 	d := newDriverWith(t, Options{Dir: dir, Supervision: Supervision{Disabled: true}})
 	ctx := testCtx(t)
 
-	deploySteps := []string{"create:mkdir", "create:meta", "initdb:pwfile", "initdb:start", "initdb:done",
-		"initdb:configured", "initdb:renamed", "start:started"}
+	deploySteps := []string{"create:mkdir", "create:meta", "initdb:account", "initdb:pwfile", "initdb:start", "initdb:done",
+		"initdb:configured", "initdb:roles", "initdb:renamed", "start:started"}
 	for i, step := range deploySteps {
 		t.Run("deploy/"+step, func(t *testing.T) {
 			name := "dep-" + strconv.Itoa(i)

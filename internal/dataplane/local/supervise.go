@@ -315,7 +315,7 @@ func (d *Driver) revive(w *watch, p paths) bool {
 		}
 		n := s.died(w, time.Now())
 		last := ""
-		if l := tailLinesQuiet(p.log, 1); len(l) > 0 {
+		if l := tailLinesQuiet(p, 1); len(l) > 0 {
 			last = "; last log line: " + l[0]
 		}
 		if n >= s.opts.CrashLoopDeaths {
