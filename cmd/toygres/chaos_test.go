@@ -32,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -49,6 +50,7 @@ import (
 	"github.com/toygres/toygres/duroxide/postgres/pgtest"
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/apptest"
+	"github.com/toygres/toygres/internal/dataplane/local"
 )
 
 var (
@@ -927,6 +929,19 @@ func (c *chaosRun) teardown() {
 		}
 		t.Errorf("leftover instance directories under %s: %v", filepath.Join(c.e.dataDir, "instances"), left)
 	}
+	// Each instance's OS account goes with it.
+	c.mu.Lock()
+	for _, n := range c.order {
+		in := c.insts[n]
+		if in.internal == "" {
+			continue
+		}
+		acct := local.AccountName(c.instDir(in.internal))
+		if _, err := user.Lookup(acct); err == nil {
+			t.Errorf("leftover OS account %s of instance %s (%s)", acct, n, in.internal)
+		}
+	}
+	c.mu.Unlock()
 	ports := make([]int, 0, len(c.ports))
 	for p := range c.ports {
 		ports = append(ports, p)

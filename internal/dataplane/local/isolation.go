@@ -57,11 +57,12 @@ func (a *account) credential() *syscall.Credential {
 	return a.cred
 }
 
-// accountName is the OS account of an instance: "tg-" and 12 hex digits of
-// a hash of the instance directory, so that two Toygres data directories on
-// one machine (or two tests) never share an account. It is derived, never
-// read from a file an instance could change.
-func accountName(instanceDir string) string {
+// AccountName is the OS account the server of the instance in instanceDir
+// (<Options.Dir>/<name>, absolute) runs as when the driver runs as root:
+// "tg-" and 12 hex digits of a hash of the directory, so that two Toygres
+// data directories on one machine (or two tests) never share an account.
+// It is derived, never read from a file an instance could change.
+func AccountName(instanceDir string) string {
 	sum := sha256.Sum256([]byte(instanceDir))
 	return accountPrefix + hex.EncodeToString(sum[:6])
 }
@@ -103,7 +104,7 @@ func (d *Driver) ensureAccount(ctx context.Context, p paths) (*account, error) {
 	if d.shared != nil {
 		return d.shared, nil
 	}
-	name := accountName(p.dir)
+	name := AccountName(p.dir)
 	if a, err := lookupInstanceAccount(name); err == nil {
 		return a, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -136,7 +137,7 @@ func (d *Driver) removeAccount(ctx context.Context, p paths) error {
 	if d.cred == nil || d.shared != nil {
 		return nil
 	}
-	name := accountName(p.dir)
+	name := AccountName(p.dir)
 	a, err := lookupInstanceAccount(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, gerr := user.LookupGroup(name); gerr == nil {
@@ -318,7 +319,7 @@ func (d *Driver) needsMigration(p paths) bool {
 	if err != nil {
 		return false
 	}
-	a, err := lookupInstanceAccount(accountName(p.dir))
+	a, err := lookupInstanceAccount(AccountName(p.dir))
 	return err != nil || fi.Sys().(*syscall.Stat_t).Uid != a.cred.Uid
 }
 

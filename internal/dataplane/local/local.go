@@ -886,7 +886,7 @@ func (d *Driver) startExisting(ctx context.Context, m *metadata, p paths) (bool,
 	if readPostmaster(p.data).running && d.needsMigration(p) {
 		// Made by a Toygres before per-instance accounts: its server runs
 		// as a shared account. Restart it once under its own account.
-		d.log.Warn("restarting the server of an older instance under an account of its own", "instance", m.Name, "account", accountName(p.dir))
+		d.log.Warn("restarting the server of an older instance under an account of its own", "instance", m.Name, "account", AccountName(p.dir))
 		if err := d.stop(ctx, p, in.binDir); err != nil {
 			return false, &dataplane.Problem{Instance: m.Name, Kind: dataplane.ProblemStartFailed, Err: fmt.Errorf("local: migrate %s: %w", m.Name, err)}
 		}

@@ -284,7 +284,7 @@ func TestDeployConnectDelete(t *testing.T) {
 	pid := pidOf(t, d, name)
 	if os.Geteuid() == 0 {
 		// The server runs as the instance's own account, which owns its data.
-		acct, err := lookupInstanceAccount(accountName(p.dir))
+		acct, err := lookupInstanceAccount(AccountName(p.dir))
 		if err != nil {
 			t.Fatalf("instance account: %v", err)
 		}

@@ -299,7 +299,7 @@ func TestSecurityCreateRoleEscalation(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("containment by per-instance accounts needs Toygres to run as root")
 	}
-	acctA, err := lookupInstanceAccount(accountName(pa.dir))
+	acctA, err := lookupInstanceAccount(AccountName(pa.dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,8 +348,8 @@ func TestSecurityAccounts(t *testing.T) {
 		t.Skip("per-instance accounts exist only when Toygres runs as root")
 	}
 	d, pa, pb := tenants(t)
-	a, errA := lookupInstanceAccount(accountName(pa.dir))
-	b, errB := lookupInstanceAccount(accountName(pb.dir))
+	a, errA := lookupInstanceAccount(AccountName(pa.dir))
+	b, errB := lookupInstanceAccount(AccountName(pb.dir))
 	if errA != nil || errB != nil {
 		t.Fatalf("instance accounts: %v, %v", errA, errB)
 	}
@@ -428,7 +428,7 @@ func TestSecurityFileModes(t *testing.T) {
 		t.Skip("owners and modes for per-instance accounts apply when Toygres runs as root")
 	}
 	d, pa, _ := tenants(t)
-	a, err := lookupInstanceAccount(accountName(pa.dir))
+	a, err := lookupInstanceAccount(AccountName(pa.dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -590,7 +590,7 @@ func TestSecurityMigratesSharedAccountInstance(t *testing.T) {
 	if err := selectOne(ctx, d2, name); err != nil {
 		t.Fatal(err)
 	}
-	a, err := lookupInstanceAccount(accountName(p.dir))
+	a, err := lookupInstanceAccount(AccountName(p.dir))
 	if err != nil {
 		t.Fatal(err)
 	}
