@@ -74,6 +74,9 @@ type engine struct {
 	// clock is the wall clock for new events (nil: time.Now); the in-memory
 	// Executor sets a virtual one.
 	clock func() time.Time
+	// strict makes history recorded after the code returned a
+	// nondeterminism (Executor.Replay) instead of being ignored.
+	strict bool
 	// post holds metric updates and log lines of the current turn, emitted
 	// after its commit succeeds.
 	post []func()
@@ -377,8 +380,12 @@ func (e *engine) matchSchedule(ev *Event) {
 		return
 	}
 	if len(e.emitted) == 0 {
-		if e.finished {
+		if e.finished && !e.strict {
 			return // the code already returned; the rest of history is irrelevant
+		}
+		if e.finished {
+			e.nondeterministic("history has %s at event %d, but the code had already returned", describeEvent(ev), ev.EventID)
+			return
 		}
 		e.nondeterministic("history has %s at event %d, but the code scheduled nothing", describeEvent(ev), ev.EventID)
 		return

@@ -147,6 +147,7 @@ func (x *Executor) Replay(instance string, executionID int64, history []Event) e
 		return err
 	}
 	eng := x.newEngine(instance, executionID, fn)
+	eng.strict = true
 	defer eng.close()
 	eng.replay(history)
 	nd := func(format string, args ...any) error {
@@ -199,3 +200,8 @@ func (discardHandler) Enabled(context.Context, slog.Level) bool  { return false 
 func (discardHandler) Handle(context.Context, slog.Record) error { return nil }
 func (h discardHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
 func (h discardHandler) WithGroup(string) slog.Handler           { return h }
+
+// ErrorDetailsFromError converts an activity's error into the durable form a
+// runtime records for it (category, Go type, JSON payload, NonRetryable,
+// Timeout). Test kits use it to fail mocked activities exactly as real ones.
+func ErrorDetailsFromError(err error) *ErrorDetails { return detailsFromError(err) }
