@@ -139,7 +139,8 @@ func (e *Env) OnSubOrchestration(name string) *Mock {
 }
 
 // RaiseEventAt raises an external event on the orchestration under test at
-// virtual time start+at. Called while the run is in progress (from a
+// virtual time start+at; at 0 it arrives with the start message, in the
+// first turn. Called while the run is in progress (from a
 // mock's Do), at is relative to the current virtual time.
 func (e *Env) RaiseEventAt(at time.Duration, name string, data any) {
 	d, err := encode(data)
@@ -284,6 +285,10 @@ func (e *Env) Run(name string, input any) (*Result, error) {
 	e.enqueue(duroxide.WorkItem{Kind: duroxide.WorkStartOrchestration, Instance: e.instanceID, Name: name, Input: in})
 	for _, p := range e.planned {
 		w := p.w
+		if p.at <= 0 {
+			e.enqueue(w) // in the same batch as the start
+			continue
+		}
 		e.schedule(e.start.Add(p.at), func() { e.enqueue(w) })
 	}
 	root := e.instances[e.instanceID]
