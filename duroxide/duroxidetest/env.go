@@ -57,6 +57,7 @@ type plannedMessage struct {
 
 type future struct {
 	at        time.Time
+	late      bool // planned messages go after everything else due at the same instant
 	seq       int64
 	run       func()
 	cancelled bool
@@ -140,7 +141,8 @@ func (e *Env) OnSubOrchestration(name string) *Mock {
 
 // RaiseEventAt raises an external event on the orchestration under test at
 // virtual time start+at; at 0 it arrives with the start message, in the
-// first turn. Called while the run is in progress (from a
+// first turn. It arrives after the timers and results due at the same
+// instant, in the same batch. Called while the run is in progress (from a
 // mock's Do), at is relative to the current virtual time.
 func (e *Env) RaiseEventAt(at time.Duration, name string, data any) {
 	d, err := encode(data)
@@ -162,7 +164,7 @@ func (e *Env) plan(at time.Duration, w duroxide.WorkItem) {
 		e.planned = append(e.planned, plannedMessage{at: at, w: w})
 		return
 	}
-	e.schedule(e.now.Add(at), func() { e.enqueue(w) })
+	e.schedule(e.now.Add(at), func() { e.enqueue(w) }).late = true
 }
 
 // Call is one call of an activity or sub-orchestration.
@@ -289,7 +291,7 @@ func (e *Env) Run(name string, input any) (*Result, error) {
 			e.enqueue(w) // in the same batch as the start
 			continue
 		}
-		e.schedule(e.start.Add(p.at), func() { e.enqueue(w) })
+		e.schedule(e.start.Add(p.at), func() { e.enqueue(w) }).late = true
 	}
 	root := e.instances[e.instanceID]
 	turns := 0
@@ -304,17 +306,19 @@ func (e *Env) Run(name string, input any) (*Result, error) {
 		if ran {
 			continue
 		}
-		f := e.popFuture()
-		if f == nil {
+		due := e.popDue()
+		if len(due) == 0 {
 			return nil, e.blocked(root)
 		}
-		if f.at.After(e.now) {
-			e.now = f.at
+		if due[0].at.After(e.now) {
+			e.now = due[0].at
 		}
 		if e.Elapsed() > e.maxTime {
 			return nil, fmt.Errorf("duroxidetest: the run passed %v of virtual time (WithMaxVirtualTime)", e.maxTime)
 		}
-		f.run()
+		for _, f := range due {
+			f.run()
+		}
 	}
 	res := &Result{Status: root.status, Elapsed: e.Elapsed(), Executions: root.executions}
 	res.History = root.executions[len(root.executions)-1]
@@ -372,8 +376,11 @@ func (e *Env) schedule(at time.Time, run func()) *future {
 	return f
 }
 
-// popFuture removes the earliest pending future (ties in scheduling order).
-func (e *Env) popFuture() *future {
+// popDue removes the futures due at the earliest pending instant, in
+// delivery order: results and timers first, then planned messages (events,
+// cancellation), each in scheduling order. Their messages reach each
+// instance as one batch, as a runtime fetches what is due together.
+func (e *Env) popDue() []*future {
 	live := e.futures[:0]
 	for _, f := range e.futures {
 		if !f.cancelled {
@@ -388,11 +395,18 @@ func (e *Env) popFuture() *future {
 		if !live[i].at.Equal(live[j].at) {
 			return live[i].at.Before(live[j].at)
 		}
+		if live[i].late != live[j].late {
+			return !live[i].late
+		}
 		return live[i].seq < live[j].seq
 	})
-	f := live[0]
-	e.futures = live[1:]
-	return f
+	n := 1
+	for n < len(live) && live[n].at.Equal(live[0].at) {
+		n++
+	}
+	due := append([]*future(nil), live[:n]...)
+	e.futures = live[n:]
+	return due
 }
 
 // runPendingTurn runs one turn of the first instance with messages.
