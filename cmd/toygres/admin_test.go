@@ -267,9 +267,9 @@ func TestAdminCommands(t *testing.T) {
 	e := newE2E(t)
 	const adminPW = "admin-Secret-pw-4711"
 	e.port = freePort(t)
-	e.okWith("", []string{"TOYGRES_ADMIN_PASSWORD=" + adminPW},
+	e.okWith("", append(faultsEnv("connection=1"), "TOYGRES_ADMIN_PASSWORD="+adminPW),
 		"server", "start", "--port", strconv.Itoa(e.port), "--actor-interval", "1s",
-		"--inject-test-connection-failures", "1", "--orchestration-concurrency", "3", "--activity-concurrency", "5")
+		"--orchestration-concurrency", "3", "--activity-concurrency", "5")
 	e.ok("create", "adm", "--password", "test123", "--wait")
 	inst := e.get("adm")
 	createID, actorID := "create-"+inst.InternalName, "actor-"+inst.InternalName
