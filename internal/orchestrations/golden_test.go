@@ -66,7 +66,9 @@ func goldenScenarios() []goldenScenario {
 		{file: "delete-success.json", note: "delete-instance of a running instance", orchestration: orchestrations.DeleteInstance, input: deleteInput(false),
 			env: func(t *testing.T) *duroxidetest.Env { return newDeleteEnv(t, running, nil) }},
 		{file: "delete-failure.json", note: "delete-instance: delete-postgres fails 3 times", orchestration: orchestrations.DeleteInstance, input: deleteInput(false),
-			env: func(t *testing.T) *duroxidetest.Env { return newDeleteEnv(t, running, mocks{activities.DeletePostgres: fail}) }},
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newDeleteEnv(t, running, mocks{activities.DeletePostgres: fail})
+			}},
 		{file: "actor-healthy.json", note: "instance-actor: a healthy check, then continue-as-new", orchestration: orchestrations.InstanceActor, input: actorInput,
 			env: func(t *testing.T) *duroxidetest.Env { return newActorEnv(t, nil) }},
 		{file: "actor-stopped.json", note: "instance-actor: InstanceDeleted while waiting", orchestration: orchestrations.InstanceActor, input: actorInput,

@@ -201,4 +201,6 @@ func (w withAll) Restarts(ctx context.Context, name string) (int, error) {
 	return withCounter(w).Restarts(ctx, name)
 }
 
-func (w withAll) InternalEndpointsReachable() error { return withCounter(w).InternalEndpointsReachable() }
+func (w withAll) InternalEndpointsReachable() error {
+	return withCounter(w).InternalEndpointsReachable()
+}
