@@ -475,7 +475,7 @@ func historyRows(evs []api.HistoryEvent) [][]string {
 			name = label(s)
 			detail = errorText(e.Error)
 			if retried(s) && s.attempt < chainLen[s.chain] {
-				detail += "; will retry"
+				detail = "will retry; " + detail // first: long errors are cut at the end
 			}
 		case "ActivityCancelRequested", "SubOrchestrationCancelRequested":
 			name = label(scheds[e.SourceEventID])
