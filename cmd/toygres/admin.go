@@ -475,7 +475,7 @@ func historyRows(evs []api.HistoryEvent) [][]string {
 			name = label(s)
 			detail = errorText(e.Error)
 			if retried(s) && s.attempt < chainLen[s.chain] {
-				detail += "; will retry"
+				detail = "will retry; " + detail // first: long errors are cut at the end
 			}
 		case "ActivityCancelRequested", "SubOrchestrationCancelRequested":
 			name = label(scheds[e.SourceEventID])
@@ -1064,8 +1064,6 @@ var envVars = []envVar{
 	{name: "TOYGRES_TLS_KEY", use: "server start: PEM key of the certificate (--tls-key)", def: "-"},
 	{name: "TOYGRES_TLS_FINGERPRINT", use: "CLI: accept exactly the server certificate with this SHA-256 fingerprint (--fingerprint)", def: "saved by login, or in credentials.json"},
 	{name: "TOYGRES_K8S_ALLOWED_SOURCES", use: "server start: CIDRs allowed to reach public Kubernetes instances (--k8s-allowed-sources)", def: "any address"},
-	{name: "TOYGRES_INJECT_TEST_CONNECTION_FAILURES", use: "server start: fail the first N test-connection calls (testing)", def: "0"},
-	{name: "TOYGRES_INJECT_DEPLOY_FAILURES", use: "server start: fail the first N deploy calls (testing)", def: "0"},
 }
 
 func newEnvCmd(g *globals) *cobra.Command {

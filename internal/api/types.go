@@ -300,6 +300,14 @@ type HistoryEvent struct {
 	Error             *OrchestrationError `json:"error,omitempty"`
 	CustomStatus      *string             `json:"custom_status,omitempty"`
 	CarryForward      []CarriedEvent      `json:"carry_forward,omitempty"`
+	// Retry detail recorded by newer runtimes (absent in older histories):
+	// the attempt a schedule starts (or a timer belongs to), the policy's
+	// attempts and summary, and why a timer exists (user, backoff,
+	// attempt_timeout, total_timeout).
+	Attempt      int    `json:"attempt,omitempty"`
+	MaxAttempts  int    `json:"max_attempts,omitempty"`
+	Policy       string `json:"policy,omitempty"`
+	TimerPurpose string `json:"timer_purpose,omitempty"`
 }
 
 // CarriedEvent is an external event carried across continue-as-new.
@@ -471,6 +479,7 @@ func historyView(e duroxide.Event) HistoryEvent {
 		Instance: e.Instance, Data: payload(e.Data), Reason: e.Reason,
 		ParentInstance: e.ParentInstance, ParentExecutionID: e.ParentExecutionID,
 		Error: errorView(e.Error), CustomStatus: e.CustomStatus,
+		Attempt: e.Attempt, MaxAttempts: e.MaxAttempts, Policy: e.Policy, TimerPurpose: string(e.Purpose),
 	}
 	if e.TimestampMs != 0 {
 		h.Timestamp = optTime(time.UnixMilli(e.TimestampMs))

@@ -50,8 +50,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics receives duroxide's and Toygres' collectors (default: a new registry).
 	Metrics *prometheus.Registry
-	// Faults injects activity failures (tests and demonstrations).
-	Faults *activities.Faults
+	// WrapDriver, when set, wraps the driver (built or given) once the data
+	// plane is open, before activities and the API use it; tests wrap it
+	// with a fault-injecting driver (internal/dataplane/faulty).
+	WrapDriver func(dataplane.Driver) dataplane.Driver
 	// OrchestrationConcurrency and ActivityConcurrency size the runtime (defaults 10 and 10).
 	OrchestrationConcurrency, ActivityConcurrency int
 	// Retention bounds the stores (see Retention; zero values are defaults).
@@ -225,8 +227,12 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		return nil, fmt.Errorf("unknown data plane %q (want local or kubernetes)", cfg.Dataplane)
 	}
 
+	if cfg.WrapDriver != nil {
+		a.Driver = cfg.WrapDriver(a.Driver)
+	}
+
 	reg := duroxide.NewRegistry()
-	if err := activities.Register(reg, activities.Deps{CMS: a.CMS, Driver: a.Driver, Client: a.Client, Logger: cfg.Logger, Faults: cfg.Faults, Metrics: cfg.Metrics, Host: hostID}); err != nil {
+	if err := activities.Register(reg, activities.Deps{CMS: a.CMS, Driver: a.Driver, Client: a.Client, Logger: cfg.Logger, Metrics: cfg.Metrics, Host: hostID}); err != nil {
 		return nil, err
 	}
 	if err := orchestrations.Register(reg, a.Driver.Name()); err != nil {
