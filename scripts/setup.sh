@@ -3,12 +3,13 @@
 # (run as root or with sudo):
 #   gcc, libc6-dev        the SQLite driver is cgo
 #   postgresql            server binaries for instances (local data plane) and test clusters
+#   passwd                useradd/userdel: each local instance runs under an OS account of its own
 #   chromium, chromium-driver   browser tests of the web console   (--test)
 #   prometheus            the observability acceptance test        (--test)
 # Without --test it installs only what running Toygres needs.
 set -euo pipefail
 
-want=(gcc libc6-dev postgresql)
+want=(gcc libc6-dev postgresql passwd)
 if [ "${1:-}" = "--test" ]; then
 	want+=(chromium chromium-driver prometheus)
 fi
