@@ -41,6 +41,22 @@ func (c *countingStore) FetchWorkItem(ctx context.Context, d time.Duration) (*du
 	return it, err
 }
 
+// countingLocalStore is a countingStore over a store with local dispatch,
+// which it passes through (uncounted: those calls are never empty).
+type countingLocalStore struct {
+	*countingStore
+	duroxide.LocalDispatcher
+}
+
+// wrapCounting wraps s, keeping its local dispatch if it has one.
+func wrapCounting(s duroxide.Store) (duroxide.Store, *countingStore) {
+	cs := &countingStore{Store: s, notifier: s.(duroxide.Notifier)}
+	if ld, ok := s.(duroxide.LocalDispatcher); ok {
+		return &countingLocalStore{countingStore: cs, LocalDispatcher: ld}, cs
+	}
+	return cs, cs
+}
+
 func (c *countingStore) write(path string) {
 	s := fmt.Sprintf("FetchOrchestrationItem: %d found work, %d empty\nFetchWorkItem: %d found work, %d empty\n",
 		c.orchFound.Load(), c.orchEmpty.Load(), c.workFound.Load(), c.workEmpty.Load())

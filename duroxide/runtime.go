@@ -73,6 +73,11 @@ type Options struct {
 	// deliveries as attempts. The store must implement LeaseReclaimer.
 	// Never set it for a store shared by several processes.
 	ExclusiveStore bool
+	// DisableLocalDispatch turns off the shortcuts of a store that
+	// implements LocalDispatcher: activities scheduled by a turn of this
+	// runtime are then fetched from the worker queue, and their completions
+	// go through the orchestrator queue, as with any other store.
+	DisableLocalDispatch bool
 }
 
 func (o *Options) withDefaults() {
@@ -144,6 +149,16 @@ type Runtime struct {
 
 	shutdownOnce sync.Once
 	inflight     atomic.Int64
+
+	// Local dispatch (see LocalDispatcher); local is nil without it.
+	// localFree counts activity slots neither running nor promised to a
+	// leased message waiting in localWork; a turn leases at most that many
+	// of its activities to this runtime.
+	local     LocalDispatcher
+	localWork chan *WorkItemLease
+	localFree atomic.Int64
+	inlineMu  sync.Mutex
+	inline    map[string]*inlineBatch // instance → completions waiting for the instance's in-flight inline turn
 }
 
 // Start starts a runtime on store with the registered orchestrations and
@@ -177,6 +192,12 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 	}
 	rt.orchWake.init()
 	rt.workWake.init()
+	if ld, ok := store.(LocalDispatcher); ok && !opts.DisableLocalDispatch {
+		rt.local = ld
+	}
+	rt.localWork = make(chan *WorkItemLease, opts.ActivityConcurrency)
+	rt.localFree.Store(int64(opts.ActivityConcurrency))
+	rt.inline = map[string]*inlineBatch{}
 	rt.timerHint = make(chan struct{}, 1)
 	m, err := newMetrics(opts.Metrics, store)
 	if err != nil {
@@ -250,6 +271,7 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 			<-done
 		}
 		rt.cancel()
+		rt.releaseLocal()
 		if rt.stopWatch != nil {
 			rt.stopWatch()
 		}
@@ -310,7 +332,9 @@ func (rt *Runtime) orchestrationLoop() {
 			rt.idleWait(&rt.orchWake)
 			continue
 		}
-		rt.orchWake.notify() // there may be more: wake another slot
+		if !item.NoMoreVisible {
+			rt.orchWake.notify() // there may be more: wake another slot
+		}
 		rt.processItem(item)
 	}
 }
@@ -343,7 +367,8 @@ func (rt *Runtime) processItem(item *OrchestrationItem) {
 	if commit == nil {
 		return // abandoned or discarded inside runTurn
 	}
-	if err := rt.ackWithRetry(item.LockToken, commit); err != nil {
+	leases, err := rt.ackTurn(item.LockToken, commit)
+	if err != nil {
 		rt.logger.Error("commit orchestration turn failed", "instance_id", item.Instance, "error", err)
 		if eng != nil {
 			eng.close()
@@ -354,6 +379,7 @@ func (rt *Runtime) processItem(item *OrchestrationItem) {
 		return
 	}
 	rt.afterCommit(item, eng, commit)
+	rt.dispatchLocal(leases)
 }
 
 // keepTurnLock renews a turn's lock every half lock timeout until the
@@ -656,7 +682,31 @@ func ActivityInfoFromContext(ctx context.Context) (ActivityInfo, bool) {
 func (rt *Runtime) workerLoop() {
 	defer rt.wg.Done()
 	failures := 0
+	// After an activity handed over in memory the worker waits for the next
+	// hand-over or a wake-up instead of fetching: the queue's own work is
+	// announced (a wake-up that came while every worker was busy stays
+	// pending), and an empty fetch per local activity would double its cost.
+	idle := false
 	for !rt.stopping() {
+		select {
+		case l := <-rt.localWork:
+			rt.runLocal(l)
+			idle = true
+			continue
+		default:
+		}
+		if idle {
+			// A wake-up is a baton: whoever takes it must fetch.
+			select {
+			case <-rt.workWake.ch:
+				idle = false
+			case l := <-rt.localWork:
+				rt.runLocal(l)
+				continue
+			case <-rt.stopCh:
+				continue
+			}
+		}
 		lease, err := rt.store.FetchWorkItem(rt.ctx, rt.opts.ActivityLockTimeout)
 		if err != nil {
 			if rt.stopping() {
@@ -669,11 +719,13 @@ func (rt *Runtime) workerLoop() {
 		}
 		failures = 0
 		if lease == nil {
-			rt.idleWait(&rt.workWake)
+			idle = true
 			continue
 		}
 		rt.workWake.notify()
+		rt.localFree.Add(-1)
 		rt.runActivity(lease)
+		rt.localFree.Add(1)
 	}
 }
 
@@ -792,7 +844,7 @@ wait:
 		comp.Kind, comp.Result = WorkActivityCompleted, out.res
 	}
 	rt.metrics.activity(item.Name, outcomeLabel, time.Since(begin))
-	rt.ackWork(lease, comp)
+	rt.complete(lease, comp)
 }
 
 func (rt *Runtime) ackWork(lease *WorkItemLease, comp *WorkItem) {

@@ -198,9 +198,11 @@ func (s *Store) notifier() {
 }
 
 var (
-	_ duroxide.Store          = (*Store)(nil)
-	_ duroxide.Notifier       = (*Store)(nil)
-	_ duroxide.LeaseReclaimer = (*Store)(nil)
+	_ duroxide.Store           = (*Store)(nil)
+	_ duroxide.Notifier        = (*Store)(nil)
+	_ duroxide.LeaseReclaimer  = (*Store)(nil)
+	_ duroxide.LocalDispatcher = (*Store)(nil)
+	_ duroxide.Starter         = (*Store)(nil)
 )
 
 // Open connects to the PostgreSQL database at url (a postgres:// URL or a
@@ -503,6 +505,31 @@ func (s *Store) EnqueueOrchestratorItem(ctx context.Context, item duroxide.WorkI
 	return wrap(op, err)
 }
 
+// EnqueueStarts implements duroxide.Starter in one INSERT … SELECT that
+// skips instances that exist.
+func (s *Store) EnqueueStarts(ctx context.Context, items []duroxide.WorkItem) error {
+	const op = "EnqueueStarts"
+	n := len(items)
+	inst, data, parent := make([]string, n), make([]string, n), make([]string, n)
+	for i := range items {
+		b, err := json.Marshal(&items[i])
+		if err != nil {
+			return &Error{Op: op, Err: err}
+		}
+		inst[i], data[i], parent[i] = items[i].Instance, string(b), parentOf(&items[i])
+	}
+	err := s.exec(ctx, `INSERT INTO `+s.q+`.orchestrator_queue (instance_id, work_item, visible_at, parent_instance_id, created_at)
+		SELECT x.inst, x.data, n.now, nullif(x.parent, ''), n.now
+		FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(inst, data, parent, ord)
+		CROSS JOIN (SELECT `+s.fn("now_ms")+`() AS now) n
+		WHERE NOT EXISTS (SELECT 1 FROM `+s.q+`.instances i WHERE i.instance_id = x.inst)
+		ORDER BY x.ord`, inst, data, parent)
+	if err == nil {
+		s.announce(bitOrch)
+	}
+	return wrap(op, err)
+}
+
 // EnqueueWorkItem implements duroxide.Store.
 func (s *Store) EnqueueWorkItem(ctx context.Context, item duroxide.WorkItem) error {
 	const op = "EnqueueWorkItem"
@@ -529,10 +556,12 @@ func (s *Store) FetchOrchestrationItem(ctx context.Context, lockTimeout time.Dur
 		msgs   []string
 		status string
 	)
-	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("fetch_orchestration_item")+"($1, $2)", lockMs(lockTimeout), s.owner).Scan(
+	var more bool
+	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("fetch_orchestration_item2")+"($1, $2)", lockMs(lockTimeout), s.owner).Scan(
 		&it.Instance, &it.LockToken, &it.AttemptCount, &msgs, &it.Exists,
 		&it.OrchestrationName, &it.OrchestrationVersion, &it.ExecutionID, &status,
-		&it.LastEventID, &it.CreatedAtMs)
+		&it.LastEventID, &it.CreatedAtMs, &more)
+	it.NoMoreVisible = !more
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -552,33 +581,106 @@ func (s *Store) FetchOrchestrationItem(ctx context.Context, lockTimeout time.Dur
 }
 
 // AckOrchestrationItem implements duroxide.Store in one call of the
-// ack_orchestration_item function, which runs in one transaction. A commit
-// with ExecutionID 0 discards the batch. Name and version update the
-// instance when not empty; the parent is only ever set once.
+// ack_turn function, which runs in one transaction (the KeepExecutions prune
+// included). A commit with ExecutionID 0 discards the batch. Name and
+// version update the instance when not empty; the parent is only ever set
+// once.
 func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, c *duroxide.TurnCommit) error {
+	_, err := s.AckOrchestrationItemLocal(ctx, lockToken, c, 0, 0)
+	return err
+}
+
+// AckOrchestrationItemLocal implements duroxide.LocalDispatcher.
+func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string, c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
 	const op = "AckOrchestrationItem"
 	if c == nil {
 		c = &duroxide.TurnCommit{}
 	}
+	if c.ExecutionID == 0 {
+		lockWorkers = 0
+	}
+	args, leases, err := s.turnArgs(c, lockWorkers, lockTimeout)
+	if err != nil {
+		return nil, &Error{Op: op, Err: err}
+	}
+	var pending bool
+	err = s.queryRow(ctx, "SELECT "+s.fn("ack_turn")+"($1, "+turnParams+")", append([]any{lockToken}, args...)...).Scan(&pending)
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	s.announceTurn(c, pending, len(leases))
+	return leases, nil
+}
+
+// CommitActivityTurn implements duroxide.LocalDispatcher in one call of the
+// commit_activity_turn function.
+func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTokens []string, lastEventID int64, c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
+	const op = "CommitActivityTurn"
+	if c == nil || c.ExecutionID == 0 {
+		return nil, &Error{Op: op, Err: errors.New("a turn commit with an execution id is required")}
+	}
+	args, leases, err := s.turnArgs(c, lockWorkers, lockTimeout)
+	if err != nil {
+		return nil, &Error{Op: op, Err: err}
+	}
+	var pending bool
+	err = s.queryRow(ctx, "SELECT "+s.fn("commit_activity_turn")+"($1, $2, $3, "+turnParams3+")",
+		append([]any{instance, workTokens, lastEventID}, args...)...).Scan(&pending)
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	s.announceTurn(c, pending, len(leases))
+	return leases, nil
+}
+
+// turnParams are the placeholders of turnArgs after one leading argument,
+// turnParams3 after three.
+var (
+	turnParams  = placeholders(2, 26)
+	turnParams3 = placeholders(4, 26)
+)
+
+func placeholders(first, n int) string {
+	p := make([]string, n)
+	for i := range p {
+		p[i] = "$" + strconv.Itoa(first+i)
+	}
+	return strings.Join(p, ", ")
+}
+
+// turnArgs encodes a turn commit as the arguments of write_turn after the
+// instance (the 27 parameters from p_execution on, p_now excluded), leasing
+// the first lockWorkers worker messages with fresh tokens.
+func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]any, []duroxide.WorkItemLease, error) {
 	n := len(c.HistoryDelta)
 	evIDs, evTypes, evData := make([]int64, n), make([]string, n), make([]string, n)
 	for i := range c.HistoryDelta {
 		e := &c.HistoryDelta[i]
 		b, err := json.Marshal(e)
 		if err != nil {
-			return &Error{Op: op, Err: fmt.Errorf("encode event %d: %w", e.EventID, err)}
+			return nil, nil, fmt.Errorf("encode event %d: %w", e.EventID, err)
 		}
 		evIDs[i], evTypes[i], evData[i] = e.EventID, string(e.Kind), string(b)
 	}
 	n = len(c.WorkerItems)
-	wInst, wExec, wAct, wData := make([]string, n), make([]int64, n), make([]int64, n), make([]string, n)
+	lockWorkers = min(max(lockWorkers, 0), n)
+	wInst, wExec, wAct, wData, wTok := make([]string, n), make([]int64, n), make([]int64, n), make([]string, n), make([]*string, n)
+	var leases []duroxide.WorkItemLease
+	if lockWorkers > 0 {
+		leases = make([]duroxide.WorkItemLease, lockWorkers)
+	}
 	for i := range c.WorkerItems {
 		w := &c.WorkerItems[i]
 		b, err := json.Marshal(w)
 		if err != nil {
-			return &Error{Op: op, Err: fmt.Errorf("encode worker item: %w", err)}
+			return nil, nil, fmt.Errorf("encode worker item: %w", err)
 		}
 		wInst[i], wExec[i], wAct[i], wData[i] = w.Instance, w.ExecutionID, w.ID, string(b)
+		if i < lockWorkers {
+			tok := uuid()
+			wTok[i] = &tok
+			leases[i] = duroxide.WorkItemLease{Item: *w, LockToken: tok, AttemptCount: 1}
+		}
 	}
 	n = len(c.OrchestratorItems)
 	oInst, oData, oVis, oParent := make([]string, n), make([]string, n), make([]int64, n), make([]string, n)
@@ -586,7 +688,7 @@ func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, c *d
 		w := &c.OrchestratorItems[i]
 		b, err := json.Marshal(w)
 		if err != nil {
-			return &Error{Op: op, Err: fmt.Errorf("encode orchestrator item: %w", err)}
+			return nil, nil, fmt.Errorf("encode orchestrator item: %w", err)
 		}
 		oInst[i], oData[i], oParent[i] = w.Instance, string(b), parentOf(w)
 		if w.Kind == duroxide.WorkTimerFired {
@@ -598,67 +700,43 @@ func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, c *d
 	for i, a := range c.CancelledActivities {
 		cInst[i], cExec[i], cAct[i] = a.Instance, a.ExecutionID, a.ActivityID
 	}
-	var pending bool
-	ackSQL := "SELECT " + s.fn("ack_orchestration_item") +
-		"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
-	args := []any{lockToken, c.ExecutionID, c.OrchestrationName, c.OrchestrationVersion, c.ParentInstance,
+	keep := 0
+	if c.ExecutionID != 0 {
+		keep = max(c.KeepExecutions, 0)
+	}
+	return []any{c.ExecutionID, c.OrchestrationName, c.OrchestrationVersion, c.ParentInstance,
 		string(c.Status), c.Output, c.SetCustomStatus, c.CustomStatus,
 		evIDs, evTypes, evData,
-		wInst, wExec, wAct, wData,
+		wInst, wExec, wAct, wData, wTok, lockMs(lockTimeout), s.owner,
 		oInst, oData, oVis, oParent,
-		cInst, cExec, cAct}
-	var err error
-	if c.KeepExecutions > 0 && c.ExecutionID != 0 {
-		err = s.do(ctx, func() error { return s.ackAndPrune(ctx, lockToken, c.KeepExecutions, ackSQL, args, &pending) })
-	} else {
-		err = s.queryRow(ctx, ackSQL, args...).Scan(&pending)
-	}
-	if err == nil {
-		// Announce the orchestrator queue when the turn made something
-		// fetchable: messages that arrived while the instance was locked,
-		// or new messages visible now (future timers are the runtime's to
-		// wake up for).
-		var bits uint32
-		if pending {
-			bits |= bitOrch
-		}
-		now := time.Now().UnixMilli()
-		for i := range c.OrchestratorItems {
-			if w := &c.OrchestratorItems[i]; w.Kind != duroxide.WorkTimerFired || w.FireAtMs <= now {
-				bits |= bitOrch
-				break
-			}
-		}
-		if len(c.WorkerItems) > 0 {
-			bits |= bitWorker
-		}
-		if c.Status.IsTerminal() {
-			bits |= bitStatus
-		}
-		s.announce(bits)
-	}
-	return wrap(op, err)
+		cInst, cExec, cAct, keep}, leases, nil
 }
 
-// ackAndPrune runs the ack function and prune_executions in one
-// transaction (TurnCommit.KeepExecutions). The instance is looked up by the
-// lock token first, as the ack releases the lock; an unknown token leaves it
-// empty and the ack then fails with the lock-lost error.
-func (s *Store) ackAndPrune(ctx context.Context, lockToken string, keep int, ackSQL string, args []any, pending *bool) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var instance string
-		err := tx.QueryRow(ctx, `SELECT l.instance_id FROM `+s.q+`.instance_locks l WHERE l.lock_token = $1`, lockToken).Scan(&instance)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return err
+// announceTurn tells watchers what a committed turn made fetchable:
+// messages that arrived while the instance was locked (pending), new
+// messages visible now (future timers are the runtime's to wake up for),
+// worker messages not leased locally, and a terminal status.
+func (s *Store) announceTurn(c *duroxide.TurnCommit, pending bool, leased int) {
+	var bits uint32
+	if pending {
+		bits |= bitOrch
+	}
+	now := time.Now().UnixMilli()
+	for i := range c.OrchestratorItems {
+		if w := &c.OrchestratorItems[i]; w.Kind != duroxide.WorkTimerFired || w.FireAtMs <= now {
+			bits |= bitOrch
+			break
 		}
-		if err := tx.QueryRow(ctx, ackSQL, args...).Scan(pending); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, "SELECT * FROM "+s.fn("prune_executions")+"($1, $2, 0)", instance, keep); err != nil {
-			return fmt.Errorf("prune executions: %w", err)
-		}
-		return nil
-	})
+	}
+	if len(c.WorkerItems) > leased {
+		bits |= bitWorker
+	}
+	if c.Status.IsTerminal() {
+		bits |= bitStatus
+	}
+	if bits != 0 {
+		s.announce(bits)
+	}
 }
 
 // AbandonOrchestrationItem implements duroxide.Store. A token whose lock
