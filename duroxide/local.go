@@ -21,6 +21,10 @@ import (
 //     locked or its history moved on (another process took it over, a turn
 //     runs elsewhere); the completions then go through the orchestrator
 //     queue as usual and the cached instance is dropped.
+//   - A durable timer created by a turn of this runtime is fired in process
+//     at its time, the same way (its TimerFired message, delayed by a short
+//     backstop, is deleted by the commit); the queue delivers it only if
+//     this process died or could not fire it.
 //
 // Both shortcuts only change who delivers the work: the leases belong to
 // the store handle as fetched ones do (a dead process's activities are taken
@@ -28,10 +32,75 @@ import (
 // the instance lock and the history the turn was computed from), and every
 // activity runs at least once.
 
-// inlineBatch collects completions of one instance for the next inline turn.
-type inlineBatch struct {
-	leases []*WorkItemLease
-	comps  []*WorkItem
+// inlineBatch collects messages of one instance for the next inline turn.
+type inlineBatch struct{ items []inlineItem }
+
+// inlineItem is an activity completion (with the lease of its worker
+// message) or a local timer's TimerFired (lease nil).
+type inlineItem struct {
+	lease *WorkItemLease
+	msg   *WorkItem
+}
+
+// localTimerBackstop is how long after its fire time the queue delivers a
+// timer that this runtime fires itself (TurnCommit.TimerBackstop). It is
+// how late a timer fires when its process died (or restarted) before, and
+// how long the local firing has to commit before the queue's delivery races
+// it (the loser of that race fails with ErrTurnConflict or finds the
+// message gone; nothing is applied twice).
+const localTimerBackstop = 200 * time.Millisecond
+
+type timerKey struct {
+	instance string
+	exec, id int64
+}
+
+// armTimers schedules the local firing of the timers of a committed turn
+// that set TimerBackstop.
+func (rt *Runtime) armTimers(instance string, c *TurnCommit) {
+	for i := range c.OrchestratorItems {
+		w := c.OrchestratorItems[i]
+		if w.Kind != WorkTimerFired || w.Instance != instance {
+			continue
+		}
+		key := timerKey{w.Instance, w.ExecutionID, w.ID}
+		rt.timersMu.Lock()
+		if rt.timersStopped {
+			rt.timersMu.Unlock()
+			return
+		}
+		rt.timersWG.Add(1)
+		rt.timers[key] = time.AfterFunc(time.Until(time.UnixMilli(w.FireAtMs)), func() {
+			defer rt.timersWG.Done()
+			rt.timersMu.Lock()
+			delete(rt.timers, key)
+			rt.timersMu.Unlock()
+			rt.submitInline(inlineItem{msg: &w})
+		})
+		rt.timersMu.Unlock()
+	}
+}
+
+// stopTimers cancels the local timers not fired yet and gives them back
+// to the queue, and waits for those firing.
+func (rt *Runtime) stopTimers() {
+	rt.timersMu.Lock()
+	rt.timersStopped = true
+	var keys []timerKey
+	for k, t := range rt.timers {
+		if t.Stop() {
+			keys = append(keys, k)
+			rt.timersWG.Done()
+		}
+	}
+	rt.timers = map[timerKey]*time.Timer{}
+	rt.timersMu.Unlock()
+	for _, k := range keys {
+		if err := rt.local.ReleaseTimer(context.Background(), k.instance, k.exec, k.id); err != nil {
+			rt.logger.Warn("release local timer failed; the queue delivers it after its backstop", "instance_id", k.instance, "error", err)
+		}
+	}
+	rt.timersWG.Wait()
 }
 
 // reserveLocal takes up to n free activity slots for leased messages.
@@ -118,82 +187,107 @@ func (rt *Runtime) ackTurn(token string, c *TurnCommit) ([]WorkItemLease, error)
 // complete reports an activity's outcome: inline with the next turn when
 // possible, else through the orchestrator queue.
 func (rt *Runtime) complete(lease *WorkItemLease, comp *WorkItem) {
-	if rt.local == nil || rt.stopping() {
+	if rt.local == nil {
 		rt.ackWork(lease, comp)
 		return
 	}
-	inst := comp.Instance
+	rt.submitInline(inlineItem{lease: lease, msg: comp})
+}
+
+// submitInline commits it in an inline turn of its instance, together with
+// whatever else arrives for the instance meanwhile.
+func (rt *Runtime) submitInline(it inlineItem) {
+	if rt.stopping() {
+		rt.viaQueue([]inlineItem{it})
+		return
+	}
+	inst := it.msg.Instance
 	rt.inlineMu.Lock()
 	if b := rt.inline[inst]; b != nil {
 		// An inline turn of the instance is being committed: its committer
-		// takes this completion into the next one.
-		b.leases, b.comps = append(b.leases, lease), append(b.comps, comp)
+		// takes this item into the next one.
+		b.items = append(b.items, it)
 		rt.inlineMu.Unlock()
 		return
 	}
 	rt.inline[inst] = &inlineBatch{}
 	rt.inlineMu.Unlock()
-	leases, comps := []*WorkItemLease{lease}, []*WorkItem{comp}
+	items := []inlineItem{it}
 	for {
-		rt.commitInline(inst, leases, comps)
+		rt.commitInline(inst, items)
 		rt.inlineMu.Lock()
 		b := rt.inline[inst]
-		if len(b.leases) == 0 {
+		if len(b.items) == 0 {
 			delete(rt.inline, inst)
 			rt.inlineMu.Unlock()
 			return
 		}
-		leases, comps = b.leases, b.comps
-		b.leases, b.comps = nil, nil
+		items = b.items
+		b.items = nil
 		rt.inlineMu.Unlock()
 	}
 }
 
-// commitInline runs the turn of cached instance inst caused by comps and
-// commits it with the acks of their leases; on any failure the completions
-// go through the queue.
-func (rt *Runtime) commitInline(inst string, leases []*WorkItemLease, comps []*WorkItem) {
-	viaQueue := func() {
-		for i := range leases {
-			rt.ackWork(leases[i], comps[i])
+// viaQueue delivers inline items the usual way: completions through the
+// orchestrator queue, timers by making their queued message visible.
+func (rt *Runtime) viaQueue(items []inlineItem) {
+	for _, it := range items {
+		if it.lease != nil {
+			rt.ackWork(it.lease, it.msg)
+			continue
+		}
+		if err := rt.local.ReleaseTimer(rt.ctx, it.msg.Instance, it.msg.ExecutionID, it.msg.ID); err != nil {
+			rt.logger.Warn("release local timer failed; the queue delivers it after its backstop", "instance_id", it.msg.Instance, "error", err)
 		}
 	}
+}
+
+// commitInline runs the turn of cached instance inst caused by items and
+// commits it with the acks of their leases and the removal of their timer
+// messages; on any failure the items go through the queue.
+func (rt *Runtime) commitInline(inst string, items []inlineItem) {
 	eng := rt.cache.take(inst)
 	if eng == nil {
-		viaQueue()
+		rt.viaQueue(items)
 		return
 	}
 	usable := !eng.terminal && eng.failure == nil && !rt.stopping()
-	for _, c := range comps {
-		usable = usable && c.ExecutionID == eng.executionID
+	for _, it := range items {
+		usable = usable && it.msg.ExecutionID == eng.executionID
 	}
 	if !usable {
 		if evicted := rt.cache.put(inst, eng); evicted != nil {
 			evicted.close()
 		}
-		viaQueue()
+		rt.viaQueue(items)
 		return
 	}
 	reserved := 0
 	defer func() {
 		if r := recover(); r != nil {
-			rt.logger.Error("inline orchestration turn panicked; completing through the queue", "instance_id", inst, "panic", r)
+			rt.logger.Error("inline orchestration turn panicked; delivering through the queue", "instance_id", inst, "panic", r)
 			rt.localFree.Add(int64(reserved))
 			eng.close()
-			viaQueue()
+			rt.viaQueue(items)
 		}
 	}()
 	last := eng.nextID - 1
 	eng.beginTurn()
-	for _, c := range comps {
-		eng.applyMessage(c)
+	var (
+		tokens []string
+		timers []int64
+	)
+	for _, it := range items {
+		eng.applyMessage(it.msg)
+		if it.lease != nil {
+			tokens = append(tokens, it.lease.LockToken)
+		} else {
+			timers = append(timers, it.msg.ID)
+		}
 	}
 	eng.flush()
 	c := eng.commit()
-	tokens := make([]string, len(leases))
-	for i, l := range leases {
-		tokens[i] = l.LockToken
-	}
+	c.TimerBackstop = localTimerBackstop
 	if len(c.WorkerItems) > 0 {
 		reserved = rt.reserveLocal(len(c.WorkerItems))
 	}
@@ -202,7 +296,7 @@ func (rt *Runtime) commitInline(inst string, leases []*WorkItemLease, comps []*W
 		err error
 	)
 	for i := 0; i < 5; i++ {
-		got, err = rt.local.CommitActivityTurn(rt.ctx, inst, tokens, last, c, reserved, rt.opts.ActivityLockTimeout)
+		got, err = rt.local.CommitActivityTurn(rt.ctx, inst, tokens, timers, last, c, reserved, rt.opts.ActivityLockTimeout)
 		if err == nil || !IsRetryable(err) {
 			break
 		}
@@ -213,9 +307,9 @@ func (rt *Runtime) commitInline(inst string, leases []*WorkItemLease, comps []*W
 		reserved = 0
 		eng.close()
 		if !errors.Is(err, ErrTurnConflict) && !errors.Is(err, ErrLockLost) {
-			rt.logger.Warn("inline turn commit failed; completing through the queue", "instance_id", inst, "error", err)
+			rt.logger.Warn("inline turn commit failed; delivering through the queue", "instance_id", inst, "error", err)
 		}
-		viaQueue()
+		rt.viaQueue(items)
 		return
 	}
 	if len(got) < reserved {

@@ -159,6 +159,12 @@ type Runtime struct {
 	localFree atomic.Int64
 	inlineMu  sync.Mutex
 	inline    map[string]*inlineBatch // instance → completions waiting for the instance's in-flight inline turn
+
+	// Local timers: timers of this runtime's turns, fired in process.
+	timersMu      sync.Mutex
+	timers        map[timerKey]*time.Timer
+	timersStopped bool
+	timersWG      sync.WaitGroup
 }
 
 // Start starts a runtime on store with the registered orchestrations and
@@ -198,6 +204,7 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 	rt.localWork = make(chan *WorkItemLease, opts.ActivityConcurrency)
 	rt.localFree.Store(int64(opts.ActivityConcurrency))
 	rt.inline = map[string]*inlineBatch{}
+	rt.timers = map[timerKey]*time.Timer{}
 	rt.timerHint = make(chan struct{}, 1)
 	m, err := newMetrics(opts.Metrics, store)
 	if err != nil {
@@ -261,6 +268,9 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 	var err error
 	rt.shutdownOnce.Do(func() {
 		close(rt.stopCh)
+		if rt.local != nil {
+			rt.stopTimers()
+		}
 		done := make(chan struct{})
 		go func() { rt.wg.Wait(); close(done) }()
 		select {
@@ -316,7 +326,16 @@ func (rt *Runtime) errorBackoff(n int) {
 func (rt *Runtime) orchestrationLoop() {
 	defer rt.wg.Done()
 	failures := 0
+	// After a turn whose fetch found no other instance ready, the slot
+	// waits for a wake-up instead of fetching again: work that became
+	// visible since was announced, and whoever takes a wake-up fetches.
+	idle := false
 	for !rt.stopping() {
+		if idle {
+			rt.idleWait(&rt.orchWake)
+			idle = false
+			continue
+		}
 		item, err := rt.store.FetchOrchestrationItem(rt.ctx, rt.opts.OrchestrationLockTimeout)
 		if err != nil {
 			if rt.stopping() {
@@ -329,13 +348,14 @@ func (rt *Runtime) orchestrationLoop() {
 		}
 		failures = 0
 		if item == nil {
-			rt.idleWait(&rt.orchWake)
+			idle = true
 			continue
 		}
 		if !item.NoMoreVisible {
 			rt.orchWake.notify() // there may be more: wake another slot
 		}
 		rt.processItem(item)
+		idle = item.NoMoreVisible
 	}
 }
 
@@ -366,6 +386,9 @@ func (rt *Runtime) processItem(item *OrchestrationItem) {
 	eng, commit = rt.runTurn(item)
 	if commit == nil {
 		return // abandoned or discarded inside runTurn
+	}
+	if rt.local != nil {
+		commit.TimerBackstop = localTimerBackstop
 	}
 	leases, err := rt.ackTurn(item.LockToken, commit)
 	if err != nil {
@@ -586,9 +609,13 @@ func (rt *Runtime) afterCommit(item *OrchestrationItem, eng *engine, c *TurnComm
 		f()
 	}
 	rt.metrics.turn(eng.name)
-	for i := range c.OrchestratorItems {
-		if w := &c.OrchestratorItems[i]; w.Kind == WorkTimerFired && w.FireAtMs > time.Now().UnixMilli() {
-			rt.hintTimer(w.FireAtMs)
+	if c.TimerBackstop > 0 {
+		rt.armTimers(item.Instance, c)
+	} else {
+		for i := range c.OrchestratorItems {
+			if w := &c.OrchestratorItems[i]; w.Kind == WorkTimerFired && w.FireAtMs > time.Now().UnixMilli() {
+				rt.hintTimer(w.FireAtMs)
+			}
 		}
 	}
 	if len(c.CancelledActivities) > 0 {

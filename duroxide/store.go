@@ -195,7 +195,18 @@ type LocalDispatcher interface {
 	// is in progress), its current execution is not c.ExecutionID or not
 	// running, or its history has moved past lastEventID. Orchestrator
 	// messages of the instance are left queued.
-	CommitActivityTurn(ctx context.Context, instance string, workTokens []string, lastEventID int64, c *TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]WorkItemLease, error)
+	//
+	// timers lists timers of the current execution (TimerCreated event ids)
+	// whose TimerFired messages the turn applied as well: they are deleted
+	// in the same transaction, and ErrTurnConflict is returned when one of
+	// them is not queued (untagged) any more.
+	CommitActivityTurn(ctx context.Context, instance string, workTokens []string, timers []int64, lastEventID int64, c *TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]WorkItemLease, error)
+
+	// ReleaseTimer makes the queued, untagged TimerFired message of timer
+	// timerID of the instance's execution visible now (it was delayed by a
+	// TimerBackstop and the runtime gives up firing it itself). A message
+	// that is gone or tagged is left alone; that is not an error.
+	ReleaseTimer(ctx context.Context, instance string, executionID, timerID int64) error
 }
 
 // Starter is implemented by stores that queue orchestration starts in one
@@ -304,6 +315,12 @@ type TurnCommit struct {
 	OrchestratorItems []WorkItem // TimerFired items become visible at FireAtMs, others at once
 	// CancelledActivities are deleted from the worker queue after WorkerItems are inserted.
 	CancelledActivities []ActivityRef
+
+	// TimerBackstop delays the visibility of this turn's TimerFired items
+	// to FireAtMs + TimerBackstop: a runtime with local dispatch fires them
+	// itself (LocalDispatcher.CommitActivityTurn) and the queue only backs
+	// it up should the process die or give them back (ReleaseTimer).
+	TimerBackstop time.Duration
 
 	// SetCustomStatus updates the instance's custom status to CustomStatus
 	// (nil clears it) and increments its version.

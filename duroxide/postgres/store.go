@@ -97,7 +97,14 @@ type Store struct {
 	// coalesces everything written meanwhile into one notification per
 	// queue. (A NOTIFY inside every write transaction would serialize all
 	// commits on PostgreSQL's global notification-queue lock.)
-	pending    atomic.Uint32
+	pending atomic.Uint32
+	// alone is set while no other live handle uses the schema (as of the
+	// last heartbeat): nobody listens, so the notifier sends nothing. A new
+	// handle says hello (a notification) at Open, which clears it in
+	// handles that listen, as does (re)connecting the listener. A handle
+	// that does not listen learns of a new one at its next heartbeat; until
+	// then the new handle finds that handle's writes by polling.
+	alone      atomic.Bool
 	notifyPID  atomic.Uint32 // backend of the notifier's connection
 	kick       chan struct{}
 	stopNotify chan struct{}
@@ -108,6 +115,7 @@ type Store struct {
 	heartbeat time.Duration
 	deadAfter time.Duration
 	hbStop    chan struct{}
+	beatNow   chan struct{} // a heartbeat now, to recount the other handles
 	hbDone    chan struct{}
 	hbOnce    sync.Once
 }
@@ -160,7 +168,7 @@ func (s *Store) notifier() {
 		case <-s.kick:
 		}
 		bits := s.pending.Swap(0)
-		if bits == 0 {
+		if bits == 0 || s.alone.Load() {
 			continue
 		}
 		var payloads []string
@@ -246,16 +254,22 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		heartbeat: o.heartbeat,
 		deadAfter: o.deadAfter,
 		hbStop:    make(chan struct{}),
+		beatNow:   make(chan struct{}, 1),
 		hbDone:    make(chan struct{}),
 	}
 	if err := s.migrate(ctx, pool); err != nil {
 		pool.Close()
 		return nil, wrap("Open", fmt.Errorf("migrate schema %s: %w", o.schema, err))
 	}
-	since, _, err := s.beat(ctx, 0)
+	since, _, others, err := s.beat(ctx, 0)
 	if err != nil {
 		pool.Close()
 		return nil, wrap("Open", fmt.Errorf("register lease owner: %w", err))
+	}
+	// Tell handles that believe they are alone to notify again.
+	s.alone.Store(others == 0)
+	if _, err := pool.Exec(ctx, "SELECT pg_notify($1, 'h')", s.channel); err != nil {
+		slog.Warn("postgres store: hello notification failed", "schema", s.schema, "error", err)
 	}
 	go s.notifier()
 	go s.heartbeatLoop(since)
@@ -275,11 +289,12 @@ func uuid() string {
 // OwnerID returns the lease owner id of this handle.
 func (s *Store) OwnerID() string { return s.owner }
 
-// beat extends the handle's liveness; it returns the database time and
-// whether an owner died since the database time since.
-func (s *Store) beat(ctx context.Context, since int64) (now int64, died bool, err error) {
-	err = s.queryRow(ctx, "SELECT * FROM "+s.fn("heartbeat")+"($1, $2, $3)", s.owner, ms(s.deadAfter), since).Scan(&now, &died)
-	return now, died, err
+// beat extends the handle's liveness; it returns the database time,
+// whether an owner died since the database time since, and how many other
+// handles are alive.
+func (s *Store) beat(ctx context.Context, since int64) (now int64, died bool, others int, err error) {
+	err = s.queryRow(ctx, "SELECT * FROM "+s.fn("heartbeat2")+"($1, $2, $3)", s.owner, ms(s.deadAfter), since).Scan(&now, &died, &others)
+	return now, died, others, err
 }
 
 // heartbeatLoop keeps the handle alive. When it sees that another owner
@@ -294,15 +309,17 @@ func (s *Store) heartbeatLoop(since int64) {
 		case <-s.hbStop:
 			return
 		case <-t.C:
+		case <-s.beatNow:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.deadAfter)
-		now, died, err := s.beat(ctx, since)
+		now, died, others, err := s.beat(ctx, since)
 		cancel()
 		if err != nil {
 			slog.Warn("postgres store: heartbeat failed", "schema", s.schema, "error", err)
 			continue
 		}
 		since = now
+		s.alone.Store(others == 0)
 		if died {
 			s.notifyMu.Lock()
 			l := s.notify
@@ -336,7 +353,7 @@ func (s *Store) ReclaimLeases(ctx context.Context) (int, error) {
 	// Another handle's reclaim may have dropped this handle's row: restore
 	// it now, or this handle's own leases would look lost until its next
 	// heartbeat.
-	if _, _, err := s.beat(ctx, 0); err != nil {
+	if _, _, _, err := s.beat(ctx, 0); err != nil {
 		return 0, wrap("ReclaimLeases", err)
 	}
 	if n > 0 {
@@ -614,7 +631,7 @@ func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string,
 
 // CommitActivityTurn implements duroxide.LocalDispatcher in one call of the
 // commit_activity_turn function.
-func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTokens []string, lastEventID int64, c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
+func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTokens []string, timers []int64, lastEventID int64, c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
 	const op = "CommitActivityTurn"
 	if c == nil || c.ExecutionID == 0 {
 		return nil, &Error{Op: op, Err: errors.New("a turn commit with an execution id is required")}
@@ -624,8 +641,14 @@ func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTok
 		return nil, &Error{Op: op, Err: err}
 	}
 	var pending bool
-	err = s.queryRow(ctx, "SELECT "+s.fn("commit_activity_turn")+"($1, $2, $3, "+turnParams3+")",
-		append([]any{instance, workTokens, lastEventID}, args...)...).Scan(&pending)
+	if workTokens == nil {
+		workTokens = []string{}
+	}
+	if timers == nil {
+		timers = []int64{}
+	}
+	err = s.queryRow(ctx, "SELECT "+s.fn("commit_activity_turn")+"($1, $2, $3, $4, "+turnParams4+")",
+		append([]any{instance, workTokens, timers, lastEventID}, args...)...).Scan(&pending)
 	if err != nil {
 		return nil, wrap(op, err)
 	}
@@ -633,11 +656,24 @@ func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTok
 	return leases, nil
 }
 
+// ReleaseTimer implements duroxide.LocalDispatcher.
+func (s *Store) ReleaseTimer(ctx context.Context, instance string, executionID, timerID int64) error {
+	err := s.exec(ctx, `UPDATE `+s.q+`.orchestrator_queue q SET visible_at = least(q.visible_at, `+s.fn("now_ms")+`())
+		WHERE q.instance_id = $1 AND q.lock_token IS NULL
+		  AND q.work_item::jsonb ->> 'kind' = 'TimerFired'
+		  AND (q.work_item::jsonb ->> 'exec')::bigint = $2 AND (q.work_item::jsonb ->> 'id')::bigint = $3`,
+		instance, executionID, timerID)
+	if err == nil {
+		s.announce(bitOrch)
+	}
+	return wrap("ReleaseTimer", err)
+}
+
 // turnParams are the placeholders of turnArgs after one leading argument,
-// turnParams3 after three.
+// turnParams4 after four.
 var (
 	turnParams  = placeholders(2, 26)
-	turnParams3 = placeholders(4, 26)
+	turnParams4 = placeholders(5, 26)
 )
 
 func placeholders(first, n int) string {
@@ -692,7 +728,7 @@ func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout ti
 		}
 		oInst[i], oData[i], oParent[i] = w.Instance, string(b), parentOf(w)
 		if w.Kind == duroxide.WorkTimerFired {
-			oVis[i] = w.FireAtMs
+			oVis[i] = w.FireAtMs + c.TimerBackstop.Milliseconds()
 		}
 	}
 	n = len(c.CancelledActivities)

@@ -2,6 +2,7 @@ package providertest
 
 import (
 	"errors"
+	"time"
 
 	"github.com/toygres/toygres/duroxide"
 )
@@ -17,6 +18,8 @@ func init() {
 		"commit_activity_turn_stale":         lcCommitStale,
 		"commit_activity_turn_lost_token":    lcCommitLostToken,
 		"dead_owner_local_leases_taken_over": lcDeadOwner,
+		"timer_backstop_and_release":         lcTimerRelease,
+		"commit_activity_turn_fires_timer":   lcTimerInline,
 	})
 }
 
@@ -70,7 +73,7 @@ func lcCommitTurn(h *H) {
 	leases := h.localStart(o, 1, "A")
 	a := leases[0]
 	tn := o.turn().activityDone(a.Item.ID, `"a"`).activity("B")
-	got, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{a.LockToken}, o.last, tn.commit(), 1, longLock)
+	got, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{a.LockToken}, nil, o.last, tn.commit(), 1, longLock)
 	h.check(err, "CommitActivityTurn")
 	o.last = tn.lastID()
 	h.equal(len(got), 1, "leases of the inline turn")
@@ -83,7 +86,7 @@ func lcCommitTurn(h *H) {
 
 	// Completing the instance inline.
 	tn = o.turn().activityDone(got[0].Item.ID, `"b"`).complete(`"done"`)
-	_, err = h.local().CommitActivityTurn(h.ctx, o.id, []string{got[0].LockToken}, o.last, tn.commit(), 0, longLock)
+	_, err = h.local().CommitActivityTurn(h.ctx, o.id, []string{got[0].LockToken}, nil, o.last, tn.commit(), 0, longLock)
 	h.check(err, "CommitActivityTurn (final)")
 	h.equal(h.info(o.id).Status, duroxide.StatusCompleted, "status")
 	h.equal(h.stats().WorkerQueue, 0, "worker queue")
@@ -95,7 +98,7 @@ func lcCommitLocked(h *H) {
 	o.poke()
 	it := h.mustFetch(o.id) // a turn is in progress
 	tn := o.turn().activityDone(a.Item.ID, `"a"`)
-	_, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{a.LockToken}, o.last, tn.commit(), 0, longLock)
+	_, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{a.LockToken}, nil, o.last, tn.commit(), 0, longLock)
 	h.wantErr(err, duroxide.ErrTurnConflict, "CommitActivityTurn while the instance is locked")
 	h.equal(len(h.history(o.id, 1)), int(o.last), "history unchanged")
 	// The worker message is still held: the completion can go through the queue.
@@ -113,7 +116,7 @@ func lcCommitStale(h *H) {
 	moved := o.turn().ev(duroxide.Event{Kind: duroxide.EventExternalEvent, Name: "poke"})
 	h.ack(it.LockToken, moved.commit())
 	tn := o.turn().activityDone(a.Item.ID, `"a"`) // built on the old history
-	_, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{a.LockToken}, o.last, tn.commit(), 0, longLock)
+	_, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{a.LockToken}, nil, o.last, tn.commit(), 0, longLock)
 	h.wantErr(err, duroxide.ErrTurnConflict, "CommitActivityTurn on a stale history")
 	h.equal(len(h.history(o.id, 1)), int(moved.lastID()), "history unchanged")
 	h.check(h.s.AckWorkItem(h.ctx, a.LockToken, nil), "the lease survives the refused commit")
@@ -124,7 +127,7 @@ func lcCommitLostToken(h *H) {
 	leases := h.localStart(o, 2, "A", "B")
 	h.check(h.s.AckWorkItem(h.ctx, leases[1].LockToken, nil), "ack B") // B's token is spent
 	tn := o.turn().activityDone(leases[0].Item.ID, `"a"`).activityDone(leases[1].Item.ID, `"b"`)
-	_, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{leases[0].LockToken, leases[1].LockToken}, o.last, tn.commit(), 0, longLock)
+	_, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{leases[0].LockToken, leases[1].LockToken}, nil, o.last, tn.commit(), 0, longLock)
 	h.wantErr(err, duroxide.ErrLockLost, "CommitActivityTurn with a spent token")
 	h.equal(len(h.history(o.id, 1)), int(o.last), "history unchanged")
 	h.check(h.s.RenewWorkItemLock(h.ctx, leases[0].LockToken, longLock), "A's lease survives the refused commit")
@@ -140,7 +143,7 @@ func lcDeadOwner(h *H) {
 	h.equal(l.Item.ID, a.Item.ID, "taken-over activity")
 	h.equal(l.AttemptCount, 1, "a delivery lost with its owner is not counted")
 	tn := o.turn().activityDone(a.Item.ID, `"a"`)
-	_, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{a.LockToken}, o.last, tn.commit(), 0, longLock)
+	_, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{a.LockToken}, nil, o.last, tn.commit(), 0, longLock)
 	if !errors.Is(err, duroxide.ErrLockLost) {
 		h.fatalf("CommitActivityTurn by the dead owner: got %v, want ErrLockLost", err)
 	}
@@ -186,4 +189,48 @@ func stSkipsExisting(h *H) {
 	items := h.drainOrch()
 	h.equal(len(items), 1, "instances fetched")
 	h.equal(items[0].Instance, fresh.id, "fetched instance")
+}
+
+// localTimerTurn runs the first turn of o creating a timer due now whose
+// message the queue delivers only after a backstop of an hour.
+func (h *H) localTimerTurn(o *orch) int64 {
+	h.t.Helper()
+	o.start()
+	it := h.mustFetch(o.id)
+	tn := o.turn().started().timer(time.Now())
+	c := tn.commit()
+	c.TimerBackstop = time.Hour
+	_, err := h.local().AckOrchestrationItemLocal(h.ctx, it.LockToken, c, 0, longLock)
+	h.check(err, "AckOrchestrationItemLocal")
+	o.last = tn.lastID()
+	return tn.lastID()
+}
+
+func lcTimerRelease(h *H) {
+	o := h.orch("local-timer-release")
+	id := h.localTimerTurn(o)
+	h.noFetch("the timer is held back by its backstop")
+	h.check(h.local().ReleaseTimer(h.ctx, o.id, 1, id), "ReleaseTimer")
+	it := h.fetchEventually(o.id, longLock)
+	h.equal(msgKinds(it.Messages), "TimerFired", "released timer")
+	h.check(h.local().ReleaseTimer(h.ctx, o.id, 1, id), "ReleaseTimer of a tagged timer")
+}
+
+func lcTimerInline(h *H) {
+	o := h.orch("local-timer-inline")
+	id := h.localTimerTurn(o)
+	tn := o.turn().ev(duroxide.Event{Kind: duroxide.EventTimerFired, SourceEventID: id}).complete(`"done"`)
+	_, err := h.local().CommitActivityTurn(h.ctx, o.id, nil, []int64{id}, o.last, tn.commit(), 0, longLock)
+	h.check(err, "CommitActivityTurn with a fired timer")
+	h.equal(h.info(o.id).Status, duroxide.StatusCompleted, "status")
+	h.equal(h.stats().OrchestratorQueue, 0, "orchestrator queue (the timer message is gone)")
+
+	// A timer whose message is gone cannot be fired again.
+	o2 := h.orch("local-timer-gone")
+	id2 := h.localTimerTurn(o2)
+	h.check(h.local().ReleaseTimer(h.ctx, o2.id, 1, id2), "ReleaseTimer")
+	h.ack(h.fetchEventually(o2.id, longLock).LockToken, o2.turn().ev(duroxide.Event{Kind: duroxide.EventTimerFired, SourceEventID: id2}).commit())
+	tn2 := o2.turn().ev(duroxide.Event{Kind: duroxide.EventTimerFired, SourceEventID: id2})
+	_, err = h.local().CommitActivityTurn(h.ctx, o2.id, nil, []int64{id2}, o2.last+1, tn2.commit(), 0, longLock)
+	h.wantErr(err, duroxide.ErrTurnConflict, "CommitActivityTurn with a timer no longer queued")
 }

@@ -231,7 +231,7 @@ func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string,
 // CommitActivityTurn implements duroxide.LocalDispatcher. The single
 // writer serializes it with fetches, so the checks and the writes see one
 // state.
-func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTokens []string, lastEventID int64, commit *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
+func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTokens []string, timers []int64, lastEventID int64, commit *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
 	const op = "commit activity turn"
 	if commit == nil || commit.ExecutionID <= 0 || commit.OrchestrationName == "" {
 		return nil, wrap(op, errors.New("a turn commit with an execution id and orchestration name is required"))
@@ -273,6 +273,11 @@ func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTok
 		if err != nil {
 			return err
 		}
+		for _, id := range timers {
+			if err := lockedExec(s.ws.deleteTimer.ExecContext(c, instance, commit.ExecutionID, id)); err != nil {
+				return fmt.Errorf("%w: fired timer %d of instance %q is not queued", duroxide.ErrTurnConflict, id, instance)
+			}
+		}
 		leases, err = s.writeTurn(c, ns, now, instance, commit, enc, lockWorkers, lockTimeout)
 		return err
 	})
@@ -280,6 +285,18 @@ func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTok
 		return nil, wrap(op, err)
 	}
 	return leases, nil
+}
+
+// ReleaseTimer implements duroxide.LocalDispatcher.
+func (s *Store) ReleaseTimer(ctx context.Context, instance string, executionID, timerID int64) error {
+	err := s.write1(ctx, func(c context.Context, ns *notes) error {
+		if _, err := s.ws.releaseTimer.ExecContext(c, instance, executionID, timerID, nowMs()); err != nil {
+			return err
+		}
+		*ns |= noteOrch
+		return nil
+	})
+	return wrap("release timer", err)
 }
 
 type encoded struct {
@@ -291,6 +308,7 @@ type encodedTurn struct{ hist, workers, orchs []encoded }
 
 // encodeTurn encodes a commit's rows outside the write lock.
 func encodeTurn(commit *duroxide.TurnCommit) (*encodedTurn, error) {
+	backstop := commit.TimerBackstop.Milliseconds()
 	hist := make([]encoded, len(commit.HistoryDelta))
 	for i := range commit.HistoryDelta {
 		b, err := json.Marshal(&commit.HistoryDelta[i])
@@ -319,7 +337,7 @@ func encodeTurn(commit *duroxide.TurnCommit) (*encodedTurn, error) {
 		}
 		orchs[i] = encoded{data: string(b)}
 		if w.Kind == duroxide.WorkTimerFired && w.FireAtMs > 0 {
-			orchs[i].aux = w.FireAtMs
+			orchs[i].aux = w.FireAtMs + backstop
 		}
 	}
 	return &encodedTurn{hist, workers, orchs}, nil

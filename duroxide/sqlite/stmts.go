@@ -15,6 +15,7 @@ type writeStmts struct {
 
 	enqOrch, enqWorker, enqWorkerLocked *sql.Stmt
 	turnValid, instanceExists           *sql.Stmt
+	deleteTimer, releaseTimer           *sql.Stmt
 
 	fetchTag, fetchMeta *sql.Stmt
 
@@ -105,6 +106,14 @@ func (w *writeStmts) defs() []stmtDef {
 		{&w.enqOrch, `INSERT INTO orchestrator_queue(instance, id, work_item, visible_at) VALUES (?, ?, ?, ?)`},
 		{&w.enqWorker, `INSERT INTO worker_queue(instance, execution_id, activity_id, work_item, visible_at) VALUES (?, ?, ?, ?, ?)`},
 		{&w.instanceExists, `SELECT EXISTS (SELECT 1 FROM instances WHERE instance = ?)`},
+		// The untagged TimerFired message of a timer (local timers).
+		// ?1 instance, ?2 execution, ?3 timer id (, ?4 now).
+		{&w.deleteTimer, `DELETE FROM orchestrator_queue WHERE instance = ?1 AND lock_token IS NULL
+			AND json_extract(work_item, '$.kind') = 'TimerFired'
+			AND json_extract(work_item, '$.exec') = ?2 AND json_extract(work_item, '$.id') = ?3`},
+		{&w.releaseTimer, `UPDATE orchestrator_queue SET visible_at = min(visible_at, ?4) WHERE instance = ?1 AND lock_token IS NULL
+			AND json_extract(work_item, '$.kind') = 'TimerFired'
+			AND json_extract(work_item, '$.exec') = ?2 AND json_extract(work_item, '$.id') = ?3`},
 		// A worker message leased at once to this handle (local dispatch).
 		{&w.enqWorkerLocked, `INSERT INTO worker_queue(instance, execution_id, activity_id, work_item, visible_at,
 				lock_token, locked_until, lock_owner, attempt_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) RETURNING id`},

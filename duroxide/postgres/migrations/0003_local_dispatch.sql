@@ -166,7 +166,8 @@ BEGIN
 END $$;
 
 -- commit_activity_turn deletes the worker messages locked with p_tokens
--- (all of them, else DXLCK and nothing changes) and writes a turn of
+-- (all of them, else DXLCK and nothing changes), the queued TimerFired
+-- messages of the timers p_timers (all of them, else DXCNF), and writes a turn of
 -- p_instance computed from their completions by a runtime that keeps the
 -- instance in memory. The turn is only valid on the history it was computed
 -- from, so it fails with DXCNF, changing nothing, when the instance is
@@ -176,6 +177,7 @@ END $$;
 CREATE FUNCTION {{s}}.commit_activity_turn(
     p_instance       text,
     p_tokens         text[],
+    p_timers         bigint[],
     p_last_event     bigint,
     p_execution      bigint,
     p_name           text,
@@ -236,6 +238,18 @@ BEGIN
     FOR UPDATE OF i;
     IF v_ok IS NOT TRUE THEN
         RAISE EXCEPTION 'instance % changed', p_instance USING ERRCODE = 'DXCNF';
+    END IF;
+
+    IF cardinality(p_timers) > 0 THEN
+        DELETE FROM {{s}}.orchestrator_queue q
+        WHERE q.instance_id = p_instance AND q.lock_token IS NULL
+          AND q.work_item::jsonb ->> 'kind' = 'TimerFired'
+          AND (q.work_item::jsonb ->> 'exec')::bigint = p_execution
+          AND (q.work_item::jsonb ->> 'id')::bigint = ANY (p_timers);
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        IF v_n <> cardinality(p_timers) THEN
+            RAISE EXCEPTION 'a fired timer of instance % is not queued', p_instance USING ERRCODE = 'DXCNF';
+        END IF;
     END IF;
 
     PERFORM {{s}}.write_turn(p_instance, v_now, p_execution, p_name, p_version, p_parent, p_status, p_output,
@@ -352,3 +366,22 @@ BEGIN
     END LOOP;
 END $$;
 
+
+-- heartbeat2 is heartbeat (migration 2) that also counts the other live
+-- owners: a handle that is the schema's only user skips its pg_notify calls
+-- (nobody else listens).
+CREATE FUNCTION {{s}}.heartbeat2(p_owner text, p_dead_after_ms bigint, p_since bigint)
+RETURNS TABLE (now_ms bigint, owner_died boolean, others_alive integer)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_now bigint := {{s}}.now_ms();
+BEGIN
+    INSERT INTO {{s}}.owners AS o (owner_id, heartbeat_at, alive_until)
+    VALUES (p_owner, v_now, v_now + p_dead_after_ms)
+    ON CONFLICT (owner_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, alive_until = EXCLUDED.alive_until;
+    DELETE FROM {{s}}.owners o WHERE o.alive_until < v_now - 3600000;
+    RETURN QUERY SELECT v_now,
+        EXISTS (SELECT 1 FROM {{s}}.owners o WHERE o.alive_until > p_since AND o.alive_until <= v_now),
+        (SELECT count(*)::integer FROM {{s}}.owners o WHERE o.owner_id <> p_owner AND o.alive_until > v_now);
+END $$;

@@ -1,0 +1,122 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/toygres/toygres/duroxide"
+)
+
+// statementCounter is a pgx tracer counting the statements a store sends,
+// by the store function they call (or the statement's first words).
+type statementCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	key := d.SQL
+	if i := strings.Index(key, `"."`); i >= 0 { // SELECT … "schema".function(
+		key = key[i+3:]
+		if j := strings.IndexAny(key, "( "); j >= 0 {
+			key = key[:j]
+		}
+	} else if len(key) > 40 {
+		key = key[:40]
+	}
+	c.mu.Lock()
+	c.n[strings.Join(strings.Fields(key), " ")]++
+	c.mu.Unlock()
+	return ctx
+}
+
+func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (c *statementCounter) reset() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.n
+	c.n = map[string]int{}
+	return old
+}
+
+// TestStatementsPerActivity bounds the database round trips of sequential
+// activities run by one runtime on its own schema: with local dispatch an
+// activity costs one statement (its completion and the next turn), a
+// workflow one start, one fetch and one ack on top. Every statement of the
+// store is its own transaction.
+func TestStatementsPerActivity(t *testing.T) {
+	counter := &statementCounter{n: map[string]int{}}
+	st := openStore(t, WithPoolSize(10), WithPoolConfig(func(c *pgxpool.Config) { c.ConnConfig.Tracer = counter }))
+	reg := duroxide.NewRegistry()
+	duroxide.Must(duroxide.RegisterActivity(reg, "Noop", func(_ context.Context, i int) (int, error) { return i, nil }))
+	duroxide.Must(duroxide.RegisterOrchestration(reg, "Seq", func(ctx *duroxide.OrchestrationContext, n int) (int, error) {
+		sum := 0
+		for i := range n {
+			v, err := duroxide.CallActivityTyped[int](ctx, "Noop", i)
+			if err != nil {
+				return 0, err
+			}
+			sum += v
+		}
+		return sum, nil
+	}))
+	// A long poll interval: the count must not depend on how long the run takes.
+	rt := startRuntime(t, st, reg, duroxide.Options{PollInterval: time.Minute})
+	c := rt.Client()
+	ctx := testCtx(t)
+
+	const workflows, acts = 50, 3
+	counter.reset()
+	for i := range workflows {
+		if err := c.StartOrchestration(ctx, fmt.Sprintf("seq-%d", i), "Seq", acts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range workflows {
+		var sum int
+		deadline := time.Now().Add(time.Minute)
+		for {
+			s, err := c.GetStatus(ctx, fmt.Sprintf("seq-%d", i))
+			if err == nil && s.Status == duroxide.StatusCompleted {
+				if err := s.Decode(&sum); err != nil {
+					t.Fatal(err)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("seq-%d not completed: %+v %v", i, s, err)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		if sum != acts*(acts-1)/2 {
+			t.Fatalf("seq-%d: sum %d", i, sum)
+		}
+	}
+	counts := counter.reset()
+	total := 0
+	var lines []string
+	for k, v := range counts {
+		if strings.Contains(k, "instances i") || strings.HasPrefix(k, "SELECT i.instance_id") { // the test's status polls
+			continue
+		}
+		total += v
+		lines = append(lines, fmt.Sprintf("%6d %s", v, k))
+	}
+	sort.Strings(lines)
+	t.Logf("store statements for %d workflows × %d activities (status reads excluded):\n%s", workflows, acts, strings.Join(lines, "\n"))
+	perWorkflow := float64(total) / workflows
+	t.Logf("%.2f statements per workflow", perWorkflow)
+	// 1 start + 1 fetch + 1 ack + 1 per activity = 6, plus a few empty
+	// fetches, heartbeats and notifications.
+	if limit := 8.0; perWorkflow > limit {
+		t.Errorf("%.2f statements per workflow of %d activities, want at most %.0f", perWorkflow, acts, limit)
+	}
+}
