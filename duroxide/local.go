@@ -81,6 +81,22 @@ func (rt *Runtime) armTimers(instance string, c *TurnCommit) {
 	}
 }
 
+// disarmTimers cancels local timers whose firing the orchestration no
+// longer wants (their queued messages went with the turn's commit).
+func (rt *Runtime) disarmTimers(instance string, exec int64, ids []int64) {
+	rt.timersMu.Lock()
+	defer rt.timersMu.Unlock()
+	for _, id := range ids {
+		k := timerKey{instance, exec, id}
+		if t, ok := rt.timers[k]; ok {
+			if t.Stop() {
+				rt.timersWG.Done()
+			}
+			delete(rt.timers, k)
+		}
+	}
+}
+
 // stopTimers cancels the local timers not fired yet and gives them back
 // to the queue, and waits for those firing.
 func (rt *Runtime) stopTimers() {
@@ -117,12 +133,19 @@ func (rt *Runtime) reserveLocal(n int) int {
 	}
 }
 
+// localLease is a leased activity waiting for a worker of this runtime.
+type localLease struct {
+	lease *WorkItemLease
+	at    time.Time // when the lease was taken
+}
+
 // dispatchLocal hands leased activities to this runtime's workers; each
 // holds a slot taken by reserveLocal.
 func (rt *Runtime) dispatchLocal(leases []WorkItemLease) {
+	now := time.Now()
 	for i := range leases {
 		select {
-		case rt.localWork <- &leases[i]:
+		case rt.localWork <- &localLease{lease: &leases[i], at: now}:
 		default:
 			// Cannot happen (the channel holds every free slot); release
 			// the lease rather than block a turn.
@@ -133,9 +156,21 @@ func (rt *Runtime) dispatchLocal(leases []WorkItemLease) {
 }
 
 // runLocal runs an activity handed over by dispatchLocal and frees its slot.
-func (rt *Runtime) runLocal(l *WorkItemLease) {
+// A lease that waited for a third of its lock timeout is renewed first (the
+// running activity renews it from then on); one lost meanwhile is dropped:
+// another worker has the activity.
+func (rt *Runtime) runLocal(l *localLease) {
 	defer rt.localFree.Add(1)
-	rt.runActivity(l)
+	if time.Since(l.at) > rt.opts.ActivityLockTimeout/3 {
+		err := rt.store.RenewWorkItemLock(rt.ctx, l.lease.LockToken, rt.opts.ActivityLockTimeout)
+		if errors.Is(err, ErrLockLost) {
+			return
+		}
+		if err != nil {
+			rt.logger.Warn("renew waiting activity lease failed; running it anyway", "instance_id", l.lease.Item.Instance, "activity", l.lease.Item.Name, "error", err)
+		}
+	}
+	rt.runActivity(l.lease)
 }
 
 // releaseLocal gives back leased activities no worker took (at shutdown),
@@ -145,8 +180,8 @@ func (rt *Runtime) releaseLocal() {
 		select {
 		case l := <-rt.localWork:
 			rt.localFree.Add(1)
-			if err := rt.store.AbandonWorkItem(context.Background(), l.LockToken, 0, true); err != nil && !errors.Is(err, ErrLockLost) {
-				rt.logger.Warn("release leased activity failed", "instance_id", l.Item.Instance, "activity", l.Item.Name, "error", err)
+			if err := rt.store.AbandonWorkItem(context.Background(), l.lease.LockToken, 0, true); err != nil && !errors.Is(err, ErrLockLost) {
+				rt.logger.Warn("release leased activity failed", "instance_id", l.lease.Item.Instance, "activity", l.lease.Item.Name, "error", err)
 			}
 		default:
 			return

@@ -151,11 +151,12 @@ type Runtime struct {
 	inflight     atomic.Int64
 
 	// Local dispatch (see LocalDispatcher); local is nil without it.
-	// localFree counts activity slots neither running nor promised to a
-	// leased message waiting in localWork; a turn leases at most that many
-	// of its activities to this runtime.
+	// localFree counts, out of twice ActivityConcurrency, the activities
+	// neither running nor leased and waiting in localWork; a turn leases at
+	// most that many of its activities to this runtime (a worker is then
+	// busy for at most one activity before it takes a waiting one).
 	local     LocalDispatcher
-	localWork chan *WorkItemLease
+	localWork chan *localLease
 	localFree atomic.Int64
 	inlineMu  sync.Mutex
 	inline    map[string]*inlineBatch // instance → completions waiting for the instance's in-flight inline turn
@@ -201,8 +202,8 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 	if ld, ok := store.(LocalDispatcher); ok && !opts.DisableLocalDispatch {
 		rt.local = ld
 	}
-	rt.localWork = make(chan *WorkItemLease, opts.ActivityConcurrency)
-	rt.localFree.Store(int64(opts.ActivityConcurrency))
+	rt.localWork = make(chan *localLease, 2*opts.ActivityConcurrency)
+	rt.localFree.Store(int64(2 * opts.ActivityConcurrency))
 	rt.inline = map[string]*inlineBatch{}
 	rt.timers = map[timerKey]*time.Timer{}
 	rt.timerHint = make(chan struct{}, 1)
@@ -590,6 +591,7 @@ func (e *engine) commit() *TurnCommit {
 		WorkerItems:          e.workItems,
 		OrchestratorItems:    e.orchItems,
 		CancelledActivities:  e.cancelled,
+		CancelledTimers:      e.cancelledTimers,
 	}
 	if e.setCS {
 		c.SetCustomStatus, c.CustomStatus = true, e.customStat
@@ -609,6 +611,9 @@ func (rt *Runtime) afterCommit(item *OrchestrationItem, eng *engine, c *TurnComm
 		f()
 	}
 	rt.metrics.turn(eng.name)
+	if len(c.CancelledTimers) > 0 && rt.local != nil {
+		rt.disarmTimers(item.Instance, c.ExecutionID, c.CancelledTimers)
+	}
 	if c.TimerBackstop > 0 {
 		rt.armTimers(item.Instance, c)
 	} else {

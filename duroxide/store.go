@@ -315,6 +315,11 @@ type TurnCommit struct {
 	OrchestratorItems []WorkItem // TimerFired items become visible at FireAtMs, others at once
 	// CancelledActivities are deleted from the worker queue after WorkerItems are inserted.
 	CancelledActivities []ActivityRef
+	// CancelledTimers are timers of execution ExecutionID (TimerCreated
+	// event ids) nobody waits for any more (select losers, attempt timeouts
+	// of finished attempts, timers open when the execution ends): their
+	// queued, untagged TimerFired messages are deleted with the turn.
+	CancelledTimers []int64
 
 	// TimerBackstop delays the visibility of this turn's TimerFired items
 	// to FireAtMs + TimerBackstop: a runtime with local dispatch fires them

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -118,5 +119,57 @@ func TestStatementsPerActivity(t *testing.T) {
 	// fetches, heartbeats and notifications.
 	if limit := 8.0; perWorkflow > limit {
 		t.Errorf("%.2f statements per workflow of %d activities, want at most %.0f", perWorkflow, acts, limit)
+	}
+}
+
+// TestBulkStart starts many instances in one call: one statement, every
+// instance runs once, and starting them again changes nothing.
+func TestBulkStart(t *testing.T) {
+	counter := &statementCounter{n: map[string]int{}}
+	st := openStore(t, WithPoolSize(10), WithPoolConfig(func(c *pgxpool.Config) { c.ConnConfig.Tracer = counter }))
+	rt := startRuntime(t, st, e2eRegistry(t, nil), duroxide.Options{PollInterval: time.Minute})
+	c := rt.Client()
+	ctx := testCtx(t)
+	reqs := make([]duroxide.StartRequest, 20)
+	for i := range reqs {
+		reqs[i] = duroxide.StartRequest{InstanceID: fmt.Sprintf("bulk-%d", i), Name: "Fan", Input: i}
+	}
+	counter.reset()
+	if err := c.StartOrchestrations(ctx, reqs); err != nil {
+		t.Fatal(err)
+	}
+	starts := 0
+	for k, v := range counter.reset() {
+		if strings.Contains(k, "INSERT INTO") {
+			starts += v
+		}
+	}
+	if starts != 1 {
+		t.Errorf("bulk start of %d instances took %d INSERT statements, want 1", len(reqs), starts)
+	}
+	for i := range reqs {
+		var sum int
+		waitDone(t, c, reqs[i].InstanceID, &sum)
+		want := 0
+		for j := range i {
+			want += j * j
+		}
+		if sum != want {
+			t.Errorf("%s: sum %d, want %d", reqs[i].InstanceID, sum, want)
+		}
+	}
+	// Again: every instance exists, nothing is queued.
+	if err := c.StartOrchestrations(ctx, reqs); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := st.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.OrchestratorQueue != 0 || stats.Instances[duroxide.StatusCompleted] != len(reqs) {
+		t.Errorf("after starting existing instances again: %+v", stats)
+	}
+	if err := c.StartOrchestrations(ctx, []duroxide.StartRequest{{InstanceID: "", Name: "Fan"}}); !errors.Is(err, duroxide.ErrInvalidInput) {
+		t.Errorf("empty instance id: %v, want ErrInvalidInput", err)
 	}
 }

@@ -672,8 +672,8 @@ func (s *Store) ReleaseTimer(ctx context.Context, instance string, executionID, 
 // turnParams are the placeholders of turnArgs after one leading argument,
 // turnParams4 after four.
 var (
-	turnParams  = placeholders(2, 26)
-	turnParams4 = placeholders(5, 26)
+	turnParams  = placeholders(2, 27)
+	turnParams4 = placeholders(5, 27)
 )
 
 func placeholders(first, n int) string {
@@ -736,6 +736,10 @@ func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout ti
 	for i, a := range c.CancelledActivities {
 		cInst[i], cExec[i], cAct[i] = a.Instance, a.ExecutionID, a.ActivityID
 	}
+	ct := c.CancelledTimers
+	if ct == nil {
+		ct = []int64{}
+	}
 	keep := 0
 	if c.ExecutionID != 0 {
 		keep = max(c.KeepExecutions, 0)
@@ -745,7 +749,7 @@ func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout ti
 		evIDs, evTypes, evData,
 		wInst, wExec, wAct, wData, wTok, lockMs(lockTimeout), s.owner,
 		oInst, oData, oVis, oParent,
-		cInst, cExec, cAct, keep}, leases, nil
+		cInst, cExec, cAct, ct, keep}, leases, nil
 }
 
 // announceTurn tells watchers what a committed turn made fetchable:

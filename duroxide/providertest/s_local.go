@@ -234,3 +234,33 @@ func lcTimerInline(h *H) {
 	_, err = h.local().CommitActivityTurn(h.ctx, o2.id, nil, []int64{id2}, o2.last+1, tn2.commit(), 0, longLock)
 	h.wantErr(err, duroxide.ErrTurnConflict, "CommitActivityTurn with a timer no longer queued")
 }
+
+// The cancelled-timer scenario checks TurnCommit.CancelledTimers (every
+// store).
+func init() {
+	register("history", map[string]func(h *H){
+		"cancelled_timer_message_deleted": hsCancelledTimer,
+	})
+}
+
+func hsCancelledTimer(h *H) {
+	o := h.orch("cancelled-timer")
+	o.start()
+	it := h.mustFetch(o.id)
+	tn := o.turn().started().timer(time.Now().Add(time.Hour)).timer(time.Now().Add(time.Hour))
+	h.ack(it.LockToken, tn.commit())
+	loser, other := tn.lastID()-1, tn.lastID()
+	o.last = tn.lastID()
+	h.equal(h.stats().OrchestratorQueue, 2, "queued timers")
+	o.poke()
+	it = h.mustFetch(o.id)
+	tn = o.turn().ev(duroxide.Event{Kind: duroxide.EventExternalEvent, Name: "poke"})
+	c := tn.commit()
+	c.CancelledTimers = []int64{loser}
+	h.ack(it.LockToken, c)
+	h.equal(h.stats().OrchestratorQueue, 1, "queued timers after cancelling one")
+	at, ok := h.nextVisible(duroxide.QueueOrchestrator)
+	if !ok || at.Before(time.Now().Add(50*time.Minute)) {
+		h.fatalf("the other timer (%d) is not pending any more: next visible %v %v", other, at, ok)
+	}
+}

@@ -433,6 +433,11 @@ func (s *Store) writeTurn(c context.Context, ns *notes, now int64, instance stri
 			return nil, err
 		}
 	}
+	for _, id := range commit.CancelledTimers {
+		if _, err := s.ws.deleteTimer.ExecContext(c, instance, exec, id); err != nil {
+			return nil, err
+		}
+	}
 	for _, ref := range commit.CancelledActivities {
 		ri := ref.Instance
 		if ri == "" {

@@ -12,7 +12,8 @@
 -- instance and execution rows, history, status, custom status, worker
 -- messages (those with a token in p_w_token are inserted locked by p_owner
 -- until p_lock_until, as a fetch would, attempt 1), cancelled activities,
--- orchestrator messages and the KeepExecutions prune.
+-- orchestrator messages, the removal of cancelled timers' untagged
+-- TimerFired messages and the KeepExecutions prune.
 CREATE FUNCTION {{s}}.write_turn(
     p_instance       text,
     p_now            bigint,
@@ -41,6 +42,7 @@ CREATE FUNCTION {{s}}.write_turn(
     p_c_instance     text[],
     p_c_execution    bigint[],
     p_c_activity     bigint[],
+    p_ct_ids         bigint[],
     p_keep           integer
 ) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -101,6 +103,14 @@ BEGIN
         FROM unnest(p_o_instance, p_o_data, p_o_visible_at, p_o_parent) AS o(inst, data, vis, parent);
     END IF;
 
+    IF cardinality(p_ct_ids) > 0 THEN
+        DELETE FROM {{s}}.orchestrator_queue q
+        WHERE q.instance_id = p_instance AND q.lock_token IS NULL
+          AND q.work_item::jsonb ->> 'kind' = 'TimerFired'
+          AND (q.work_item::jsonb ->> 'exec')::bigint = p_execution
+          AND (q.work_item::jsonb ->> 'id')::bigint = ANY (p_ct_ids);
+    END IF;
+
     IF p_keep > 0 THEN
         PERFORM {{s}}.prune_executions(p_instance, p_keep, 0);
     END IF;
@@ -135,6 +145,7 @@ CREATE FUNCTION {{s}}.ack_turn(
     p_c_instance     text[],
     p_c_execution    bigint[],
     p_c_activity     bigint[],
+    p_ct_ids         bigint[],
     p_keep           integer
 ) RETURNS boolean -- whether the instance has visible messages left (arrived during the turn)
 LANGUAGE plpgsql AS $$
@@ -155,7 +166,7 @@ BEGIN
             p_set_custom, p_custom, p_ev_ids, p_ev_types, p_ev_data,
             p_w_instance, p_w_execution, p_w_activity, p_w_data, p_w_token, v_now + p_lock_ms, p_owner,
             p_o_instance, p_o_data, p_o_visible_at, p_o_parent,
-            p_c_instance, p_c_execution, p_c_activity, p_keep);
+            p_c_instance, p_c_execution, p_c_activity, p_ct_ids, p_keep);
     END IF;
 
     DELETE FROM {{s}}.orchestrator_queue q WHERE q.lock_token = p_token;
@@ -204,6 +215,7 @@ CREATE FUNCTION {{s}}.commit_activity_turn(
     p_c_instance     text[],
     p_c_execution    bigint[],
     p_c_activity     bigint[],
+    p_ct_ids         bigint[],
     p_keep           integer
 ) RETURNS boolean -- whether the instance has visible orchestrator messages
 LANGUAGE plpgsql AS $$
@@ -256,7 +268,7 @@ BEGIN
         p_set_custom, p_custom, p_ev_ids, p_ev_types, p_ev_data,
         p_w_instance, p_w_execution, p_w_activity, p_w_data, p_w_token, v_now + p_lock_ms, p_owner,
         p_o_instance, p_o_data, p_o_visible_at, p_o_parent,
-        p_c_instance, p_c_execution, p_c_activity, p_keep);
+        p_c_instance, p_c_execution, p_c_activity, p_ct_ids, p_keep);
 
     RETURN EXISTS (SELECT 1 FROM {{s}}.orchestrator_queue q
                    WHERE q.instance_id = p_instance AND q.visible_at <= v_now);
