@@ -13,7 +13,9 @@
 -- messages (those with a token in p_w_token are inserted locked by p_owner
 -- until p_lock_until, as a fetch would, attempt 1), cancelled activities,
 -- orchestrator messages, the removal of cancelled timers' untagged
--- TimerFired messages and the KeepExecutions prune.
+-- TimerFired messages and the KeepExecutions prune. p_known: the caller
+-- checked that p_execution is the instance's current, running execution
+-- and holds its row lock, so only the rows a turn changes are written.
 CREATE FUNCTION {{s}}.write_turn(
     p_instance       text,
     p_now            bigint,
@@ -43,12 +45,22 @@ CREATE FUNCTION {{s}}.write_turn(
     p_c_execution    bigint[],
     p_c_activity     bigint[],
     p_ct_ids         bigint[],
-    p_keep           integer
+    p_keep           integer,
+    p_known          boolean
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_terminal boolean := p_status IN ('Completed', 'Failed', 'Cancelled', 'ContinuedAsNew');
 BEGIN
+    IF p_known THEN
+        -- A running execution, checked and row-locked by the caller: only
+        -- what a turn of it changes.
+        UPDATE {{s}}.instances i
+        SET updated_at = p_now,
+            custom_status = CASE WHEN p_set_custom THEN p_custom ELSE i.custom_status END,
+            custom_status_version = i.custom_status_version + CASE WHEN p_set_custom THEN 1 ELSE 0 END
+        WHERE i.instance_id = p_instance;
+    ELSE
     INSERT INTO {{s}}.instances AS i (instance_id, orchestration_name, orchestration_version,
                                       current_execution_id, parent_instance_id, created_at, updated_at)
     VALUES (p_instance, p_name, p_version, p_execution, nullif(p_parent, ''), p_now, p_now)
@@ -62,12 +74,13 @@ BEGIN
     INSERT INTO {{s}}.executions (instance_id, execution_id, status, started_at)
     VALUES (p_instance, p_execution, 'Running', p_now)
     ON CONFLICT DO NOTHING;
+    END IF;
 
     INSERT INTO {{s}}.history (instance_id, execution_id, event_id, event_type, event_data, created_at)
     SELECT p_instance, p_execution, ev.id, ev.kind, ev.data, p_now
     FROM unnest(p_ev_ids, p_ev_types, p_ev_data) AS ev(id, kind, data);
 
-    IF coalesce(p_status, '') <> '' THEN
+    IF coalesce(p_status, '') <> '' AND NOT (p_known AND p_status = 'Running') THEN
         UPDATE {{s}}.executions e
         SET status = p_status,
             output = coalesce(p_output, ''),
@@ -75,7 +88,7 @@ BEGIN
         WHERE e.instance_id = p_instance AND e.execution_id = p_execution;
     END IF;
 
-    IF p_set_custom THEN
+    IF p_set_custom AND NOT p_known THEN
         UPDATE {{s}}.instances i
         SET custom_status = p_custom, custom_status_version = i.custom_status_version + 1
         WHERE i.instance_id = p_instance;
@@ -166,7 +179,7 @@ BEGIN
             p_set_custom, p_custom, p_ev_ids, p_ev_types, p_ev_data,
             p_w_instance, p_w_execution, p_w_activity, p_w_data, p_w_token, v_now + p_lock_ms, p_owner,
             p_o_instance, p_o_data, p_o_visible_at, p_o_parent,
-            p_c_instance, p_c_execution, p_c_activity, p_ct_ids, p_keep);
+            p_c_instance, p_c_execution, p_c_activity, p_ct_ids, p_keep, false);
     END IF;
 
     DELETE FROM {{s}}.orchestrator_queue q WHERE q.lock_token = p_token;
@@ -268,7 +281,7 @@ BEGIN
         p_set_custom, p_custom, p_ev_ids, p_ev_types, p_ev_data,
         p_w_instance, p_w_execution, p_w_activity, p_w_data, p_w_token, v_now + p_lock_ms, p_owner,
         p_o_instance, p_o_data, p_o_visible_at, p_o_parent,
-        p_c_instance, p_c_execution, p_c_activity, p_ct_ids, p_keep);
+        p_c_instance, p_c_execution, p_c_activity, p_ct_ids, p_keep, true);
 
     RETURN EXISTS (SELECT 1 FROM {{s}}.orchestrator_queue q
                    WHERE q.instance_id = p_instance AND q.visible_at <= v_now);
