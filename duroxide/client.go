@@ -14,6 +14,7 @@ import (
 // runtime.
 type Client struct {
 	store Store
+	rt    *Runtime // set for Runtime.Client: starts run their first turn locally
 }
 
 // NewClient returns a client over store.
@@ -51,6 +52,9 @@ func (c *Client) StartOrchestration(ctx context.Context, instanceID, name string
 		return fmt.Errorf("start %s: %w", instanceID, err)
 	}
 	item := WorkItem{Kind: WorkStartOrchestration, Instance: instanceID, Name: name, Version: cfg.version, Input: in}
+	if c.rt != nil && c.rt.startLocal(ctx, item) {
+		return nil
+	}
 	if st, ok := c.store.(Starter); ok {
 		if err := st.EnqueueStarts(ctx, []WorkItem{item}); err != nil {
 			return fmt.Errorf("start %s: %w", instanceID, err)

@@ -354,3 +354,60 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) {
 	rt.afterCommit(&OrchestrationItem{Instance: inst}, eng, c)
 	rt.dispatchLocal(got)
 }
+
+// startLocal runs the first turn of a new instance in the caller's
+// goroutine and commits it together with the instance's creation
+// (LocalDispatcher.StartTurn), instead of queueing a start message for a
+// dispatcher to fetch. handled is false when the start should go through
+// the queue instead (no local dispatch, shutting down, orchestration not
+// registered here, a conflicting start in progress, or a store error);
+// nothing was written then.
+func (rt *Runtime) startLocal(ctx context.Context, item WorkItem) (handled bool) {
+	if rt.local == nil || rt.stopping() || item.ParentInstance != "" {
+		return false
+	}
+	fn, version, ok := rt.reg.orchestration(item.Name, item.Version)
+	if !ok {
+		return false
+	}
+	eng := newEngine(rt, item.Instance, 1, fn)
+	reserved := 0
+	defer func() {
+		if r := recover(); r != nil {
+			rt.logger.Error("first orchestration turn panicked; starting through the queue", "instance_id", item.Instance, "panic", r)
+			rt.localFree.Add(int64(reserved))
+			eng.close()
+			handled = false
+		}
+	}()
+	eng.beginTurn()
+	eng.record(Event{Kind: EventOrchestrationStarted, Name: item.Name, Version: version, Input: item.Input})
+	name := item.Name
+	eng.post = append(eng.post, func() { rt.metrics.start(name, version, "client") })
+	eng.flush()
+	c := eng.commit()
+	c.TimerBackstop = localTimerBackstop
+	if len(c.WorkerItems) > 0 {
+		reserved = rt.reserveLocal(len(c.WorkerItems))
+	}
+	leases, created, err := rt.local.StartTurn(ctx, item.Instance, c, reserved, rt.opts.ActivityLockTimeout)
+	if err != nil || !created {
+		rt.localFree.Add(int64(reserved))
+		reserved = 0
+		eng.close()
+		if err != nil && !errors.Is(err, ErrTurnConflict) {
+			rt.logger.Warn("local start failed; starting through the queue", "instance_id", item.Instance, "error", err)
+		}
+		return err == nil // exists: an idempotent no-op
+	}
+	if len(leases) < reserved {
+		rt.localFree.Add(int64(reserved - len(leases)))
+	}
+	reserved = 0
+	if old := rt.cache.take(item.Instance); old != nil {
+		old.close()
+	}
+	rt.afterCommit(&OrchestrationItem{Instance: item.Instance}, eng, c)
+	rt.dispatchLocal(leases)
+	return true
+}

@@ -239,8 +239,12 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 	return rt, nil
 }
 
-// Client returns a client over the runtime's store.
-func (rt *Runtime) Client() *Client { return NewClient(rt.store) }
+// Client returns a client over the runtime's store. With a store that
+// implements LocalDispatcher its StartOrchestration runs the new
+// instance's first turn in the calling goroutine and commits it with the
+// instance's creation, in one transaction, instead of queueing a start
+// message (the turn is not counted against OrchestrationConcurrency).
+func (rt *Runtime) Client() *Client { return &Client{store: rt.store, rt: rt} }
 
 // Store returns the runtime's store.
 func (rt *Runtime) Store() Store { return rt.store }

@@ -207,6 +207,15 @@ type LocalDispatcher interface {
 	// TimerBackstop and the runtime gives up firing it itself). A message
 	// that is gone or tagged is left alone; that is not an error.
 	ReleaseTimer(ctx context.Context, instance string, executionID, timerID int64) error
+
+	// StartTurn creates instance with c, the first turn of its execution
+	// 1, computed by a runtime that was handed the start directly (no queue
+	// message), leasing the first lockWorkers worker messages as
+	// AckOrchestrationItemLocal does, in one transaction. When the instance
+	// exists it writes nothing and returns created false (a start is
+	// idempotent); when a queued start of it is being processed it fails
+	// with ErrTurnConflict.
+	StartTurn(ctx context.Context, instance string, c *TurnCommit, lockWorkers int, lockTimeout time.Duration) (leases []WorkItemLease, created bool, err error)
 }
 
 // Starter is implemented by stores that queue orchestration starts in one

@@ -656,6 +656,29 @@ func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTok
 	return leases, nil
 }
 
+// StartTurn implements duroxide.LocalDispatcher in one call of the
+// start_turn function.
+func (s *Store) StartTurn(ctx context.Context, instance string, c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, bool, error) {
+	const op = "StartTurn"
+	if c == nil || c.ExecutionID != 1 {
+		return nil, false, &Error{Op: op, Err: errors.New("the first turn of execution 1 is required")}
+	}
+	args, leases, err := s.turnArgs(c, lockWorkers, lockTimeout)
+	if err != nil {
+		return nil, false, &Error{Op: op, Err: err}
+	}
+	var created bool
+	err = s.queryRow(ctx, "SELECT "+s.fn("start_turn")+"($1, "+turnParams+")", append([]any{instance}, args...)...).Scan(&created)
+	if err != nil {
+		return nil, false, wrap(op, err)
+	}
+	if !created {
+		return nil, false, nil
+	}
+	s.announceTurn(c, false, len(leases))
+	return leases, true, nil
+}
+
 // ReleaseTimer implements duroxide.LocalDispatcher.
 func (s *Store) ReleaseTimer(ctx context.Context, instance string, executionID, timerID int64) error {
 	err := s.exec(ctx, `UPDATE `+s.q+`.orchestrator_queue q SET visible_at = least(q.visible_at, `+s.fn("now_ms")+`())

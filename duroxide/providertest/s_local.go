@@ -20,6 +20,8 @@ func init() {
 		"dead_owner_local_leases_taken_over": lcDeadOwner,
 		"timer_backstop_and_release":         lcTimerRelease,
 		"commit_activity_turn_fires_timer":   lcTimerInline,
+		"start_turn_creates_once":            lcStartTurn,
+		"start_turn_conflicts_with_fetch":    lcStartTurnFetched,
 	})
 }
 
@@ -263,4 +265,35 @@ func hsCancelledTimer(h *H) {
 	if !ok || at.Before(time.Now().Add(50*time.Minute)) {
 		h.fatalf("the other timer (%d) is not pending any more: next visible %v %v", other, at, ok)
 	}
+}
+
+func lcStartTurn(h *H) {
+	o := h.orch("local-start")
+	tn := o.turn().started().activity("A")
+	leases, created, err := h.local().StartTurn(h.ctx, o.id, tn.commit(), 1, longLock)
+	h.check(err, "StartTurn")
+	h.equal(created, true, "created")
+	h.equal(len(leases), 1, "leases")
+	h.equal(kinds(h.history(o.id, 1)), "1:OrchestrationStarted 2:ActivityScheduled", "history")
+	h.equal(h.info(o.id).Status, duroxide.StatusRunning, "status")
+	h.noFetch("no start message was queued")
+	h.noWork("the activity is leased")
+	// Again: the instance exists, nothing is written.
+	leases, created, err = h.local().StartTurn(h.ctx, o.id, o.turn().started().commit(), 1, longLock)
+	h.check(err, "StartTurn of an existing instance")
+	h.equal(created, false, "created again")
+	h.equal(len(leases), 0, "leases of a start that wrote nothing")
+	h.equal(len(h.history(o.id, 1)), 2, "history unchanged")
+}
+
+func lcStartTurnFetched(h *H) {
+	o := h.orch("local-start-queued")
+	o.start()
+	it := h.mustFetch(o.id) // another runtime is running the queued start
+	_, _, err := h.local().StartTurn(h.ctx, o.id, o.turn().started().commit(), 0, longLock)
+	h.wantErr(err, duroxide.ErrTurnConflict, "StartTurn while a queued start is processed")
+	h.ack(it.LockToken, o.turn().started().commit())
+	_, created, err := h.local().StartTurn(h.ctx, o.id, o.turn().started().commit(), 0, longLock)
+	h.check(err, "StartTurn after the queued start ran")
+	h.equal(created, false, "created")
 }

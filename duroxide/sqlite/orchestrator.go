@@ -287,6 +287,47 @@ func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTok
 	return leases, nil
 }
 
+// StartTurn implements duroxide.LocalDispatcher.
+func (s *Store) StartTurn(ctx context.Context, instance string, commit *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, bool, error) {
+	const op = "start turn"
+	if commit == nil || commit.ExecutionID != 1 || commit.OrchestrationName == "" {
+		return nil, false, wrap(op, errors.New("the first turn of execution 1, with its orchestration name, is required"))
+	}
+	enc, err := encodeTurn(commit)
+	if err != nil {
+		return nil, false, wrap(op, err)
+	}
+	var (
+		leases  []duroxide.WorkItemLease
+		created bool
+	)
+	err = s.write(ctx, func(c context.Context, ns *notes) error {
+		leases, created = nil, false
+		now := nowMs()
+		var exists bool
+		if err := s.ws.instanceExists.QueryRowContext(c, instance).Scan(&exists); err != nil {
+			return err
+		}
+		if exists {
+			return nil
+		}
+		var locked bool
+		if err := s.ws.instanceLocked.QueryRowContext(c, instance, now).Scan(&locked); err != nil {
+			return err
+		}
+		if locked {
+			return fmt.Errorf("%w: a start of instance %q is being processed", duroxide.ErrTurnConflict, instance)
+		}
+		leases, err = s.writeTurn(c, ns, now, instance, commit, enc, lockWorkers, lockTimeout)
+		created = err == nil
+		return err
+	})
+	if err != nil {
+		return nil, false, wrap(op, err)
+	}
+	return leases, created, nil
+}
+
 // ReleaseTimer implements duroxide.LocalDispatcher.
 func (s *Store) ReleaseTimer(ctx context.Context, instance string, executionID, timerID int64) error {
 	err := s.write1(ctx, func(c context.Context, ns *notes) error {

@@ -16,6 +16,7 @@ type writeStmts struct {
 	enqOrch, enqWorker, enqWorkerLocked *sql.Stmt
 	turnValid, instanceExists           *sql.Stmt
 	deleteTimer, releaseTimer           *sql.Stmt
+	instanceLocked                      *sql.Stmt
 
 	fetchTag, fetchMeta *sql.Stmt
 
@@ -106,6 +107,8 @@ func (w *writeStmts) defs() []stmtDef {
 		{&w.enqOrch, `INSERT INTO orchestrator_queue(instance, id, work_item, visible_at) VALUES (?, ?, ?, ?)`},
 		{&w.enqWorker, `INSERT INTO worker_queue(instance, execution_id, activity_id, work_item, visible_at) VALUES (?, ?, ?, ?, ?)`},
 		{&w.instanceExists, `SELECT EXISTS (SELECT 1 FROM instances WHERE instance = ?)`},
+		// ?1 instance, ?2 now.
+		{&w.instanceLocked, `SELECT EXISTS (SELECT 1 FROM orchestrator_queue WHERE instance = ?1 AND locked_until > ?2)`},
 		// The untagged TimerFired message of a timer (local timers).
 		// ?1 instance, ?2 execution, ?3 timer id (, ?4 now).
 		{&w.deleteTimer, `DELETE FROM orchestrator_queue WHERE instance = ?1 AND lock_token IS NULL

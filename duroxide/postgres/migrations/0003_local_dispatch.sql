@@ -410,3 +410,59 @@ BEGIN
         EXISTS (SELECT 1 FROM {{s}}.owners o WHERE o.alive_until > p_since AND o.alive_until <= v_now),
         (SELECT count(*)::integer FROM {{s}}.owners o WHERE o.owner_id <> p_owner AND o.alive_until > v_now);
 END $$;
+
+-- start_turn creates p_instance with the first turn of its execution 1,
+-- computed by a runtime that was handed the start directly (no queue
+-- message). It returns false, writing nothing, when the instance exists,
+-- and fails with DXCNF when a queued start of it is being processed.
+CREATE FUNCTION {{s}}.start_turn(
+    p_instance       text,
+    p_execution      bigint,
+    p_name           text,
+    p_version        text,
+    p_parent         text,
+    p_status         text,
+    p_output         text,
+    p_set_custom     boolean,
+    p_custom         text,
+    p_ev_ids         bigint[],
+    p_ev_types       text[],
+    p_ev_data        text[],
+    p_w_instance     text[],
+    p_w_execution    bigint[],
+    p_w_activity     bigint[],
+    p_w_data         text[],
+    p_w_token        text[],
+    p_lock_ms        bigint,
+    p_owner          text,
+    p_o_instance     text[],
+    p_o_data         text[],
+    p_o_visible_at   bigint[],
+    p_o_parent       text[],
+    p_c_instance     text[],
+    p_c_execution    bigint[],
+    p_c_activity     bigint[],
+    p_ct_ids         bigint[],
+    p_keep           integer
+) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now bigint := {{s}}.now_ms();
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('{{chan}}:' || p_instance, 0)) THEN
+        RAISE EXCEPTION 'instance % is being fetched', p_instance USING ERRCODE = 'DXCNF';
+    END IF;
+    IF EXISTS (SELECT 1 FROM {{s}}.instances i WHERE i.instance_id = p_instance) THEN
+        RETURN false;
+    END IF;
+    IF EXISTS (SELECT 1 FROM {{s}}.instance_locks l
+               WHERE l.instance_id = p_instance AND l.locked_until > v_now) THEN
+        RAISE EXCEPTION 'instance % is locked', p_instance USING ERRCODE = 'DXCNF';
+    END IF;
+    PERFORM {{s}}.write_turn(p_instance, v_now, p_execution, p_name, p_version, p_parent, p_status, p_output,
+        p_set_custom, p_custom, p_ev_ids, p_ev_types, p_ev_data,
+        p_w_instance, p_w_execution, p_w_activity, p_w_data, p_w_token, v_now + p_lock_ms, p_owner,
+        p_o_instance, p_o_data, p_o_visible_at, p_o_parent,
+        p_c_instance, p_c_execution, p_c_activity, p_ct_ids, p_keep, false);
+    RETURN true;
+END $$;
