@@ -64,9 +64,13 @@ type engine struct {
 	workItems []WorkItem
 	orchItems []WorkItem
 	cancelled []ActivityRef
-	setCS     bool
-	status    Status
-	output    string
+	// cancelledTimers are timers of this execution whose TimerFired
+	// message is no longer wanted (select losers, finished attempts,
+	// timers open when the execution ends).
+	cancelledTimers []int64
+	setCS           bool
+	status          Status
+	output          string
 
 	ctx *OrchestrationContext
 
@@ -116,7 +120,7 @@ func (e *engine) wallMs() int64 {
 
 func (e *engine) beginTurn() {
 	e.post = nil
-	e.delta, e.workItems, e.orchItems, e.cancelled = nil, nil, nil, nil
+	e.delta, e.workItems, e.orchItems, e.cancelled, e.cancelledTimers = nil, nil, nil, nil, nil
 	e.setCS, e.status, e.output = false, StatusRunning, ""
 }
 
@@ -220,6 +224,9 @@ func (e *engine) cancelTask(t *Task, reason string) {
 	case taskTimer:
 		if t.id != 0 {
 			delete(e.open, t.id)
+			if !e.replaying { // a replayed cancellation was committed by its own turn
+				e.cancelledTimers = append(e.cancelledTimers, t.id)
+			}
 		}
 	case taskExternal:
 		for i, s := range e.subs {
@@ -780,6 +787,8 @@ func (e *engine) cancelOutstanding() {
 		case taskSubOrch:
 			e.appendNew(Event{Kind: EventSubOrchestrationCancelRequested, SourceEventID: id, Reason: reasonTerminal})
 			e.orchItems = append(e.orchItems, WorkItem{Kind: WorkCancelInstance, Instance: t.child, Reason: "parent orchestration ended"})
+		case taskTimer:
+			e.cancelledTimers = append(e.cancelledTimers, id)
 		}
 	}
 	e.open = map[int64]*Task{}
