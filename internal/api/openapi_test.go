@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"sync"
@@ -237,4 +238,45 @@ func serverRoutes(t *testing.T) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestOpenAPIValidationFails: the validating wrapper does fail on what the
+// document does not describe (else the suite's passing would mean nothing).
+func TestOpenAPIValidationFails(t *testing.T) {
+	v := openAPIValidator(t)
+	cases := []struct {
+		name, method, path, reqBody string
+		status                      int
+		respBody                    string
+	}{
+		{"undescribed response field", "GET", "/health", "", 200, `{"status":"healthy","service":"toygres","version":"1","extra":1}`},
+		{"missing response field", "GET", "/api/session", "", 200, `{"user":"admin","kind":"token"}`},
+		{"undescribed status body", "GET", "/api/server/stats", "", 500, `{"oops":"x"}`},
+		{"undescribed route", "GET", "/api/server/secrets", "", 200, `{}`},
+		{"undescribed request field", "POST", "/api/instances", `{"name":"a","password":"12345678","color":"red"}`, 202, ""},
+		{"wrong query type", "GET", "/api/instances?limit=many", "", 200, `{"instances":[],"count":0}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest(c.method, c.path, strings.NewReader(c.reqBody))
+			r.Header.Set("Authorization", "Bearer x")
+			if c.reqBody != "" {
+				r.Header.Set("Content-Type", "application/json")
+			}
+			rec := httptest.NewRecorder()
+			tw := &teeWriter{ResponseWriter: rec}
+			tw.Header().Set("Content-Type", "application/json; charset=utf-8")
+			tw.WriteHeader(c.status)
+			body := c.respBody
+			if body == "" {
+				body = `{"id":"1","name":"a","internal_name":"a-1","driver":"local","postgres_version":"15","storage_gb":10,"internal":false,"state":"creating","health":"unknown","created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}`
+			}
+			_, _ = tw.Write([]byte(body))
+			if msg := checkExchange(v, r, []byte(c.reqBody), tw); msg == "" {
+				t.Fatal("the exchange passed validation")
+			} else {
+				t.Log(msg)
+			}
+		})
+	}
 }
