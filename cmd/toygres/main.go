@@ -173,7 +173,6 @@ that runs the server: the CLI reads the server's credentials.json):
 		},
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usagef("%v (see '%s --help')", err, cmd.CommandPath())
 	})
@@ -186,6 +185,7 @@ that runs the server: the CLI reads the server's credentials.json):
 	root.AddCommand(withAdminCommands(g, newServerCmd(g)), newCreateCmd(g), newDeleteCmd(g), newListCmd(g), newGetCmd(g),
 		newPurgeCmd(g), newRepairCmd(g),
 		newLoginCmd(g), newLogoutCmd(g), newVersionCmd(g))
+	setCompletions(root, g)
 	return root
 }
 

@@ -55,7 +55,7 @@ func (p *toygresProvider) Schema(_ context.Context, _ provider.SchemaRequest, re
 			"fingerprint": schema.StringAttribute{
 				Optional: true,
 				Description: "The SHA-256 fingerprint of the server's TLS certificate (\"SHA256:…\", as `toygres server start` prints it): " +
-					"exactly that certificate is accepted. Default: $TOYGRES_FINGERPRINT; none: the system's CAs decide.",
+					"exactly that certificate is accepted. Default: $TOYGRES_TLS_FINGERPRINT; none: the system's CAs decide.",
 			},
 		},
 	}
@@ -73,7 +73,7 @@ func (p *toygresProvider) Configure(ctx context.Context, req provider.ConfigureR
 		}
 		return os.Getenv(env)
 	}
-	url, token, fp := pick(m.URL, "TOYGRES_URL"), pick(m.Token, "TOYGRES_TOKEN"), pick(m.Fingerprint, "TOYGRES_FINGERPRINT")
+	url, token, fp := pick(m.URL, "TOYGRES_URL"), pick(m.Token, "TOYGRES_TOKEN"), pick(m.Fingerprint, "TOYGRES_TLS_FINGERPRINT")
 	if url == "" {
 		resp.Diagnostics.AddAttributeError(path.Root("url"), "No Toygres server URL",
 			"Set the provider's url or $TOYGRES_URL to the server's URL (toygres server start prints it).")
