@@ -22,8 +22,18 @@ const completionTimeout = 3 * time.Second
 // setCompletions gives the commands that take an instance name or an
 // orchestration id their completion functions.
 func setCompletions(root *cobra.Command, g *globals) {
+	root.InitDefaultCompletionCmd()
 	for _, cmd := range root.Commands() {
 		switch cmd.Name() {
+		case "completion":
+			// Without this an unknown shell prints the help and exits 0.
+			cmd.Args = func(cmd *cobra.Command, args []string) error {
+				if len(args) > 0 {
+					return usagef("unknown shell %q (want bash, zsh, fish or powershell)", args[0])
+				}
+				return nil
+			}
+			cmd.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
 		case "get", "delete", "repair":
 			cmd.ValidArgsFunction = completeInstances(g, false)
 		case "purge":

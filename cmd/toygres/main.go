@@ -99,6 +99,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	setCompletions(root, g) // after SetOut: cobra's completion command keeps the writer
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
@@ -185,7 +186,6 @@ that runs the server: the CLI reads the server's credentials.json):
 	root.AddCommand(withAdminCommands(g, newServerCmd(g)), newCreateCmd(g), newDeleteCmd(g), newListCmd(g), newGetCmd(g),
 		newPurgeCmd(g), newRepairCmd(g),
 		newLoginCmd(g), newLogoutCmd(g), newVersionCmd(g))
-	setCompletions(root, g)
 	return root
 }
 
