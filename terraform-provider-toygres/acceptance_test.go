@@ -239,10 +239,10 @@ output "live_names"        { value = [for i in data.toygres_instances.live.insta
 }
 
 type outputs struct {
-	ConnectionString struct{ Value string } `json:"connection_string"`
-	ID               struct{ Value string } `json:"id"`
-	State            struct{ Value string } `json:"state"`
-	InternalName     struct{ Value string } `json:"internal_name"`
+	ConnectionString struct{ Value string }   `json:"connection_string"`
+	ID               struct{ Value string }   `json:"id"`
+	State            struct{ Value string }   `json:"state"`
+	InternalName     struct{ Value string }   `json:"internal_name"`
 	LiveNames        struct{ Value []string } `json:"live_names"`
 }
 
