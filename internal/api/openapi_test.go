@@ -132,6 +132,11 @@ func checkExchange(v validator.Validator, r *http.Request, reqBody []byte, tw *t
 	req := r.Clone(r.Context())
 	req.Body = io.NopCloser(bytes.NewReader(reqBody))
 	req.ContentLength = int64(len(reqBody))
+	if len(reqBody) > 0 && req.Header.Get("Content-Type") == "" {
+		// The API takes a body without Content-Type as JSON (the document's
+		// description says so); OpenAPI has no way to declare that.
+		req.Header.Set("Content-Type", "application/json")
+	}
 	_, reqErrs := v.ValidateHttpRequestSync(req)
 	for _, e := range reqErrs {
 		if e.IsPathMissingError() || e.IsOperationMissingError() {
