@@ -230,7 +230,12 @@ data "toygres_instances" "live" {
   depends_on = [toygres_instance.db]
 }
 
+data "toygres_instance" "byname" {
+  name = toygres_instance.db.name
+}
+
 output "connection_string" { value = toygres_instance.db.connection_string }
+output "data_internal"     { value = data.toygres_instance.byname.internal_name }
 output "id"                { value = toygres_instance.db.id }
 output "state"             { value = toygres_instance.db.state }
 output "internal_name"     { value = toygres_instance.db.internal_name }
@@ -244,6 +249,7 @@ type outputs struct {
 	State            struct{ Value string }   `json:"state"`
 	InternalName     struct{ Value string }   `json:"internal_name"`
 	LiveNames        struct{ Value []string } `json:"live_names"`
+	DataInternal     struct{ Value string }   `json:"data_internal"`
 }
 
 func (w *world) outputs(dir string) outputs {
@@ -295,6 +301,9 @@ func TestAcceptance(t *testing.T) {
 	}
 	if len(o.LiveNames.Value) != 1 || o.LiveNames.Value[0] != "tf-db" {
 		t.Fatalf("data source toygres_instances: %v", o.LiveNames.Value)
+	}
+	if o.DataInternal.Value != o.InternalName.Value {
+		t.Fatalf("data source toygres_instance: internal_name %q, want %q", o.DataInternal.Value, o.InternalName.Value)
 	}
 	connect(t, o.ConnectionString.Value)
 	if _, err := os.Stat(filepath.Join(w.dataDir, "instances", o.InternalName.Value)); err != nil {
