@@ -15,11 +15,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/api"
+	"github.com/toygres/toygres/internal/api/openapitest"
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/apptest"
 	"github.com/toygres/toygres/internal/tlscert"
@@ -92,7 +94,13 @@ func run(m *testing.M) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	ts := httptest.NewUnstartedServer(srv.Handler())
+	v, err := openapitest.New(api.OpenAPI())
+	if err != nil {
+		return 1, err
+	}
+	// Every exchange of the tests and examples is checked against the
+	// server's OpenAPI document; a mismatch is recorded and fails the run.
+	ts := httptest.NewUnstartedServer(v.Handler(&mismatches, srv.Handler()))
 	ts.TLS = tlscert.ServerConfig(cert)
 	ts.Config.ErrorLog = log.New(io.Discard, "", 0) // TestTLS's refused handshakes
 	ts.StartTLS()
@@ -101,7 +109,36 @@ func run(m *testing.M) (int, error) {
 	if token, err = srv.IssueToken(time.Hour); err != nil {
 		return 1, err
 	}
-	return m.Run(), nil
+	code := m.Run()
+	if msgs := mismatches.messages(); len(msgs) > 0 {
+		fmt.Fprintln(os.Stderr, strings.Join(msgs, "\n"))
+		return 1, fmt.Errorf("%d exchanges the OpenAPI document does not describe", len(msgs))
+	}
+	return code, nil
+}
+
+// recorder collects validation failures for TestMain (which has no
+// testing.T); only Errorf is used by openapitest.
+type recorder struct {
+	testing.TB
+	mu   sync.Mutex
+	msgs []string
+}
+
+var mismatches recorder
+
+func (r *recorder) Errorf(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, fmt.Sprintf(format, args...))
+}
+
+func (r *recorder) Helper() {}
+
+func (r *recorder) messages() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.msgs...)
 }
 
 func newClient(t *testing.T, opts ...client.Option) *client.Client {
