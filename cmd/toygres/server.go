@@ -825,9 +825,9 @@ func newServerStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("the server (PID %d) does not answer at %s: %v", pid, url, err)
 			}
-			fmt.Fprintf(g.stdout, "  Health:  %v\n", h["status"])
-			if v, ok := h["version"]; ok {
-				fmt.Fprintf(g.stdout, "  Version: %v\n", v)
+			fmt.Fprintf(g.stdout, "  Health:  %s\n", h.Status)
+			if h.Version != "" {
+				fmt.Fprintf(g.stdout, "  Version: %s\n", h.Version)
 			}
 			return nil
 		},
