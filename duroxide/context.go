@@ -47,7 +47,12 @@ func (c *OrchestrationContext) Logger() *slog.Logger {
 	return c.logger
 }
 
-// CallActivity schedules an activity. input is JSON-encoded.
+// CallActivity schedules an activity. input is JSON-encoded. An activity
+// registered with a default retry policy (WithDefaultRetry, or
+// Options.RetryPolicies) runs under it, as with CallActivityWithRetry; the
+// policy is recorded when the call is first scheduled, and the call keeps
+// following that record on replay. CallActivityWithRetry(name, input,
+// NoRetry()) makes one attempt whatever the default.
 func (c *OrchestrationContext) CallActivity(name string, input any) *Task {
 	in, err := encodePayload(input)
 	t := c.e.newTask(taskActivity, name)
@@ -55,7 +60,7 @@ func (c *OrchestrationContext) CallActivity(name string, input any) *Task {
 		t.resolve("", fmt.Errorf("activity %s: %w", name, err))
 		return t
 	}
-	c.e.emit(&action{ev: Event{Kind: EventActivityScheduled, Name: name, Input: in}, task: t})
+	c.e.emit(&action{ev: Event{Kind: EventActivityScheduled, Name: name, Input: in}, task: t, defaultRetry: true})
 	return t
 }
 

@@ -92,6 +92,9 @@ type action struct {
 	target *Task // task cancelled by a cancel action
 	delay  time.Duration
 	sysFn  func() string
+	// defaultRetry marks a plain CallActivity: its schedule may start a
+	// retry sequence under the activity's default policy.
+	defaultRetry bool
 }
 
 func newEngine(rt *Runtime, instance string, executionID int64, fn orchFunc) *engine {
@@ -404,6 +407,9 @@ func (e *engine) matchSchedule(ev *Event) {
 	}
 	e.emitted = e.emitted[1:]
 	e.bind(a, ev)
+	if a.defaultRetry {
+		e.adoptDefaultRetry(a, ev)
+	}
 	e.maybeResume()
 }
 
@@ -712,12 +718,19 @@ func (e *engine) flushOne() {
 		ev.Result = a.sysFn()
 	case EventActivityCancelRequested, EventSubOrchestrationCancelRequested:
 		ev.SourceEventID = a.target.id
+	case EventActivityScheduled:
+		if a.defaultRetry && !a.task.cancelled {
+			e.prepareDefaultRetry(&ev)
+		}
 	}
 	e.delta = append(e.delta, ev)
 	rec := &e.delta[len(e.delta)-1]
 	e.nextID++
 	e.bind(a, rec)
 	e.emitSideEffects(a, rec)
+	if a.defaultRetry {
+		e.adoptDefaultRetry(a, rec)
+	}
 }
 
 // finishWith writes the terminal event and its side effects.

@@ -66,7 +66,8 @@ func (e *TaskError) Error() string {
 	return fmt.Sprintf("%s %s failed: %s", e.Kind, e.Name, e.Details.Display())
 }
 
-// Is matches ErrTimeout, ErrCancelled and ErrNondeterminism by category.
+// Is matches ErrTimeout, ErrCancelled and ErrNondeterminism by category,
+// and ErrCircuitOpen by the recorded error type.
 func (e *TaskError) Is(target error) bool {
 	switch target {
 	case ErrTimeout:
@@ -75,9 +76,13 @@ func (e *TaskError) Is(target error) bool {
 		return e.Details.Category == CategoryCancelled
 	case ErrNondeterminism:
 		return e.Details.Category == CategoryConfiguration
+	case ErrCircuitOpen:
+		return e.Details.Type == circuitOpenType
 	}
 	return false
 }
+
+const circuitOpenType = "*duroxide.CircuitOpenError"
 
 // As rebuilds the original error when target points to a variable of the
 // error's recorded Go type.

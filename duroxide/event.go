@@ -105,6 +105,10 @@ type Event struct {
 	Attempt     int    `json:"attempt,omitempty"`
 	MaxAttempts int    `json:"max_attempts,omitempty"`
 	Policy      string `json:"policy,omitempty"`
+	// RetryPolicy is the whole policy, recorded on the schedule of an
+	// activity sequence's first attempt; a sequence started under an
+	// activity's default policy follows this record on replay.
+	RetryPolicy *PolicyRecord `json:"retry_policy,omitempty"`
 	// Purpose is set on TimerCreated (empty in older histories).
 	Purpose TimerPurpose `json:"purpose,omitempty"`
 

@@ -70,13 +70,13 @@ func (rt *Runtime) armTimers(instance string, c *TurnCommit) {
 			return
 		}
 		rt.timersWG.Add(1)
-		rt.timers[key] = time.AfterFunc(time.Until(time.UnixMilli(w.FireAtMs)), func() {
+		rt.timers[key] = localTimer{fireAtMs: w.FireAtMs, t: time.AfterFunc(time.Until(time.UnixMilli(w.FireAtMs)), func() {
 			defer rt.timersWG.Done()
 			rt.timersMu.Lock()
 			delete(rt.timers, key)
 			rt.timersMu.Unlock()
 			rt.submitInline(inlineItem{msg: &w})
-		})
+		})}
 		rt.timersMu.Unlock()
 	}
 }
@@ -88,8 +88,8 @@ func (rt *Runtime) disarmTimers(instance string, exec int64, ids []int64) {
 	defer rt.timersMu.Unlock()
 	for _, id := range ids {
 		k := timerKey{instance, exec, id}
-		if t, ok := rt.timers[k]; ok {
-			if t.Stop() {
+		if lt, ok := rt.timers[k]; ok {
+			if lt.t.Stop() {
 				rt.timersWG.Done()
 			}
 			delete(rt.timers, k)
@@ -97,19 +97,30 @@ func (rt *Runtime) disarmTimers(instance string, exec int64, ids []int64) {
 	}
 }
 
-// stopTimers cancels the local timers not fired yet and gives them back
-// to the queue, and waits for those firing.
+// localTimer is a timer armed by armTimers.
+type localTimer struct {
+	t        *time.Timer
+	fireAtMs int64
+}
+
+// stopTimers cancels the local timers not fired yet and gives the due
+// ones back to the queue, and waits for those firing. A timer not due yet
+// is left to the queue, which delivers it at its fire time plus the
+// backstop: releasing it would make it visible now, firing it early.
 func (rt *Runtime) stopTimers() {
 	rt.timersMu.Lock()
 	rt.timersStopped = true
 	var keys []timerKey
-	for k, t := range rt.timers {
-		if t.Stop() {
-			keys = append(keys, k)
+	now := time.Now().UnixMilli()
+	for k, lt := range rt.timers {
+		if lt.t.Stop() {
+			if lt.fireAtMs <= now {
+				keys = append(keys, k)
+			}
 			rt.timersWG.Done()
 		}
 	}
-	rt.timers = map[timerKey]*time.Timer{}
+	rt.timers = map[timerKey]localTimer{}
 	rt.timersMu.Unlock()
 	for _, k := range keys {
 		if err := rt.local.ReleaseTimer(context.Background(), k.instance, k.exec, k.id); err != nil {

@@ -25,6 +25,11 @@ type metrics struct {
 	actDuration     *prometheus.HistogramVec
 	retries         *prometheus.CounterVec
 	retryExhausted  *prometheus.CounterVec
+	successAttempt  *prometheus.HistogramVec
+	seqDuration     *prometheus.HistogramVec
+	circState       *prometheus.GaugeVec
+	circTransitions *prometheus.CounterVec
+	circRejected    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
@@ -65,6 +70,23 @@ func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
 		[]string{"activity_name", "status"})
 	m.retryExhausted = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_activity_retry_exhausted_total",
 		Help: "Retry sequences that gave up."}, []string{"activity_name"})
+	m.successAttempt = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "duroxide_activity_success_attempt",
+		Help:    "The attempt on which retry sequences of an activity succeeded (1 = first try).",
+		Buckets: []float64{1, 2, 3, 4, 5, 6, 8, 10, 15, 20}},
+		[]string{"activity_name"})
+	m.seqDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "duroxide_activity_sequence_duration_seconds",
+		Help:    "Time from the first attempt of a retry sequence to its end, waits included, by outcome (success, exhausted, failed).",
+		Buckets: []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600}},
+		[]string{"activity_name", "outcome"})
+	m.circState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "duroxide_circuit_state",
+		Help: "State of an activity's circuit breaker: 0 closed, 1 open, 2 half-open."},
+		[]string{"activity_name", "key"})
+	m.circTransitions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_circuit_transitions_total",
+		Help: "Circuit breaker state changes, by the state entered (open, half_open, closed)."},
+		[]string{"activity_name", "key", "to"})
+	m.circRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_circuit_rejected_total",
+		Help: "Activity attempts failed fast by an open circuit breaker, without calling the activity."},
+		[]string{"activity_name", "key"})
 	gauges := newStoreGauges(store)
 	// Register each collector; when a previous runtime in this process
 	// already registered one on the same Registerer, keep counting on it.
@@ -94,6 +116,11 @@ func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
 	m.actDuration = reuse(m.actDuration).(*prometheus.HistogramVec)
 	m.retries = reuse(m.retries).(*prometheus.CounterVec)
 	m.retryExhausted = reuse(m.retryExhausted).(*prometheus.CounterVec)
+	m.successAttempt = reuse(m.successAttempt).(*prometheus.HistogramVec)
+	m.seqDuration = reuse(m.seqDuration).(*prometheus.HistogramVec)
+	m.circState = reuse(m.circState).(*prometheus.GaugeVec)
+	m.circTransitions = reuse(m.circTransitions).(*prometheus.CounterVec)
+	m.circRejected = reuse(m.circRejected).(*prometheus.CounterVec)
 	if g, ok := reuse(gauges).(*storeGauges); ok {
 		g.setStore(store)
 	}
@@ -137,6 +164,35 @@ func (m *metrics) retry(name, status string) {
 func (m *metrics) exhausted(name string) {
 	if m != nil {
 		m.retryExhausted.WithLabelValues(name).Inc()
+	}
+}
+
+func (m *metrics) sequence(name, outcome string, attempt int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	if outcome == "success" {
+		m.successAttempt.WithLabelValues(name).Observe(float64(attempt))
+	}
+	m.seqDuration.WithLabelValues(name, outcome).Observe(d.Seconds())
+}
+
+func (m *metrics) circuitState(name, key string, st CircuitState) {
+	if m != nil {
+		m.circState.WithLabelValues(name, key).Set(float64(st))
+	}
+}
+
+func (m *metrics) circuitTransition(name, key string, to CircuitState) {
+	if m != nil {
+		m.circState.WithLabelValues(name, key).Set(float64(to))
+		m.circTransitions.WithLabelValues(name, key, to.String()).Inc()
+	}
+}
+
+func (m *metrics) circuitRejected(name, key string) {
+	if m != nil {
+		m.circRejected.WithLabelValues(name, key).Inc()
 	}
 }
 

@@ -19,7 +19,14 @@ const DefaultVersion = "1.0.0"
 type Registry struct {
 	mu     sync.RWMutex
 	orchs  map[string][]orchEntry // sorted by version ascending
-	activs map[string]activityFunc
+	activs map[string]*activityEntry
+}
+
+// activityEntry is a registered activity with its registration options.
+type activityEntry struct {
+	fn      activityFunc
+	retry   *RetryPolicy          // WithDefaultRetry
+	breaker *CircuitBreakerConfig // WithCircuitBreaker
 }
 
 type orchFunc func(ctx *OrchestrationContext, input string) (string, error)
@@ -35,23 +42,52 @@ type orchEntry struct {
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{orchs: map[string][]orchEntry{}, activs: map[string]activityFunc{}}
+	return &Registry{orchs: map[string][]orchEntry{}, activs: map[string]*activityEntry{}}
 }
 
 // RegisterOption configures a registration.
 type RegisterOption func(*registerConfig)
 
 type registerConfig struct {
-	version string
-	keep    int
-	keepSet bool
+	version    string
+	versionSet bool
+	keep       int
+	keepSet    bool
+	retry      *RetryPolicy
+	breaker    *CircuitBreakerConfig
 }
 
 // WithVersion registers an orchestration under a semantic version
 // ("major.minor.patch"). New instances start on the highest registered
 // version unless started with an explicit one; running instances keep the
 // version they started with.
-func WithVersion(v string) RegisterOption { return func(c *registerConfig) { c.version = v } }
+func WithVersion(v string) RegisterOption {
+	return func(c *registerConfig) { c.version, c.versionSet = v, true }
+}
+
+// WithDefaultRetry gives an activity its default retry policy: a plain
+// CallActivity or CallActivityTyped of it then runs as a retry sequence
+// under p, exactly as CallActivityWithRetry(name, input, p) would. A call
+// with an explicit policy (CallActivityWithRetry, NoRetry() included)
+// ignores the default.
+//
+// The default is configuration, not code: the policy in force when a
+// sequence starts is recorded on its first ActivityScheduled event
+// (Event.RetryPolicy), and the sequence keeps following that record, also
+// after a restart with a different default. New sequences use the default
+// registered at the time they start. Only RetryIf, a function, cannot be
+// recorded: a recorded sequence uses the RetryIf of the current default.
+// It applies to activities only.
+func WithDefaultRetry(p RetryPolicy) RegisterOption {
+	return func(c *registerConfig) { c.retry = &p }
+}
+
+// WithCircuitBreaker puts a circuit breaker in front of an activity (see
+// CircuitBreakerConfig). Options.CircuitBreakers overrides it. It applies to
+// activities only.
+func WithCircuitBreaker(cfg CircuitBreakerConfig) RegisterOption {
+	return func(c *registerConfig) { c.breaker = &cfg }
+}
 
 // WithKeepExecutions overrides Options.KeepExecutions for one orchestration
 // (version): n > 0 keeps the newest n executions of each instance's
@@ -74,6 +110,9 @@ func RegisterOrchestration[In, Out any](r *Registry, name string, fn func(ctx *O
 	key, err := parseVersion(cfg.version)
 	if err != nil {
 		return fmt.Errorf("duroxide: register orchestration %s: %w", name, err)
+	}
+	if cfg.retry != nil || cfg.breaker != nil {
+		return fmt.Errorf("duroxide: register orchestration %s: WithDefaultRetry and WithCircuitBreaker apply to activities only", name)
 	}
 	wrapped := func(ctx *OrchestrationContext, input string) (string, error) {
 		var in In
@@ -102,10 +141,28 @@ func RegisterOrchestration[In, Out any](r *Registry, name string, fn func(ctx *O
 // RegisterActivity adds an activity function. Activities run at least once
 // per scheduling; they receive a context that is cancelled when the
 // orchestration no longer wants the result. Use ActivityInfoFromContext to
-// learn which instance called it.
-func RegisterActivity[In, Out any](r *Registry, name string, fn func(ctx context.Context, input In) (Out, error)) error {
+// learn which instance called it. Options: WithDefaultRetry,
+// WithCircuitBreaker.
+func RegisterActivity[In, Out any](r *Registry, name string, fn func(ctx context.Context, input In) (Out, error), opts ...RegisterOption) error {
 	if name == "" {
 		return fmt.Errorf("duroxide: register activity: empty name")
+	}
+	var cfg registerConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.versionSet || cfg.keepSet {
+		return fmt.Errorf("duroxide: register activity %s: WithVersion and WithKeepExecutions apply to orchestrations only", name)
+	}
+	if cfg.retry != nil {
+		if err := cfg.retry.Validate(); err != nil {
+			return fmt.Errorf("duroxide: register activity %s: default retry: %w", name, err)
+		}
+	}
+	if cfg.breaker != nil {
+		if err := cfg.breaker.Validate(); err != nil {
+			return fmt.Errorf("duroxide: register activity %s: circuit breaker: %w", name, err)
+		}
 	}
 	if strings.HasPrefix(name, "__duroxide") {
 		return fmt.Errorf("duroxide: register activity %s: names starting with __duroxide are reserved", name)
@@ -126,7 +183,7 @@ func RegisterActivity[In, Out any](r *Registry, name string, fn func(ctx context
 	if _, ok := r.activs[name]; ok {
 		return fmt.Errorf("duroxide: activity %s is already registered", name)
 	}
-	r.activs[name] = wrapped
+	r.activs[name] = &activityEntry{fn: wrapped, retry: cfg.retry, breaker: cfg.breaker}
 	return nil
 }
 
@@ -185,8 +242,33 @@ func (r *Registry) keepExecutions(name, version string) (n int, set bool) {
 func (r *Registry) activity(name string) (activityFunc, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	f, ok := r.activs[name]
-	return f, ok
+	a, ok := r.activs[name]
+	if !ok {
+		return nil, false
+	}
+	return a.fn, true
+}
+
+// DefaultRetry returns the retry policy an activity was registered with
+// (WithDefaultRetry).
+func (r *Registry) DefaultRetry(name string) (RetryPolicy, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if a, ok := r.activs[name]; ok && a.retry != nil {
+		return *a.retry, true
+	}
+	return RetryPolicy{}, false
+}
+
+// CircuitBreaker returns the circuit breaker configuration an activity was
+// registered with (WithCircuitBreaker).
+func (r *Registry) CircuitBreaker(name string) (CircuitBreakerConfig, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if a, ok := r.activs[name]; ok && a.breaker != nil {
+		return *a.breaker, true
+	}
+	return CircuitBreakerConfig{}, false
 }
 
 // OrchestrationNames lists registered orchestrations with their versions.

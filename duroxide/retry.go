@@ -225,12 +225,74 @@ func (p RetryPolicy) Validate() error {
 	return nil
 }
 
+// NoRetry is the policy of exactly one attempt. Pass it to
+// CallActivityWithRetry to call an activity registered with a default retry
+// policy (WithDefaultRetry) without retrying it.
+func NoRetry() RetryPolicy { return RetryPolicy{MaxAttempts: 1, Name: "no retry"} }
+
+// PolicyRecord is the durable form of a RetryPolicy: the first schedule
+// event of a retry sequence records the policy it starts under
+// (Event.RetryPolicy), so a sequence started under an activity's registered
+// default keeps following it after a restart with a different default.
+// Durations are in nanoseconds. RetryIf, a function, is not recorded.
+type PolicyRecord struct {
+	Name        string `json:"name,omitempty"`
+	MaxAttempts int    `json:"max_attempts"`
+	// Backoff is "none", "fixed", "linear" or "exponential"; Base is the
+	// fixed delay or the linear/exponential base.
+	Backoff             string        `json:"backoff,omitempty"`
+	Base                time.Duration `json:"base_ns,omitempty"`
+	Multiplier          float64       `json:"multiplier,omitempty"`
+	Max                 time.Duration `json:"max_ns,omitempty"`
+	Timeout             time.Duration `json:"timeout_ns,omitempty"`
+	TotalTimeout        time.Duration `json:"total_timeout_ns,omitempty"`
+	Jitter              float64       `json:"jitter,omitempty"`
+	TimeoutEndsSequence bool          `json:"timeout_ends_sequence,omitempty"`
+	// Source is "call" for a policy passed by the call, "default" for an
+	// activity's registered (or Options.RetryPolicies) default.
+	Source string `json:"source,omitempty"`
+}
+
+// Record returns the durable form of the policy (without RetryIf).
+func (p RetryPolicy) Record() *PolicyRecord {
+	r := &PolicyRecord{Name: p.Name, MaxAttempts: p.MaxAttempts, Timeout: p.Timeout, TotalTimeout: p.TotalTimeout,
+		Jitter: p.Jitter, TimeoutEndsSequence: p.TimeoutEndsSequence, Backoff: "none"}
+	switch b := p.Backoff.(type) {
+	case Fixed:
+		r.Backoff, r.Base = "fixed", b.Delay
+	case Linear:
+		r.Backoff, r.Base, r.Max = "linear", b.Base, b.Max
+	case Exponential:
+		r.Backoff, r.Base, r.Multiplier, r.Max = "exponential", b.Base, b.Multiplier, b.Max
+	}
+	return r
+}
+
+// Policy rebuilds the recorded policy (RetryIf unset).
+func (r *PolicyRecord) Policy() RetryPolicy {
+	p := RetryPolicy{Name: r.Name, MaxAttempts: r.MaxAttempts, Timeout: r.Timeout, TotalTimeout: r.TotalTimeout,
+		Jitter: r.Jitter, TimeoutEndsSequence: r.TimeoutEndsSequence}
+	switch r.Backoff {
+	case "fixed":
+		p.Backoff = Fixed{Delay: r.Base}
+	case "linear":
+		p.Backoff = Linear{Base: r.Base, Max: r.Max}
+	case "exponential":
+		p.Backoff = Exponential{Base: r.Base, Multiplier: r.Multiplier, Max: r.Max}
+	default:
+		p.Backoff = NoBackoff{}
+	}
+	return p
+}
+
 // CallActivityWithRetry schedules an activity under a retry policy. It
 // returns one Task for the whole sequence, which can be awaited or raced in
 // Select like any other; cancelling it cancels the attempt in flight. When
 // every attempt fails, the error is the last attempt's, wrapped with the
 // activity name and the attempt count (a *TaskError); errors.Is(err,
-// ErrTimeout) holds if that attempt timed out.
+// ErrTimeout) holds if that attempt timed out. The policy overrides the
+// activity's registered default (WithDefaultRetry); NoRetry() makes one
+// attempt.
 func (c *OrchestrationContext) CallActivityWithRetry(name string, input any, policy RetryPolicy) *Task {
 	in, err := encodePayload(input)
 	if err != nil {
@@ -238,13 +300,83 @@ func (c *OrchestrationContext) CallActivityWithRetry(name string, input any, pol
 		t.resolve("", fmt.Errorf("activity %s: %w", name, err))
 		return t
 	}
+	return c.e.retrySequence("activity", name, policy, c.e.activityAttempts(name, in, policy, "call"))
+}
+
+// activityAttempts returns the schedule function of an activity's retry
+// sequence; attempt 1 records the policy.
+func (e *engine) activityAttempts(name, in string, policy RetryPolicy, source string) func(int) *Task {
 	summary := policy.Summary()
-	return c.e.retrySequence("activity", name, policy, func(attempt int) *Task {
-		t := c.e.newTask(taskActivity, name)
-		c.e.emit(&action{ev: Event{Kind: EventActivityScheduled, Name: name, Input: in,
-			Attempt: attempt, MaxAttempts: policy.MaxAttempts, Policy: summary}, task: t})
+	return func(attempt int) *Task {
+		t := e.newTask(taskActivity, name)
+		ev := Event{Kind: EventActivityScheduled, Name: name, Input: in, Attempt: attempt, MaxAttempts: policy.MaxAttempts, Policy: summary}
+		if attempt == 1 {
+			ev.RetryPolicy = policy.Record()
+			ev.RetryPolicy.Source = source
+		}
+		e.emit(&action{ev: ev, task: t})
 		return t
-	})
+	}
+}
+
+// defaultRetry is the default policy of an activity: Options.RetryPolicies,
+// else its registration's.
+func (rt *Runtime) defaultRetry(name string) (RetryPolicy, bool) {
+	if p, ok := rt.opts.RetryPolicies[name]; ok {
+		return p, true
+	}
+	return rt.reg.DefaultRetry(name)
+}
+
+// prepareDefaultRetry fills in the retry detail of a plain CallActivity's
+// schedule event being recorded now: the activity's default policy, if it
+// has one, which the sequence then follows (adoptDefaultRetry).
+func (e *engine) prepareDefaultRetry(ev *Event) {
+	p, ok := e.rt.defaultRetry(ev.Name)
+	if !ok {
+		return
+	}
+	ev.Attempt, ev.MaxAttempts, ev.Policy = 1, p.MaxAttempts, p.Summary()
+	ev.RetryPolicy = p.Record()
+	ev.RetryPolicy.Source = "default"
+}
+
+// adoptDefaultRetry turns a plain CallActivity whose schedule event ev
+// (just recorded, or found in history) started a retry sequence into that
+// sequence, following the policy recorded on ev, not today's default. A
+// schedule without retry detail stays a plain call. It runs when the
+// schedule is bound, so the sequence's timers take the place right after
+// the schedule, before whatever the code emitted later.
+func (e *engine) adoptDefaultRetry(a *action, ev *Event) {
+	outer := a.task
+	if ev.Attempt == 0 || outer.cancelled || outer.done || e.failure != nil {
+		return
+	}
+	cur, hasCur := e.rt.defaultRetry(ev.Name)
+	var p RetryPolicy
+	switch {
+	case ev.RetryPolicy != nil:
+		p = ev.RetryPolicy.Policy()
+	case hasCur:
+		p = cur
+		p.MaxAttempts = max(ev.MaxAttempts, 1)
+	default:
+		p = RetryPolicy{MaxAttempts: max(ev.MaxAttempts, 1)}
+	}
+	if hasCur {
+		p.RetryIf = cur.RetryIf
+	}
+	first := e.newTask(taskActivity, ev.Name)
+	first.id = ev.EventID
+	e.open[ev.EventID] = first
+	outer.id, outer.kind = 0, taskComposite
+	later := e.emitted
+	e.emitted = nil
+	s := e.newRetrySeq("activity", ev.Name, p, e.activityAttempts(ev.Name, ev.Input, p, "default"), outer)
+	s.armTotal()
+	s.attempt = 1
+	s.watch(first)
+	e.emitted = append(e.emitted, later...)
 }
 
 // CallSubOrchestrationWithRetry starts a sub-orchestration under a retry
@@ -280,14 +412,33 @@ func CallActivityWithRetryTyped[Out any](c *OrchestrationContext, name string, i
 	return Await[Out](c.CallActivityWithRetry(name, input, policy))
 }
 
-// CallActivityTyped runs an activity and decodes its result.
+// CallActivityTyped runs an activity and decodes its result (under the
+// activity's default retry policy, if it has one).
 func CallActivityTyped[Out any](c *OrchestrationContext, name string, input any) (Out, error) {
 	return Await[Out](c.CallActivity(name, input))
 }
 
-// retrySequence drives a retry policy. It runs entirely in task callbacks,
+// retrySeq drives a retry policy. It runs entirely in task callbacks,
 // which the engine invokes in history order, so the actions it emits are
 // the same on every replay.
+type retrySeq struct {
+	e        *engine
+	kind     string
+	name     string
+	p        RetryPolicy
+	schedule func(attempt int) *Task
+	outer    *Task
+
+	attempt  int
+	current  *Task // attempt in flight
+	deadline *Task // its timeout timer
+	backoff  *Task // wait in progress
+	total    *Task // whole-sequence timer
+	finished bool
+	startMs  int64 // deterministic time the sequence started
+}
+
+// retrySequence starts a retry sequence whose attempts schedule emits.
 func (e *engine) retrySequence(kind, name string, p RetryPolicy, schedule func(attempt int) *Task) *Task {
 	outer := e.newTask(taskComposite, name)
 	if err := p.Validate(); err != nil {
@@ -296,139 +447,160 @@ func (e *engine) retrySequence(kind, name string, p RetryPolicy, schedule func(a
 		outer.resolve("", fmt.Errorf("%s %s: %w", kind, name, err))
 		return outer
 	}
-	var (
-		attempt  int
-		current  *Task // attempt in flight
-		deadline *Task // its timeout timer
-		backoff  *Task // wait in progress
-		total    *Task // whole-sequence timer
-		finished bool
-	)
-	cancelParts := func() {
-		for _, t := range []*Task{current, deadline, backoff, total} {
-			if t != nil && !t.done {
-				e.cancelTask(t, "retry sequence ended")
-			}
-		}
-	}
-	finish := func(res string, err error) {
-		finished = true
-		cancelParts()
-		outer.resolve(res, err)
-	}
-	observe := func(status string) {
-		if attempt >= 2 && kind == "activity" && !e.replaying {
-			e.post = append(e.post, func() { e.rt.metrics.retry(name, status) })
-		}
-	}
-	var startAttempt func()
-	var attemptFailed func(err error, timedOut bool)
-
-	startAttempt = func() {
-		if finished {
-			return
-		}
-		attempt++
-		backoff = nil
-		t := schedule(attempt)
-		current = t
-		if p.Timeout > 0 {
-			dl := e.newTask(taskTimer, "attempt timeout")
-			e.emit(&action{ev: Event{Kind: EventTimerCreated, Purpose: TimerAttemptTimeout, Attempt: attempt, MaxAttempts: p.MaxAttempts}, task: dl, delay: p.Timeout})
-			deadline = dl
-			dl.whenDone(func() {
-				if finished || current != t || t.done || dl.err != nil {
-					return
-				}
-				e.cancelTask(t, "attempt timed out")
-				attemptFailed(&TaskError{Kind: kind, Name: name, Details: ErrorDetails{Category: CategoryApplication,
-					Message: fmt.Sprintf("attempt %d timed out after %v", attempt, p.Timeout), Timeout: true}}, true)
-			})
-		}
-		t.whenDone(func() {
-			if finished || current != t {
-				return
-			}
-			if deadline != nil && !deadline.done {
-				e.cancelTask(deadline, "attempt finished")
-			}
-			if t.err == nil {
-				observe("success")
-				finish(t.result, nil)
-				return
-			}
-			if t.cancelled {
-				return // cancelled by this sequence; already handled
-			}
-			attemptFailed(t.err, false)
-		})
-	}
-
-	attemptFailed = func(err error, timedOut bool) {
-		if timedOut {
-			observe("timeout")
-		} else {
-			observe("failure")
-		}
-		stop := attempt >= p.MaxAttempts || IsNonRetryable(err) || (timedOut && p.TimeoutEndsSequence) ||
-			(p.RetryIf != nil && !p.RetryIf(err))
-		if stop {
-			if attempt >= p.MaxAttempts && p.MaxAttempts > 1 && kind == "activity" && !e.replaying {
-				e.post = append(e.post, func() { e.rt.metrics.exhausted(name) })
-			}
-			finish("", wrapAttemptError(kind, name, attempt, err))
-			return
-		}
-		d := p.DelayForAttempt(attempt)
-		if p.Jitter > 0 && d > 0 {
-			d = jittered(d, p.Jitter, e.instance, e.executionID, current.id)
-		}
-		if !e.replaying {
-			inst, k, n, delay, msg := e.instance, attempt, p.MaxAttempts, d, err.Error()
-			e.post = append(e.post, func() {
-				e.rt.logger.Warn("activity attempt failed; will retry",
-					"instance_id", inst, "execution_id", e.executionID, "kind", kind, "activity_name", name,
-					"attempt", k, "max_attempts", n, "retry_delay", delay.String(), "error", msg)
-			})
-		}
-		current, deadline = nil, nil
-		if d <= 0 {
-			startAttempt()
-			return
-		}
-		bt := e.newTask(taskTimer, "retry backoff")
-		e.emit(&action{ev: Event{Kind: EventTimerCreated, Purpose: TimerBackoff, Attempt: attempt, MaxAttempts: p.MaxAttempts}, task: bt, delay: d})
-		backoff = bt
-		bt.whenDone(func() {
-			if bt.err == nil {
-				startAttempt()
-			}
-		})
-	}
-
-	outer.onCancel = func() {
-		if !finished {
-			finished = true
-			cancelParts()
-		}
-	}
-	if p.TotalTimeout > 0 {
-		tt := e.newTask(taskTimer, "retry total timeout")
-		e.emit(&action{ev: Event{Kind: EventTimerCreated, Purpose: TimerTotalTimeout, MaxAttempts: p.MaxAttempts}, task: tt, delay: p.TotalTimeout})
-		total = tt
-		tt.whenDone(func() {
-			if finished || tt.err != nil {
-				return
-			}
-			if !e.replaying && kind == "activity" {
-				e.post = append(e.post, func() { e.rt.metrics.exhausted(name) })
-			}
-			finish("", &TaskError{Kind: kind, Name: name, Attempts: attempt, Details: ErrorDetails{Category: CategoryApplication,
-				Message: fmt.Sprintf("retry sequence exceeded its total timeout of %v", p.TotalTimeout), Timeout: true}})
-		})
-	}
-	startAttempt()
+	s := e.newRetrySeq(kind, name, p, schedule, outer)
+	s.armTotal()
+	s.startAttempt()
 	return outer
+}
+
+func (e *engine) newRetrySeq(kind, name string, p RetryPolicy, schedule func(int) *Task, outer *Task) *retrySeq {
+	s := &retrySeq{e: e, kind: kind, name: name, p: p, schedule: schedule, outer: outer, startMs: e.nowMs}
+	outer.onCancel = func() {
+		if !s.finished {
+			s.finished = true
+			s.cancelParts()
+		}
+	}
+	return s
+}
+
+func (s *retrySeq) cancelParts() {
+	for _, t := range []*Task{s.current, s.deadline, s.backoff, s.total} {
+		if t != nil && !t.done {
+			s.e.cancelTask(t, "retry sequence ended")
+		}
+	}
+}
+
+// end is how a sequence ended, for metrics and RetryStats: "success",
+// "exhausted" (attempts or total time used up) or "failed" (stopped early
+// by a non-retryable error or RetryIf).
+func (s *retrySeq) finish(res string, err error, end string) {
+	s.finished = true
+	s.cancelParts()
+	e := s.e
+	if s.kind == "activity" && !e.replaying {
+		name, attempt, d := s.name, s.attempt, time.Duration(e.nowMs-s.startMs)*time.Millisecond
+		policy := s.p
+		e.post = append(e.post, func() { e.rt.observeSequence(name, policy, end, attempt, d) })
+	}
+	s.outer.resolve(res, err)
+}
+
+// observe records the outcome of an attempt.
+func (s *retrySeq) observe(status string) {
+	e := s.e
+	if s.kind != "activity" || e.replaying {
+		return
+	}
+	name, attempt := s.name, s.attempt
+	e.post = append(e.post, func() { e.rt.observeAttempt(name, attempt, status) })
+}
+
+func (s *retrySeq) armTotal() {
+	e, p := s.e, s.p
+	if p.TotalTimeout <= 0 {
+		return
+	}
+	tt := e.newTask(taskTimer, "retry total timeout")
+	e.emit(&action{ev: Event{Kind: EventTimerCreated, Purpose: TimerTotalTimeout, MaxAttempts: p.MaxAttempts}, task: tt, delay: p.TotalTimeout})
+	s.total = tt
+	tt.whenDone(func() {
+		if s.finished || tt.err != nil {
+			return
+		}
+		s.finish("", &TaskError{Kind: s.kind, Name: s.name, Attempts: s.attempt, Details: ErrorDetails{Category: CategoryApplication,
+			Message: fmt.Sprintf("retry sequence exceeded its total timeout of %v", p.TotalTimeout), Timeout: true}}, "exhausted")
+	})
+}
+
+func (s *retrySeq) startAttempt() {
+	if s.finished {
+		return
+	}
+	s.attempt++
+	s.backoff = nil
+	s.watch(s.schedule(s.attempt))
+}
+
+// watch follows attempt t (already scheduled): its timeout and its outcome.
+func (s *retrySeq) watch(t *Task) {
+	e, p := s.e, s.p
+	s.current = t
+	attempt := s.attempt
+	if p.Timeout > 0 {
+		dl := e.newTask(taskTimer, "attempt timeout")
+		e.emit(&action{ev: Event{Kind: EventTimerCreated, Purpose: TimerAttemptTimeout, Attempt: attempt, MaxAttempts: p.MaxAttempts}, task: dl, delay: p.Timeout})
+		s.deadline = dl
+		dl.whenDone(func() {
+			if s.finished || s.current != t || t.done || dl.err != nil {
+				return
+			}
+			e.cancelTask(t, "attempt timed out")
+			s.attemptFailed(&TaskError{Kind: s.kind, Name: s.name, Details: ErrorDetails{Category: CategoryApplication,
+				Message: fmt.Sprintf("attempt %d timed out after %v", attempt, p.Timeout), Timeout: true}}, true)
+		})
+	}
+	t.whenDone(func() {
+		if s.finished || s.current != t {
+			return
+		}
+		if s.deadline != nil && !s.deadline.done {
+			e.cancelTask(s.deadline, "attempt finished")
+		}
+		if t.err == nil {
+			s.observe("success")
+			s.finish(t.result, nil, "success")
+			return
+		}
+		if t.cancelled {
+			return // cancelled by this sequence; already handled
+		}
+		s.attemptFailed(t.err, false)
+	})
+}
+
+func (s *retrySeq) attemptFailed(err error, timedOut bool) {
+	e, p := s.e, s.p
+	if timedOut {
+		s.observe("timeout")
+	} else {
+		s.observe("failure")
+	}
+	exhausted := s.attempt >= p.MaxAttempts
+	if exhausted || IsNonRetryable(err) || (timedOut && p.TimeoutEndsSequence) || (p.RetryIf != nil && !p.RetryIf(err)) {
+		end := "failed"
+		if exhausted && p.MaxAttempts > 1 {
+			end = "exhausted"
+		}
+		s.finish("", wrapAttemptError(s.kind, s.name, s.attempt, err), end)
+		return
+	}
+	d := p.DelayForAttempt(s.attempt)
+	if p.Jitter > 0 && d > 0 {
+		d = jittered(d, p.Jitter, e.instance, e.executionID, s.current.id)
+	}
+	if !e.replaying {
+		inst, k, n, delay, msg, kind, name := e.instance, s.attempt, p.MaxAttempts, d, err.Error(), s.kind, s.name
+		e.post = append(e.post, func() {
+			e.rt.logger.Warn("activity attempt failed; will retry",
+				"instance_id", inst, "execution_id", e.executionID, "kind", kind, "activity_name", name,
+				"attempt", k, "max_attempts", n, "retry_delay", delay.String(), "error", msg)
+		})
+	}
+	s.current, s.deadline = nil, nil
+	if d <= 0 {
+		s.startAttempt()
+		return
+	}
+	bt := e.newTask(taskTimer, "retry backoff")
+	e.emit(&action{ev: Event{Kind: EventTimerCreated, Purpose: TimerBackoff, Attempt: s.attempt, MaxAttempts: p.MaxAttempts}, task: bt, delay: d})
+	s.backoff = bt
+	bt.whenDone(func() {
+		if bt.err == nil {
+			s.startAttempt()
+		}
+	})
 }
 
 func wrapAttemptError(kind, name string, attempts int, err error) error {

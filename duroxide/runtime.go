@@ -78,6 +78,14 @@ type Options struct {
 	// runtime are then fetched from the worker queue, and their completions
 	// go through the orchestrator queue, as with any other store.
 	DisableLocalDispatch bool
+	// RetryPolicies sets the default retry policy of activities by name,
+	// overriding WithDefaultRetry (see there): configuration read at run
+	// time, e.g. from a file. A sequence that already started keeps the
+	// policy recorded in its history.
+	RetryPolicies map[string]RetryPolicy
+	// CircuitBreakers puts circuit breakers in front of activities by name,
+	// overriding WithCircuitBreaker.
+	CircuitBreakers map[string]CircuitBreakerConfig
 }
 
 func (o *Options) withDefaults() {
@@ -163,9 +171,12 @@ type Runtime struct {
 
 	// Local timers: timers of this runtime's turns, fired in process.
 	timersMu      sync.Mutex
-	timers        map[timerKey]*time.Timer
+	timers        map[timerKey]localTimer
 	timersStopped bool
 	timersWG      sync.WaitGroup
+
+	breakers breakers
+	stats    retryStats
 }
 
 // Start starts a runtime on store with the registered orchestrations and
@@ -175,6 +186,16 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 		return nil, errors.New("duroxide: start runtime: store and registry are required")
 	}
 	opts.withDefaults()
+	for name, p := range opts.RetryPolicies {
+		if err := p.Validate(); err != nil {
+			return nil, fmt.Errorf("duroxide: start runtime: retry policy of activity %s: %w", name, err)
+		}
+	}
+	for name, c := range opts.CircuitBreakers {
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("duroxide: start runtime: circuit breaker of activity %s: %w", name, err)
+		}
+	}
 	if opts.ExclusiveStore {
 		r, ok := store.(LeaseReclaimer)
 		if !ok {
@@ -205,7 +226,7 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 	rt.localWork = make(chan *localLease, 2*opts.ActivityConcurrency)
 	rt.localFree.Store(int64(2 * opts.ActivityConcurrency))
 	rt.inline = map[string]*inlineBatch{}
-	rt.timers = map[timerKey]*time.Timer{}
+	rt.timers = map[timerKey]localTimer{}
 	rt.timerHint = make(chan struct{}, 1)
 	m, err := newMetrics(opts.Metrics, store)
 	if err != nil {
@@ -793,6 +814,21 @@ func (rt *Runtime) runActivity(lease *WorkItemLease) {
 		}
 		return
 	}
+	br := rt.breakerFor(item.Name, item.Input)
+	probe := false
+	if br != nil {
+		ok, p, halfOpenAt, from, to := br.allow()
+		rt.circuitTransition(br, from, to)
+		if !ok {
+			err := &CircuitOpenError{Activity: item.Name, Key: br.key, HalfOpenAt: halfOpenAt}
+			rt.metrics.circuitRejected(item.Name, br.key)
+			log.Info("activity attempt failed fast: circuit breaker open", "circuit_key", br.key, "half_open_at", halfOpenAt)
+			rt.complete(lease, &WorkItem{Kind: WorkActivityFailed, Instance: item.Instance, ExecutionID: item.ExecutionID, ID: item.ID,
+				Error: detailsFromError(err)})
+			return
+		}
+		probe = p
+	}
 	ref := ActivityRef{Instance: item.Instance, ExecutionID: item.ExecutionID, ActivityID: item.ID}
 	ctx, cancel := context.WithCancel(context.WithValue(rt.ctx, activityInfoKey{}, ActivityInfo{
 		Instance: item.Instance, ExecutionID: item.ExecutionID, ActivityID: item.ID, ActivityName: item.Name,
@@ -860,6 +896,9 @@ wait:
 			grace.Stop()
 		}
 		rt.metrics.activity(item.Name, "cancelled", time.Since(begin))
+		if br != nil {
+			br.release(probe)
+		}
 		if rt.ctx.Err() != nil && !lost {
 			// Runtime stopping: release the message for another worker now.
 			_ = rt.store.AbandonWorkItem(context.Background(), lease.LockToken, 0, true)
@@ -880,6 +919,10 @@ wait:
 		comp.Kind, comp.Result = WorkActivityCompleted, out.res
 	}
 	rt.metrics.activity(item.Name, outcomeLabel, time.Since(begin))
+	if br != nil {
+		from, to := br.record(probe, out.err != nil && br.cfg.IsFailure(out.err))
+		rt.circuitTransition(br, from, to)
+	}
 	rt.complete(lease, comp)
 }
 
