@@ -784,7 +784,15 @@ func (e *engine) continueAsNew(can *continueAsNewError) {
 // cancelOutstanding withdraws activities and sub-orchestrations still in
 // flight when the execution ends.
 func (e *engine) cancelOutstanding() {
-	// Actions emitted but never recorded are dropped: they were never dispatched.
+	// Actions emitted but never recorded are dropped: they were never
+	// dispatched. Cancellations among them of tasks that were (an attempt
+	// whose timeout ended its sequence, and with it the execution) are
+	// carried out with the rest below.
+	for _, a := range e.emitted {
+		if a.target != nil && a.target.id != 0 && (a.ev.Kind == EventActivityCancelRequested || a.ev.Kind == EventSubOrchestrationCancelRequested) {
+			e.open[a.target.id] = a.target
+		}
+	}
 	e.emitted = nil
 	ids := make([]int64, 0, len(e.open))
 	for id := range e.open {
