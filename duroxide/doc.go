@@ -28,6 +28,20 @@
 // Exponential), a per-attempt timeout, a total timeout, deterministic jitter
 // and a retry predicate. Every attempt and every wait is part of the history.
 //
+// An activity can be registered with a default policy ([WithDefaultRetry],
+// or [Options.RetryPolicies]): plain [OrchestrationContext.CallActivity]
+// calls of it retry under the policy, which is recorded when the sequence
+// starts (Event.RetryPolicy) and followed on replay, so changing the
+// default never changes a sequence in flight. An explicit policy wins;
+// [NoRetry] makes one attempt.
+//
+// A circuit breaker ([WithCircuitBreaker], [CircuitBreakerConfig]) makes
+// attempts of an activity, or of one key of it, fail fast with
+// [ErrCircuitOpen] while its callee keeps failing; the refusals are
+// ordinary failed attempts, decided in the activity worker.
+// [Runtime.RetryStats] and [Suggest] turn observed retries into advice on
+// the policies.
+//
 // Histories say what happened: attempt schedules carry their attempt number
 // and policy (Event.Attempt, MaxAttempts, Policy, see RetryPolicy.WithName)
 // and timers their purpose (Event.Purpose: user, backoff, attempt_timeout,
