@@ -129,9 +129,6 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if cfg.ActivityConcurrency <= 0 {
 		cfg.ActivityConcurrency = 10
 	}
-	if cfg.ActivityLockTimeout <= 0 {
-		cfg.ActivityLockTimeout = 5 * time.Minute
-	}
 	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
