@@ -273,6 +273,8 @@ func (s *Server) routes() (http.Handler, error) {
 	api.HandleFunc("GET /api/instances/{name}/events", s.handleInstanceEvents)
 	api.HandleFunc("GET /api/instances/{name}/logs", s.handleInstanceLogs)
 
+	s.backupRoutes(api)
+
 	api.HandleFunc("GET /api/orchestrations", s.handleListOrchestrations)
 	api.HandleFunc("GET /api/orchestrations/{id}", s.handleGetOrchestration)
 	api.HandleFunc("POST /api/orchestrations/{id}/cancel", s.handleCancel)

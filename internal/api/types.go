@@ -54,6 +54,8 @@ type CreateInstanceRequest struct {
 	StorageGB       int    `json:"storage_gb,omitempty"`
 	Internal        bool   `json:"internal,omitempty"`
 	DNSLabel        string `json:"dns_label,omitempty"`
+	// NoBackups turns WAL archiving and scheduled backups off.
+	NoBackups bool `json:"no_backups,omitempty"`
 }
 
 // String hides the password.

@@ -317,6 +317,18 @@ func (d *Driver) Backup(ctx context.Context, name, id string) (dataplane.BackupI
 	if err := d.ensureRootDir(p.base(), 0o700); err != nil {
 		return dataplane.BackupInfo{}, err
 	}
+	// pg_basebackup or pg_verifybackup of a Toygres process that died
+	// meanwhile (they work in the base directory, in a session of their
+	// own) must not write on.
+	if pids := processesUnder(p.base()); len(pids) > 0 {
+		d.log.Warn("killing backup processes left by an interrupted backup", "instance", name, "pids", pids)
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if err := waitFor(ctx, 10*time.Second, func() bool { return len(processesUnder(p.base())) == 0 }); err != nil {
+			return dataplane.BackupInfo{}, fmt.Errorf("local: backup %s: processes %v still alive: %w", name, processesUnder(p.base()), err)
+		}
+	}
 	// A directory without its description (a crash before or after the
 	// rename) or a partial one is redone.
 	partial := done + ".partial"
