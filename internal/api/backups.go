@@ -73,7 +73,9 @@ type RestoreRequest struct {
 }
 
 // String hides the password.
-func (r RestoreRequest) String() string { return "RestoreRequest{Name:" + r.Name + ", From:" + r.From + ", Password:***}" }
+func (r RestoreRequest) String() string {
+	return "RestoreRequest{Name:" + r.Name + ", From:" + r.From + ", Password:***}"
+}
 
 func timePtr(t time.Time) *time.Time {
 	if t.IsZero() {

@@ -282,14 +282,14 @@ func (a *App) SetBackupSettings(ctx context.Context, name string, r BackupSettin
 		s.Enabled = *r.Enabled
 	}
 	if r.Interval != nil {
-		if *r.Interval < time.Minute {
-			return s, invalid("the backup interval must be at least a minute")
+		if *r.Interval < time.Second {
+			return s, invalid("the backup interval must be at least a second")
 		}
 		s.Interval = *r.Interval
 	}
 	if r.Retention != nil {
-		if *r.Retention < time.Minute {
-			return s, invalid("the retention must be at least a minute")
+		if *r.Retention < time.Second {
+			return s, invalid("the retention must be at least a second")
 		}
 		s.Retention = *r.Retention
 	}
