@@ -41,6 +41,25 @@ func (c *countingStore) FetchWorkItem(ctx context.Context, d time.Duration) (*du
 	return it, err
 }
 
+// countingLocalStore is a countingStore over a store with local dispatch
+// and one-statement starts, which it passes through uncounted.
+type countingLocalStore struct {
+	*countingStore
+	duroxide.LocalDispatcher
+	duroxide.Starter
+}
+
+// wrapCounting wraps s, keeping its local dispatch and starts if it has them.
+func wrapCounting(s duroxide.Store) (duroxide.Store, *countingStore) {
+	cs := &countingStore{Store: s, notifier: s.(duroxide.Notifier)}
+	ld, ok1 := s.(duroxide.LocalDispatcher)
+	st, ok2 := s.(duroxide.Starter)
+	if ok1 && ok2 {
+		return &countingLocalStore{countingStore: cs, LocalDispatcher: ld, Starter: st}, cs
+	}
+	return cs, cs
+}
+
 func (c *countingStore) write(path string) {
 	s := fmt.Sprintf("FetchOrchestrationItem: %d found work, %d empty\nFetchWorkItem: %d found work, %d empty\n",
 		c.orchFound.Load(), c.orchEmpty.Load(), c.workFound.Load(), c.workEmpty.Load())

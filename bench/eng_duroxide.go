@@ -99,8 +99,9 @@ func (e *duroxideEngine) Start(ctx context.Context, cfg runConfig) error {
 		return duroxide.CallActivityWithRetryTyped[int](ctx, "Flaky", k, policy)
 	}))
 	if cfg.CountCalls != "" {
-		cs := &countingStore{Store: e.store, notifier: e.store.(duroxide.Notifier)}
-		e.store, e.counted = cs, cfg.CountCalls
+		var cs *countingStore
+		e.store, cs = wrapCounting(e.store)
+		e.counted = cfg.CountCalls
 		e.counter = cs
 	}
 	logger := slog.New(&captureHandler{errs: &e.errs})

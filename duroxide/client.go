@@ -14,6 +14,7 @@ import (
 // runtime.
 type Client struct {
 	store Store
+	rt    *Runtime // set for Runtime.Client: starts run their first turn locally
 }
 
 // NewClient returns a client over store.
@@ -50,13 +51,71 @@ func (c *Client) StartOrchestration(ctx context.Context, instanceID, name string
 	if err != nil {
 		return fmt.Errorf("start %s: %w", instanceID, err)
 	}
+	item := WorkItem{Kind: WorkStartOrchestration, Instance: instanceID, Name: name, Version: cfg.version, Input: in}
+	if c.rt != nil && c.rt.startLocal(ctx, item) {
+		return nil
+	}
+	if st, ok := c.store.(Starter); ok {
+		if err := st.EnqueueStarts(ctx, []WorkItem{item}); err != nil {
+			return fmt.Errorf("start %s: %w", instanceID, err)
+		}
+		return nil
+	}
 	if _, err := c.store.GetInstance(ctx, instanceID); err == nil {
 		return nil
 	} else if !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("start %s: %w", instanceID, err)
 	}
-	if err := c.store.EnqueueOrchestratorItem(ctx, WorkItem{Kind: WorkStartOrchestration, Instance: instanceID, Name: name, Version: cfg.version, Input: in}, 0); err != nil {
+	if err := c.store.EnqueueOrchestratorItem(ctx, item, 0); err != nil {
 		return fmt.Errorf("start %s: %w", instanceID, err)
+	}
+	return nil
+}
+
+// StartRequest is one instance to start with StartOrchestrations.
+type StartRequest struct {
+	InstanceID string
+	Name       string
+	Input      any    // JSON-encoded
+	Version    string // "" for the latest registered version
+}
+
+// StartOrchestrations starts many instances at once: with a store that
+// implements Starter, in one transaction, else one after another. Like
+// StartOrchestration it is idempotent per instance; a request with an
+// unusable id or name fails the whole call before anything is queued.
+func (c *Client) StartOrchestrations(ctx context.Context, reqs []StartRequest) error {
+	items := make([]WorkItem, len(reqs))
+	for i, r := range reqs {
+		if err := validateID(r.InstanceID); err != nil {
+			return err
+		}
+		if r.Name == "" {
+			return fmt.Errorf("%w: empty orchestration name for %s", ErrInvalidInput, r.InstanceID)
+		}
+		in, err := encodePayload(r.Input)
+		if err != nil {
+			return fmt.Errorf("start %s: %w", r.InstanceID, err)
+		}
+		items[i] = WorkItem{Kind: WorkStartOrchestration, Instance: r.InstanceID, Name: r.Name, Version: r.Version, Input: in}
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	if st, ok := c.store.(Starter); ok {
+		if err := st.EnqueueStarts(ctx, items); err != nil {
+			return fmt.Errorf("start %d instances: %w", len(items), err)
+		}
+		return nil
+	}
+	for _, r := range reqs {
+		var opts []StartOption
+		if r.Version != "" {
+			opts = append(opts, StartVersion(r.Version))
+		}
+		if err := c.StartOrchestration(ctx, r.InstanceID, r.Name, r.Input, opts...); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -65,7 +65,7 @@ func (c *OrchestrationContext) CreateTimer(d time.Duration) *Task {
 		d = 0
 	}
 	t := c.e.newTask(taskTimer, "timer")
-	c.e.emit(&action{ev: Event{Kind: EventTimerCreated}, task: t, delay: d})
+	c.e.emit(&action{ev: Event{Kind: EventTimerCreated, Purpose: TimerUser}, task: t, delay: d})
 	return t
 }
 
@@ -176,10 +176,47 @@ func (c *OrchestrationContext) CustomStatus() (string, bool) {
 func (c *OrchestrationContext) UtcNow() time.Time {
 	t := c.e.newTask(taskSysCall, "utc_now")
 	c.e.emit(&action{ev: Event{Kind: EventSystemCall, Name: "utc_now"}, task: t,
-		sysFn: func() string { return strconv.FormatInt(time.Now().UnixMilli(), 10) }})
+		sysFn: func() string { return strconv.FormatInt(c.e.wallMs(), 10) }})
 	c.e.block(func() bool { return t.done })
 	ms, _ := strconv.ParseInt(t.result, 10, 64)
 	return time.UnixMilli(ms).UTC()
+}
+
+// VersionBeforeChange is what GetVersion returns to an execution that passed
+// the change point before the change was deployed (its history has no marker).
+const VersionBeforeChange = 0
+
+// GetVersion makes a code change safe for instances already in flight. Put
+// it where the code changes and branch on its result:
+//
+//	if ctx.GetVersion("deploy-with-dns", duroxide.VersionBeforeChange, 1) == 1 {
+//		// new code
+//	} else {
+//		// code as it was
+//	}
+//
+// An execution that reaches the call for the first time records maxSupported
+// in history (a VersionMarker event) and gets it back on every replay. An
+// execution whose history passed this point before the call existed gets
+// VersionBeforeChange, so it replays the old branch. A recorded (or implied)
+// version outside [minSupported, maxSupported] means the code can no longer
+// run this history: the instance fails as nondeterministic. Once no instance
+// older than the change remains, raise minSupported to drop the old branch.
+// changeID must be unique within the orchestration and never reused.
+func (c *OrchestrationContext) GetVersion(changeID string, minSupported, maxSupported int) int {
+	if changeID == "" || minSupported > maxSupported {
+		panic(fmt.Sprintf("duroxide: GetVersion(%q, %d, %d): need a change id and min ≤ max", changeID, minSupported, maxSupported))
+	}
+	t := c.e.newTask(taskSysCall, changeID)
+	maxText := strconv.Itoa(maxSupported)
+	c.e.emit(&action{ev: Event{Kind: EventVersionMarker, Name: changeID}, task: t, sysFn: func() string { return maxText }})
+	c.e.block(func() bool { return t.done })
+	v, err := strconv.Atoi(t.result)
+	if err != nil || v < minSupported || v > maxSupported {
+		c.e.nondeterministic("change %q: history has version %q, the code supports %d to %d", changeID, t.result, minSupported, maxSupported)
+		c.e.block(func() bool { return false })
+	}
+	return v
 }
 
 // NewGUID returns a random UUID (version 4), recorded in history.

@@ -28,6 +28,28 @@
 // Exponential), a per-attempt timeout, a total timeout, deterministic jitter
 // and a retry predicate. Every attempt and every wait is part of the history.
 //
+// Histories say what happened: attempt schedules carry their attempt number
+// and policy (Event.Attempt, MaxAttempts, Policy, see RetryPolicy.WithName)
+// and timers their purpose (Event.Purpose: user, backoff, attempt_timeout,
+// total_timeout). Histories written before these fields replay unchanged.
+//
+// # Changing code safely
+//
+// Instances in flight replay their history through the code deployed now.
+// A change to what an orchestration schedules goes behind
+// [OrchestrationContext.GetVersion], which records the version an
+// execution took (a VersionMarker event) and gives executions that passed
+// the point before the change VersionBeforeChange. Larger rewrites can be
+// registered as a new version ([WithVersion]); running instances keep theirs.
+// [Executor.Replay] (and duroxide/duroxidetest's Replay and ReplayFile)
+// checks recorded histories against today's code before a release.
+//
+// # Testing
+//
+// duroxide/duroxidetest runs orchestrations in memory on the real engine,
+// with mocked activities and a virtual clock; [Executor] is the engine
+// without a store that it builds on.
+//
 // # Running
 //
 // A [Runtime] ([Start]) fetches work from a [Store] (duroxide/sqlite,

@@ -64,13 +64,23 @@ type engine struct {
 	workItems []WorkItem
 	orchItems []WorkItem
 	cancelled []ActivityRef
-	setCS     bool
-	status    Status
-	output    string
+	// cancelledTimers are timers of this execution whose TimerFired
+	// message is no longer wanted (select losers, finished attempts,
+	// timers open when the execution ends).
+	cancelledTimers []int64
+	setCS           bool
+	status          Status
+	output          string
 
 	ctx *OrchestrationContext
 
 	startedMs int64
+	// clock is the wall clock for new events (nil: time.Now); the in-memory
+	// Executor sets a virtual one.
+	clock func() time.Time
+	// strict makes history recorded after the code returned a
+	// nondeterminism (Executor.Replay) instead of being ignored.
+	strict bool
 	// post holds metric updates and log lines of the current turn, emitted
 	// after its commit succeeds.
 	post []func()
@@ -100,9 +110,17 @@ func newEngine(rt *Runtime, instance string, executionID int64, fn orchFunc) *en
 	return e
 }
 
+// wallMs is the current wall-clock time in Unix milliseconds.
+func (e *engine) wallMs() int64 {
+	if e.clock != nil {
+		return e.clock().UnixMilli()
+	}
+	return time.Now().UnixMilli()
+}
+
 func (e *engine) beginTurn() {
 	e.post = nil
-	e.delta, e.workItems, e.orchItems, e.cancelled = nil, nil, nil, nil
+	e.delta, e.workItems, e.orchItems, e.cancelled, e.cancelledTimers = nil, nil, nil, nil, nil
 	e.setCS, e.status, e.output = false, StatusRunning, ""
 }
 
@@ -206,6 +224,9 @@ func (e *engine) cancelTask(t *Task, reason string) {
 	case taskTimer:
 		if t.id != 0 {
 			delete(e.open, t.id)
+			if !e.replaying { // a replayed cancellation was committed by its own turn
+				e.cancelledTimers = append(e.cancelledTimers, t.id)
+			}
 		}
 	case taskExternal:
 		for i, s := range e.subs {
@@ -266,7 +287,7 @@ func (e *engine) replay(history []Event) {
 func (e *engine) record(ev Event) {
 	ev.EventID = e.nextID
 	if ev.TimestampMs == 0 {
-		ev.TimestampMs = time.Now().UnixMilli()
+		ev.TimestampMs = e.wallMs()
 	}
 	e.delta = append(e.delta, ev)
 	e.apply(&e.delta[len(e.delta)-1])
@@ -293,7 +314,7 @@ func (e *engine) apply(ev *Event) {
 		e.startCode()
 
 	case EventActivityScheduled, EventTimerCreated, EventExternalSubscribed, EventSubOrchestrationScheduled,
-		EventOrchestrationChained, EventCustomStatusUpdated, EventSystemCall:
+		EventOrchestrationChained, EventCustomStatusUpdated, EventSystemCall, EventVersionMarker:
 		e.matchSchedule(ev)
 
 	case EventActivityCancelRequested, EventSubOrchestrationCancelRequested:
@@ -361,9 +382,17 @@ func completionKind(k EventKind) EventKind {
 
 // matchSchedule pairs a recorded schedule event with the next action the code emitted.
 func (e *engine) matchSchedule(ev *Event) {
+	e.skipAbsentMarkers(ev)
+	if e.failure != nil {
+		return
+	}
 	if len(e.emitted) == 0 {
-		if e.finished {
+		if e.finished && !e.strict {
 			return // the code already returned; the rest of history is irrelevant
+		}
+		if e.finished {
+			e.nondeterministic("history has %s at event %d, but the code had already returned", describeEvent(ev), ev.EventID)
+			return
 		}
 		e.nondeterministic("history has %s at event %d, but the code scheduled nothing", describeEvent(ev), ev.EventID)
 		return
@@ -378,14 +407,39 @@ func (e *engine) matchSchedule(ev *Event) {
 	e.maybeResume()
 }
 
+// skipAbsentMarkers resolves the version markers at the head of the code's
+// actions that history does not have: the execution passed those points
+// before the change existed, so GetVersion returns VersionBeforeChange.
+// Schedule events are recorded in the order the code emitted them, so a
+// marker that was recorded is the next schedule event when its action is
+// at the head.
+func (e *engine) skipAbsentMarkers(ev *Event) {
+	for len(e.emitted) > 0 && e.failure == nil {
+		a := e.emitted[0]
+		if a.ev.Kind != EventVersionMarker || (ev.Kind == EventVersionMarker && ev.Name == a.ev.Name) {
+			return
+		}
+		e.emitted = e.emitted[1:]
+		a.task.resolve(strconv.Itoa(VersionBeforeChange), nil)
+		e.maybeResume()
+	}
+}
+
 func actionMatches(a *action, ev *Event) bool {
 	if a.ev.Kind != ev.Kind {
 		return false
 	}
 	switch ev.Kind {
 	case EventActivityScheduled, EventSubOrchestrationScheduled:
+		// Attempt numbers are compared only when both sides have one, so
+		// histories written before they were recorded still replay.
+		if a.ev.Attempt != 0 && ev.Attempt != 0 && a.ev.Attempt != ev.Attempt {
+			return false
+		}
 		return a.ev.Name == ev.Name && a.ev.Input == ev.Input
-	case EventExternalSubscribed, EventSystemCall:
+	case EventTimerCreated:
+		return a.ev.Purpose == "" || ev.Purpose == "" || a.ev.Purpose == ev.Purpose
+	case EventExternalSubscribed, EventSystemCall, EventVersionMarker:
 		return a.ev.Name == ev.Name
 	case EventOrchestrationChained:
 		return a.ev.Name == ev.Name && a.ev.Instance == ev.Instance && a.ev.Input == ev.Input
@@ -398,11 +452,22 @@ func actionMatches(a *action, ev *Event) bool {
 func describeEvent(ev *Event) string {
 	switch ev.Kind {
 	case EventActivityScheduled:
+		if ev.Attempt > 0 {
+			return fmt.Sprintf("activity %q attempt %d with input %s", ev.Name, ev.Attempt, truncate(ev.Input, 80))
+		}
 		return fmt.Sprintf("activity %q with input %s", ev.Name, truncate(ev.Input, 80))
 	case EventSubOrchestrationScheduled:
+		if ev.Attempt > 0 {
+			return fmt.Sprintf("sub-orchestration %q attempt %d with input %s", ev.Name, ev.Attempt, truncate(ev.Input, 80))
+		}
 		return fmt.Sprintf("sub-orchestration %q with input %s", ev.Name, truncate(ev.Input, 80))
 	case EventTimerCreated:
+		if ev.Purpose != "" {
+			return fmt.Sprintf("a timer (%s)", ev.Purpose)
+		}
 		return "a timer"
+	case EventVersionMarker:
+		return fmt.Sprintf("version marker %q", ev.Name)
 	case EventExternalSubscribed:
 		return fmt.Sprintf("a wait for event %q", ev.Name)
 	case EventOrchestrationChained:
@@ -441,7 +506,7 @@ func (e *engine) bind(a *action, ev *Event) {
 		if !a.task.cancelled {
 			e.open[ev.EventID] = a.task
 		}
-	case EventSystemCall:
+	case EventSystemCall, EventVersionMarker:
 		a.task.id = ev.EventID
 		a.task.resolve(ev.Result, nil)
 	case EventCustomStatusUpdated:
@@ -634,7 +699,7 @@ func (e *engine) flushOne() {
 	a := e.emitted[0]
 	e.emitted = e.emitted[1:]
 	ev := a.ev
-	ev.TimestampMs = time.Now().UnixMilli()
+	ev.TimestampMs = e.wallMs()
 	ev.EventID = e.nextID
 	switch ev.Kind {
 	case EventTimerCreated:
@@ -643,7 +708,7 @@ func (e *engine) flushOne() {
 		if ev.Instance == "" {
 			ev.Instance = e.instance + "::sub::" + strconv.FormatInt(ev.EventID, 10)
 		}
-	case EventSystemCall:
+	case EventSystemCall, EventVersionMarker:
 		ev.Result = a.sysFn()
 	case EventActivityCancelRequested, EventSubOrchestrationCancelRequested:
 		ev.SourceEventID = a.target.id
@@ -722,6 +787,8 @@ func (e *engine) cancelOutstanding() {
 		case taskSubOrch:
 			e.appendNew(Event{Kind: EventSubOrchestrationCancelRequested, SourceEventID: id, Reason: reasonTerminal})
 			e.orchItems = append(e.orchItems, WorkItem{Kind: WorkCancelInstance, Instance: t.child, Reason: "parent orchestration ended"})
+		case taskTimer:
+			e.cancelledTimers = append(e.cancelledTimers, id)
 		}
 	}
 	e.open = map[int64]*Task{}
@@ -731,7 +798,7 @@ func (e *engine) appendNew(ev Event) {
 	ev.EventID = e.nextID
 	e.nextID++
 	if ev.TimestampMs == 0 {
-		ev.TimestampMs = time.Now().UnixMilli()
+		ev.TimestampMs = e.wallMs()
 	}
 	e.delta = append(e.delta, ev)
 }

@@ -42,6 +42,27 @@ const (
 	// Miscellaneous.
 	EventCustomStatusUpdated EventKind = "CustomStatusUpdated"
 	EventSystemCall          EventKind = "SystemCall"
+	// EventVersionMarker records the version of a code change an execution
+	// took (OrchestrationContext.GetVersion): Name is the change id, Result
+	// the version number.
+	EventVersionMarker EventKind = "VersionMarker"
+)
+
+// TimerPurpose says why a durable timer exists. It is recorded on
+// TimerCreated events so a history reader need not guess which timer is a
+// retry wait. Histories written before the field existed have it empty.
+type TimerPurpose string
+
+// Timer purposes.
+const (
+	// TimerUser is a timer the orchestration created (CreateTimer, Sleep).
+	TimerUser TimerPurpose = "user"
+	// TimerBackoff is a retry policy's wait between a failed attempt and the next.
+	TimerBackoff TimerPurpose = "backoff"
+	// TimerAttemptTimeout bounds one attempt of a retry sequence.
+	TimerAttemptTimeout TimerPurpose = "attempt_timeout"
+	// TimerTotalTimeout bounds a whole retry sequence.
+	TimerTotalTimeout TimerPurpose = "total_timeout"
 )
 
 // IsTerminal reports whether k ends an execution.
@@ -60,7 +81,7 @@ type Event struct {
 	SourceEventID int64     `json:"src,omitempty"` // schedule event a completion or cancellation refers to
 	TimestampMs   int64     `json:"ts,omitempty"`
 
-	Name     string `json:"name,omitempty"`     // activity, orchestration, timer purpose, event or system call name
+	Name     string `json:"name,omitempty"`     // activity, orchestration, event, system call or version change name
 	Version  string `json:"version,omitempty"`  // orchestration version
 	Input    string `json:"input,omitempty"`    // activity/orchestration input
 	Result   string `json:"result,omitempty"`   // activity/sub-orchestration/orchestration output, system call value
@@ -72,6 +93,20 @@ type Event struct {
 	ParentInstance    string `json:"parent,omitempty"` // OrchestrationStarted of a sub-orchestration
 	ParentExecutionID int64  `json:"parent_exec,omitempty"`
 	ParentID          int64  `json:"parent_id,omitempty"`
+
+	// Retry detail, set by CallActivityWithRetry and
+	// CallSubOrchestrationWithRetry on the schedule events of their
+	// attempts and on the timers of the sequence. Attempt is 1-based: on a
+	// schedule the attempt it starts, on an attempt-timeout timer the
+	// attempt it bounds, on a backoff timer the attempt that failed.
+	// MaxAttempts and Policy (RetryPolicy.Summary) describe the policy. All
+	// are zero on calls without a policy and in histories written before the
+	// fields existed.
+	Attempt     int    `json:"attempt,omitempty"`
+	MaxAttempts int    `json:"max_attempts,omitempty"`
+	Policy      string `json:"policy,omitempty"`
+	// Purpose is set on TimerCreated (empty in older histories).
+	Purpose TimerPurpose `json:"purpose,omitempty"`
 
 	Error        *ErrorDetails `json:"error,omitempty"`
 	CustomStatus *string       `json:"custom_status,omitempty"` // CustomStatusUpdated (nil clears), OrchestrationStarted (carried)
@@ -89,11 +124,19 @@ type ExternalArrival struct {
 
 func (e Event) String() string {
 	switch e.Kind {
-	case EventActivityScheduled:
-		return fmt.Sprintf("#%d ActivityScheduled(%s)", e.EventID, e.Name)
 	case EventSubOrchestrationScheduled:
 		return fmt.Sprintf("#%d SubOrchestrationScheduled(%s)", e.EventID, e.Name)
-	case EventExternalSubscribed, EventExternalEvent, EventSystemCall, EventOrchestrationChained:
+	case EventActivityScheduled:
+		if e.Attempt > 0 {
+			return fmt.Sprintf("#%d ActivityScheduled(%s, attempt %d)", e.EventID, e.Name, e.Attempt)
+		}
+		return fmt.Sprintf("#%d ActivityScheduled(%s)", e.EventID, e.Name)
+	case EventTimerCreated:
+		if e.Purpose != "" {
+			return fmt.Sprintf("#%d TimerCreated(%s)", e.EventID, e.Purpose)
+		}
+		return fmt.Sprintf("#%d TimerCreated", e.EventID)
+	case EventExternalSubscribed, EventExternalEvent, EventSystemCall, EventOrchestrationChained, EventVersionMarker:
 		return fmt.Sprintf("#%d %s(%s)", e.EventID, e.Kind, e.Name)
 	}
 	if e.SourceEventID != 0 {

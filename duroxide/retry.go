@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -120,6 +121,49 @@ type RetryPolicy struct {
 	// TimeoutEndsSequence restores the Rust runtime's behaviour: a timed-out
 	// attempt ends the sequence at once instead of being retried.
 	TimeoutEndsSequence bool
+	// Name labels the policy in history (Event.Policy) so readers can tell
+	// which policy a retry ran under; optional.
+	Name string
+}
+
+// WithName labels the policy in history.
+func (p RetryPolicy) WithName(name string) RetryPolicy { p.Name = name; return p }
+
+// Summary is the policy as recorded in history: its name (if any), then
+// attempts, backoff and timeouts, e.g. "cms: 5 attempts, exponential 500ms×2
+// max 5s, 30s per attempt".
+func (p RetryPolicy) Summary() string {
+	var b strings.Builder
+	if p.Name != "" {
+		b.WriteString(p.Name + ": ")
+	}
+	fmt.Fprintf(&b, "%d attempts", p.MaxAttempts)
+	switch bo := p.Backoff.(type) {
+	case nil, NoBackoff:
+		b.WriteString(", no backoff")
+	case Fixed:
+		fmt.Fprintf(&b, ", fixed %v", bo.Delay)
+	case Linear:
+		fmt.Fprintf(&b, ", linear %v", bo.Base)
+		if bo.Max > 0 {
+			fmt.Fprintf(&b, " max %v", bo.Max)
+		}
+	case Exponential:
+		fmt.Fprintf(&b, ", exponential %v×%s", bo.Base, strconv.FormatFloat(bo.Multiplier, 'g', -1, 64))
+		if bo.Max > 0 {
+			fmt.Fprintf(&b, " max %v", bo.Max)
+		}
+	}
+	if p.Jitter > 0 {
+		fmt.Fprintf(&b, " ±%s%%", strconv.FormatFloat(p.Jitter*100, 'g', 3, 64))
+	}
+	if p.Timeout > 0 {
+		fmt.Fprintf(&b, ", %v per attempt", p.Timeout)
+	}
+	if p.TotalTimeout > 0 {
+		fmt.Fprintf(&b, ", %v in total", p.TotalTimeout)
+	}
+	return b.String()
 }
 
 // NewRetryPolicy returns a policy of maxAttempts attempts with exponential
@@ -194,9 +238,11 @@ func (c *OrchestrationContext) CallActivityWithRetry(name string, input any, pol
 		t.resolve("", fmt.Errorf("activity %s: %w", name, err))
 		return t
 	}
+	summary := policy.Summary()
 	return c.e.retrySequence("activity", name, policy, func(attempt int) *Task {
 		t := c.e.newTask(taskActivity, name)
-		c.e.emit(&action{ev: Event{Kind: EventActivityScheduled, Name: name, Input: in}, task: t})
+		c.e.emit(&action{ev: Event{Kind: EventActivityScheduled, Name: name, Input: in,
+			Attempt: attempt, MaxAttempts: policy.MaxAttempts, Policy: summary}, task: t})
 		return t
 	})
 }
@@ -215,13 +261,15 @@ func (c *OrchestrationContext) CallSubOrchestrationWithRetry(name string, input 
 		t.resolve("", fmt.Errorf("sub-orchestration %s: %w", name, err))
 		return t
 	}
+	summary := policy.Summary()
 	return c.e.retrySequence("sub-orchestration", name, policy, func(attempt int) *Task {
 		t := c.e.newTask(taskSubOrch, name)
 		id := cfg.instance
 		if id != "" && attempt > 1 {
 			id += "::attempt-" + strconv.Itoa(attempt)
 		}
-		c.e.emit(&action{ev: Event{Kind: EventSubOrchestrationScheduled, Name: name, Version: cfg.version, Input: in, Instance: id}, task: t})
+		c.e.emit(&action{ev: Event{Kind: EventSubOrchestrationScheduled, Name: name, Version: cfg.version, Input: in, Instance: id,
+			Attempt: attempt, MaxAttempts: policy.MaxAttempts, Policy: summary}, task: t})
 		return t
 	})
 }
@@ -286,7 +334,7 @@ func (e *engine) retrySequence(kind, name string, p RetryPolicy, schedule func(a
 		current = t
 		if p.Timeout > 0 {
 			dl := e.newTask(taskTimer, "attempt timeout")
-			e.emit(&action{ev: Event{Kind: EventTimerCreated}, task: dl, delay: p.Timeout})
+			e.emit(&action{ev: Event{Kind: EventTimerCreated, Purpose: TimerAttemptTimeout, Attempt: attempt, MaxAttempts: p.MaxAttempts}, task: dl, delay: p.Timeout})
 			deadline = dl
 			dl.whenDone(func() {
 				if finished || current != t || t.done || dl.err != nil {
@@ -349,7 +397,7 @@ func (e *engine) retrySequence(kind, name string, p RetryPolicy, schedule func(a
 			return
 		}
 		bt := e.newTask(taskTimer, "retry backoff")
-		e.emit(&action{ev: Event{Kind: EventTimerCreated}, task: bt, delay: d})
+		e.emit(&action{ev: Event{Kind: EventTimerCreated, Purpose: TimerBackoff, Attempt: attempt, MaxAttempts: p.MaxAttempts}, task: bt, delay: d})
 		backoff = bt
 		bt.whenDone(func() {
 			if bt.err == nil {
@@ -366,7 +414,7 @@ func (e *engine) retrySequence(kind, name string, p RetryPolicy, schedule func(a
 	}
 	if p.TotalTimeout > 0 {
 		tt := e.newTask(taskTimer, "retry total timeout")
-		e.emit(&action{ev: Event{Kind: EventTimerCreated}, task: tt, delay: p.TotalTimeout})
+		e.emit(&action{ev: Event{Kind: EventTimerCreated, Purpose: TimerTotalTimeout, MaxAttempts: p.MaxAttempts}, task: tt, delay: p.TotalTimeout})
 		total = tt
 		tt.whenDone(func() {
 			if finished || tt.err != nil {

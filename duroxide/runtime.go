@@ -73,6 +73,11 @@ type Options struct {
 	// deliveries as attempts. The store must implement LeaseReclaimer.
 	// Never set it for a store shared by several processes.
 	ExclusiveStore bool
+	// DisableLocalDispatch turns off the shortcuts of a store that
+	// implements LocalDispatcher: activities scheduled by a turn of this
+	// runtime are then fetched from the worker queue, and their completions
+	// go through the orchestrator queue, as with any other store.
+	DisableLocalDispatch bool
 }
 
 func (o *Options) withDefaults() {
@@ -144,6 +149,23 @@ type Runtime struct {
 
 	shutdownOnce sync.Once
 	inflight     atomic.Int64
+
+	// Local dispatch (see LocalDispatcher); local is nil without it.
+	// localFree counts, out of twice ActivityConcurrency, the activities
+	// neither running nor leased and waiting in localWork; a turn leases at
+	// most that many of its activities to this runtime (a worker is then
+	// busy for at most one activity before it takes a waiting one).
+	local     LocalDispatcher
+	localWork chan *localLease
+	localFree atomic.Int64
+	inlineMu  sync.Mutex
+	inline    map[string]*inlineBatch // instance → completions waiting for the instance's in-flight inline turn
+
+	// Local timers: timers of this runtime's turns, fired in process.
+	timersMu      sync.Mutex
+	timers        map[timerKey]*time.Timer
+	timersStopped bool
+	timersWG      sync.WaitGroup
 }
 
 // Start starts a runtime on store with the registered orchestrations and
@@ -177,6 +199,13 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 	}
 	rt.orchWake.init()
 	rt.workWake.init()
+	if ld, ok := store.(LocalDispatcher); ok && !opts.DisableLocalDispatch {
+		rt.local = ld
+	}
+	rt.localWork = make(chan *localLease, 2*opts.ActivityConcurrency)
+	rt.localFree.Store(int64(2 * opts.ActivityConcurrency))
+	rt.inline = map[string]*inlineBatch{}
+	rt.timers = map[timerKey]*time.Timer{}
 	rt.timerHint = make(chan struct{}, 1)
 	m, err := newMetrics(opts.Metrics, store)
 	if err != nil {
@@ -210,8 +239,12 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 	return rt, nil
 }
 
-// Client returns a client over the runtime's store.
-func (rt *Runtime) Client() *Client { return NewClient(rt.store) }
+// Client returns a client over the runtime's store. With a store that
+// implements LocalDispatcher its StartOrchestration runs the new
+// instance's first turn in the calling goroutine and commits it with the
+// instance's creation, in one transaction, instead of queueing a start
+// message (the turn is not counted against OrchestrationConcurrency).
+func (rt *Runtime) Client() *Client { return &Client{store: rt.store, rt: rt} }
 
 // Store returns the runtime's store.
 func (rt *Runtime) Store() Store { return rt.store }
@@ -240,6 +273,9 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 	var err error
 	rt.shutdownOnce.Do(func() {
 		close(rt.stopCh)
+		if rt.local != nil {
+			rt.stopTimers()
+		}
 		done := make(chan struct{})
 		go func() { rt.wg.Wait(); close(done) }()
 		select {
@@ -250,6 +286,7 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 			<-done
 		}
 		rt.cancel()
+		rt.releaseLocal()
 		if rt.stopWatch != nil {
 			rt.stopWatch()
 		}
@@ -294,7 +331,16 @@ func (rt *Runtime) errorBackoff(n int) {
 func (rt *Runtime) orchestrationLoop() {
 	defer rt.wg.Done()
 	failures := 0
+	// After a turn whose fetch found no other instance ready, the slot
+	// waits for a wake-up instead of fetching again: work that became
+	// visible since was announced, and whoever takes a wake-up fetches.
+	idle := false
 	for !rt.stopping() {
+		if idle {
+			rt.idleWait(&rt.orchWake)
+			idle = false
+			continue
+		}
 		item, err := rt.store.FetchOrchestrationItem(rt.ctx, rt.opts.OrchestrationLockTimeout)
 		if err != nil {
 			if rt.stopping() {
@@ -307,11 +353,14 @@ func (rt *Runtime) orchestrationLoop() {
 		}
 		failures = 0
 		if item == nil {
-			rt.idleWait(&rt.orchWake)
+			idle = true
 			continue
 		}
-		rt.orchWake.notify() // there may be more: wake another slot
+		if !item.NoMoreVisible {
+			rt.orchWake.notify() // there may be more: wake another slot
+		}
 		rt.processItem(item)
+		idle = item.NoMoreVisible
 	}
 }
 
@@ -343,7 +392,11 @@ func (rt *Runtime) processItem(item *OrchestrationItem) {
 	if commit == nil {
 		return // abandoned or discarded inside runTurn
 	}
-	if err := rt.ackWithRetry(item.LockToken, commit); err != nil {
+	if rt.local != nil {
+		commit.TimerBackstop = localTimerBackstop
+	}
+	leases, err := rt.ackTurn(item.LockToken, commit)
+	if err != nil {
 		rt.logger.Error("commit orchestration turn failed", "instance_id", item.Instance, "error", err)
 		if eng != nil {
 			eng.close()
@@ -354,6 +407,7 @@ func (rt *Runtime) processItem(item *OrchestrationItem) {
 		return
 	}
 	rt.afterCommit(item, eng, commit)
+	rt.dispatchLocal(leases)
 }
 
 // keepTurnLock renews a turn's lock every half lock timeout until the
@@ -541,6 +595,7 @@ func (e *engine) commit() *TurnCommit {
 		WorkerItems:          e.workItems,
 		OrchestratorItems:    e.orchItems,
 		CancelledActivities:  e.cancelled,
+		CancelledTimers:      e.cancelledTimers,
 	}
 	if e.setCS {
 		c.SetCustomStatus, c.CustomStatus = true, e.customStat
@@ -560,9 +615,16 @@ func (rt *Runtime) afterCommit(item *OrchestrationItem, eng *engine, c *TurnComm
 		f()
 	}
 	rt.metrics.turn(eng.name)
-	for i := range c.OrchestratorItems {
-		if w := &c.OrchestratorItems[i]; w.Kind == WorkTimerFired && w.FireAtMs > time.Now().UnixMilli() {
-			rt.hintTimer(w.FireAtMs)
+	if len(c.CancelledTimers) > 0 && rt.local != nil {
+		rt.disarmTimers(item.Instance, c.ExecutionID, c.CancelledTimers)
+	}
+	if c.TimerBackstop > 0 {
+		rt.armTimers(item.Instance, c)
+	} else {
+		for i := range c.OrchestratorItems {
+			if w := &c.OrchestratorItems[i]; w.Kind == WorkTimerFired && w.FireAtMs > time.Now().UnixMilli() {
+				rt.hintTimer(w.FireAtMs)
+			}
 		}
 	}
 	if len(c.CancelledActivities) > 0 {
@@ -656,7 +718,31 @@ func ActivityInfoFromContext(ctx context.Context) (ActivityInfo, bool) {
 func (rt *Runtime) workerLoop() {
 	defer rt.wg.Done()
 	failures := 0
+	// After an activity handed over in memory the worker waits for the next
+	// hand-over or a wake-up instead of fetching: the queue's own work is
+	// announced (a wake-up that came while every worker was busy stays
+	// pending), and an empty fetch per local activity would double its cost.
+	idle := false
 	for !rt.stopping() {
+		select {
+		case l := <-rt.localWork:
+			rt.runLocal(l)
+			idle = true
+			continue
+		default:
+		}
+		if idle {
+			// A wake-up is a baton: whoever takes it must fetch.
+			select {
+			case <-rt.workWake.ch:
+				idle = false
+			case l := <-rt.localWork:
+				rt.runLocal(l)
+				continue
+			case <-rt.stopCh:
+				continue
+			}
+		}
 		lease, err := rt.store.FetchWorkItem(rt.ctx, rt.opts.ActivityLockTimeout)
 		if err != nil {
 			if rt.stopping() {
@@ -669,11 +755,13 @@ func (rt *Runtime) workerLoop() {
 		}
 		failures = 0
 		if lease == nil {
-			rt.idleWait(&rt.workWake)
+			idle = true
 			continue
 		}
 		rt.workWake.notify()
+		rt.localFree.Add(-1)
 		rt.runActivity(lease)
+		rt.localFree.Add(1)
 	}
 }
 
@@ -792,7 +880,7 @@ wait:
 		comp.Kind, comp.Result = WorkActivityCompleted, out.res
 	}
 	rt.metrics.activity(item.Name, outcomeLabel, time.Since(begin))
-	rt.ackWork(lease, comp)
+	rt.complete(lease, comp)
 }
 
 func (rt *Runtime) ackWork(lease *WorkItemLease, comp *WorkItem) {

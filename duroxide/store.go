@@ -170,6 +170,66 @@ type LeaseReclaimer interface {
 	ReclaimLeases(ctx context.Context) (int, error)
 }
 
+// LocalDispatcher is implemented by stores that let a runtime keep the work
+// of its own process off the queues: activities it schedules are handed to
+// its own workers already leased, and an activity's completion is committed
+// together with the turn it causes. Both only save round trips: the leases
+// belong to the store handle like fetched ones (a dead handle's work is
+// taken over as usual), and the runtime falls back to the queues whenever
+// a call fails.
+type LocalDispatcher interface {
+	// AckOrchestrationItemLocal is AckOrchestrationItem that also leases the
+	// first lockWorkers messages of c.WorkerItems to this handle for
+	// lockTimeout, in the same transaction, as FetchWorkItem would (attempt
+	// count 1), and returns their leases in order. Those messages are not
+	// announced to watchers.
+	AckOrchestrationItemLocal(ctx context.Context, lockToken string, c *TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]WorkItemLease, error)
+
+	// CommitActivityTurn deletes the worker messages leased with
+	// workTokens and commits c, a turn of instance computed from their
+	// completions on top of a history whose last event is lastEventID, in
+	// one transaction; the first lockWorkers of c.WorkerItems are leased as
+	// by AckOrchestrationItemLocal. It fails, changing nothing, with
+	// ErrLockLost when a token is no longer held, and with ErrTurnConflict
+	// when the turn is not valid any more: the instance is locked (a turn
+	// is in progress), its current execution is not c.ExecutionID or not
+	// running, or its history has moved past lastEventID. Orchestrator
+	// messages of the instance are left queued.
+	//
+	// timers lists timers of the current execution (TimerCreated event ids)
+	// whose TimerFired messages the turn applied as well: they are deleted
+	// in the same transaction, and ErrTurnConflict is returned when one of
+	// them is not queued (untagged) any more.
+	CommitActivityTurn(ctx context.Context, instance string, workTokens []string, timers []int64, lastEventID int64, c *TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]WorkItemLease, error)
+
+	// ReleaseTimer makes the queued, untagged TimerFired message of timer
+	// timerID of the instance's execution visible now (it was delayed by a
+	// TimerBackstop and the runtime gives up firing it itself). A message
+	// that is gone or tagged is left alone; that is not an error.
+	ReleaseTimer(ctx context.Context, instance string, executionID, timerID int64) error
+
+	// StartTurn creates instance with c, the first turn of its execution
+	// 1, computed by a runtime that was handed the start directly (no queue
+	// message), leasing the first lockWorkers worker messages as
+	// AckOrchestrationItemLocal does, in one transaction. When the instance
+	// exists it writes nothing and returns created false (a start is
+	// idempotent); when a queued start of it is being processed it fails
+	// with ErrTurnConflict.
+	StartTurn(ctx context.Context, instance string, c *TurnCommit, lockWorkers int, lockTimeout time.Duration) (leases []WorkItemLease, created bool, err error)
+}
+
+// Starter is implemented by stores that queue orchestration starts in one
+// statement, checking in the same statement that the instance does not
+// exist yet (the client's idempotent start without a read first).
+type Starter interface {
+	// EnqueueStarts queues, in one transaction, every StartOrchestration
+	// item whose instance does not exist (has never completed a turn);
+	// items of existing instances are skipped. Starts already queued for an
+	// instance are not looked at: the runtime runs the first and discards
+	// the others.
+	EnqueueStarts(ctx context.Context, items []WorkItem) error
+}
+
 // Notifier is implemented by stores that can tell a runtime, without
 // polling, that new work may be visible. The runtime still polls slowly as a
 // fallback, so a notification may be lost without losing work.
@@ -210,6 +270,12 @@ type OrchestrationItem struct {
 	// replay of this instance is still current without reading history.
 	LastEventID int64
 	CreatedAtMs int64
+
+	// NoMoreVisible is a hint of stores that know that no other instance
+	// had visible, unlocked messages when this item was fetched: the runtime
+	// then wakes no other dispatcher to look (work that arrives later is
+	// announced by its own write). False means unknown.
+	NoMoreVisible bool
 }
 
 // WorkItemLease is a locked worker-queue message.
@@ -258,6 +324,17 @@ type TurnCommit struct {
 	OrchestratorItems []WorkItem // TimerFired items become visible at FireAtMs, others at once
 	// CancelledActivities are deleted from the worker queue after WorkerItems are inserted.
 	CancelledActivities []ActivityRef
+	// CancelledTimers are timers of execution ExecutionID (TimerCreated
+	// event ids) nobody waits for any more (select losers, attempt timeouts
+	// of finished attempts, timers open when the execution ends): their
+	// queued, untagged TimerFired messages are deleted with the turn.
+	CancelledTimers []int64
+
+	// TimerBackstop delays the visibility of this turn's TimerFired items
+	// to FireAtMs + TimerBackstop: a runtime with local dispatch fires them
+	// itself (LocalDispatcher.CommitActivityTurn) and the queue only backs
+	// it up should the process die or give them back (ReleaseTimer).
+	TimerBackstop time.Duration
 
 	// SetCustomStatus updates the instance's custom status to CustomStatus
 	// (nil clears it) and increments its version.
@@ -366,6 +443,9 @@ var (
 	ErrInstanceRunning    = errors.New("duroxide: instance is still running")
 	ErrIsSubOrchestration = errors.New("duroxide: instance is a sub-orchestration; delete its root instead")
 	ErrDuplicateEvent     = errors.New("duroxide: duplicate event id in history")
+	// ErrTurnConflict: LocalDispatcher.CommitActivityTurn found the
+	// instance locked or changed; commit the completions through the queue.
+	ErrTurnConflict = errors.New("duroxide: instance locked or changed since the turn was computed")
 )
 
 // Retryable is implemented by store errors that may succeed when retried

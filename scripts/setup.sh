@@ -3,12 +3,15 @@
 # (run as root or with sudo):
 #   gcc, libc6-dev        the SQLite driver is cgo
 #   postgresql            server binaries for instances (local data plane) and test clusters
+#   passwd                useradd/userdel: each local instance runs under an OS account of its own
 #   chromium, chromium-driver   browser tests of the web console   (--test)
 #   prometheus            the observability acceptance test        (--test)
+# With --test it also builds OpenTofu (scripts/build-tofu.sh) for the
+# provider's acceptance tests.
 # Without --test it installs only what running Toygres needs.
 set -euo pipefail
 
-want=(gcc libc6-dev postgresql)
+want=(gcc libc6-dev postgresql passwd)
 if [ "${1:-}" = "--test" ]; then
 	want+=(chromium chromium-driver prometheus)
 fi
@@ -35,3 +38,6 @@ if command -v service >/dev/null 2>&1; then
 	$SUDO service prometheus stop >/dev/null 2>&1 || true
 fi
 go version
+if [ "${1:-}" = "--test" ]; then
+	"$(dirname "$0")/build-tofu.sh" >/dev/null
+fi

@@ -5,6 +5,10 @@
 # not set and the workplace's control-plane scripts are present
 # (../shared/k8s), the tests run inside one. Without either, those tests
 # fail and say how to provide a cluster.
+#
+# Then the OpenTofu/Terraform provider's tests (its own module,
+# terraform-provider-toygres/), which run a real tofu: scripts/build-tofu.sh
+# builds and caches it (CI runs it from scripts/setup.sh --test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go vet ./...
@@ -15,3 +19,4 @@ if [ -z "${KUBECONFIG:-}" ] && [ -x "$k8s" ]; then
 else
 	"${run[@]}"
 fi
+(cd terraform-provider-toygres && go vet ./... && go test -p 1 -count=1 -timeout 30m ./...)

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -22,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/cli"
 )
@@ -161,23 +161,13 @@ func listOrchestrations(ctx context.Context, c *cli.Client, o *orchestrationsOpt
 			size = 500 // filtered here: read in big pages
 		}
 		size = min(max(size, 1), 1000)
-		q := url.Values{}
-		q.Set("limit", strconv.Itoa(size))
+		lo := client.ListOrchestrationsOptions{Limit: size, Name: o.name, Prefix: o.prefix, Cursor: cursor}
 		if o.status != "" {
-			q.Set("status", o.status)
+			lo.Statuses = []string{o.status}
 		}
-		if o.name != "" {
-			q.Set("name", o.name)
-		}
-		if o.prefix != "" {
-			q.Set("prefix", o.prefix)
-		}
-		if cursor != "" {
-			q.Set("cursor", cursor)
-		}
-		var l api.OrchestrationList
-		if err := c.Get(ctx, "/api/orchestrations?"+q.Encode(), &l); err != nil {
-			return nil, false, err
+		l, err := c.API.ListOrchestrations(ctx, lo)
+		if err != nil {
+			return nil, false, c.Explain(err)
 		}
 		for _, x := range l.Orchestrations {
 			if o.instance != "" && !strings.Contains(x.ID, o.instance) {
@@ -475,7 +465,7 @@ func historyRows(evs []api.HistoryEvent) [][]string {
 			name = label(s)
 			detail = errorText(e.Error)
 			if retried(s) && s.attempt < chainLen[s.chain] {
-				detail += "; will retry"
+				detail = "will retry; " + detail // first: long errors are cut at the end
 			}
 		case "ActivityCancelRequested", "SubOrchestrationCancelRequested":
 			name = label(scheds[e.SourceEventID])
@@ -578,9 +568,9 @@ confirmation on the terminal (or reads y/N from stdin).`,
 			if err != nil {
 				return err
 			}
-			var st api.Orchestration
-			if err := c.Get(ctx, orchestrationPath(id), &st); err != nil {
-				return orchestrationNotFound(err, id)
+			st, err := c.API.GetOrchestration(ctx, id, "")
+			if err != nil {
+				return orchestrationNotFound(c.Explain(err), id)
 			}
 			if finished(st.Status) {
 				return fmt.Errorf("orchestration %q has already finished (%s); there is nothing to cancel", id, st.Status)
@@ -604,13 +594,8 @@ confirmation on the terminal (or reads y/N from stdin).`,
 					return nil
 				}
 			}
-			var ans api.CancelResponse
-			var body any
-			if reason != "" {
-				body = api.CancelRequest{Reason: reason}
-			}
-			if err := c.Do(ctx, http.MethodPost, orchestrationPath(id)+"/cancel", body, &ans); err != nil {
-				return orchestrationNotFound(err, id) // 409: finished in the meantime
+			if _, err := c.API.CancelOrchestration(ctx, id, reason); err != nil {
+				return orchestrationNotFound(c.Explain(err), id) // 409: finished in the meantime
 			}
 			fmt.Fprintf(g.stdout, "Cancellation of orchestration %s requested; it becomes Cancelled once the runtime processes it.\n", id)
 			fmt.Fprintf(g.stdout, "Check it with: toygres server orchestration %s\n", id)
@@ -667,9 +652,9 @@ have finished: cancel a running one first. Prints the new id.`,
 			if err != nil {
 				return err
 			}
-			var ans api.RecreateResponse
-			if err := c.Do(cmd.Context(), http.MethodPost, orchestrationPath(id)+"/recreate", nil, &ans); err != nil {
-				return orchestrationNotFound(err, id)
+			ans, err := c.API.RecreateOrchestration(cmd.Context(), id)
+			if err != nil {
+				return orchestrationNotFound(c.Explain(err), id)
 			}
 			if output == "json" {
 				return cli.PrintJSON(g.stdout, ans)
@@ -723,10 +708,8 @@ as a JSON string. Without DATA the event carries null.`,
 			if err != nil {
 				return err
 			}
-			var ans api.RaiseEventResponse
-			req := api.RaiseEventRequest{EventName: name, EventData: data}
-			if err := c.Do(cmd.Context(), http.MethodPost, orchestrationPath(id)+"/raise-event", req, &ans); err != nil {
-				return orchestrationNotFound(err, id)
+			if _, err := c.API.RaiseEvent(cmd.Context(), id, name, data); err != nil {
+				return orchestrationNotFound(c.Explain(err), id)
 			}
 			shown := "null"
 			if len(data) > 0 {
@@ -1064,8 +1047,6 @@ var envVars = []envVar{
 	{name: "TOYGRES_TLS_KEY", use: "server start: PEM key of the certificate (--tls-key)", def: "-"},
 	{name: "TOYGRES_TLS_FINGERPRINT", use: "CLI: accept exactly the server certificate with this SHA-256 fingerprint (--fingerprint)", def: "saved by login, or in credentials.json"},
 	{name: "TOYGRES_K8S_ALLOWED_SOURCES", use: "server start: CIDRs allowed to reach public Kubernetes instances (--k8s-allowed-sources)", def: "any address"},
-	{name: "TOYGRES_INJECT_TEST_CONNECTION_FAILURES", use: "server start: fail the first N test-connection calls (testing)", def: "0"},
-	{name: "TOYGRES_INJECT_DEPLOY_FAILURES", use: "server start: fail the first N deploy calls (testing)", def: "0"},
 }
 
 func newEnvCmd(g *globals) *cobra.Command {

@@ -2,14 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/cli"
 )
@@ -45,9 +45,9 @@ func newBackupCreateCmd(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			var b api.Backup
-			if err := c.Do(ctx, http.MethodPost, "/api/instances/"+cli.PathEscape(args[0])+"/backups", nil, &b); err != nil {
-				return notFound(err, args[0])
+			b, err := c.API.CreateBackup(ctx, args[0])
+			if err != nil {
+				return notFound(c.Explain(err), args[0])
 			}
 			if wait {
 				if b, err = waitBackup(ctx, c, b.ID, timeout); err != nil {
@@ -58,7 +58,7 @@ func newBackupCreateCmd(g *globals) *cobra.Command {
 				return cli.PrintJSON(g.stdout, b)
 			}
 			printBackup(g, b)
-			if b.State == "failed" {
+			if b.State == client.BackupFailed {
 				return fmt.Errorf("backup %s failed: %s", b.ID, b.Error)
 			}
 			return nil
@@ -71,30 +71,16 @@ func newBackupCreateCmd(g *globals) *cobra.Command {
 }
 
 // waitBackup polls a backup until it is completed or failed.
-func waitBackup(ctx context.Context, c *cli.Client, id string, timeout time.Duration) (api.Backup, error) {
+func waitBackup(ctx context.Context, c *cli.Client, id string, timeout time.Duration) (*client.Backup, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	ctx, stop := signalContext(ctx)
 	defer stop()
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var b api.Backup
-		if err := c.Get(ctx, "/api/backups/"+cli.PathEscape(id), &b); err != nil {
-			return b, err
-		}
-		if b.State != "running" {
-			return b, nil
-		}
-		select {
-		case <-ctx.Done():
-			return b, fmt.Errorf("backup %s still running: %w", id, ctx.Err())
-		case <-tick.C:
-		}
-	}
+	b, err := c.API.WaitForBackup(ctx, id, 500*time.Millisecond)
+	return b, c.Explain(err)
 }
 
-func printBackup(g *globals, b api.Backup) {
+func printBackup(g *globals, b *client.Backup) {
 	fields := []string{"Backup", b.ID, "Instance", b.Instance, "Kind", b.Kind, "State", b.State}
 	if b.FinishedAt != nil && b.State == "completed" {
 		fields = append(fields, "Finished", b.FinishedAt.Local().Format(time.RFC3339), "Size", byteSize(b.SizeBytes),
@@ -133,29 +119,27 @@ func newBackupListCmd(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			var out api.InstanceBackups
+			var out client.InstanceBackups
+			name := ""
 			if len(args) == 1 {
-				if err := c.Get(ctx, "/api/instances/"+cli.PathEscape(args[0])+"/backups", &out); err != nil {
-					return notFound(err, args[0])
+				name = args[0]
+				ib, err := c.API.InstanceBackups(ctx, name)
+				if err != nil {
+					return notFound(c.Explain(err), name)
 				}
-				var all api.BackupList // earlier instances of the name too
-				if err := c.Get(ctx, "/api/backups?instance="+url.QueryEscape(args[0]), &all); err != nil {
-					return err
-				}
-				out.Backups = all.Backups
-			} else {
-				var all api.BackupList
-				if err := c.Get(ctx, "/api/backups", &all); err != nil {
-					return err
-				}
-				out.Backups = all.Backups
+				out = *ib
 			}
+			all, err := c.API.ListBackups(ctx, name) // earlier instances of the name too
+			if err != nil {
+				return c.Explain(err)
+			}
+			out.Backups = all.Backups
 			if output == "json" {
 				return cli.PrintJSON(g.stdout, out)
 			}
 			if len(args) == 1 {
 				win := "none (no verified backup)"
-				if !out.Window.Earliest.IsZero() {
+				if out.Window.Earliest != nil && out.Window.Latest != nil {
 					win = out.Window.Earliest.Local().Format(time.RFC3339) + " to " + out.Window.Latest.Local().Format(time.RFC3339)
 				}
 				cli.Fields(g.stdout, "", "Instance", out.Instance, "Restore window", win,
@@ -187,12 +171,12 @@ func newBackupDeleteCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var b api.Backup
-			if err := c.Do(cmd.Context(), http.MethodDelete, "/api/backups/"+cli.PathEscape(args[0]), nil, &b); err != nil {
-				if cli.StatusOf(err) == http.StatusNotFound {
+			b, err := c.API.DeleteBackup(cmd.Context(), args[0])
+			if err != nil {
+				if errors.Is(err, client.ErrNotFound) {
 					return fmt.Errorf("backup %q not found", args[0])
 				}
-				return err
+				return c.Explain(err)
 			}
 			fmt.Fprintf(g.stdout, "Backup %s of %q is being deleted.\n", b.ID, b.Instance)
 			return nil
@@ -216,13 +200,13 @@ func newBackupSettingsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := api.BackupSettingsRequest{Interval: every, Retention: keep}
+			req := client.BackupSettingsRequest{Interval: every, Retention: keep}
 			if enable || disable {
 				req.Enabled = &enable
 			}
-			var s api.BackupSettings
-			if err := c.Do(cmd.Context(), http.MethodPut, "/api/instances/"+cli.PathEscape(args[0])+"/backup-settings", req, &s); err != nil {
-				return notFound(err, args[0])
+			s, err := c.API.SetBackupSettings(cmd.Context(), args[0], req)
+			if err != nil {
+				return notFound(c.Explain(err), args[0])
 			}
 			cli.Fields(g.stdout, "", "Enabled", fmt.Sprint(s.Enabled), "Every", s.Interval, "Retention", s.Retention)
 			return nil
@@ -263,7 +247,7 @@ password is --password, or else the source's while Toygres still holds it.`,
 			if from == "" {
 				return usagef("missing --from (the instance to restore; usage: %s)", cmd.UseLine())
 			}
-			req := api.RestoreRequest{Name: args[0], From: from, BackupID: backupID, Password: password, Internal: internal}
+			req := client.RestoreRequest{Name: args[0], From: from, BackupID: backupID, Password: password, Internal: internal}
 			if at != "" {
 				t, err := time.Parse(time.RFC3339Nano, at)
 				if err != nil {
@@ -276,10 +260,11 @@ password is --password, or else the source's while Toygres still holds it.`,
 				return err
 			}
 			ctx := cmd.Context()
-			var ans instanceAnswer
-			if err := c.Do(ctx, http.MethodPost, "/api/restore", req, &ans); err != nil {
-				return err
+			in, err := c.API.Restore(ctx, req)
+			if err != nil {
+				return c.Explain(err)
 			}
+			ans := instanceAnswer{Instance: *in}
 			name := args[0]
 			if !wait {
 				if output == "json" {

@@ -55,7 +55,9 @@ func newE2E(t *testing.T) *e2e {
 	}
 	binDir := t.TempDir()
 	bin := filepath.Join(binDir, "toygres")
-	build := exec.Command("go", "build", "-o", bin, ".")
+	// A test build: TOYGRES_TEST_FAULTS on `server start` injects data-plane
+	// faults (faults_on.go); release builds cannot.
+	build := exec.Command("go", "build", "-tags", "toygres_faults", "-o", bin, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -172,15 +174,27 @@ func freePort(t *testing.T) int {
 // startServer starts a background server on a fresh port.
 func (e *e2e) startServer(extra ...string) {
 	e.t.Helper()
+	e.startServerWith(nil, extra...)
+}
+
+// startServerWith starts the server with extra environment variables, such
+// as faultsEnv.
+func (e *e2e) startServerWith(env []string, extra ...string) {
+	e.t.Helper()
 	e.port = freePort(e.t)
 	args := append([]string{"server", "start", "--port", strconv.Itoa(e.port), "--actor-interval", "1s"}, extra...)
-	out := e.ok(args...)
+	out := e.okWith("", env, args...)
 	for _, want := range []string{"Toygres server started (PID ", fmt.Sprintf("http://127.0.0.1:%d", e.port), logPath(e.dataDir)} {
 		if !strings.Contains(out, want) {
 			e.t.Fatalf("server start output lacks %q:\n%s", want, out)
 		}
 	}
 }
+
+// faultsEnv makes the server inject data-plane faults (internal/dataplane/
+// faulty): "connection=N" refuses the first N connections to each instance,
+// "deploy=N" fails its first N deploys (-1: all).
+func faultsEnv(spec string) []string { return []string{"TOYGRES_TEST_FAULTS=" + spec} }
 
 // instanceJSON is the part of `get -o json` the tests read.
 type instanceJSON struct {
@@ -469,7 +483,7 @@ func TestEndToEnd(t *testing.T) {
 	// 4. Fault injection: test-connection fails twice, the retry policy
 	// recovers. Attempt 1 fails (not a retry), attempt 2 fails
 	// (status="failure" 1), attempt 3 succeeds (status="success" 1).
-	e.startServer("--inject-test-connection-failures", "2")
+	e.startServerWith(faultsEnv("connection=2"))
 	out = e.ok("create", "retry-demo", "--password", "test123", "--wait")
 	if !strings.Contains(out, "is running") {
 		t.Errorf("create --wait output:\n%s", out)
@@ -518,7 +532,7 @@ func TestEndToEnd(t *testing.T) {
 	e.ok("server", "stop")
 
 	// 5. A create that fails: state failed, a reason, nothing left behind.
-	e.startServer("--inject-deploy-failures", "-1")
+	e.startServerWith(faultsEnv("deploy=-1"))
 	e.ok("create", "doomed", "--password", "test123")
 	failed, _ := e.waitState("doomed", "failed", 2*time.Minute)
 	if !strings.Contains(failed.FailureReason, "deploy") {

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/cli"
 )
@@ -41,15 +42,15 @@ func notFound(err error, name string) error {
 }
 
 func getInstance(ctx context.Context, c *cli.Client, name string) (*api.InstanceDetail, json.RawMessage, error) {
-	var raw json.RawMessage
-	if err := c.Get(ctx, "/api/instances/"+cli.PathEscape(name), &raw); err != nil {
-		return nil, nil, notFound(err, name)
+	d, err := c.API.GetInstance(ctx, name, client.GetInstanceOptions{})
+	if err != nil {
+		return nil, nil, notFound(c.Explain(err), name)
 	}
-	var d api.InstanceDetail
-	if err := json.Unmarshal(raw, &d); err != nil {
-		return nil, nil, fmt.Errorf("decode instance: %w", err)
+	raw, err := json.Marshal(d)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode instance: %w", err)
 	}
-	return &d, raw, nil
+	return d, raw, nil
 }
 
 // ---- create ----
@@ -134,12 +135,13 @@ func runCreate(ctx context.Context, g *globals, o *createOptions, name string) e
 	if err != nil {
 		return err
 	}
-	var ans instanceAnswer
-	req := api.CreateInstanceRequest{Name: name, Password: o.password, PostgresVersion: o.version,
+	req := client.CreateInstanceRequest{Name: name, Password: o.password, PostgresVersion: o.version,
 		StorageGB: o.storage, Internal: o.internal, DNSLabel: o.dnsLabel, NoBackups: o.noBackups}
-	if err := c.Do(ctx, http.MethodPost, "/api/instances", req, &ans); err != nil {
-		return err
+	in, err := c.API.CreateInstance(ctx, req)
+	if err != nil {
+		return c.Explain(err)
 	}
+	ans := instanceAnswer{Instance: *in}
 	orch := firstNonEmpty(ans.OrchestrationID, ans.CreateOrchestrationID)
 	if o.output == "json" && !o.wait {
 		return cli.PrintJSON(g.stdout, ans)
@@ -243,8 +245,7 @@ func waitFor(ctx context.Context, g *globals, c *cli.Client, name, orch string, 
 		if progress {
 			step := ""
 			if orch != "" {
-				var st api.Orchestration
-				if err := c.Get(ctx, "/api/orchestrations/"+cli.PathEscape(orch), &st); err == nil {
+				if st, err := c.API.GetOrchestration(ctx, orch, ""); err == nil {
 					if st.CustomStatus != nil && *st.CustomStatus != "" {
 						step = *st.CustomStatus
 					}

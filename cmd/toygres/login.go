@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/cli"
 )
 
@@ -77,9 +76,9 @@ to compare with the one the server printed before passing it.`,
 			if err != nil {
 				return err
 			}
-			var ans api.LoginResponse
-			err = c.Do(cmd.Context(), http.MethodPost, "/api/login", api.LoginRequest{Username: username, Password: pw}, &ans)
+			ans, err := c.API.Login(cmd.Context(), username, pw)
 			if err != nil {
+				err = c.Explain(err)
 				if cli.StatusOf(err) == http.StatusUnauthorized {
 					return errors.New("login failed: wrong user name or password")
 				}
@@ -122,7 +121,7 @@ func newLogoutCmd(g *globals) *cobra.Command {
 			if c, err := cli.ReadCredentials(path); err == nil {
 				// Best effort: end the session on the server too.
 				if lc, err := g.newClient(c.URL, c.Token, c.Fingerprint, path); err == nil {
-					_ = lc.Do(cmd.Context(), http.MethodPost, "/api/logout", nil, nil)
+					_ = lc.API.Logout(cmd.Context())
 				}
 			}
 			if err := os.Remove(path); err != nil {

@@ -99,6 +99,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	setCompletions(root, g) // after SetOut: cobra's completion command keeps the writer
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
@@ -173,7 +174,6 @@ that runs the server: the CLI reads the server's credentials.json):
 		},
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usagef("%v (see '%s --help')", err, cmd.CommandPath())
 	})

@@ -476,7 +476,7 @@ func TestObservabilityConfig(t *testing.T) {
 func TestObservabilityPrometheus(t *testing.T) {
 	requirePrometheus(t)
 	e := newE2E(t)
-	e.startServer("--inject-test-connection-failures", strconv.Itoa(injectedFailures))
+	e.startServerWith(faultsEnv("connection=" + strconv.Itoa(injectedFailures)))
 	prom := startPrometheus(t, e.port)
 
 	poll := func(what string, timeout time.Duration, f func() (bool, string)) {
@@ -684,7 +684,7 @@ func TestRetryLogLines(t *testing.T) {
 	e := newE2E(t)
 	rcv := newOTLPReceiver(t)
 	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "500") // ms; the server inherits it
-	e.startServer("--inject-test-connection-failures", strconv.Itoa(injectedFailures), "--otlp-endpoint", rcv.URL)
+	e.startServerWith(faultsEnv("connection="+strconv.Itoa(injectedFailures)), "--otlp-endpoint", rcv.URL)
 	e.ok("create", "log-retry", "--password", "test123", "--wait")
 	inst := e.get("log-retry")
 	orchID := orchestrations.CreateID(inst.InternalName)

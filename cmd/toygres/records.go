@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/cli"
 )
@@ -77,12 +78,12 @@ func runDelete(ctx context.Context, g *globals, name string, wait, purge, purgeB
 	if err != nil {
 		return err
 	}
-	var ans api.DeleteResponse
-	path := "/api/instances/" + cli.PathEscape(name)
-	if purgeBackups {
-		path += "?purge_backups=true"
+	var ans client.DeleteResponse
+	res, err := c.API.DeleteInstanceWithOptions(ctx, name, client.DeleteInstanceOptions{PurgeBackups: purgeBackups})
+	if err == nil {
+		ans = *res
 	}
-	err = c.Do(ctx, http.MethodDelete, path, nil, &ans)
+	err = c.Explain(err)
 	if err != nil && !(purge && cli.StatusOf(err) == http.StatusNotFound) {
 		return err // 404: "instance "x" not found or already deleted"
 	}
@@ -151,12 +152,12 @@ func waitDeleted(ctx context.Context, g *globals, c *cli.Client, name string, re
 		}
 	}()
 	for {
-		var l api.InstanceList
-		if err := c.Get(ctx, "/api/instances?all=true&name="+cli.PathEscape(name), &l); err != nil {
+		l, err := c.API.ListInstances(ctx, client.ListInstancesOptions{All: true, Name: name})
+		if err != nil {
 			if ctx.Err() != nil {
 				return waitErr(ctx, name, timeout)
 			}
-			return err
+			return c.Explain(err)
 		}
 		states := map[string]string{}
 		for _, in := range l.Instances {
@@ -169,10 +170,9 @@ func waitDeleted(ctx context.Context, g *globals, c *cli.Client, name string, re
 				done++
 				continue
 			}
-			var o api.OrchestrationDetail
-			if err := c.Get(ctx, "/api/orchestrations/"+cli.PathEscape(r.DeleteOrchestrationID), &o); err == nil &&
+			if o, err := c.API.GetOrchestration(ctx, r.DeleteOrchestrationID, ""); err == nil &&
 				(o.Status == "Failed" || o.Status == "Cancelled") {
-				return fmt.Errorf("deleting instance %q (%s) failed: %s", name, r.InternalName, deleteFailure(ctx, c, r.InternalName, name, &o))
+				return fmt.Errorf("deleting instance %q (%s) failed: %s", name, r.InternalName, deleteFailure(ctx, c, r.InternalName, name, o))
 			}
 		}
 		if progress {
@@ -204,8 +204,7 @@ func waitDeleted(ctx context.Context, g *globals, c *cli.Client, name string, re
 // (the delete orchestration records "delete failed: …"), else the
 // orchestration's error.
 func deleteFailure(ctx context.Context, c *cli.Client, internal, name string, o *api.OrchestrationDetail) string {
-	var d api.InstanceDetail
-	if err := c.Get(ctx, "/api/instances/"+cli.PathEscape(name)+"?events=5&checks=0", &d); err == nil && d.InternalName == internal {
+	if d, err := c.API.GetInstance(ctx, name, client.GetInstanceOptions{Events: 5, Checks: -1}); err == nil && d.InternalName == internal {
 		for _, e := range d.Events {
 			if strings.HasPrefix(e.Message, "delete failed") {
 				return e.Message
@@ -247,9 +246,9 @@ An active instance of the name is not touched.`,
 }
 
 func runPurge(ctx context.Context, g *globals, c *cli.Client, name, output string) error {
-	var res api.PurgeResponse
-	if err := c.Do(ctx, http.MethodPost, "/api/instances/"+cli.PathEscape(name)+"/purge", nil, &res); err != nil {
-		return notFound(err, name)
+	res, err := c.API.PurgeInstance(ctx, name)
+	if err != nil {
+		return notFound(c.Explain(err), name)
 	}
 	if output == "json" {
 		return cli.PrintJSON(g.stdout, res)
@@ -283,9 +282,9 @@ delete it.`,
 				return err
 			}
 			name := args[0]
-			var in api.Instance
-			if err := c.Do(cmd.Context(), http.MethodPost, "/api/instances/"+cli.PathEscape(name)+"/repair", nil, &in); err != nil {
-				return notFound(err, name)
+			in, err := c.API.RepairInstance(cmd.Context(), name)
+			if err != nil {
+				return notFound(c.Explain(err), name)
 			}
 			if output == "json" {
 				return cli.PrintJSON(g.stdout, in)

@@ -58,7 +58,7 @@ func (e *e2e) broken(name string) brokenJSON {
 // resources of both and then their records.
 func TestFailedRecordsDeleteAndPurge(t *testing.T) {
 	e := newE2E(t)
-	e.startServer("--inject-deploy-failures", "-1")
+	e.startServerWith(faultsEnv("deploy=-1"))
 	var internals []string
 	for range 2 {
 		e.ok("create", "k1", "--password", "test123")

@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
-	"github.com/toygres/toygres/internal/activities"
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cli"
@@ -53,8 +52,6 @@ type serverOptions struct {
 	databaseURL     string
 	actorInterval   time.Duration
 	logLevel        string
-	injectTestConn  int
-	injectDeploy    int
 	adminUser       string
 	orchConcurrency int
 	actConcurrency  int
@@ -202,8 +199,6 @@ deploy/observability/README.md).`,
 	f.DurationVar(&o.actorInterval, "actor-interval", 30*time.Second, "health check period of every instance")
 	f.StringVar(&o.logLevel, "log-level", "", "log level: debug, info, warn, error (env TOYGRES_LOG_LEVEL; default info)")
 	f.StringVar(&o.adminUser, "admin-user", firstNonEmpty(os.Getenv("TOYGRES_ADMIN_USERNAME"), "admin"), "admin user name (env TOYGRES_ADMIN_USERNAME)")
-	f.IntVar(&o.injectTestConn, "inject-test-connection-failures", envInt("TOYGRES_INJECT_TEST_CONNECTION_FAILURES", 0), "make the first N test-connection calls of each instance fail (testing)")
-	f.IntVar(&o.injectDeploy, "inject-deploy-failures", envInt("TOYGRES_INJECT_DEPLOY_FAILURES", 0), "make the first N deploy calls of each instance fail, -1 every call (testing)")
 	f.IntVar(&o.orchConcurrency, "orchestration-concurrency", 10, "orchestration dispatchers")
 	f.IntVar(&o.actConcurrency, "activity-concurrency", 10, "activity workers")
 	f.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "also export metrics and logs over OTLP/HTTP to this receiver, e.g. http://127.0.0.1:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT; default: no export)")
@@ -231,7 +226,7 @@ deploy/observability/README.md).`,
 	f.DurationVar(&o.idleTimeout, "http-idle-timeout", api.DefaultIdleTimeout, "how long an idle keep-alive connection stays open")
 	f.StringVar(&o.k8sAllowedSources, "k8s-allowed-sources", os.Getenv("TOYGRES_K8S_ALLOWED_SOURCES"), "comma-separated CIDRs allowed to reach public instances' load balancers, e.g. 203.0.113.0/24,10.0.0.0/8 (env TOYGRES_K8S_ALLOWED_SOURCES; default: any address)")
 	f.BoolVar(&o.daemon, "daemon", false, "internal: started by a background 'server start'")
-	for _, h := range []string{"inject-test-connection-failures", "inject-deploy-failures", "daemon", "orchestration-concurrency", "activity-concurrency"} {
+	for _, h := range []string{"daemon", "orchestration-concurrency", "activity-concurrency"} {
 		_ = f.MarkHidden(h)
 	}
 	return cmd
@@ -400,14 +395,13 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 		}
 	}()
 
-	var faults *activities.Faults
-	if o.injectTestConn != 0 || o.injectDeploy != 0 {
-		faults = &activities.Faults{TestConnectionFailures: o.injectTestConn, DeployFailures: o.injectDeploy}
-		log.Warn("fault injection enabled", "test_connection_failures", o.injectTestConn, "deploy_failures", o.injectDeploy)
+	wrapDriver, err := testFaults(log)
+	if err != nil {
+		return err
 	}
 
 	a, err := app.Open(ctx, app.Config{
-		DataDir: dataDir, DatabaseURL: o.databaseURL, ActorInterval: o.actorInterval, Logger: log, Faults: faults, Metrics: metrics,
+		DataDir: dataDir, DatabaseURL: o.databaseURL, ActorInterval: o.actorInterval, Logger: log, WrapDriver: wrapDriver, Metrics: metrics,
 		OrchestrationConcurrency: o.orchConcurrency, ActivityConcurrency: o.actConcurrency,
 		SecretKey: o.secretKey, OrchestrationLockTimeout: o.orchLockTimeout, ActivityLockTimeout: o.actLockTimeout,
 		Dataplane: o.dataplane, Retention: o.retention,
@@ -621,12 +615,6 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 		"--retention-orchestrations", o.retention.Orchestrations.String(),
 		"--retention-health-checks", o.retention.HealthChecks.String(),
 		"--retention-health-checks-per-instance", strconv.Itoa(o.retention.HealthChecksPerInstance))
-	if o.injectTestConn != 0 {
-		args = append(args, "--inject-test-connection-failures", strconv.Itoa(o.injectTestConn))
-	}
-	if o.injectDeploy != 0 {
-		args = append(args, "--inject-deploy-failures", strconv.Itoa(o.injectDeploy))
-	}
 	if o.otlpEndpoint != "" {
 		args = append(args, "--otlp-endpoint", o.otlpEndpoint)
 	}
@@ -837,9 +825,9 @@ func newServerStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("the server (PID %d) does not answer at %s: %v", pid, url, err)
 			}
-			fmt.Fprintf(g.stdout, "  Health:  %v\n", h["status"])
-			if v, ok := h["version"]; ok {
-				fmt.Fprintf(g.stdout, "  Version: %v\n", v)
+			fmt.Fprintf(g.stdout, "  Health:  %s\n", h.Status)
+			if h.Version != "" {
+				fmt.Fprintf(g.stdout, "  Version: %s\n", h.Version)
 			}
 			return nil
 		},

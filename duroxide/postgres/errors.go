@@ -40,6 +40,7 @@ const (
 	codeNotFound = "DXNFD"
 	codeSubOrch  = "DXSUB"
 	codeRunning  = "DXRUN"
+	codeConflict = "DXCNF"
 )
 
 // wrap turns a driver error into an *Error for operation op, mapping the
@@ -63,6 +64,8 @@ func wrap(op string, err error) error {
 			return &Error{Op: op, Err: fmt.Errorf("%w: %s", duroxide.ErrIsSubOrchestration, pgErr.Message)}
 		case codeRunning:
 			return &Error{Op: op, Err: fmt.Errorf("%w: %s", duroxide.ErrInstanceRunning, pgErr.Message)}
+		case codeConflict:
+			return &Error{Op: op, Err: fmt.Errorf("%w: %s", duroxide.ErrTurnConflict, pgErr.Message)}
 		case "23505":
 			if pgErr.ConstraintName == "history_pkey" {
 				return &Error{Op: op, Err: fmt.Errorf("%w: %s", duroxide.ErrDuplicateEvent, pgErr.Detail)}

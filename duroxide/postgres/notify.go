@@ -136,6 +136,13 @@ func (l *listener) setConnected(v bool) {
 	defer l.mu.Unlock()
 	l.connected = v
 	if v {
+		// Hellos sent while not listening were missed: notify until a
+		// heartbeat, now, has counted the other handles.
+		l.s.alone.Store(false)
+		select {
+		case l.s.beatNow <- struct{}{}:
+		default:
+		}
 		close(l.listening)
 		l.listening = make(chan struct{})
 	}
@@ -210,6 +217,8 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn) {
 			continue // this handle's own announcement: its watchers already heard it
 		}
 		switch n.Payload {
+		case "h":
+			l.s.alone.Store(false) // a new handle: announce writes from now on
 		case "o":
 			l.fire(duroxide.QueueOrchestrator)
 		case "w":

@@ -97,7 +97,14 @@ type Store struct {
 	// coalesces everything written meanwhile into one notification per
 	// queue. (A NOTIFY inside every write transaction would serialize all
 	// commits on PostgreSQL's global notification-queue lock.)
-	pending    atomic.Uint32
+	pending atomic.Uint32
+	// alone is set while no other live handle uses the schema (as of the
+	// last heartbeat): nobody listens, so the notifier sends nothing. A new
+	// handle says hello (a notification) at Open, which clears it in
+	// handles that listen, as does (re)connecting the listener. A handle
+	// that does not listen learns of a new one at its next heartbeat; until
+	// then the new handle finds that handle's writes by polling.
+	alone      atomic.Bool
 	notifyPID  atomic.Uint32 // backend of the notifier's connection
 	kick       chan struct{}
 	stopNotify chan struct{}
@@ -108,6 +115,7 @@ type Store struct {
 	heartbeat time.Duration
 	deadAfter time.Duration
 	hbStop    chan struct{}
+	beatNow   chan struct{} // a heartbeat now, to recount the other handles
 	hbDone    chan struct{}
 	hbOnce    sync.Once
 }
@@ -160,7 +168,7 @@ func (s *Store) notifier() {
 		case <-s.kick:
 		}
 		bits := s.pending.Swap(0)
-		if bits == 0 {
+		if bits == 0 || s.alone.Load() {
 			continue
 		}
 		var payloads []string
@@ -198,9 +206,11 @@ func (s *Store) notifier() {
 }
 
 var (
-	_ duroxide.Store          = (*Store)(nil)
-	_ duroxide.Notifier       = (*Store)(nil)
-	_ duroxide.LeaseReclaimer = (*Store)(nil)
+	_ duroxide.Store           = (*Store)(nil)
+	_ duroxide.Notifier        = (*Store)(nil)
+	_ duroxide.LeaseReclaimer  = (*Store)(nil)
+	_ duroxide.LocalDispatcher = (*Store)(nil)
+	_ duroxide.Starter         = (*Store)(nil)
 )
 
 // Open connects to the PostgreSQL database at url (a postgres:// URL or a
@@ -244,16 +254,22 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		heartbeat: o.heartbeat,
 		deadAfter: o.deadAfter,
 		hbStop:    make(chan struct{}),
+		beatNow:   make(chan struct{}, 1),
 		hbDone:    make(chan struct{}),
 	}
 	if err := s.migrate(ctx, pool); err != nil {
 		pool.Close()
 		return nil, wrap("Open", fmt.Errorf("migrate schema %s: %w", o.schema, err))
 	}
-	since, _, err := s.beat(ctx, 0)
+	since, _, others, err := s.beat(ctx, 0)
 	if err != nil {
 		pool.Close()
 		return nil, wrap("Open", fmt.Errorf("register lease owner: %w", err))
+	}
+	// Tell handles that believe they are alone to notify again.
+	s.alone.Store(others == 0)
+	if _, err := pool.Exec(ctx, "SELECT pg_notify($1, 'h')", s.channel); err != nil {
+		slog.Warn("postgres store: hello notification failed", "schema", s.schema, "error", err)
 	}
 	go s.notifier()
 	go s.heartbeatLoop(since)
@@ -273,11 +289,12 @@ func uuid() string {
 // OwnerID returns the lease owner id of this handle.
 func (s *Store) OwnerID() string { return s.owner }
 
-// beat extends the handle's liveness; it returns the database time and
-// whether an owner died since the database time since.
-func (s *Store) beat(ctx context.Context, since int64) (now int64, died bool, err error) {
-	err = s.queryRow(ctx, "SELECT * FROM "+s.fn("heartbeat")+"($1, $2, $3)", s.owner, ms(s.deadAfter), since).Scan(&now, &died)
-	return now, died, err
+// beat extends the handle's liveness; it returns the database time,
+// whether an owner died since the database time since, and how many other
+// handles are alive.
+func (s *Store) beat(ctx context.Context, since int64) (now int64, died bool, others int, err error) {
+	err = s.queryRow(ctx, "SELECT * FROM "+s.fn("heartbeat2")+"($1, $2, $3)", s.owner, ms(s.deadAfter), since).Scan(&now, &died, &others)
+	return now, died, others, err
 }
 
 // heartbeatLoop keeps the handle alive. When it sees that another owner
@@ -292,15 +309,17 @@ func (s *Store) heartbeatLoop(since int64) {
 		case <-s.hbStop:
 			return
 		case <-t.C:
+		case <-s.beatNow:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.deadAfter)
-		now, died, err := s.beat(ctx, since)
+		now, died, others, err := s.beat(ctx, since)
 		cancel()
 		if err != nil {
 			slog.Warn("postgres store: heartbeat failed", "schema", s.schema, "error", err)
 			continue
 		}
 		since = now
+		s.alone.Store(others == 0)
 		if died {
 			s.notifyMu.Lock()
 			l := s.notify
@@ -334,7 +353,7 @@ func (s *Store) ReclaimLeases(ctx context.Context) (int, error) {
 	// Another handle's reclaim may have dropped this handle's row: restore
 	// it now, or this handle's own leases would look lost until its next
 	// heartbeat.
-	if _, _, err := s.beat(ctx, 0); err != nil {
+	if _, _, _, err := s.beat(ctx, 0); err != nil {
 		return 0, wrap("ReclaimLeases", err)
 	}
 	if n > 0 {
@@ -503,6 +522,31 @@ func (s *Store) EnqueueOrchestratorItem(ctx context.Context, item duroxide.WorkI
 	return wrap(op, err)
 }
 
+// EnqueueStarts implements duroxide.Starter in one INSERT … SELECT that
+// skips instances that exist.
+func (s *Store) EnqueueStarts(ctx context.Context, items []duroxide.WorkItem) error {
+	const op = "EnqueueStarts"
+	n := len(items)
+	inst, data, parent := make([]string, n), make([]string, n), make([]string, n)
+	for i := range items {
+		b, err := json.Marshal(&items[i])
+		if err != nil {
+			return &Error{Op: op, Err: err}
+		}
+		inst[i], data[i], parent[i] = items[i].Instance, string(b), parentOf(&items[i])
+	}
+	err := s.exec(ctx, `INSERT INTO `+s.q+`.orchestrator_queue (instance_id, work_item, visible_at, parent_instance_id, created_at)
+		SELECT x.inst, x.data, n.now, nullif(x.parent, ''), n.now
+		FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(inst, data, parent, ord)
+		CROSS JOIN (SELECT `+s.fn("now_ms")+`() AS now) n
+		WHERE NOT EXISTS (SELECT 1 FROM `+s.q+`.instances i WHERE i.instance_id = x.inst)
+		ORDER BY x.ord`, inst, data, parent)
+	if err == nil {
+		s.announce(bitOrch)
+	}
+	return wrap(op, err)
+}
+
 // EnqueueWorkItem implements duroxide.Store.
 func (s *Store) EnqueueWorkItem(ctx context.Context, item duroxide.WorkItem) error {
 	const op = "EnqueueWorkItem"
@@ -529,10 +573,12 @@ func (s *Store) FetchOrchestrationItem(ctx context.Context, lockTimeout time.Dur
 		msgs   []string
 		status string
 	)
-	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("fetch_orchestration_item")+"($1, $2)", lockMs(lockTimeout), s.owner).Scan(
+	var more bool
+	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("fetch_orchestration_item2")+"($1, $2)", lockMs(lockTimeout), s.owner).Scan(
 		&it.Instance, &it.LockToken, &it.AttemptCount, &msgs, &it.Exists,
 		&it.OrchestrationName, &it.OrchestrationVersion, &it.ExecutionID, &status,
-		&it.LastEventID, &it.CreatedAtMs)
+		&it.LastEventID, &it.CreatedAtMs, &more)
+	it.NoMoreVisible = !more
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -552,33 +598,148 @@ func (s *Store) FetchOrchestrationItem(ctx context.Context, lockTimeout time.Dur
 }
 
 // AckOrchestrationItem implements duroxide.Store in one call of the
-// ack_orchestration_item function, which runs in one transaction. A commit
-// with ExecutionID 0 discards the batch. Name and version update the
-// instance when not empty; the parent is only ever set once.
+// ack_turn function, which runs in one transaction (the KeepExecutions prune
+// included). A commit with ExecutionID 0 discards the batch. Name and
+// version update the instance when not empty; the parent is only ever set
+// once.
 func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, c *duroxide.TurnCommit) error {
+	_, err := s.AckOrchestrationItemLocal(ctx, lockToken, c, 0, 0)
+	return err
+}
+
+// AckOrchestrationItemLocal implements duroxide.LocalDispatcher.
+func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string, c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
 	const op = "AckOrchestrationItem"
 	if c == nil {
 		c = &duroxide.TurnCommit{}
 	}
+	if c.ExecutionID == 0 {
+		lockWorkers = 0
+	}
+	args, leases, err := s.turnArgs(c, lockWorkers, lockTimeout)
+	if err != nil {
+		return nil, &Error{Op: op, Err: err}
+	}
+	var pending bool
+	err = s.queryRow(ctx, "SELECT "+s.fn("ack_turn")+"($1, "+turnParams+")", append([]any{lockToken}, args...)...).Scan(&pending)
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	s.announceTurn(c, pending, len(leases))
+	return leases, nil
+}
+
+// CommitActivityTurn implements duroxide.LocalDispatcher in one call of the
+// commit_activity_turn function.
+func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTokens []string, timers []int64, lastEventID int64, c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
+	const op = "CommitActivityTurn"
+	if c == nil || c.ExecutionID == 0 {
+		return nil, &Error{Op: op, Err: errors.New("a turn commit with an execution id is required")}
+	}
+	args, leases, err := s.turnArgs(c, lockWorkers, lockTimeout)
+	if err != nil {
+		return nil, &Error{Op: op, Err: err}
+	}
+	var pending bool
+	if workTokens == nil {
+		workTokens = []string{}
+	}
+	if timers == nil {
+		timers = []int64{}
+	}
+	err = s.queryRow(ctx, "SELECT "+s.fn("commit_activity_turn")+"($1, $2, $3, $4, "+turnParams4+")",
+		append([]any{instance, workTokens, timers, lastEventID}, args...)...).Scan(&pending)
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	s.announceTurn(c, pending, len(leases))
+	return leases, nil
+}
+
+// StartTurn implements duroxide.LocalDispatcher in one call of the
+// start_turn function.
+func (s *Store) StartTurn(ctx context.Context, instance string, c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, bool, error) {
+	const op = "StartTurn"
+	if c == nil || c.ExecutionID != 1 {
+		return nil, false, &Error{Op: op, Err: errors.New("the first turn of execution 1 is required")}
+	}
+	args, leases, err := s.turnArgs(c, lockWorkers, lockTimeout)
+	if err != nil {
+		return nil, false, &Error{Op: op, Err: err}
+	}
+	var created bool
+	err = s.queryRow(ctx, "SELECT "+s.fn("start_turn")+"($1, "+turnParams+")", append([]any{instance}, args...)...).Scan(&created)
+	if err != nil {
+		return nil, false, wrap(op, err)
+	}
+	if !created {
+		return nil, false, nil
+	}
+	s.announceTurn(c, false, len(leases))
+	return leases, true, nil
+}
+
+// ReleaseTimer implements duroxide.LocalDispatcher.
+func (s *Store) ReleaseTimer(ctx context.Context, instance string, executionID, timerID int64) error {
+	err := s.exec(ctx, `UPDATE `+s.q+`.orchestrator_queue q SET visible_at = least(q.visible_at, `+s.fn("now_ms")+`())
+		WHERE q.instance_id = $1 AND q.lock_token IS NULL
+		  AND q.work_item::jsonb ->> 'kind' = 'TimerFired'
+		  AND (q.work_item::jsonb ->> 'exec')::bigint = $2 AND (q.work_item::jsonb ->> 'id')::bigint = $3`,
+		instance, executionID, timerID)
+	if err == nil {
+		s.announce(bitOrch)
+	}
+	return wrap("ReleaseTimer", err)
+}
+
+// turnParams are the placeholders of turnArgs after one leading argument,
+// turnParams4 after four.
+var (
+	turnParams  = placeholders(2, 27)
+	turnParams4 = placeholders(5, 27)
+)
+
+func placeholders(first, n int) string {
+	p := make([]string, n)
+	for i := range p {
+		p[i] = "$" + strconv.Itoa(first+i)
+	}
+	return strings.Join(p, ", ")
+}
+
+// turnArgs encodes a turn commit as the arguments of write_turn after the
+// instance (the 27 parameters from p_execution on, p_now excluded), leasing
+// the first lockWorkers worker messages with fresh tokens.
+func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]any, []duroxide.WorkItemLease, error) {
 	n := len(c.HistoryDelta)
 	evIDs, evTypes, evData := make([]int64, n), make([]string, n), make([]string, n)
 	for i := range c.HistoryDelta {
 		e := &c.HistoryDelta[i]
 		b, err := json.Marshal(e)
 		if err != nil {
-			return &Error{Op: op, Err: fmt.Errorf("encode event %d: %w", e.EventID, err)}
+			return nil, nil, fmt.Errorf("encode event %d: %w", e.EventID, err)
 		}
 		evIDs[i], evTypes[i], evData[i] = e.EventID, string(e.Kind), string(b)
 	}
 	n = len(c.WorkerItems)
-	wInst, wExec, wAct, wData := make([]string, n), make([]int64, n), make([]int64, n), make([]string, n)
+	lockWorkers = min(max(lockWorkers, 0), n)
+	wInst, wExec, wAct, wData, wTok := make([]string, n), make([]int64, n), make([]int64, n), make([]string, n), make([]*string, n)
+	var leases []duroxide.WorkItemLease
+	if lockWorkers > 0 {
+		leases = make([]duroxide.WorkItemLease, lockWorkers)
+	}
 	for i := range c.WorkerItems {
 		w := &c.WorkerItems[i]
 		b, err := json.Marshal(w)
 		if err != nil {
-			return &Error{Op: op, Err: fmt.Errorf("encode worker item: %w", err)}
+			return nil, nil, fmt.Errorf("encode worker item: %w", err)
 		}
 		wInst[i], wExec[i], wAct[i], wData[i] = w.Instance, w.ExecutionID, w.ID, string(b)
+		if i < lockWorkers {
+			tok := uuid()
+			wTok[i] = &tok
+			leases[i] = duroxide.WorkItemLease{Item: *w, LockToken: tok, AttemptCount: 1}
+		}
 	}
 	n = len(c.OrchestratorItems)
 	oInst, oData, oVis, oParent := make([]string, n), make([]string, n), make([]int64, n), make([]string, n)
@@ -586,11 +747,11 @@ func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, c *d
 		w := &c.OrchestratorItems[i]
 		b, err := json.Marshal(w)
 		if err != nil {
-			return &Error{Op: op, Err: fmt.Errorf("encode orchestrator item: %w", err)}
+			return nil, nil, fmt.Errorf("encode orchestrator item: %w", err)
 		}
 		oInst[i], oData[i], oParent[i] = w.Instance, string(b), parentOf(w)
 		if w.Kind == duroxide.WorkTimerFired {
-			oVis[i] = w.FireAtMs
+			oVis[i] = w.FireAtMs + c.TimerBackstop.Milliseconds()
 		}
 	}
 	n = len(c.CancelledActivities)
@@ -598,67 +759,47 @@ func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, c *d
 	for i, a := range c.CancelledActivities {
 		cInst[i], cExec[i], cAct[i] = a.Instance, a.ExecutionID, a.ActivityID
 	}
-	var pending bool
-	ackSQL := "SELECT " + s.fn("ack_orchestration_item") +
-		"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
-	args := []any{lockToken, c.ExecutionID, c.OrchestrationName, c.OrchestrationVersion, c.ParentInstance,
+	ct := c.CancelledTimers
+	if ct == nil {
+		ct = []int64{}
+	}
+	keep := 0
+	if c.ExecutionID != 0 {
+		keep = max(c.KeepExecutions, 0)
+	}
+	return []any{c.ExecutionID, c.OrchestrationName, c.OrchestrationVersion, c.ParentInstance,
 		string(c.Status), c.Output, c.SetCustomStatus, c.CustomStatus,
 		evIDs, evTypes, evData,
-		wInst, wExec, wAct, wData,
+		wInst, wExec, wAct, wData, wTok, lockMs(lockTimeout), s.owner,
 		oInst, oData, oVis, oParent,
-		cInst, cExec, cAct}
-	var err error
-	if c.KeepExecutions > 0 && c.ExecutionID != 0 {
-		err = s.do(ctx, func() error { return s.ackAndPrune(ctx, lockToken, c.KeepExecutions, ackSQL, args, &pending) })
-	} else {
-		err = s.queryRow(ctx, ackSQL, args...).Scan(&pending)
-	}
-	if err == nil {
-		// Announce the orchestrator queue when the turn made something
-		// fetchable: messages that arrived while the instance was locked,
-		// or new messages visible now (future timers are the runtime's to
-		// wake up for).
-		var bits uint32
-		if pending {
-			bits |= bitOrch
-		}
-		now := time.Now().UnixMilli()
-		for i := range c.OrchestratorItems {
-			if w := &c.OrchestratorItems[i]; w.Kind != duroxide.WorkTimerFired || w.FireAtMs <= now {
-				bits |= bitOrch
-				break
-			}
-		}
-		if len(c.WorkerItems) > 0 {
-			bits |= bitWorker
-		}
-		if c.Status.IsTerminal() {
-			bits |= bitStatus
-		}
-		s.announce(bits)
-	}
-	return wrap(op, err)
+		cInst, cExec, cAct, ct, keep}, leases, nil
 }
 
-// ackAndPrune runs the ack function and prune_executions in one
-// transaction (TurnCommit.KeepExecutions). The instance is looked up by the
-// lock token first, as the ack releases the lock; an unknown token leaves it
-// empty and the ack then fails with the lock-lost error.
-func (s *Store) ackAndPrune(ctx context.Context, lockToken string, keep int, ackSQL string, args []any, pending *bool) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var instance string
-		err := tx.QueryRow(ctx, `SELECT l.instance_id FROM `+s.q+`.instance_locks l WHERE l.lock_token = $1`, lockToken).Scan(&instance)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return err
+// announceTurn tells watchers what a committed turn made fetchable:
+// messages that arrived while the instance was locked (pending), new
+// messages visible now (future timers are the runtime's to wake up for),
+// worker messages not leased locally, and a terminal status.
+func (s *Store) announceTurn(c *duroxide.TurnCommit, pending bool, leased int) {
+	var bits uint32
+	if pending {
+		bits |= bitOrch
+	}
+	now := time.Now().UnixMilli()
+	for i := range c.OrchestratorItems {
+		if w := &c.OrchestratorItems[i]; w.Kind != duroxide.WorkTimerFired || w.FireAtMs <= now {
+			bits |= bitOrch
+			break
 		}
-		if err := tx.QueryRow(ctx, ackSQL, args...).Scan(pending); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, "SELECT * FROM "+s.fn("prune_executions")+"($1, $2, 0)", instance, keep); err != nil {
-			return fmt.Errorf("prune executions: %w", err)
-		}
-		return nil
-	})
+	}
+	if len(c.WorkerItems) > leased {
+		bits |= bitWorker
+	}
+	if c.Status.IsTerminal() {
+		bits |= bitStatus
+	}
+	if bits != 0 {
+		s.announce(bits)
+	}
 }
 
 // AbandonOrchestrationItem implements duroxide.Store. A token whose lock

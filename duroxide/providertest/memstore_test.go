@@ -265,6 +265,12 @@ func (s *memStore) AckOrchestrationItem(ctx context.Context, token string, c *du
 			return m.item.Instance == ref.Instance && m.item.ExecutionID == ref.ExecutionID && m.item.ID == ref.ActivityID
 		})
 	}
+	for _, id := range c.CancelledTimers {
+		s.orchQ = slices.DeleteFunc(s.orchQ, func(m *oMsg) bool {
+			return m.token == "" && m.item.Instance == inst && m.item.Kind == duroxide.WorkTimerFired &&
+				m.item.ExecutionID == c.ExecutionID && m.item.ID == id
+		})
+	}
 	for _, o := range c.OrchestratorItems {
 		s.seq++
 		vis := now

@@ -31,6 +31,41 @@ func (s *Store) EnqueueOrchestratorItem(ctx context.Context, item duroxide.WorkI
 	return wrap(op, err)
 }
 
+// EnqueueStarts implements duroxide.Starter: one write that queues the
+// starts of instances that do not exist.
+func (s *Store) EnqueueStarts(ctx context.Context, items []duroxide.WorkItem) error {
+	const op = "enqueue starts"
+	data := make([]string, len(items))
+	for i := range items {
+		if items[i].Instance == "" {
+			return wrap(op, errors.New("work item has no instance"))
+		}
+		b, err := json.Marshal(&items[i])
+		if err != nil {
+			return wrap(op, err)
+		}
+		data[i] = string(b)
+	}
+	err := s.write1(ctx, func(c context.Context, ns *notes) error {
+		now := nowMs()
+		for i := range items {
+			var exists bool
+			if err := s.ws.instanceExists.QueryRowContext(c, items[i].Instance).Scan(&exists); err != nil {
+				return err
+			}
+			if exists {
+				continue
+			}
+			if err := s.enqueueOrch(c, items[i].Instance, data[i], now); err != nil {
+				return err
+			}
+			*ns |= noteOrch
+		}
+		return nil
+	})
+	return wrap(op, err)
+}
+
 // FetchOrchestrationItem implements duroxide.Store. The candidate is the
 // oldest visible message whose instance is not locked, "oldest" meaning
 // earliest visibility time, then queue (enqueue) order: a timer that fired
@@ -157,54 +192,26 @@ type rawMsg struct {
 // execution). QueueStatus is notified when the current execution becomes
 // terminal.
 func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, commit *duroxide.TurnCommit) error {
+	_, err := s.AckOrchestrationItemLocal(ctx, lockToken, commit, 0, 0)
+	return err
+}
+
+// AckOrchestrationItemLocal implements duroxide.LocalDispatcher.
+func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string, commit *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
 	const op = "ack orchestration item"
 	random, instance, ok := parseOrchToken(lockToken)
 	if !ok {
-		return wrap(op, errLockLost)
+		return nil, wrap(op, errLockLost)
 	}
 	if commit == nil {
 		commit = &duroxide.TurnCommit{}
 	}
-	// Encode outside the write lock.
-	type encoded struct {
-		data string
-		aux  int64
+	enc, err := encodeTurn(commit)
+	if err != nil {
+		return nil, wrap(op, err)
 	}
-	hist := make([]encoded, len(commit.HistoryDelta))
-	for i := range commit.HistoryDelta {
-		b, err := json.Marshal(&commit.HistoryDelta[i])
-		if err != nil {
-			return wrap(op, err)
-		}
-		hist[i] = encoded{data: string(b)}
-	}
-	workers := make([]encoded, len(commit.WorkerItems))
-	for i := range commit.WorkerItems {
-		b, err := json.Marshal(&commit.WorkerItems[i])
-		if err != nil {
-			return wrap(op, err)
-		}
-		workers[i] = encoded{data: string(b)}
-	}
-	orchs := make([]encoded, len(commit.OrchestratorItems))
-	for i := range commit.OrchestratorItems {
-		w := &commit.OrchestratorItems[i]
-		if w.Instance == "" {
-			return wrap(op, fmt.Errorf("orchestrator item %d (%s) has no instance", i, w.Kind))
-		}
-		b, err := json.Marshal(w)
-		if err != nil {
-			return wrap(op, err)
-		}
-		orchs[i] = encoded{data: string(b)}
-		if w.Kind == duroxide.WorkTimerFired && w.FireAtMs > 0 {
-			orchs[i].aux = w.FireAtMs
-		}
-	}
-	statusSet := commit.Status != ""
-	terminal := commit.Status.IsTerminal()
-
-	err := s.write(ctx, func(c context.Context, ns *notes) error {
+	var leases []duroxide.WorkItemLease
+	err = s.write(ctx, func(c context.Context, ns *notes) error {
 		now := nowMs()
 		// Delete the tagged messages first: it validates the lock, and
 		// messages this ack enqueues for the same instance are untagged.
@@ -212,120 +219,305 @@ func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, comm
 		if err != nil {
 			return err
 		}
+		leases, err = s.writeTurn(c, ns, now, instance, commit, enc, lockWorkers, lockTimeout)
+		return err
+	})
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	return leases, nil
+}
 
-		exec := commit.ExecutionID
-		if exec <= 0 {
-			// No execution id given: the turn belongs to the current one.
-			err := s.wconn.QueryRowContext(c, `SELECT current_execution_id FROM instances WHERE instance = ?`, instance).Scan(&exec)
-			if errors.Is(err, sql.ErrNoRows) {
-				exec = 1
-			} else if err != nil {
+// CommitActivityTurn implements duroxide.LocalDispatcher. The single
+// writer serializes it with fetches, so the checks and the writes see one
+// state.
+func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTokens []string, timers []int64, lastEventID int64, commit *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
+	const op = "commit activity turn"
+	if commit == nil || commit.ExecutionID <= 0 || commit.OrchestrationName == "" {
+		return nil, wrap(op, errors.New("a turn commit with an execution id and orchestration name is required"))
+	}
+	type tok struct {
+		id     int64
+		random string
+	}
+	toks := make([]tok, len(workTokens))
+	for i, t := range workTokens {
+		id, random, ok := parseWorkerToken(t)
+		if !ok {
+			return nil, wrap(op, errLockLost)
+		}
+		toks[i] = tok{id, random}
+	}
+	enc, err := encodeTurn(commit)
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	var leases []duroxide.WorkItemLease
+	err = s.write(ctx, func(c context.Context, ns *notes) error {
+		now := nowMs()
+		for _, t := range toks {
+			if err := s.ackWork(c, t.id, t.random); err != nil {
 				return err
 			}
 		}
-		var current int64
-		args := []any{instance, commit.OrchestrationName, commit.OrchestrationVersion, exec,
-			boolInt(statusSet), string(commit.Status), nullString(commit.Output), nullString(commit.ParentInstance),
-			now, boolInt(commit.SetCustomStatus), commit.CustomStatus}
-		if commit.OrchestrationName != "" {
-			err = s.ws.ackInstUpsert.QueryRowContext(c, args...).Scan(&current)
-		} else {
-			err = s.ws.ackInstUpdate.QueryRowContext(c, args...).Scan(&current)
+		var (
+			exec, last int64
+			status     string
+			locked     bool
+		)
+		err := s.ws.turnValid.QueryRowContext(c, instance, now).Scan(&exec, &status, &last, &locked)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && (locked || exec != commit.ExecutionID ||
+			status != string(duroxide.StatusRunning) || last != lastEventID)) {
+			return fmt.Errorf("%w: instance %q", duroxide.ErrTurnConflict, instance)
 		}
-		exists := true
-		if errors.Is(err, sql.ErrNoRows) {
-			// Unknown instance and no metadata: nothing to record about it.
-			exists = false
-			if len(hist) > 0 || statusSet || commit.SetCustomStatus {
-				return errors.New("commit for an instance that does not exist carries no OrchestrationName")
-			}
-		} else if err != nil {
+		if err != nil {
 			return err
 		}
+		for _, id := range timers {
+			if err := lockedExec(s.ws.deleteTimer.ExecContext(c, instance, commit.ExecutionID, id)); err != nil {
+				return fmt.Errorf("%w: fired timer %d of instance %q is not queued", duroxide.ErrTurnConflict, id, instance)
+			}
+		}
+		leases, err = s.writeTurn(c, ns, now, instance, commit, enc, lockWorkers, lockTimeout)
+		return err
+	})
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	return leases, nil
+}
 
+// StartTurn implements duroxide.LocalDispatcher.
+func (s *Store) StartTurn(ctx context.Context, instance string, commit *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, bool, error) {
+	const op = "start turn"
+	if commit == nil || commit.ExecutionID != 1 || commit.OrchestrationName == "" {
+		return nil, false, wrap(op, errors.New("the first turn of execution 1, with its orchestration name, is required"))
+	}
+	enc, err := encodeTurn(commit)
+	if err != nil {
+		return nil, false, wrap(op, err)
+	}
+	var (
+		leases  []duroxide.WorkItemLease
+		created bool
+	)
+	err = s.write(ctx, func(c context.Context, ns *notes) error {
+		leases, created = nil, false
+		now := nowMs()
+		var exists bool
+		if err := s.ws.instanceExists.QueryRowContext(c, instance).Scan(&exists); err != nil {
+			return err
+		}
 		if exists {
-			if statusSet {
-				var completed any
-				if terminal {
-					completed = now
-				}
-				_, err = s.ws.ackExecUpsert.ExecContext(c, instance, exec, string(commit.Status), nullString(commit.Output), now, completed)
-			} else {
-				_, err = s.ws.ackExecInsert.ExecContext(c, instance, exec, now)
-			}
-			if err != nil {
-				return err
-			}
-			for i := range hist {
-				ev := &commit.HistoryDelta[i]
-				if _, err := s.ws.ackHistory.ExecContext(c, instance, exec, ev.EventID, string(ev.Kind), hist[i].data); err != nil {
-					if isPrimaryKeyViolation(err) {
-						return fmt.Errorf("%w: instance %q execution %d event %d", duroxide.ErrDuplicateEvent, instance, exec, ev.EventID)
-					}
-					return err
-				}
-			}
-			if commit.KeepExecutions > 0 && commit.ExecutionID > 0 {
-				if _, err := s.prune(c, instance, max(current, exec), duroxide.PruneOptions{KeepLast: commit.KeepExecutions}); err != nil {
-					return fmt.Errorf("prune executions: %w", err)
-				}
-			}
+			return nil
 		}
+		var locked bool
+		if err := s.ws.instanceLocked.QueryRowContext(c, instance, now).Scan(&locked); err != nil {
+			return err
+		}
+		if locked {
+			return fmt.Errorf("%w: a start of instance %q is being processed", duroxide.ErrTurnConflict, instance)
+		}
+		leases, err = s.writeTurn(c, ns, now, instance, commit, enc, lockWorkers, lockTimeout)
+		created = err == nil
+		return err
+	})
+	if err != nil {
+		return nil, false, wrap(op, err)
+	}
+	return leases, created, nil
+}
 
-		for i := range workers {
-			w := &commit.WorkerItems[i]
-			wi, we := w.Instance, w.ExecutionID
-			if wi == "" {
-				wi = instance
-			}
-			if we == 0 {
-				we = exec
-			}
-			if _, err := s.ws.enqWorker.ExecContext(c, wi, we, w.ID, workers[i].data, now); err != nil {
-				return err
-			}
+// ReleaseTimer implements duroxide.LocalDispatcher.
+func (s *Store) ReleaseTimer(ctx context.Context, instance string, executionID, timerID int64) error {
+	err := s.write1(ctx, func(c context.Context, ns *notes) error {
+		if _, err := s.ws.releaseTimer.ExecContext(c, instance, executionID, timerID, nowMs()); err != nil {
+			return err
 		}
-		for _, ref := range commit.CancelledActivities {
-			ri := ref.Instance
-			if ri == "" {
-				ri = instance
-			}
-			if _, err := s.ws.ackCancel.ExecContext(c, ri, ref.ExecutionID, ref.ActivityID); err != nil {
-				return err
-			}
-		}
-		for i := range orchs {
-			vis := orchs[i].aux
-			if vis == 0 {
-				vis = now
-			}
-			if err := s.enqueueOrch(c, commit.OrchestratorItems[i].Instance, orchs[i].data, vis); err != nil {
-				return err
-			}
-		}
-
-		if len(workers) > 0 {
-			*ns |= noteWorker
-		}
-		if len(orchs) > 0 {
-			*ns |= noteOrch
-		} else {
-			// Messages that arrived while the instance was locked are
-			// fetchable now; their enqueue notification found it locked.
-			var more bool
-			if err := s.ws.ackHasVisible.QueryRowContext(c, instance, now).Scan(&more); err != nil {
-				return err
-			}
-			if more {
-				*ns |= noteOrch
-			}
-		}
-		if terminal && exists && exec >= current {
-			*ns |= noteStatus
-		}
+		*ns |= noteOrch
 		return nil
 	})
-	return wrap(op, err)
+	return wrap("release timer", err)
+}
+
+type encoded struct {
+	data string
+	aux  int64
+}
+
+type encodedTurn struct{ hist, workers, orchs []encoded }
+
+// encodeTurn encodes a commit's rows outside the write lock.
+func encodeTurn(commit *duroxide.TurnCommit) (*encodedTurn, error) {
+	backstop := commit.TimerBackstop.Milliseconds()
+	hist := make([]encoded, len(commit.HistoryDelta))
+	for i := range commit.HistoryDelta {
+		b, err := json.Marshal(&commit.HistoryDelta[i])
+		if err != nil {
+			return nil, err
+		}
+		hist[i] = encoded{data: string(b)}
+	}
+	workers := make([]encoded, len(commit.WorkerItems))
+	for i := range commit.WorkerItems {
+		b, err := json.Marshal(&commit.WorkerItems[i])
+		if err != nil {
+			return nil, err
+		}
+		workers[i] = encoded{data: string(b)}
+	}
+	orchs := make([]encoded, len(commit.OrchestratorItems))
+	for i := range commit.OrchestratorItems {
+		w := &commit.OrchestratorItems[i]
+		if w.Instance == "" {
+			return nil, (fmt.Errorf("orchestrator item %d (%s) has no instance", i, w.Kind))
+		}
+		b, err := json.Marshal(w)
+		if err != nil {
+			return nil, err
+		}
+		orchs[i] = encoded{data: string(b)}
+		if w.Kind == duroxide.WorkTimerFired && w.FireAtMs > 0 {
+			orchs[i].aux = w.FireAtMs + backstop
+		}
+	}
+	return &encodedTurn{hist, workers, orchs}, nil
+}
+
+// writeTurn writes a validated turn of instance (see AckOrchestrationItem)
+// and returns leases of its first lockWorkers worker messages, taken for
+// this handle.
+func (s *Store) writeTurn(c context.Context, ns *notes, now int64, instance string, commit *duroxide.TurnCommit, enc *encodedTurn, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
+	hist, workers, orchs := enc.hist, enc.workers, enc.orchs
+	statusSet := commit.Status != ""
+	terminal := commit.Status.IsTerminal()
+	var leases []duroxide.WorkItemLease
+	var err error
+	exec := commit.ExecutionID
+	if exec <= 0 {
+		// No execution id given: the turn belongs to the current one.
+		err := s.wconn.QueryRowContext(c, `SELECT current_execution_id FROM instances WHERE instance = ?`, instance).Scan(&exec)
+		if errors.Is(err, sql.ErrNoRows) {
+			exec = 1
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	var current int64
+	args := []any{instance, commit.OrchestrationName, commit.OrchestrationVersion, exec,
+		boolInt(statusSet), string(commit.Status), nullString(commit.Output), nullString(commit.ParentInstance),
+		now, boolInt(commit.SetCustomStatus), commit.CustomStatus}
+	if commit.OrchestrationName != "" {
+		err = s.ws.ackInstUpsert.QueryRowContext(c, args...).Scan(&current)
+	} else {
+		err = s.ws.ackInstUpdate.QueryRowContext(c, args...).Scan(&current)
+	}
+	exists := true
+	if errors.Is(err, sql.ErrNoRows) {
+		// Unknown instance and no metadata: nothing to record about it.
+		exists = false
+		if len(hist) > 0 || statusSet || commit.SetCustomStatus {
+			return nil, errors.New("commit for an instance that does not exist carries no OrchestrationName")
+		}
+	} else if err != nil {
+		return nil, err
+	}
+
+	if exists {
+		if statusSet {
+			var completed any
+			if terminal {
+				completed = now
+			}
+			_, err = s.ws.ackExecUpsert.ExecContext(c, instance, exec, string(commit.Status), nullString(commit.Output), now, completed)
+		} else {
+			_, err = s.ws.ackExecInsert.ExecContext(c, instance, exec, now)
+		}
+		if err != nil {
+			return nil, err
+		}
+		for i := range hist {
+			ev := &commit.HistoryDelta[i]
+			if _, err := s.ws.ackHistory.ExecContext(c, instance, exec, ev.EventID, string(ev.Kind), hist[i].data); err != nil {
+				if isPrimaryKeyViolation(err) {
+					return nil, fmt.Errorf("%w: instance %q execution %d event %d", duroxide.ErrDuplicateEvent, instance, exec, ev.EventID)
+				}
+				return nil, err
+			}
+		}
+		if commit.KeepExecutions > 0 && commit.ExecutionID > 0 {
+			if _, err := s.prune(c, instance, max(current, exec), duroxide.PruneOptions{KeepLast: commit.KeepExecutions}); err != nil {
+				return nil, fmt.Errorf("prune executions: %w", err)
+			}
+		}
+	}
+
+	for i := range workers {
+		w := &commit.WorkerItems[i]
+		wi, we := w.Instance, w.ExecutionID
+		if wi == "" {
+			wi = instance
+		}
+		if we == 0 {
+			we = exec
+		}
+		if i < lockWorkers {
+			random := newToken()
+			var id int64
+			if err := s.ws.enqWorkerLocked.QueryRowContext(c, wi, we, w.ID, workers[i].data, now, random, now+lockTimeout.Milliseconds(), s.owner).Scan(&id); err != nil {
+				return nil, err
+			}
+			leases = append(leases, duroxide.WorkItemLease{Item: *w, LockToken: workerToken(id, random), AttemptCount: 1})
+			continue
+		}
+		if _, err := s.ws.enqWorker.ExecContext(c, wi, we, w.ID, workers[i].data, now); err != nil {
+			return nil, err
+		}
+	}
+	for _, id := range commit.CancelledTimers {
+		if _, err := s.ws.deleteTimer.ExecContext(c, instance, exec, id); err != nil {
+			return nil, err
+		}
+	}
+	for _, ref := range commit.CancelledActivities {
+		ri := ref.Instance
+		if ri == "" {
+			ri = instance
+		}
+		if _, err := s.ws.ackCancel.ExecContext(c, ri, ref.ExecutionID, ref.ActivityID); err != nil {
+			return nil, err
+		}
+	}
+	for i := range orchs {
+		vis := orchs[i].aux
+		if vis == 0 {
+			vis = now
+		}
+		if err := s.enqueueOrch(c, commit.OrchestratorItems[i].Instance, orchs[i].data, vis); err != nil {
+			return nil, err
+		}
+	}
+
+	if len(workers) > len(leases) {
+		*ns |= noteWorker
+	}
+	if len(orchs) > 0 {
+		*ns |= noteOrch
+	} else {
+		// Messages that arrived while the instance was locked are
+		// fetchable now; their enqueue notification found it locked.
+		var more bool
+		if err := s.ws.ackHasVisible.QueryRowContext(c, instance, now).Scan(&more); err != nil {
+			return nil, err
+		}
+		if more {
+			*ns |= noteOrch
+		}
+	}
+	if terminal && exists && exec >= current {
+		*ns |= noteStatus
+	}
+	return leases, nil
 }
 
 // AbandonOrchestrationItem implements duroxide.Store. With delay zero the

@@ -13,7 +13,10 @@ type writeStmts struct {
 	begin, commit, rollback        *sql.Stmt
 	savepoint, release, rollbackTo *sql.Stmt
 
-	enqOrch, enqWorker *sql.Stmt
+	enqOrch, enqWorker, enqWorkerLocked *sql.Stmt
+	turnValid, instanceExists           *sql.Stmt
+	deleteTimer, releaseTimer           *sql.Stmt
+	instanceLocked                      *sql.Stmt
 
 	fetchTag, fetchMeta *sql.Stmt
 
@@ -103,6 +106,28 @@ func (w *writeStmts) defs() []stmtDef {
 
 		{&w.enqOrch, `INSERT INTO orchestrator_queue(instance, id, work_item, visible_at) VALUES (?, ?, ?, ?)`},
 		{&w.enqWorker, `INSERT INTO worker_queue(instance, execution_id, activity_id, work_item, visible_at) VALUES (?, ?, ?, ?, ?)`},
+		{&w.instanceExists, `SELECT EXISTS (SELECT 1 FROM instances WHERE instance = ?)`},
+		// ?1 instance, ?2 now.
+		{&w.instanceLocked, `SELECT EXISTS (SELECT 1 FROM orchestrator_queue WHERE instance = ?1 AND locked_until > ?2)`},
+		// The untagged TimerFired message of a timer (local timers).
+		// ?1 instance, ?2 execution, ?3 timer id (, ?4 now).
+		{&w.deleteTimer, `DELETE FROM orchestrator_queue WHERE instance = ?1 AND lock_token IS NULL
+			AND json_extract(work_item, '$.kind') = 'TimerFired'
+			AND json_extract(work_item, '$.exec') = ?2 AND json_extract(work_item, '$.id') = ?3`},
+		{&w.releaseTimer, `UPDATE orchestrator_queue SET visible_at = min(visible_at, ?4) WHERE instance = ?1 AND lock_token IS NULL
+			AND json_extract(work_item, '$.kind') = 'TimerFired'
+			AND json_extract(work_item, '$.exec') = ?2 AND json_extract(work_item, '$.id') = ?3`},
+		// A worker message leased at once to this handle (local dispatch).
+		{&w.enqWorkerLocked, `INSERT INTO worker_queue(instance, execution_id, activity_id, work_item, visible_at,
+				lock_token, locked_until, lock_owner, attempt_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) RETURNING id`},
+		// What decides whether a turn computed on an instance's history may
+		// still be committed: current execution, status, last event id of
+		// the current execution, and whether the instance is locked.
+		// ?1 instance, ?2 now.
+		{&w.turnValid, `SELECT current_execution_id, status,
+			coalesce((SELECT max(h.event_id) FROM history h WHERE h.instance = i.instance AND h.execution_id = i.current_execution_id), 0),
+			EXISTS (SELECT 1 FROM orchestrator_queue q WHERE q.instance = i.instance AND q.locked_until > ?2)
+			FROM instances i WHERE instance = ?1`},
 
 		// Lock the instance of the oldest visible message whose instance is
 		// not locked (or locked by a dead owner), by tagging all its

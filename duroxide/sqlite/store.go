@@ -25,9 +25,11 @@ import (
 
 // Compile-time checks.
 var (
-	_ duroxide.Store          = (*Store)(nil)
-	_ duroxide.Notifier       = (*Store)(nil)
-	_ duroxide.LeaseReclaimer = (*Store)(nil)
+	_ duroxide.Store           = (*Store)(nil)
+	_ duroxide.Notifier        = (*Store)(nil)
+	_ duroxide.LeaseReclaimer  = (*Store)(nil)
+	_ duroxide.LocalDispatcher = (*Store)(nil)
+	_ duroxide.Starter         = (*Store)(nil)
 )
 
 // MemoryPath opens an in-memory database when passed to Open as path.

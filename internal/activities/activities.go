@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -54,8 +53,6 @@ type Deps struct {
 	Driver dataplane.Driver
 	Client *duroxide.Client
 	Logger *slog.Logger
-	// Faults injects failures for testing; nil injects none.
-	Faults *Faults
 	// Metrics, when set, receives toygres_health_check_duration_seconds{result}.
 	Metrics prometheus.Registerer
 	// Host, when set, identifies the machine this server's data plane runs
@@ -84,35 +81,6 @@ func newHealthCheckHistogram(reg prometheus.Registerer) (*prometheus.HistogramVe
 		return nil, fmt.Errorf("register health check metric: %w", err)
 	}
 	return h, nil
-}
-
-// Faults injects failures into activities, for fault-injection tests and
-// demonstrations of retries.
-type Faults struct {
-	// TestConnectionFailures makes the first n test-connection calls of each
-	// instance fail.
-	TestConnectionFailures int
-	// DeployFailures makes the first n deploy calls of each instance fail
-	// (negative: every call).
-	DeployFailures int
-
-	mu    sync.Mutex
-	calls map[string]int
-}
-
-// hit counts a call and reports whether it must fail.
-func (f *Faults) hit(kind, instance string, limit int) bool {
-	if f == nil || limit == 0 {
-		return false
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.calls == nil {
-		f.calls = map[string]int{}
-	}
-	k := kind + "/" + instance
-	f.calls[k]++
-	return limit < 0 || f.calls[k] <= limit
 }
 
 // InstanceRef names an instance by internal name.
@@ -354,9 +322,6 @@ func (a *acts) forgetPassword(ctx context.Context, in InstanceRef) (struct{}, er
 }
 
 func (a *acts) deploy(ctx context.Context, in DeployInput) (struct{}, error) {
-	if a.Faults.hit("deploy", in.InternalName, a.Faults.deployLimit()) {
-		return struct{}{}, fmt.Errorf("injected deploy failure for %s", in.InternalName)
-	}
 	if err := a.checkHost(ctx, in.InternalName, true); err != nil {
 		return struct{}{}, err
 	}
@@ -367,20 +332,6 @@ func (a *acts) deploy(ctx context.Context, in DeployInput) (struct{}, error) {
 	err = a.Driver.Deploy(ctx, dataplane.Spec{Name: in.InternalName, PostgresVersion: in.PostgresVersion,
 		StorageGB: in.StorageGB, Internal: in.Internal, DNSLabel: in.DNSLabel}, pw)
 	return struct{}{}, err
-}
-
-func (f *Faults) deployLimit() int {
-	if f == nil {
-		return 0
-	}
-	return f.DeployFailures
-}
-
-func (f *Faults) testConnectionLimit() int {
-	if f == nil {
-		return 0
-	}
-	return f.TestConnectionFailures
 }
 
 func (a *acts) waitForReady(ctx context.Context, in InstanceRef) (ReadyOutput, error) {
@@ -409,9 +360,6 @@ func (a *acts) getConnectionStrings(ctx context.Context, in InstanceRef) (Connec
 }
 
 func (a *acts) testConnection(ctx context.Context, in TestConnectionInput) (TestConnectionOutput, error) {
-	if a.Faults.hit("test-connection", in.InternalName, a.Faults.testConnectionLimit()) {
-		return TestConnectionOutput{}, fmt.Errorf("injected connection failure for %s", in.InternalName)
-	}
 	pw, err := a.CMS.Password(ctx, in.InternalName)
 	if err != nil {
 		return TestConnectionOutput{}, fmt.Errorf("read password of %s: %w", in.InternalName, err)

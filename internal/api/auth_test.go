@@ -277,7 +277,7 @@ func TestLoginRateLimit(t *testing.T) {
 	req.RemoteAddr = "192.0.2.7:4000"
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
-	e.srv.Handler().ServeHTTP(rec, req)
+	validating(t, e.srv.Handler()).ServeHTTP(rec, req)
 	if rec.Code != http.StatusOK {
 		t.Fatalf("other address: %d %s", rec.Code, rec.Body)
 	}
@@ -318,7 +318,7 @@ func TestAdminPasswordLifecycle(t *testing.T) {
 	login := func(s *Server, pw string) int {
 		req := httptest.NewRequest("POST", "/api/login", strings.NewReader(`{"username":"admin","password":"`+pw+`"}`))
 		rec := httptest.NewRecorder()
-		s.Handler().ServeHTTP(rec, req)
+		validating(t, s.Handler()).ServeHTTP(rec, req)
 		return rec.Code
 	}
 	if code := login(s1, gen); code != http.StatusOK {
@@ -410,7 +410,7 @@ func TestMetricsAccess(t *testing.T) {
 			req.Header.Set("Authorization", "Bearer "+auth)
 		}
 		rec := httptest.NewRecorder()
-		s.Handler().ServeHTTP(rec, req)
+		validating(t, s.Handler()).ServeHTTP(rec, req)
 		return rec.Code
 	}
 	if c := remote(e.srv, ""); c != http.StatusUnauthorized {

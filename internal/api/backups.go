@@ -6,76 +6,22 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/orchestrations"
 )
 
-// Backup is a base backup in API answers.
-type Backup struct {
-	ID              string     `json:"id"`
-	Instance        string     `json:"instance"`
-	InternalName    string     `json:"internal_name"`
-	Kind            string     `json:"kind"`
-	State           string     `json:"state"`
-	OrchestrationID string     `json:"orchestration_id,omitempty"`
-	StartedAt       *time.Time `json:"started_at,omitempty"`
-	FinishedAt      *time.Time `json:"finished_at,omitempty"`
-	SizeBytes       int64      `json:"size_bytes"`
-	DurationMs      int64      `json:"duration_ms"`
-	StartWAL        string     `json:"start_wal,omitempty"`
-	PostgresVersion string     `json:"postgres_version,omitempty"`
-	Error           string     `json:"error,omitempty"`
-	CreatedAt       time.Time  `json:"created_at"`
-}
-
-// BackupList is GET /api/backups.
-type BackupList struct {
-	Backups []Backup `json:"backups"`
-}
-
-// BackupSettings are an instance's backup settings (durations as Go
-// duration strings, "24h").
-type BackupSettings struct {
-	Enabled   bool   `json:"enabled"`
-	Interval  string `json:"interval"`
-	Retention string `json:"retention"`
-}
-
-// BackupSettingsRequest is PUT /api/instances/{name}/backup-settings; omitted
-// fields stay as they are.
-type BackupSettingsRequest struct {
-	Enabled   *bool  `json:"enabled,omitempty"`
-	Interval  string `json:"interval,omitempty"`
-	Retention string `json:"retention,omitempty"`
-}
-
-// InstanceBackups is GET /api/instances/{name}/backups: the instance's
-// restore window, settings and backups.
-type InstanceBackups struct {
-	Instance string            `json:"instance"`
-	Window   app.RestoreWindow `json:"window"`
-	Settings BackupSettings    `json:"settings"`
-	Backups  []Backup          `json:"backups"`
-}
-
-// RestoreRequest is POST /api/restore.
-type RestoreRequest struct {
-	Name      string     `json:"name"`
-	From      string     `json:"from"`
-	At        *time.Time `json:"at,omitempty"`
-	BackupID  string     `json:"backup_id,omitempty"`
-	Password  string     `json:"password,omitempty"`
-	Internal  bool       `json:"internal,omitempty"`
-	DNSLabel  string     `json:"dns_label,omitempty"`
-	StorageGB int        `json:"storage_gb,omitempty"`
-	NoBackups bool       `json:"no_backups,omitempty"`
-}
-
-// String hides the password.
-func (r RestoreRequest) String() string {
-	return "RestoreRequest{Name:" + r.Name + ", From:" + r.From + ", Password:***}"
-}
+// The backup bodies are defined in the public client package (see types.go).
+type (
+	Backup                = client.Backup
+	BackupList            = client.BackupList
+	BackupSettings        = client.BackupSettings
+	BackupSettingsRequest = client.BackupSettingsRequest
+	RestoreWindow         = client.RestoreWindow
+	InstanceBackups       = client.InstanceBackups
+	RestoreRequest        = client.RestoreRequest
+)
 
 func timePtr(t time.Time) *time.Time {
 	if t.IsZero() {
@@ -98,18 +44,12 @@ func backupViews(list []cms.Backup) []Backup {
 	return out
 }
 
-func settingsView(s cms.BackupSettings) BackupSettings {
-	return BackupSettings{Enabled: s.Enabled, Interval: s.Interval.String(), Retention: s.Retention.String()}
+func windowView(w app.RestoreWindow) RestoreWindow {
+	return RestoreWindow{Earliest: timePtr(w.Earliest), Latest: timePtr(w.Latest), Backups: w.Backups}
 }
 
-func (s *Server) backupRoutes(api *http.ServeMux) {
-	api.HandleFunc("GET /api/backups", s.handleListBackups)
-	api.HandleFunc("GET /api/backups/{id}", s.handleGetBackup)
-	api.HandleFunc("DELETE /api/backups/{id}", s.handleDeleteBackup)
-	api.HandleFunc("POST /api/instances/{name}/backups", s.handleCreateBackup)
-	api.HandleFunc("GET /api/instances/{name}/backups", s.handleInstanceBackups)
-	api.HandleFunc("PUT /api/instances/{name}/backup-settings", s.handleBackupSettings)
-	api.HandleFunc("POST /api/restore", s.handleRestore)
+func settingsView(s cms.BackupSettings) BackupSettings {
+	return BackupSettings{Enabled: s.Enabled, Interval: s.Interval.String(), Retention: s.Retention.String()}
 }
 
 func backupNotFound(err error) error {
@@ -198,7 +138,7 @@ func (s *Server) handleInstanceBackups(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, InstanceBackups{Instance: inst.Name, Window: win, Settings: settingsView(settings), Backups: backupViews(list)})
+	writeJSON(w, http.StatusOK, InstanceBackups{Instance: inst.Name, Window: windowView(win), Settings: settingsView(settings), Backups: backupViews(list)})
 }
 
 // handleBackupSettings is PUT /api/instances/{name}/backup-settings.

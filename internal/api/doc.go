@@ -9,7 +9,8 @@
 // unknown fields, and only valid UTF-8 text (invalid bytes or unpaired
 // surrogate escapes are refused naming the field, not replaced by U+FFFD);
 // they are at most 64 KiB for login, logout and single creates and 1 MiB
-// elsewhere. Errors are {"error": "<one line>"} with status 400 (bad input
+// elsewhere. Errors are {"error": "<one line>"} (plus "field", the request
+// field at fault, when there is one) with status 400 (bad input
 // or JSON), 401 (no or wrong credentials), 403 (cross-origin browser
 // request), 404 (unknown), 405, 408 (body not received within the read
 // timeout), 409 (name taken, orchestration already finished), 413 (body too
@@ -35,6 +36,7 @@
 //	POST /api/login                    JSON {username,password} → 200 {token,expires_at} (the CLI's "toygres login")
 //	POST /api/logout                   revokes the token used → 200
 //	GET  /api/session                  200 {user,kind,expires_at}
+//	GET  /api/openapi.json             the OpenAPI 3.1 description of all of this (openapi.json)
 //
 //	GET    /api/instances                     ?all=true&state=running,failed,broken&name=&limit= → 200 InstanceList (newest first, no secrets);
 //	                                          default: live instances (creating, running, deleting; broken ones included),

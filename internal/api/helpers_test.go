@@ -120,7 +120,7 @@ func newEnv(t *testing.T, opts Options) *env {
 	}
 	c := &clock{}
 	srv.now = c.now
-	ts := httptest.NewServer(srv.Handler())
+	ts := httptest.NewServer(validating(t, srv.Handler()))
 	t.Cleanup(ts.Close)
 	hc := &http.Client{Timeout: time.Minute, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	return &env{t: t, app: a, srv: srv, ts: ts, clock: c, hc: hc}

@@ -226,7 +226,7 @@ func (s *Server) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) bulkItem(r *http.Request, name string, inst *cms.Instance, err error, orch func(*cms.Instance) string) BulkItemResult {
 	if err != nil {
-		status, msg := s.classify(err)
+		status, msg, _ := s.classify(err)
 		if status == http.StatusInternalServerError {
 			s.log.Error("bulk item failed", "name", name, "path", r.URL.Path, "request_id", info(r).id, "error", err.Error())
 			msg = "internal error (request id " + info(r).id + "); see the server log"

@@ -176,7 +176,7 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	s.clearCookie(w, r)
 	if kind == "bearer" || wantsJSON(r) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "logged out"})
+		writeJSON(w, http.StatusOK, LogoutResponse{Status: "logged out"})
 		return
 	}
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
@@ -206,14 +206,7 @@ func (s *Server) handleAPILogout(w http.ResponseWriter, r *http.Request) {
 	if ri.auth == "cookie" {
 		s.clearCookie(w, r)
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "logged out"})
-}
-
-// SessionInfo is the body of GET /api/session.
-type SessionInfo struct {
-	User      string    `json:"user"`
-	Kind      string    `json:"kind"` // "browser" or "token"
-	ExpiresAt time.Time `json:"expires_at"`
+	writeJSON(w, http.StatusOK, LogoutResponse{Status: "logged out"})
 }
 
 func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {

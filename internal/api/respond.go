@@ -23,12 +23,18 @@ import (
 type apiError struct {
 	status int
 	msg    string
+	field  string // the request field at fault, if one is
 }
 
 func (e *apiError) Error() string { return e.msg }
 
 func errorf(status int, format string, args ...any) error {
 	return &apiError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// fieldErrorf is errorf about one field of the request body.
+func fieldErrorf(status int, field, format string, args ...any) error {
+	return &apiError{status: status, msg: fmt.Sprintf(format, args...), field: field}
 }
 
 // writeJSON writes v with status.
@@ -61,40 +67,40 @@ func oneLine(s string) string {
 // fail maps err to a status and message, logging internal errors in full
 // (with the request id the client sees) but never returning them.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	status, msg := s.classify(err)
+	status, msg, field := s.classify(err)
 	if status == http.StatusInternalServerError {
 		id := w.Header().Get("X-Request-Id")
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err.Error())
 		msg = "internal error (request id " + id + "); see the server log"
 	}
-	writeError(w, status, msg)
+	writeJSON(w, status, ErrorResponse{Error: oneLine(msg), Field: field})
 }
 
-func (s *Server) classify(err error) (int, string) {
+func (s *Server) classify(err error) (status int, msg, field string) {
 	var ae *apiError
 	var ve *app.ValidationError
 	var ce *app.ConflictError
 	switch {
 	case errors.As(err, &ce):
-		return http.StatusConflict, ce.Msg
+		return http.StatusConflict, ce.Msg, ""
 	case errors.As(err, &ae):
-		return ae.status, ae.msg
+		return ae.status, ae.msg, ae.field
 	case errors.As(err, &ve):
-		return http.StatusBadRequest, ve.Msg
+		return http.StatusBadRequest, ve.Msg, ve.Field
 	case errors.Is(err, cms.ErrNameTaken):
-		return http.StatusConflict, "the name is already in use by an active instance"
+		return http.StatusConflict, "the name is already in use by an active instance", ""
 	case errors.Is(err, cms.ErrInvalidTransition):
-		return http.StatusConflict, "the instance cannot make that state change"
+		return http.StatusConflict, "the instance cannot make that state change", ""
 	case errors.Is(err, cms.ErrNotFound):
-		return http.StatusNotFound, "instance not found"
+		return http.StatusNotFound, "instance not found", ""
 	case errors.Is(err, duroxide.ErrNotFound):
-		return http.StatusNotFound, "orchestration not found"
+		return http.StatusNotFound, "orchestration not found", ""
 	case errors.Is(err, duroxide.ErrInvalidInput):
-		return http.StatusBadRequest, strings.TrimPrefix(err.Error(), "duroxide: ")
+		return http.StatusBadRequest, strings.TrimPrefix(err.Error(), "duroxide: "), ""
 	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable, "the request timed out"
+		return http.StatusServiceUnavailable, "the request timed out", ""
 	}
-	return http.StatusInternalServerError, ""
+	return http.StatusInternalServerError, "", ""
 }
 
 // decodeJSON reads a JSON body into v: at most 1 MiB, one value, no unknown
@@ -136,7 +142,7 @@ func decodeJSONBody(w http.ResponseWriter, r *http.Request, v any, allowEmpty bo
 		if field == "" {
 			return errorf(http.StatusBadRequest, "invalid JSON: the body is not valid UTF-8 text")
 		}
-		return errorf(http.StatusBadRequest, "invalid JSON: field %q is not valid UTF-8 text", field)
+		return fieldErrorf(http.StatusBadRequest, field, "invalid JSON: field %q is not valid UTF-8 text", field)
 	}
 	return nil
 }
@@ -159,11 +165,12 @@ func jsonError(err error) error {
 		return errorf(http.StatusBadRequest, "invalid JSON at byte %d", se.Offset)
 	case errors.As(err, &ute):
 		if ute.Field != "" {
-			return errorf(http.StatusBadRequest, "invalid JSON: field %q must be %s", ute.Field, jsonKind(ute.Type.Kind().String()))
+			return fieldErrorf(http.StatusBadRequest, ute.Field, "invalid JSON: field %q must be %s", ute.Field, jsonKind(ute.Type.Kind().String()))
 		}
 		return errorf(http.StatusBadRequest, "invalid JSON: expected an object")
 	case unkn:
-		return errorf(http.StatusBadRequest, "invalid JSON: %s", strings.TrimPrefix(msg, "json: "))
+		return fieldErrorf(http.StatusBadRequest, strings.Trim(strings.TrimPrefix(msg, "json: unknown field "), `"`),
+			"invalid JSON: %s", strings.TrimPrefix(msg, "json: "))
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return errorf(http.StatusBadRequest, "invalid JSON: unexpected end of the body")
 	}

@@ -258,33 +258,9 @@ func register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
 //	  └ other paths: the web console (package web); session, else 303 to /login
 func (s *Server) routes() (http.Handler, error) {
 	api := http.NewServeMux()
-	api.HandleFunc("GET /api/session", s.handleSession)
-	api.HandleFunc("POST /api/logout", s.handleAPILogout)
-
-	api.HandleFunc("GET /api/instances", s.handleListInstances)
-	api.HandleFunc("POST /api/instances", s.handleCreateInstance)
-	api.HandleFunc("POST /api/instances/bulk", s.handleBulkCreate)
-	api.HandleFunc("POST /api/instances/bulk-delete", s.handleBulkDelete)
-	api.HandleFunc("GET /api/instances/{name}", s.handleGetInstance)
-	api.HandleFunc("DELETE /api/instances/{name}", s.handleDeleteInstance)
-	api.HandleFunc("POST /api/instances/{name}/purge", s.handlePurgeInstance)
-	api.HandleFunc("POST /api/instances/{name}/repair", s.handleRepairInstance)
-	api.HandleFunc("GET /api/instances/{name}/health", s.handleInstanceHealth)
-	api.HandleFunc("GET /api/instances/{name}/events", s.handleInstanceEvents)
-	api.HandleFunc("GET /api/instances/{name}/logs", s.handleInstanceLogs)
-
-	s.backupRoutes(api)
-
-	api.HandleFunc("GET /api/orchestrations", s.handleListOrchestrations)
-	api.HandleFunc("GET /api/orchestrations/{id}", s.handleGetOrchestration)
-	api.HandleFunc("POST /api/orchestrations/{id}/cancel", s.handleCancel)
-	api.HandleFunc("POST /api/orchestrations/{id}/recreate", s.handleRecreate)
-	api.HandleFunc("POST /api/orchestrations/{id}/raise-event", s.handleRaiseEvent)
-
-	api.HandleFunc("GET /api/server/logs", s.handleServerLogs)
-	api.HandleFunc("GET /api/server/stats", s.handleServerStats)
-	api.HandleFunc("GET /api/server/config", s.handleServerConfig)
-	api.HandleFunc("GET /api/server/workers", s.handleServerWorkers)
+	for _, rt := range s.apiRoutes() {
+		api.HandleFunc(rt.pattern, rt.handler)
+	}
 
 	// The console submits its forms to the API in-process (the unwrapped
 	// mux: the console is itself behind the login).
@@ -297,12 +273,9 @@ func (s *Server) routes() (http.Handler, error) {
 	console.Register(pages)
 
 	root := http.NewServeMux()
-	root.HandleFunc("GET /health", s.handleHealth)
-	root.HandleFunc("GET /metrics", s.handleMetrics)
-	root.HandleFunc("GET /login", s.handleLoginPage)
-	root.HandleFunc("POST /login", s.handleLogin)
-	root.HandleFunc("POST /logout", s.handleLogout)
-	root.HandleFunc("POST /api/login", s.handleAPILogin)
+	for _, rt := range s.publicRoutes() {
+		root.HandleFunc(rt.pattern, rt.handler)
+	}
 	root.Handle("/api/", s.requireAPI(api))
 	root.Handle("/", s.requireBrowser(pages))
 
@@ -311,6 +284,61 @@ func (s *Server) routes() (http.Handler, error) {
 		writeError(w, http.StatusForbidden, "cross-origin request rejected")
 	}))
 	return s.logRequests(cop.Handler(root)), nil
+}
+
+// route is one endpoint: a ServeMux pattern ("METHOD /path/{param}").
+type route struct {
+	pattern string
+	handler http.HandlerFunc
+}
+
+// publicRoutes are the endpoints served without a session. openapi.json
+// describes them and the API routes (a test compares the lists).
+func (s *Server) publicRoutes() []route {
+	return []route{
+		{"GET /health", s.handleHealth},
+		{"GET /metrics", s.handleMetrics},
+		{"GET /login", s.handleLoginPage},
+		{"POST /login", s.handleLogin},
+		{"POST /logout", s.handleLogout},
+		{"POST /api/login", s.handleAPILogin},
+	}
+}
+
+// apiRoutes are the /api endpoints behind the login.
+func (s *Server) apiRoutes() []route {
+	return []route{
+		{"GET /api/openapi.json", s.handleOpenAPI},
+		{"GET /api/session", s.handleSession},
+		{"POST /api/logout", s.handleAPILogout},
+		{"GET /api/instances", s.handleListInstances},
+		{"POST /api/instances", s.handleCreateInstance},
+		{"POST /api/instances/bulk", s.handleBulkCreate},
+		{"POST /api/instances/bulk-delete", s.handleBulkDelete},
+		{"GET /api/instances/{name}", s.handleGetInstance},
+		{"DELETE /api/instances/{name}", s.handleDeleteInstance},
+		{"POST /api/instances/{name}/purge", s.handlePurgeInstance},
+		{"POST /api/instances/{name}/repair", s.handleRepairInstance},
+		{"GET /api/instances/{name}/health", s.handleInstanceHealth},
+		{"GET /api/instances/{name}/events", s.handleInstanceEvents},
+		{"GET /api/instances/{name}/logs", s.handleInstanceLogs},
+		{"POST /api/instances/{name}/backups", s.handleCreateBackup},
+		{"GET /api/instances/{name}/backups", s.handleInstanceBackups},
+		{"PUT /api/instances/{name}/backup-settings", s.handleBackupSettings},
+		{"GET /api/backups", s.handleListBackups},
+		{"GET /api/backups/{id}", s.handleGetBackup},
+		{"DELETE /api/backups/{id}", s.handleDeleteBackup},
+		{"POST /api/restore", s.handleRestore},
+		{"GET /api/orchestrations", s.handleListOrchestrations},
+		{"GET /api/orchestrations/{id}", s.handleGetOrchestration},
+		{"POST /api/orchestrations/{id}/cancel", s.handleCancel},
+		{"POST /api/orchestrations/{id}/recreate", s.handleRecreate},
+		{"POST /api/orchestrations/{id}/raise-event", s.handleRaiseEvent},
+		{"GET /api/server/logs", s.handleServerLogs},
+		{"GET /api/server/stats", s.handleServerStats},
+		{"GET /api/server/config", s.handleServerConfig},
+		{"GET /api/server/workers", s.handleServerWorkers},
+	}
 }
 
 // reqInfo is per-request state shared by the middleware layers.

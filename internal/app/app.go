@@ -50,8 +50,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics receives duroxide's and Toygres' collectors (default: a new registry).
 	Metrics *prometheus.Registry
-	// Faults injects activity failures (tests and demonstrations).
-	Faults *activities.Faults
+	// WrapDriver, when set, wraps the driver (built or given) once the data
+	// plane is open, before activities and the API use it; tests wrap it
+	// with a fault-injecting driver (internal/dataplane/faulty).
+	WrapDriver func(dataplane.Driver) dataplane.Driver
 	// OrchestrationConcurrency and ActivityConcurrency size the runtime (defaults 10 and 10).
 	OrchestrationConcurrency, ActivityConcurrency int
 	// Retention bounds the stores (see Retention; zero values are defaults).
@@ -225,8 +227,12 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		return nil, fmt.Errorf("unknown data plane %q (want local or kubernetes)", cfg.Dataplane)
 	}
 
+	if cfg.WrapDriver != nil {
+		a.Driver = cfg.WrapDriver(a.Driver)
+	}
+
 	reg := duroxide.NewRegistry()
-	if err := activities.Register(reg, activities.Deps{CMS: a.CMS, Driver: a.Driver, Client: a.Client, Logger: cfg.Logger, Faults: cfg.Faults, Metrics: cfg.Metrics, Host: hostID}); err != nil {
+	if err := activities.Register(reg, activities.Deps{CMS: a.CMS, Driver: a.Driver, Client: a.Client, Logger: cfg.Logger, Metrics: cfg.Metrics, Host: hostID}); err != nil {
 		return nil, err
 	}
 	if err := orchestrations.Register(reg, a.Driver.Name()); err != nil {
@@ -315,12 +321,20 @@ func (a *App) superviseActors(ctx context.Context) error {
 }
 
 // ValidationError is bad input from a caller (HTTP 400, CLI usage error).
-type ValidationError struct{ Msg string }
+type ValidationError struct {
+	Msg string
+	// Field is the request field at fault ("name", "password"…), if one is.
+	Field string
+}
 
 func (e *ValidationError) Error() string { return e.Msg }
 
 func invalid(format string, args ...any) error {
 	return &ValidationError{Msg: fmt.Sprintf(format, args...)}
+}
+
+func invalidField(field, format string, args ...any) error {
+	return &ValidationError{Msg: fmt.Sprintf(format, args...), Field: field}
 }
 
 // CreateRequest asks for a new instance.
@@ -346,31 +360,31 @@ const (
 // ValidateCreate checks a request without side effects.
 func (a *App) ValidateCreate(ctx context.Context, r *CreateRequest) error {
 	if r.Name == "" {
-		return invalid("name is required")
+		return invalidField("name", "name is required")
 	}
 	if !nameRE.MatchString(r.Name) {
-		return invalid("invalid name %q: use 1-40 lower-case letters, digits and hyphens, starting with a letter and not ending with a hyphen", r.Name)
+		return invalidField("name", "invalid name %q: use 1-40 lower-case letters, digits and hyphens, starting with a letter and not ending with a hyphen", r.Name)
 	}
 	if r.Password == "" {
-		return invalid("password is required")
+		return invalidField("password", "password is required")
 	}
 	if len(r.Password) < MinPasswordLength {
-		return invalid("password must be at least %d characters", MinPasswordLength)
+		return invalidField("password", "password must be at least %d characters", MinPasswordLength)
 	}
 	if len(r.Password) > MaxPasswordLength {
-		return invalid("password must be at most %d characters", MaxPasswordLength)
+		return invalidField("password", "password must be at most %d characters", MaxPasswordLength)
 	}
 	if strings.ContainsAny(r.Password, "\x00\n\r") {
-		return invalid("password must not contain control characters")
+		return invalidField("password", "password must not contain control characters")
 	}
 	if r.StorageGB == 0 {
 		r.StorageGB = 10
 	}
 	if r.StorageGB < 1 || r.StorageGB > 16384 {
-		return invalid("storage must be between 1 and 16384 GB, got %d", r.StorageGB)
+		return invalidField("storage_gb", "storage must be between 1 and 16384 GB, got %d", r.StorageGB)
 	}
 	if r.DNSLabel != "" && !nameRE.MatchString(r.DNSLabel) {
-		return invalid("invalid DNS label %q", r.DNSLabel)
+		return invalidField("dns_label", "invalid DNS label %q", r.DNSLabel)
 	}
 	if r.Internal {
 		// A driver that knows internal endpoints are out of this server's
@@ -399,7 +413,7 @@ func (a *App) ValidateCreate(ctx context.Context, r *CreateRequest) error {
 			}
 		}
 		if !found {
-			return invalid("PostgreSQL version %q is not available (available: %s)", r.PostgresVersion, strings.Join(versions, ", "))
+			return invalidField("postgres_version", "PostgreSQL version %q is not available (available: %s)", r.PostgresVersion, strings.Join(versions, ", "))
 		}
 	}
 	return nil

@@ -1,40 +1,23 @@
 package cli
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
+
+	"github.com/toygres/toygres/client"
 )
 
-// APIError is an error answer of the REST API ({"error": "..."}).
-type APIError struct {
-	Status  int
-	Message string
-}
-
-func (e *APIError) Error() string {
-	if e.Message != "" {
-		return e.Message
-	}
-	return fmt.Sprintf("server answered %d %s", e.Status, http.StatusText(e.Status))
-}
+// APIError is an error answer of the REST API: the public client's *Error
+// (status, message, field).
+type APIError = client.Error
 
 // StatusOf returns the HTTP status of an APIError (0 for other errors).
-func StatusOf(err error) int {
-	var ae *APIError
-	if errors.As(err, &ae) {
-		return ae.Status
-	}
-	return 0
-}
+func StatusOf(err error) int { return client.StatusOf(err) }
 
 // UnreachableError means the server could not be reached at all.
 type UnreachableError struct {
@@ -60,87 +43,73 @@ func shortNetErr(err error) string {
 	return err.Error()
 }
 
-// Client calls the Toygres REST API with a bearer token.
+// Client is the CLI's view of the public Go client (package client): the
+// same requests, with errors that tell a person at a terminal what to do
+// (log in, start the server, pin the certificate). API is the typed client;
+// pass its errors through Explain.
 type Client struct {
 	BaseURL string
 	Token   string
 	// TokenSource describes where the token came from (for error messages).
 	TokenSource string
-	HTTP        *http.Client
 	// Fingerprint is the pinned server certificate (see Pin), "" if none.
 	Fingerprint string
+	// API is the public client the requests go through.
+	API *client.Client
 
 	pinSource string
 }
 
 // NewClient returns a client for a server URL.
 func NewClient(baseURL, token string) *Client {
-	return &Client{BaseURL: NormalizeURL(baseURL), Token: token, HTTP: &http.Client{Timeout: 60 * time.Second}}
+	c := &Client{BaseURL: NormalizeURL(baseURL), Token: token}
+	c.API, _ = client.New(c.BaseURL, client.WithToken(token), client.WithUserAgent("toygres-cli"))
+	if c.API == nil {
+		// An unparsable URL: keep a client whose requests fail with the
+		// URL error rather than a nil pointer.
+		c.API, _ = client.New("http://invalid.invalid", client.WithToken(token))
+	}
+	return c
 }
 
 // Do sends a request with an optional JSON body and decodes a JSON answer
-// into out (when non-nil). Answers other than 2xx become *APIError.
+// into out (when non-nil; a *json.RawMessage receives the raw answer).
+// Answers other than 2xx become *APIError.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
+	return c.Explain(c.API.Do(ctx, method, path, body, out))
+}
+
+// Explain turns an error of the public client into the CLI's: a 401 says
+// where the token came from and how to get one, a refused certificate how
+// to check and pin it, a failed connection that the server may not run.
+func (c *Client) Explain(err error) error {
+	if err == nil {
+		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, rd)
-	if err != nil {
+	var ae *client.Error
+	var ce *client.CertificateError
+	switch {
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	case errors.As(err, &ae):
+		if ae.Status == http.StatusUnauthorized {
+			cp := *ae
+			cp.Message = c.authHint(ae.Message)
+			return &cp
 		}
-		if ce := c.certificateError(err); ce != nil {
-			return ce
-		}
+		return err
+	case errors.As(err, &ce):
+		return &CertificateError{URL: c.BaseURL, Pinned: ce.Pinned, Got: ce.Got, PinSource: c.pinSource, Err: ce.Err}
+	}
+	if strings.HasPrefix(c.BaseURL, "https://") && strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
+		return fmt.Errorf("the server at %s speaks plain HTTP, not HTTPS: use an http:// URL", c.BaseURL)
+	}
+	var ne net.Error
+	var ue *url.Error
+	if errors.As(err, &ne) || errors.As(err, &ue) {
 		return &UnreachableError{URL: c.BaseURL, Err: err}
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("read answer of %s %s: %w", method, path, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		ae := &APIError{Status: resp.StatusCode}
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			ae.Message = e.Error
-		} else if s := strings.TrimSpace(string(data)); s != "" && len(s) < 300 && !strings.HasPrefix(s, "<") {
-			ae.Message = s
-		}
-		if resp.StatusCode == http.StatusUnauthorized {
-			ae.Message = c.authHint(ae.Message)
-		}
-		return ae
-	}
-	if out == nil {
-		return nil
-	}
-	if raw, ok := out.(*json.RawMessage); ok {
-		*raw = append((*raw)[:0], data...)
-		return nil
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("decode answer of %s %s: %w", method, path, err)
-	}
-	return nil
+	return err
 }
 
 func (c *Client) authHint(msg string) string {
@@ -160,10 +129,9 @@ func (c *Client) Get(ctx context.Context, path string, out any) error {
 }
 
 // Health calls the public GET /health.
-func (c *Client) Health(ctx context.Context) (map[string]any, error) {
-	var h map[string]any
-	err := c.Do(ctx, http.MethodGet, "/health", nil, &h)
-	return h, err
+func (c *Client) Health(ctx context.Context) (*client.Health, error) {
+	h, err := c.API.Health(ctx)
+	return h, c.Explain(err)
 }
 
 // PathEscape escapes one path segment.

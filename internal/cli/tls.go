@@ -1,15 +1,12 @@
 package cli
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
-	"time"
 
-	"github.com/toygres/toygres/internal/tlscert"
+	"github.com/toygres/toygres/client"
 )
 
 // CertificateError means the server's TLS certificate was refused: it is
@@ -71,39 +68,10 @@ func (c *Client) Pin(fingerprint, source string) error {
 	if fingerprint == "" {
 		return nil
 	}
-	cfg, err := tlscert.PinnedConfig(fingerprint)
+	api, err := client.New(c.BaseURL, client.WithToken(c.Token), client.WithUserAgent("toygres-cli"), client.WithFingerprint(fingerprint))
 	if err != nil {
-		return err
+		return errors.New(strings.TrimPrefix(err.Error(), "client: "))
 	}
-	c.pinSource = source
-	c.Fingerprint, _ = tlscert.ParseFingerprint(fingerprint)
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig = cfg
-	timeout := 60 * time.Second
-	if c.HTTP != nil && c.HTTP.Timeout > 0 {
-		timeout = c.HTTP.Timeout
-	}
-	c.HTTP = &http.Client{Timeout: timeout, Transport: t}
-	return nil
-}
-
-// certificateError turns a TLS verification failure into a
-// CertificateError (nil for other errors).
-func (c *Client) certificateError(err error) error {
-	var mm *tlscert.MismatchError
-	if errors.As(err, &mm) {
-		return &CertificateError{URL: c.BaseURL, Pinned: mm.Want, Got: mm.Got, PinSource: c.pinSource, Err: err}
-	}
-	var cve *tls.CertificateVerificationError
-	if errors.As(err, &cve) {
-		got := ""
-		if len(cve.UnverifiedCertificates) > 0 {
-			got = tlscert.Fingerprint(cve.UnverifiedCertificates[0].Raw)
-		}
-		return &CertificateError{URL: c.BaseURL, Got: got, Err: err}
-	}
-	if strings.HasPrefix(c.BaseURL, "https://") && strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
-		return fmt.Errorf("the server at %s speaks plain HTTP, not HTTPS: use an http:// URL", c.BaseURL)
-	}
+	c.API, c.pinSource, c.Fingerprint = api, source, api.Fingerprint()
 	return nil
 }

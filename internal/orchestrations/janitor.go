@@ -30,7 +30,7 @@ const (
 
 // PolicyJanitor retries a janitor sweep step a few times; a step that still
 // fails is skipped until the next run.
-var PolicyJanitor = duroxide.NewRetryPolicy(3).
+var PolicyJanitor = duroxide.NewRetryPolicy(3).WithName("janitor").
 	WithBackoff(duroxide.Exponential{Base: 2 * time.Second, Multiplier: 2, Max: 10 * time.Second}).
 	WithTimeout(10 * time.Minute)
 

@@ -12,50 +12,51 @@ import (
 
 // Retry policies. The founding document's policies are kept exactly; the
 // steps it left on manual loops or without retries (wait-for-ready, deploy,
-// CMS writes) get policies of their own.
+// CMS writes) get policies of their own. Each is named: the name is recorded
+// with every attempt in history (Event.Policy).
 var (
 	// create-instance / get-connection-strings: 5 attempts, Linear 2s max 10s, 120s per attempt.
-	PolicyGetConnectionStrings = duroxide.NewRetryPolicy(5).
+	PolicyGetConnectionStrings = duroxide.NewRetryPolicy(5).WithName("get-connection-strings").
 					WithBackoff(duroxide.Linear{Base: 2 * time.Second, Max: 10 * time.Second}).
 					WithTimeout(120 * time.Second)
 	// create-instance / test-connection: 5 attempts, Exponential 2s ×2 max 30s, 60s per attempt.
-	PolicyCreateTestConnection = duroxide.NewRetryPolicy(5).
+	PolicyCreateTestConnection = duroxide.NewRetryPolicy(5).WithName("create-test-connection").
 					WithBackoff(duroxide.Exponential{Base: 2 * time.Second, Multiplier: 2, Max: 30 * time.Second}).
 					WithTimeout(60 * time.Second)
 	// delete-instance / look-up: 3 attempts, Fixed 2s, 10s per attempt.
-	PolicyDeleteLookup = duroxide.NewRetryPolicy(3).
+	PolicyDeleteLookup = duroxide.NewRetryPolicy(3).WithName("delete-lookup").
 				WithBackoff(duroxide.Fixed{Delay: 2 * time.Second}).
 				WithTimeout(10 * time.Second)
 	// delete-instance / delete-postgres: 3 attempts, Exponential 1s ×2 max 10s, 60s per attempt.
-	PolicyDeletePostgres = duroxide.NewRetryPolicy(3).
+	PolicyDeletePostgres = duroxide.NewRetryPolicy(3).WithName("delete-postgres").
 				WithBackoff(duroxide.Exponential{Base: time.Second, Multiplier: 2, Max: 10 * time.Second}).
 				WithTimeout(60 * time.Second)
 	// instance-actor / get connection: 3 attempts, Exponential 2s ×2 max 10s, 15s per attempt.
-	PolicyActorGetConnection = duroxide.NewRetryPolicy(3).
+	PolicyActorGetConnection = duroxide.NewRetryPolicy(3).WithName("actor-get-connection").
 					WithBackoff(duroxide.Exponential{Base: 2 * time.Second, Multiplier: 2, Max: 10 * time.Second}).
 					WithTimeout(15 * time.Second)
 	// instance-actor / probe: 3 attempts, Linear 1s max 5s, 30s per attempt.
-	PolicyActorProbe = duroxide.NewRetryPolicy(3).
+	PolicyActorProbe = duroxide.NewRetryPolicy(3).WithName("actor-probe").
 				WithBackoff(duroxide.Linear{Base: time.Second, Max: 5 * time.Second}).
 				WithTimeout(30 * time.Second)
 
 	// wait-for-ready replaces the Rust version's manual 60 × (check + 5s
 	// timer) loop: the activity fails while the server starts and the policy
 	// polls, backing off to 5s, for at most 10 minutes.
-	PolicyWaitForReady = duroxide.NewRetryPolicy(200).
+	PolicyWaitForReady = duroxide.NewRetryPolicy(200).WithName("wait-for-ready").
 				WithBackoff(duroxide.Exponential{Base: 250 * time.Millisecond, Multiplier: 1.5, Max: 5 * time.Second}).
 				WithTimeout(30 * time.Second).
 				WithTotalTimeout(10 * time.Minute)
 	// deploy-postgres is idempotent, so transient platform errors are retried.
-	PolicyDeploy = duroxide.NewRetryPolicy(3).
+	PolicyDeploy = duroxide.NewRetryPolicy(3).WithName("deploy").
 			WithBackoff(duroxide.Exponential{Base: 2 * time.Second, Multiplier: 2, Max: 10 * time.Second}).
 			WithTimeout(5 * time.Minute)
 	// CMS reads and writes: quick retries of transient database errors.
-	PolicyCMS = duroxide.NewRetryPolicy(5).
+	PolicyCMS = duroxide.NewRetryPolicy(5).WithName("cms").
 			WithBackoff(duroxide.Exponential{Base: 500 * time.Millisecond, Multiplier: 2, Max: 5 * time.Second}).
 			WithTimeout(30 * time.Second)
 	// Waiting for a create that is being cancelled before deleting.
-	PolicyAwaitCreate = duroxide.NewRetryPolicy(120).
+	PolicyAwaitCreate = duroxide.NewRetryPolicy(120).WithName("await-create").
 				WithBackoff(duroxide.Fixed{Delay: time.Second}).
 				WithTotalTimeout(3 * time.Minute)
 )

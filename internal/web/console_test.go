@@ -13,10 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/toygres/toygres/internal/activities"
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/apptest"
+	"github.com/toygres/toygres/internal/dataplane"
+	"github.com/toygres/toygres/internal/dataplane/faulty"
 )
 
 const (
@@ -67,8 +68,13 @@ func startToygres(t *testing.T, artifacts string) (*app.App, *httptest.Server, s
 	logger := slog.New(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	var faults *faulty.Driver
 	a, err := app.Open(ctx, app.Config{DataDir: dir, ActorInterval: time.Second, Logger: logger,
-		Faults: &activities.Faults{TestConnectionFailures: 2}})
+		WrapDriver: func(d dataplane.Driver) dataplane.Driver {
+			w, f := faulty.Wrap(d, faulty.Faults{ConnectionFailures: 2})
+			faults = f
+			return w
+		}})
 	if err != nil {
 		t.Fatalf("open app: %v", err)
 	}
@@ -76,6 +82,7 @@ func startToygres(t *testing.T, artifacts string) (*app.App, *httptest.Server, s
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		_ = a.Close(ctx)
 		cancel()
+		faults.Close()
 		logFile.Close()
 		if t.Failed() {
 			if b, err := os.ReadFile(logPath); err == nil {

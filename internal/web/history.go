@@ -226,10 +226,15 @@ func readableHistory(orchName string, events []duroxide.Event, running bool) []h
 			if g.policy != nil {
 				a.Of = g.policy.MaxAttempts
 			}
+			// Newer histories record the attempt and the policy; older ones
+			// are read with knownPolicies.
+			if e.Attempt > 0 {
+				a.N, a.Of = e.Attempt, e.MaxAttempts
+			}
 			g.item.Attempts = append(g.item.Attempts, a)
 			// A timer created right after the schedule is the attempt's timeout.
 			if next := byID[e.EventID+1]; next != nil && next.Kind == duroxide.EventTimerCreated && !consumed[next.EventID] &&
-				(g.policy == nil || g.policy.Timeout > 0) {
+				(next.Purpose == duroxide.TimerAttemptTimeout || (next.Purpose == "" && (g.policy == nil || g.policy.Timeout > 0))) {
 				a.Timeout = timer(next)
 				g.item.IDs = append(g.item.IDs, next.EventID)
 			}
@@ -272,7 +277,7 @@ func readableHistory(orchName string, events []duroxide.Event, running bool) []h
 			default:
 				a.Status, a.StatusText = "cancelled", "no result (the execution ended)"
 			}
-			if failID != 0 && !nonRetryable && (g.policy == nil || a.N < g.policy.MaxAttempts) {
+			if failID != 0 && !nonRetryable && (a.Of == 0 || a.N < a.Of) {
 				g.pending, g.failedAt = true, failID
 				pending[key] = g
 			} else {
@@ -283,7 +288,13 @@ func readableHistory(orchName string, events []duroxide.Event, running bool) []h
 		case duroxide.EventTimerCreated:
 			// A retry sequence's total timeout: created just before its first
 			// attempt (a backoff timer is followed by its TimerFired first).
-			if next := byID[e.EventID+1]; next != nil && next.Kind == duroxide.EventActivityScheduled && pending[next.Name+"\x00"+next.Input] == nil {
+			if e.Purpose == duroxide.TimerTotalTimeout {
+				if next := byID[e.EventID+1]; next != nil && next.Kind == duroxide.EventActivityScheduled {
+					totals[next.EventID] = timer(e)
+					continue
+				}
+			}
+			if next := byID[e.EventID+1]; e.Purpose == "" && next != nil && next.Kind == duroxide.EventActivityScheduled && pending[next.Name+"\x00"+next.Input] == nil {
 				p, known := policies[next.Name]
 				if !known || p.TotalTimeout > 0 {
 					totals[next.EventID] = timer(e)
@@ -294,6 +305,9 @@ func readableHistory(orchName string, events []duroxide.Event, running bool) []h
 			// next attempt of the same call (or still running).
 			var best *group
 			for _, g := range pending {
+				if e.Purpose == duroxide.TimerUser {
+					break // recorded as the orchestration's own timer
+				}
 				if g.failedAt < e.EventID && g.item.Attempts[len(g.item.Attempts)-1].Backoff == nil && (best == nil || g.failedAt > best.failedAt) {
 					best = g
 				}

@@ -1,0 +1,453 @@
+package client
+
+import (
+	"encoding/json"
+	"log/slog"
+	"time"
+)
+
+// The types below are the JSON bodies of the REST API, shared with the server
+// (package internal/api aliases them), so the client and the server cannot
+// disagree about a field. api/openapi.json describes the same bodies. Every
+// timestamp is RFC 3339 in UTC.
+
+// ErrorResponse is the body of every error: one clear line, never a secret.
+type ErrorResponse struct {
+	Error string `json:"error"`
+	// Field is the request body's field the error is about (a JSON path
+	// such as "name" or "names[2]"), when the error is about one field.
+	Field string `json:"field,omitempty"`
+}
+
+// Health is the body of GET /health.
+type Health struct {
+	Status  string `json:"status"` // "healthy"
+	Service string `json:"service"`
+	Version string `json:"version"`
+}
+
+// LoginRequest is the body of POST /api/login (and a JSON POST /login).
+type LoginRequest struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// String hides the password.
+func (r LoginRequest) String() string {
+	return "LoginRequest{Username:" + r.Username + ", Password:***}"
+}
+
+// LogValue hides the password from slog.
+func (r LoginRequest) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("username", r.Username), slog.String("password", "***"))
+}
+
+// LoginResponse carries a bearer token for the Authorization header.
+type LoginResponse struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// CreateInstanceRequest is the body of POST /api/instances.
+type CreateInstanceRequest struct {
+	Name            string `json:"name"`
+	Password        string `json:"password"`
+	PostgresVersion string `json:"postgres_version,omitempty"`
+	StorageGB       int    `json:"storage_gb,omitempty"`
+	Internal        bool   `json:"internal,omitempty"`
+	DNSLabel        string `json:"dns_label,omitempty"`
+	// NoBackups turns WAL archiving and scheduled backups off (no
+	// point-in-time restore of the instance).
+	NoBackups bool `json:"no_backups,omitempty"`
+}
+
+// String hides the password.
+func (r CreateInstanceRequest) String() string {
+	return "CreateInstanceRequest{Name:" + r.Name + ", Password:***}"
+}
+
+// LogValue hides the password from slog.
+func (r CreateInstanceRequest) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", r.Name), slog.String("password", "***"),
+		slog.String("postgres_version", r.PostgresVersion), slog.Int("storage_gb", r.StorageGB))
+}
+
+// BulkCreateRequest is the body of POST /api/instances/bulk: it creates
+// <base_name>-1 … <base_name>-<count> with the same settings.
+type BulkCreateRequest struct {
+	BaseName        string `json:"base_name"`
+	Count           int    `json:"count"` // 1–50
+	Password        string `json:"password"`
+	PostgresVersion string `json:"postgres_version,omitempty"`
+	StorageGB       int    `json:"storage_gb,omitempty"`
+	Internal        bool   `json:"internal,omitempty"`
+}
+
+// String hides the password.
+func (r BulkCreateRequest) String() string {
+	return "BulkCreateRequest{BaseName:" + r.BaseName + ", Password:***}"
+}
+
+// LogValue hides the password from slog.
+func (r BulkCreateRequest) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("base_name", r.BaseName), slog.Int("count", r.Count), slog.String("password", "***"))
+}
+
+// BulkDeleteRequest is the body of POST /api/instances/bulk-delete.
+type BulkDeleteRequest struct {
+	Names []string `json:"names"` // 1–50 distinct names
+}
+
+// BulkResponse reports the per-item outcome of a bulk operation.
+type BulkResponse struct {
+	Requested int              `json:"requested"`
+	Succeeded int              `json:"succeeded"`
+	Failed    int              `json:"failed"`
+	Results   []BulkItemResult `json:"results"`
+}
+
+// BulkItemResult is the outcome for one name. Status is the HTTP status the
+// single-item endpoint would have answered (202, 404, 409, 500…).
+type BulkItemResult struct {
+	Name            string    `json:"name"`
+	OK              bool      `json:"ok"`
+	Status          int       `json:"status"`
+	Error           string    `json:"error,omitempty"`
+	OrchestrationID string    `json:"orchestration_id,omitempty"`
+	Instance        *Instance `json:"instance,omitempty"`
+}
+
+// Instance is an instance record. It never holds a password; GET
+// /api/instances/{name} adds the connection string with the password.
+type Instance struct {
+	ID                    string `json:"id"`
+	Name                  string `json:"name"`
+	InternalName          string `json:"internal_name"`
+	Driver                string `json:"driver"`
+	PostgresVersion       string `json:"postgres_version"`
+	StorageGB             int    `json:"storage_gb"`
+	Internal              bool   `json:"internal"`
+	DNSLabel              string `json:"dns_label,omitempty"`
+	State                 string `json:"state"`
+	Health                string `json:"health"`
+	Host                  string `json:"host,omitempty"`
+	Port                  int    `json:"port,omitempty"`
+	DNSName               string `json:"dns_name,omitempty"`
+	ExternalIP            string `json:"external_ip,omitempty"`
+	CreateOrchestrationID string `json:"create_orchestration_id,omitempty"`
+	DeleteOrchestrationID string `json:"delete_orchestration_id,omitempty"`
+	ActorOrchestrationID  string `json:"actor_orchestration_id,omitempty"`
+	FailureReason         string `json:"failure_reason,omitempty"`
+	// Broken instances have data-plane resources that could not be taken
+	// over (Problem says why, since ProblemAt); repair or delete them.
+	Broken    bool       `json:"broken,omitempty"`
+	Problem   string     `json:"problem,omitempty"`
+	ProblemAt *time.Time `json:"problem_at,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+	DeletedAt *time.Time `json:"deleted_at,omitempty"`
+}
+
+// InstanceList is the body of GET /api/instances (newest first).
+type InstanceList struct {
+	Instances []Instance `json:"instances"`
+	Count     int        `json:"count"`
+}
+
+// DeleteResponse is the body of DELETE /api/instances/{name}: the instance
+// the name stands for (the active one, else the newest failed one) and
+// every record of the name being deleted (failed ones included).
+type DeleteResponse struct {
+	Instance
+	Records []DeletingRecord `json:"records"`
+}
+
+// DeletingRecord is one record a delete works on.
+type DeletingRecord struct {
+	InternalName          string `json:"internal_name"`
+	State                 string `json:"state"` // when the delete was requested
+	DeleteOrchestrationID string `json:"delete_orchestration_id"`
+}
+
+// PurgeResponse is the body of POST /api/instances/{name}/purge.
+type PurgeResponse struct {
+	Name    string      `json:"name"`
+	Purged  []string    `json:"purged"` // internal names
+	Skipped []PurgeSkip `json:"skipped"`
+}
+
+// PurgeSkip is a record a purge left, and why.
+type PurgeSkip struct {
+	InternalName string `json:"internal_name"`
+	State        string `json:"state"`
+	Reason       string `json:"reason"`
+}
+
+// InstanceDetail is the body of GET /api/instances/{name}.
+type InstanceDetail struct {
+	Instance
+	// ConnectionString is the postgresql:// URL with the superuser password
+	// (empty until the instance has an endpoint, and once it is deleted).
+	ConnectionString string          `json:"connection_string,omitempty"`
+	Events           []InstanceEvent `json:"events"`        // newest first
+	HealthChecks     []HealthCheck   `json:"health_checks"` // newest first
+}
+
+// InstanceEvent is a recorded change of an instance.
+type InstanceEvent struct {
+	ID        int64     `json:"id"`
+	Type      string    `json:"type"`
+	OldState  string    `json:"old_state,omitempty"`
+	NewState  string    `json:"new_state,omitempty"`
+	Message   string    `json:"message,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// HealthCheck is one probe of an instance.
+type HealthCheck struct {
+	ID              int64     `json:"id"`
+	Status          string    `json:"status"`
+	PostgresVersion string    `json:"postgres_version,omitempty"`
+	ResponseTimeMs  int64     `json:"response_time_ms"`
+	Error           string    `json:"error,omitempty"`
+	CheckedAt       time.Time `json:"checked_at"`
+}
+
+// InstanceEvents is the body of GET /api/instances/{name}/events.
+type InstanceEvents struct {
+	Name   string          `json:"name"`
+	Events []InstanceEvent `json:"events"`
+}
+
+// InstanceHealth is the body of GET /api/instances/{name}/health.
+type InstanceHealth struct {
+	Name   string        `json:"name"`
+	State  string        `json:"state"`
+	Health string        `json:"health"`
+	Checks []HealthCheck `json:"checks"`
+}
+
+// InstanceLogs is the body of GET /api/instances/{name}/logs.
+type InstanceLogs struct {
+	Name         string   `json:"name"`
+	InternalName string   `json:"internal_name"`
+	Tail         int      `json:"tail"`
+	Lines        []string `json:"lines"`
+}
+
+// Orchestration summarises an orchestration instance.
+type Orchestration struct {
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	Version      string    `json:"version,omitempty"`
+	Status       string    `json:"status"` // Running, Completed, Failed, Cancelled
+	ExecutionID  int64     `json:"execution_id"`
+	CustomStatus *string   `json:"custom_status,omitempty"`
+	Parent       string    `json:"parent,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// OrchestrationList is a page of GET /api/orchestrations (newest first).
+// Pass NextCursor as ?cursor= for the next page; it is empty on the last.
+type OrchestrationList struct {
+	Orchestrations []Orchestration `json:"orchestrations"`
+	NextCursor     string          `json:"next_cursor,omitempty"`
+}
+
+// OrchestrationDetail is the body of GET /api/orchestrations/{id}.
+type OrchestrationDetail struct {
+	Orchestration
+	CustomStatusVersion int64               `json:"custom_status_version,omitempty"`
+	Output              json.RawMessage     `json:"output,omitempty"` // when Completed
+	Error               *OrchestrationError `json:"error,omitempty"`  // when Failed or Cancelled
+	Executions          []Execution         `json:"executions"`
+}
+
+// OrchestrationError is a failed or cancelled orchestration's error.
+type OrchestrationError struct {
+	Category     string `json:"category"`
+	Message      string `json:"message"`
+	Type         string `json:"type,omitempty"`
+	NonRetryable bool   `json:"non_retryable,omitempty"`
+	Timeout      bool   `json:"timeout,omitempty"`
+}
+
+// Execution is one execution of an orchestration (continue-as-new starts a
+// new one). History is present only when asked for with ?history=.
+type Execution struct {
+	ExecutionID int64          `json:"execution_id"`
+	Status      string         `json:"status"`
+	StartedAt   time.Time      `json:"started_at"`
+	CompletedAt *time.Time     `json:"completed_at,omitempty"`
+	EventCount  int            `json:"event_count"`
+	History     []HistoryEvent `json:"history,omitempty"`
+}
+
+// HistoryEvent is one history event in readable form. Payloads (input,
+// result, data) are embedded as JSON when they are JSON; values of keys that
+// look like secrets (password, token, secret) are masked.
+type HistoryEvent struct {
+	EventID           int64               `json:"event_id"`
+	Kind              string              `json:"kind"`
+	SourceEventID     int64               `json:"source_event_id,omitempty"`
+	Timestamp         *time.Time          `json:"timestamp,omitempty"`
+	Name              string              `json:"name,omitempty"`
+	Version           string              `json:"version,omitempty"`
+	Input             json.RawMessage     `json:"input,omitempty"`
+	Result            json.RawMessage     `json:"result,omitempty"`
+	Instance          string              `json:"instance,omitempty"`
+	Data              json.RawMessage     `json:"data,omitempty"`
+	Reason            string              `json:"reason,omitempty"`
+	FireAt            *time.Time          `json:"fire_at,omitempty"`
+	ParentInstance    string              `json:"parent_instance,omitempty"`
+	ParentExecutionID int64               `json:"parent_execution_id,omitempty"`
+	Error             *OrchestrationError `json:"error,omitempty"`
+	CustomStatus      *string             `json:"custom_status,omitempty"`
+	CarryForward      []CarriedEvent      `json:"carry_forward,omitempty"`
+	// Retry detail recorded by newer runtimes (absent in older histories):
+	// the attempt a schedule starts (or a timer belongs to), the policy's
+	// attempts and summary, and why a timer exists (user, backoff,
+	// attempt_timeout, total_timeout).
+	Attempt      int    `json:"attempt,omitempty"`
+	MaxAttempts  int    `json:"max_attempts,omitempty"`
+	Policy       string `json:"policy,omitempty"`
+	TimerPurpose string `json:"timer_purpose,omitempty"`
+}
+
+// CarriedEvent is an external event carried across continue-as-new.
+type CarriedEvent struct {
+	Name string          `json:"name"`
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// CancelRequest is the optional body of POST /api/orchestrations/{id}/cancel.
+type CancelRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// CancelResponse acknowledges a cancellation request.
+type CancelResponse struct {
+	ID     string `json:"id"`
+	Status string `json:"status"` // "cancel_requested"
+}
+
+// RecreateResponse is the body of POST /api/orchestrations/{id}/recreate.
+type RecreateResponse struct {
+	NewID      string `json:"new_id"`
+	OriginalID string `json:"original_id"`
+	Name       string `json:"name"`
+	Version    string `json:"version,omitempty"`
+}
+
+// RaiseEventRequest is the body of POST /api/orchestrations/{id}/raise-event.
+// EventData is any JSON value (default null).
+type RaiseEventRequest struct {
+	EventName string          `json:"event_name"`
+	EventData json.RawMessage `json:"event_data,omitempty"`
+}
+
+// RaiseEventResponse acknowledges a raised event.
+type RaiseEventResponse struct {
+	ID        string `json:"id"`
+	EventName string `json:"event_name"`
+	Raised    bool   `json:"raised"`
+}
+
+// ServerLogs is the body of GET /api/server/logs: the last matching lines
+// of the server's log file, oldest first.
+type ServerLogs struct {
+	File  string   `json:"file,omitempty"`
+	Lines []string `json:"lines"`
+	Count int      `json:"count"`
+}
+
+// ServerStats is the body of GET /api/server/stats.
+type ServerStats struct {
+	Instances      InstanceStats      `json:"instances"`
+	Orchestrations OrchestrationStats `json:"orchestrations"`
+	GeneratedAt    time.Time          `json:"generated_at"`
+}
+
+// InstanceStats counts instances.
+type InstanceStats struct {
+	Total    int            `json:"total"`
+	ByState  map[string]int `json:"by_state"`
+	ByHealth map[string]int `json:"by_health"` // running instances only
+}
+
+// OrchestrationStats counts orchestrations and queued messages.
+type OrchestrationStats struct {
+	Total             int            `json:"total"`
+	ByStatus          map[string]int `json:"by_status"`
+	OrchestratorQueue int            `json:"orchestrator_queue"`
+	WorkerQueue       int            `json:"worker_queue"`
+}
+
+// ServerConfig is the effective configuration, secrets masked.
+type ServerConfig struct {
+	Version                  string          `json:"version"`
+	GoVersion                string          `json:"go_version"`
+	StartedAt                time.Time       `json:"started_at"`
+	DataDir                  string          `json:"data_dir"`
+	Database                 string          `json:"database"`
+	Dataplane                string          `json:"dataplane"`
+	PostgresVersions         []string        `json:"postgres_versions,omitempty"`
+	ActorInterval            string          `json:"actor_interval"`
+	OrchestrationConcurrency int             `json:"orchestration_concurrency"`
+	ActivityConcurrency      int             `json:"activity_concurrency"`
+	AdminUser                string          `json:"admin_user"`
+	AdminPassword            string          `json:"admin_password"` // always "***"
+	StateDir                 string          `json:"state_dir"`
+	LogFile                  string          `json:"log_file,omitempty"`
+	SessionTTL               string          `json:"session_ttl"`
+	TokenTTL                 string          `json:"token_ttl"`
+	Metrics                  string          `json:"metrics"` // who may read /metrics
+	LoginRateLimit           string          `json:"login_rate_limit"`
+	Retention                RetentionConfig `json:"retention"`
+}
+
+// RetentionConfig is what the stores keep ("all" where a limit is off).
+type RetentionConfig struct {
+	ExecutionsPerChain      string `json:"executions_per_chain"`
+	JanitorInterval         string `json:"janitor_interval"`
+	Orchestrations          string `json:"orchestrations"`
+	HealthChecks            string `json:"health_checks"`
+	HealthChecksPerInstance string `json:"health_checks_per_instance"`
+}
+
+// ServerWorkers is the body of GET /api/server/workers: the durable
+// runtime's dispatchers as this server runs them (its real settings, with
+// defaults applied, not the configured values), what they are doing now, and
+// the store's running orchestrations and queue depths.
+type ServerWorkers struct {
+	WorkerID                 string `json:"worker_id"`
+	OrchestrationConcurrency int    `json:"orchestration_concurrency"` // orchestration dispatchers
+	ActivityConcurrency      int    `json:"activity_concurrency"`      // activity workers
+	// ActiveTurns and RunningActivities are this runtime's in-flight work.
+	ActiveTurns              int    `json:"active_turns"`
+	RunningActivities        int    `json:"running_activities"`
+	OrchestrationLockTimeout string `json:"orchestration_lock_timeout"`
+	ActivityLockTimeout      string `json:"activity_lock_timeout"`
+	PollInterval             string `json:"poll_interval"`
+	MaxAttempts              int    `json:"max_attempts"`
+	CacheSize                int    `json:"cache_size"`
+	// RunningOrchestrations counts the store's orchestrations in status
+	// Running (of every runtime sharing the store).
+	RunningOrchestrations int       `json:"running_orchestrations"`
+	OrchestratorQueue     int       `json:"orchestrator_queue"`
+	WorkerQueue           int       `json:"worker_queue"`
+	GeneratedAt           time.Time `json:"generated_at"`
+}
+
+// SessionInfo is the body of GET /api/session.
+type SessionInfo struct {
+	User      string    `json:"user"`
+	Kind      string    `json:"kind"` // "browser" or "token"
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// LogoutResponse is the body of POST /api/logout.
+type LogoutResponse struct {
+	Status string `json:"status"` // "logged out"
+}

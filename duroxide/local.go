@@ -1,0 +1,413 @@
+package duroxide
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Local dispatch: with a store that implements LocalDispatcher, the runtime
+// keeps the work of its own instances off the queues.
+//
+//   - A turn's commit leases the activities it schedules to this runtime
+//     (as many as it has free activity slots) and hands them to its workers
+//     in memory: no fetch, no wake-up.
+//   - An activity whose instance is in this runtime's cache completes by
+//     applying its result to the cached instance, running the next turn and
+//     committing the ack of the activity, the history and the next
+//     schedule in one transaction (CommitActivityTurn). Completions of one
+//     instance that arrive while such a commit is in flight are batched into
+//     the next one. The store refuses the commit when the instance is
+//     locked or its history moved on (another process took it over, a turn
+//     runs elsewhere); the completions then go through the orchestrator
+//     queue as usual and the cached instance is dropped.
+//   - A durable timer created by a turn of this runtime is fired in process
+//     at its time, the same way (its TimerFired message, delayed by a short
+//     backstop, is deleted by the commit); the queue delivers it only if
+//     this process died or could not fire it.
+//
+// Both shortcuts only change who delivers the work: the leases belong to
+// the store handle as fetched ones do (a dead process's activities are taken
+// over), turns of an instance still never run concurrently (the store checks
+// the instance lock and the history the turn was computed from), and every
+// activity runs at least once.
+
+// inlineBatch collects messages of one instance for the next inline turn.
+type inlineBatch struct{ items []inlineItem }
+
+// inlineItem is an activity completion (with the lease of its worker
+// message) or a local timer's TimerFired (lease nil).
+type inlineItem struct {
+	lease *WorkItemLease
+	msg   *WorkItem
+}
+
+// localTimerBackstop is how long after its fire time the queue delivers a
+// timer that this runtime fires itself (TurnCommit.TimerBackstop). It is
+// how late a timer fires when its process died (or restarted) before, and
+// how long the local firing has to commit before the queue's delivery races
+// it (the loser of that race fails with ErrTurnConflict or finds the
+// message gone; nothing is applied twice).
+const localTimerBackstop = 200 * time.Millisecond
+
+type timerKey struct {
+	instance string
+	exec, id int64
+}
+
+// armTimers schedules the local firing of the timers of a committed turn
+// that set TimerBackstop.
+func (rt *Runtime) armTimers(instance string, c *TurnCommit) {
+	for i := range c.OrchestratorItems {
+		w := c.OrchestratorItems[i]
+		if w.Kind != WorkTimerFired || w.Instance != instance {
+			continue
+		}
+		key := timerKey{w.Instance, w.ExecutionID, w.ID}
+		rt.timersMu.Lock()
+		if rt.timersStopped {
+			rt.timersMu.Unlock()
+			return
+		}
+		rt.timersWG.Add(1)
+		rt.timers[key] = time.AfterFunc(time.Until(time.UnixMilli(w.FireAtMs)), func() {
+			defer rt.timersWG.Done()
+			rt.timersMu.Lock()
+			delete(rt.timers, key)
+			rt.timersMu.Unlock()
+			rt.submitInline(inlineItem{msg: &w})
+		})
+		rt.timersMu.Unlock()
+	}
+}
+
+// disarmTimers cancels local timers whose firing the orchestration no
+// longer wants (their queued messages went with the turn's commit).
+func (rt *Runtime) disarmTimers(instance string, exec int64, ids []int64) {
+	rt.timersMu.Lock()
+	defer rt.timersMu.Unlock()
+	for _, id := range ids {
+		k := timerKey{instance, exec, id}
+		if t, ok := rt.timers[k]; ok {
+			if t.Stop() {
+				rt.timersWG.Done()
+			}
+			delete(rt.timers, k)
+		}
+	}
+}
+
+// stopTimers cancels the local timers not fired yet and gives them back
+// to the queue, and waits for those firing.
+func (rt *Runtime) stopTimers() {
+	rt.timersMu.Lock()
+	rt.timersStopped = true
+	var keys []timerKey
+	for k, t := range rt.timers {
+		if t.Stop() {
+			keys = append(keys, k)
+			rt.timersWG.Done()
+		}
+	}
+	rt.timers = map[timerKey]*time.Timer{}
+	rt.timersMu.Unlock()
+	for _, k := range keys {
+		if err := rt.local.ReleaseTimer(context.Background(), k.instance, k.exec, k.id); err != nil {
+			rt.logger.Warn("release local timer failed; the queue delivers it after its backstop", "instance_id", k.instance, "error", err)
+		}
+	}
+	rt.timersWG.Wait()
+}
+
+// reserveLocal takes up to n free activity slots for leased messages.
+func (rt *Runtime) reserveLocal(n int) int {
+	for {
+		cur := rt.localFree.Load()
+		k := min(int64(n), cur)
+		if k <= 0 {
+			return 0
+		}
+		if rt.localFree.CompareAndSwap(cur, cur-k) {
+			return int(k)
+		}
+	}
+}
+
+// localLease is a leased activity waiting for a worker of this runtime.
+type localLease struct {
+	lease *WorkItemLease
+	at    time.Time // when the lease was taken
+}
+
+// dispatchLocal hands leased activities to this runtime's workers; each
+// holds a slot taken by reserveLocal.
+func (rt *Runtime) dispatchLocal(leases []WorkItemLease) {
+	now := time.Now()
+	for i := range leases {
+		select {
+		case rt.localWork <- &localLease{lease: &leases[i], at: now}:
+		default:
+			// Cannot happen (the channel holds every free slot); release
+			// the lease rather than block a turn.
+			rt.localFree.Add(1)
+			_ = rt.store.AbandonWorkItem(rt.ctx, leases[i].LockToken, 0, true)
+		}
+	}
+}
+
+// runLocal runs an activity handed over by dispatchLocal and frees its slot.
+// A lease that waited for a third of its lock timeout is renewed first (the
+// running activity renews it from then on); one lost meanwhile is dropped:
+// another worker has the activity.
+func (rt *Runtime) runLocal(l *localLease) {
+	defer rt.localFree.Add(1)
+	if time.Since(l.at) > rt.opts.ActivityLockTimeout/3 {
+		err := rt.store.RenewWorkItemLock(rt.ctx, l.lease.LockToken, rt.opts.ActivityLockTimeout)
+		if errors.Is(err, ErrLockLost) {
+			return
+		}
+		if err != nil {
+			rt.logger.Warn("renew waiting activity lease failed; running it anyway", "instance_id", l.lease.Item.Instance, "activity", l.lease.Item.Name, "error", err)
+		}
+	}
+	rt.runActivity(l.lease)
+}
+
+// releaseLocal gives back leased activities no worker took (at shutdown),
+// without counting the delivery as an attempt.
+func (rt *Runtime) releaseLocal() {
+	for {
+		select {
+		case l := <-rt.localWork:
+			rt.localFree.Add(1)
+			if err := rt.store.AbandonWorkItem(context.Background(), l.lease.LockToken, 0, true); err != nil && !errors.Is(err, ErrLockLost) {
+				rt.logger.Warn("release leased activity failed", "instance_id", l.lease.Item.Instance, "activity", l.lease.Item.Name, "error", err)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// ackTurn commits a turn, leasing its activities to this runtime where it
+// can; the returned leases are for dispatchLocal.
+func (rt *Runtime) ackTurn(token string, c *TurnCommit) ([]WorkItemLease, error) {
+	if rt.local == nil || len(c.WorkerItems) == 0 || rt.stopping() {
+		return nil, rt.ackWithRetry(token, c)
+	}
+	n := rt.reserveLocal(len(c.WorkerItems))
+	if n == 0 {
+		return nil, rt.ackWithRetry(token, c)
+	}
+	var (
+		leases []WorkItemLease
+		err    error
+	)
+	for i := 0; i < 5; i++ {
+		leases, err = rt.local.AckOrchestrationItemLocal(rt.ctx, token, c, n, rt.opts.ActivityLockTimeout)
+		if err == nil || !IsRetryable(err) {
+			break
+		}
+		time.Sleep(time.Duration(10<<i) * time.Millisecond)
+	}
+	if err != nil {
+		leases = nil
+	}
+	if len(leases) < n {
+		rt.localFree.Add(int64(n - len(leases)))
+	}
+	return leases, err
+}
+
+// complete reports an activity's outcome: inline with the next turn when
+// possible, else through the orchestrator queue.
+func (rt *Runtime) complete(lease *WorkItemLease, comp *WorkItem) {
+	if rt.local == nil {
+		rt.ackWork(lease, comp)
+		return
+	}
+	rt.submitInline(inlineItem{lease: lease, msg: comp})
+}
+
+// submitInline commits it in an inline turn of its instance, together with
+// whatever else arrives for the instance meanwhile.
+func (rt *Runtime) submitInline(it inlineItem) {
+	if rt.stopping() {
+		rt.viaQueue([]inlineItem{it})
+		return
+	}
+	inst := it.msg.Instance
+	rt.inlineMu.Lock()
+	if b := rt.inline[inst]; b != nil {
+		// An inline turn of the instance is being committed: its committer
+		// takes this item into the next one.
+		b.items = append(b.items, it)
+		rt.inlineMu.Unlock()
+		return
+	}
+	rt.inline[inst] = &inlineBatch{}
+	rt.inlineMu.Unlock()
+	items := []inlineItem{it}
+	for {
+		rt.commitInline(inst, items)
+		rt.inlineMu.Lock()
+		b := rt.inline[inst]
+		if len(b.items) == 0 {
+			delete(rt.inline, inst)
+			rt.inlineMu.Unlock()
+			return
+		}
+		items = b.items
+		b.items = nil
+		rt.inlineMu.Unlock()
+	}
+}
+
+// viaQueue delivers inline items the usual way: completions through the
+// orchestrator queue, timers by making their queued message visible.
+func (rt *Runtime) viaQueue(items []inlineItem) {
+	for _, it := range items {
+		if it.lease != nil {
+			rt.ackWork(it.lease, it.msg)
+			continue
+		}
+		if err := rt.local.ReleaseTimer(rt.ctx, it.msg.Instance, it.msg.ExecutionID, it.msg.ID); err != nil {
+			rt.logger.Warn("release local timer failed; the queue delivers it after its backstop", "instance_id", it.msg.Instance, "error", err)
+		}
+	}
+}
+
+// commitInline runs the turn of cached instance inst caused by items and
+// commits it with the acks of their leases and the removal of their timer
+// messages; on any failure the items go through the queue.
+func (rt *Runtime) commitInline(inst string, items []inlineItem) {
+	eng := rt.cache.take(inst)
+	if eng == nil {
+		rt.viaQueue(items)
+		return
+	}
+	usable := !eng.terminal && eng.failure == nil && !rt.stopping()
+	for _, it := range items {
+		usable = usable && it.msg.ExecutionID == eng.executionID
+	}
+	if !usable {
+		if evicted := rt.cache.put(inst, eng); evicted != nil {
+			evicted.close()
+		}
+		rt.viaQueue(items)
+		return
+	}
+	reserved := 0
+	defer func() {
+		if r := recover(); r != nil {
+			rt.logger.Error("inline orchestration turn panicked; delivering through the queue", "instance_id", inst, "panic", r)
+			rt.localFree.Add(int64(reserved))
+			eng.close()
+			rt.viaQueue(items)
+		}
+	}()
+	last := eng.nextID - 1
+	eng.beginTurn()
+	var (
+		tokens []string
+		timers []int64
+	)
+	for _, it := range items {
+		eng.applyMessage(it.msg)
+		if it.lease != nil {
+			tokens = append(tokens, it.lease.LockToken)
+		} else {
+			timers = append(timers, it.msg.ID)
+		}
+	}
+	eng.flush()
+	c := eng.commit()
+	c.TimerBackstop = localTimerBackstop
+	if len(c.WorkerItems) > 0 {
+		reserved = rt.reserveLocal(len(c.WorkerItems))
+	}
+	var (
+		got []WorkItemLease
+		err error
+	)
+	for i := 0; i < 5; i++ {
+		got, err = rt.local.CommitActivityTurn(rt.ctx, inst, tokens, timers, last, c, reserved, rt.opts.ActivityLockTimeout)
+		if err == nil || !IsRetryable(err) {
+			break
+		}
+		time.Sleep(time.Duration(10<<i) * time.Millisecond)
+	}
+	if err != nil {
+		rt.localFree.Add(int64(reserved))
+		reserved = 0
+		eng.close()
+		if !errors.Is(err, ErrTurnConflict) && !errors.Is(err, ErrLockLost) {
+			rt.logger.Warn("inline turn commit failed; delivering through the queue", "instance_id", inst, "error", err)
+		}
+		rt.viaQueue(items)
+		return
+	}
+	if len(got) < reserved {
+		rt.localFree.Add(int64(reserved - len(got)))
+	}
+	reserved = 0
+	rt.afterCommit(&OrchestrationItem{Instance: inst}, eng, c)
+	rt.dispatchLocal(got)
+}
+
+// startLocal runs the first turn of a new instance in the caller's
+// goroutine and commits it together with the instance's creation
+// (LocalDispatcher.StartTurn), instead of queueing a start message for a
+// dispatcher to fetch. handled is false when the start should go through
+// the queue instead (no local dispatch, shutting down, orchestration not
+// registered here, a conflicting start in progress, or a store error);
+// nothing was written then.
+func (rt *Runtime) startLocal(ctx context.Context, item WorkItem) (handled bool) {
+	if rt.local == nil || rt.stopping() || item.ParentInstance != "" {
+		return false
+	}
+	fn, version, ok := rt.reg.orchestration(item.Name, item.Version)
+	if !ok {
+		return false
+	}
+	eng := newEngine(rt, item.Instance, 1, fn)
+	reserved := 0
+	defer func() {
+		if r := recover(); r != nil {
+			rt.logger.Error("first orchestration turn panicked; starting through the queue", "instance_id", item.Instance, "panic", r)
+			rt.localFree.Add(int64(reserved))
+			eng.close()
+			handled = false
+		}
+	}()
+	eng.beginTurn()
+	eng.record(Event{Kind: EventOrchestrationStarted, Name: item.Name, Version: version, Input: item.Input})
+	name := item.Name
+	eng.post = append(eng.post, func() { rt.metrics.start(name, version, "client") })
+	eng.flush()
+	c := eng.commit()
+	c.TimerBackstop = localTimerBackstop
+	if len(c.WorkerItems) > 0 {
+		reserved = rt.reserveLocal(len(c.WorkerItems))
+	}
+	leases, created, err := rt.local.StartTurn(ctx, item.Instance, c, reserved, rt.opts.ActivityLockTimeout)
+	if err != nil || !created {
+		rt.localFree.Add(int64(reserved))
+		reserved = 0
+		eng.close()
+		if err != nil && !errors.Is(err, ErrTurnConflict) {
+			rt.logger.Warn("local start failed; starting through the queue", "instance_id", item.Instance, "error", err)
+		}
+		return err == nil // exists: an idempotent no-op
+	}
+	if len(leases) < reserved {
+		rt.localFree.Add(int64(reserved - len(leases)))
+	}
+	reserved = 0
+	if old := rt.cache.take(item.Instance); old != nil {
+		old.close()
+	}
+	rt.afterCommit(&OrchestrationItem{Instance: item.Instance}, eng, c)
+	rt.dispatchLocal(leases)
+	return true
+}

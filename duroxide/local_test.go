@@ -1,0 +1,119 @@
+package duroxide_test
+
+import (
+	"context"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/duroxide/sqlite"
+)
+
+// queueCounter is a SQLite store (local dispatch included, by embedding)
+// that counts the queue operations local dispatch is meant to avoid.
+type queueCounter struct {
+	*sqlite.Store
+	workFetched, workAcked, orchFetched atomic.Int64
+}
+
+func (q *queueCounter) FetchWorkItem(ctx context.Context, d time.Duration) (*duroxide.WorkItemLease, error) {
+	l, err := q.Store.FetchWorkItem(ctx, d)
+	if l != nil {
+		q.workFetched.Add(1)
+	}
+	return l, err
+}
+
+func (q *queueCounter) AckWorkItem(ctx context.Context, token string, c *duroxide.WorkItem) error {
+	q.workAcked.Add(1)
+	return q.Store.AckWorkItem(ctx, token, c)
+}
+
+func (q *queueCounter) FetchOrchestrationItem(ctx context.Context, d time.Duration) (*duroxide.OrchestrationItem, error) {
+	it, err := q.Store.FetchOrchestrationItem(ctx, d)
+	if it != nil {
+		q.orchFetched.Add(1)
+	}
+	return it, err
+}
+
+// TestLocalDispatch runs activities and timers of one orchestration with
+// and without local dispatch: with it, none of them goes through a queue
+// (not even the start: Runtime.Client starts it in process), and the results,
+// histories and activity runs are the same.
+func TestLocalDispatch(t *testing.T) {
+	for _, local := range []bool{true, false} {
+		t.Run(map[bool]string{true: "local", false: "queues"}[local], func(t *testing.T) {
+			st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "d.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			q := &queueCounter{Store: st}
+			var runs atomic.Int64
+			reg := duroxide.NewRegistry()
+			duroxide.Must(duroxide.RegisterActivity(reg, "Inc", func(_ context.Context, i int) (int, error) {
+				runs.Add(1)
+				return i + 1, nil
+			}))
+			duroxide.Must(duroxide.RegisterOrchestration(reg, "Steps", func(ctx *duroxide.OrchestrationContext, n int) (int, error) {
+				v := 0
+				for range n {
+					if err := ctx.CreateTimer(5 * time.Millisecond).Await(nil); err != nil {
+						return 0, err
+					}
+					var err error
+					if v, err = duroxide.CallActivityTyped[int](ctx, "Inc", v); err != nil {
+						return 0, err
+					}
+				}
+				// A fan-out: completions of one instance are batched.
+				ts := make([]*duroxide.Task, 10)
+				for i := range ts {
+					ts[i] = ctx.CallActivity("Inc", i)
+				}
+				if err := ctx.Join(ts...); err != nil {
+					return 0, err
+				}
+				return v, nil
+			}))
+			rt, err := duroxide.Start(context.Background(), q, reg, duroxide.Options{Logger: quietLogger(), DisableLocalDispatch: !local})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rt.Shutdown(context.Background())
+			c := rt.Client()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := c.StartOrchestration(ctx, "steps", "Steps", 5); err != nil {
+				t.Fatal(err)
+			}
+			st2, err := c.WaitForCompletion(ctx, "steps")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v int
+			if err := st2.Decode(&v); err != nil || v != 5 {
+				t.Fatalf("result %d (%v), want 5; status %+v", v, err, st2)
+			}
+			if n := runs.Load(); n != 15 {
+				t.Errorf("%d activity runs, want 15", n)
+			}
+			t.Logf("orchestrator fetches %d, worker fetches %d, worker acks %d",
+				q.orchFetched.Load(), q.workFetched.Load(), q.workAcked.Load())
+			if local {
+				// Every activity is leased in memory (free slots suffice);
+				// timers and completions are committed inline. A timer whose
+				// local commit took longer than its backstop (a loaded
+				// machine) may go through the queue: allow two of those.
+				if q.workFetched.Load() != 0 || q.orchFetched.Load()+q.workAcked.Load() > 2 {
+					t.Errorf("with local dispatch: want no worker fetch and no orchestrator fetch")
+				}
+			} else if q.workFetched.Load() != 15 || q.orchFetched.Load() < 11 {
+				t.Errorf("without local dispatch: want every activity and timer through the queues")
+			}
+		})
+	}
+}

@@ -1,0 +1,135 @@
+package faulty_test
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/toygres/toygres/duroxide/postgres/pgtest"
+	"github.com/toygres/toygres/internal/dataplane"
+	"github.com/toygres/toygres/internal/dataplane/faulty"
+)
+
+// fixed is a driver whose one instance is an existing PostgreSQL server.
+type fixed struct {
+	ep      dataplane.Endpoint
+	deploys int
+}
+
+func (f *fixed) Name() string { return "fixed" }
+func (f *fixed) Deploy(context.Context, dataplane.Spec, string) error {
+	f.deploys++
+	return nil
+}
+func (f *fixed) Status(context.Context, string) (dataplane.Status, error) {
+	return dataplane.Status{Phase: "Running", Ready: true}, nil
+}
+func (f *fixed) Endpoint(context.Context, string) (dataplane.Endpoint, error) { return f.ep, nil }
+func (f *fixed) Delete(context.Context, string) error                         { return nil }
+func (f *fixed) Logs(context.Context, string, int) ([]string, error)          { return nil, nil }
+func (f *fixed) Versions(context.Context) ([]string, error)                   { return []string{"15"}, nil }
+func (f *fixed) Readopt(context.Context, string) (bool, error)                { return false, nil }
+
+func TestParseFaults(t *testing.T) {
+	f, err := faulty.ParseFaults("deploy=-1, connection=2")
+	if err != nil || f != (faulty.Faults{DeployFailures: -1, ConnectionFailures: 2}) {
+		t.Fatalf("%+v %v", f, err)
+	}
+	for _, bad := range []string{"deploy", "deploy=x", "disk=1"} {
+		if _, err := faulty.ParseFaults(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
+
+func TestDeployFailures(t *testing.T) {
+	inner := &fixed{}
+	d, fd := faulty.Wrap(inner, faulty.Faults{DeployFailures: 2})
+	defer fd.Close()
+	if _, ok := d.(dataplane.Repairer); !ok {
+		t.Fatal("the wrapper hides the inner driver's Repairer")
+	}
+	if _, ok := d.(dataplane.RestartCounter); ok {
+		t.Fatal("the wrapper claims a RestartCounter the inner driver lacks")
+	}
+	for i := 1; i <= 3; i++ {
+		err := d.Deploy(context.Background(), dataplane.Spec{Name: "a"}, "pw")
+		if (i <= 2) != (err != nil) {
+			t.Fatalf("deploy %d: %v", i, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "injected deploy failure for a") {
+			t.Fatalf("deploy %d: %v", i, err)
+		}
+	}
+	// Counted per instance.
+	if err := d.Deploy(context.Background(), dataplane.Spec{Name: "b"}, "pw"); err == nil {
+		t.Fatal("first deploy of another instance succeeded")
+	}
+	if inner.deploys != 1 {
+		t.Fatalf("inner deploys %d", inner.deploys)
+	}
+}
+
+// TestConnectionFailures: through the endpoint the wrapper hands out, the
+// first two connections of a real PostgreSQL server are refused with an
+// injected error, the third reaches the server.
+func TestConnectionFailures(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := pgtest.Start(ctx)
+	if err != nil {
+		t.Fatalf("start PostgreSQL (%s): %v", pgtest.InstallHint, err)
+	}
+	defer c.Stop()
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, _ := strconv.Atoi(u.Port())
+	pw, _ := u.User.Password()
+	inner := &fixed{ep: dataplane.Endpoint{Host: u.Hostname(), Port: port, User: u.User.Username(), Database: strings.TrimPrefix(u.Path, "/")}}
+	d, fd := faulty.Wrap(inner, faulty.Faults{ConnectionFailures: 2})
+	defer fd.Close()
+	ep, err := d.Endpoint(ctx, "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep.Port == port {
+		t.Fatal("the endpoint is not the proxy's")
+	}
+	connect := func() error {
+		cfg, err := pgx.ParseConfig(ep.URL(pw)) // sslmode=prefer: TLS asked first, as by test-connection
+		if err != nil {
+			return err
+		}
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		var one int
+		return conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+	}
+	for i := 1; i <= 2; i++ {
+		err := connect()
+		if err == nil || !strings.Contains(err.Error(), "injected connection failure for db") {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
+	if err := connect(); err != nil {
+		t.Fatalf("connection 3: %v", err)
+	}
+	if err := connect(); err != nil {
+		t.Fatalf("connection 4: %v", err)
+	}
+	fd.Close()
+	if err := connect(); err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("connection after Close: %v", err)
+	}
+}
