@@ -21,6 +21,11 @@ const (
 	DeleteBackupOrch = "delete-backup"
 )
 
+// changeBackups is the GetVersion change id of the backup steps added to
+// create-instance, delete-instance and the janitor (version 1): histories
+// recorded before them replay version 0, the code as it was.
+const changeBackups = "backups"
+
 // EventBackupSettings wakes an instance's schedule to re-read its settings.
 const EventBackupSettings = "BackupSettings"
 

@@ -77,10 +77,18 @@ func janitor(ctx *duroxide.OrchestrationContext, in JanitorInput) (JanitorReport
 	log := ctx.Logger().With("janitor_run", in.Runs+1)
 	settings := ctx.WaitForEvent(EventJanitorSettings)
 	now := ctx.UtcNow()
+	// Sweeps recorded before backups existed replay without the backup
+	// orchestrations and the backup retention step.
+	withBackups := ctx.GetVersion(changeBackups, duroxide.VersionBeforeChange, 1) >= 1
+	purged, chains := []string{CreateInstance, DeleteInstance, InstanceActor}, []string{InstanceActor, Janitor}
+	if withBackups {
+		purged = append(purged, BackupInstance, BackupSchedule, DeleteBackupOrch)
+		chains = append(chains, BackupSchedule)
+	}
 	var rep JanitorReport
 	if in.OrchestrationRetention > 0 {
 		out, err := call[activities.PurgeOrchestrationsOutput](ctx, activities.PurgeOrchestrations, activities.PurgeOrchestrationsInput{
-			Names:             []string{CreateInstance, DeleteInstance, InstanceActor, BackupInstance, BackupSchedule, DeleteBackupOrch},
+			Names:             purged,
 			CompletedBeforeMs: now.Add(-in.OrchestrationRetention).UnixMilli(),
 		}, PolicyJanitor)
 		if err != nil {
@@ -101,14 +109,14 @@ func janitor(ctx *duroxide.OrchestrationContext, in JanitorInput) (JanitorReport
 	}
 	if in.KeepExecutions > 0 {
 		out, err := call[activities.PruneExecutionsOutput](ctx, activities.PruneExecutions, activities.PruneExecutionsInput{
-			Names: []string{InstanceActor, Janitor, BackupSchedule}, KeepLast: in.KeepExecutions,
+			Names: chains, KeepLast: in.KeepExecutions,
 		}, PolicyJanitor)
 		if err != nil {
 			log.Warn("janitor: pruning execution chains failed", "error", err.Error())
 		}
 		rep.Executions = out
 	}
-	if !in.SkipBackups {
+	if withBackups && !in.SkipBackups {
 		out, err := call[activities.BackupRetentionOutput](ctx, activities.BackupRetention, activities.BackupRetentionInput{NowMs: now.UnixMilli()}, PolicyJanitor)
 		if err != nil {
 			log.Warn("janitor: backup retention failed", "error", err.Error())
