@@ -110,7 +110,9 @@ func goldenScenarios() []goldenScenario {
 			}},
 		{file: "delete-backup.json", note: "delete-backup: the files go", orchestration: orchestrations.DeleteBackupOrch,
 			input: orchestrations.DeleteBackupInput{InternalName: "db-1a2b", BackupID: backupID},
-			env: func(t *testing.T) *duroxidetest.Env { return newBackupEnv(t, orchestrations.DeleteBackupID(backupID), nil) }},
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newBackupEnv(t, orchestrations.DeleteBackupID(backupID), nil)
+			}},
 	}
 }
 
