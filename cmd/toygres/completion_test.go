@@ -87,7 +87,9 @@ func TestCompletionFromServer(t *testing.T) {
 
 	complete := func(args ...string) []string {
 		t.Helper()
-		out, errOut, code := runCLI(t, append([]string{"__complete", "--url", ts.URL, "--token", tok}, args...)...)
+		// --token=… : a token may start with "-", which cobra's completion
+		// parser would take for flags.
+		out, errOut, code := runCLI(t, append([]string{"__complete", "--url", ts.URL, "--token=" + tok}, args...)...)
 		if code != 0 {
 			t.Fatalf("__complete %v: exit %d: %s", args, code, errOut)
 		}
