@@ -279,6 +279,55 @@ func TestEveryMethod(t *testing.T) {
 		t.Fatalf("ServerLogs: %+v", sl)
 	}
 
+	// Backups and restore.
+	b := must[*client.Backup](t, "CreateBackup")(c.CreateBackup(ctx, name))
+	if b.Instance != name || b.State != client.BackupRunning {
+		t.Fatalf("CreateBackup: %+v", b)
+	}
+	if b = must[*client.Backup](t, "WaitForBackup")(c.WaitForBackup(ctx, b.ID, 200*time.Millisecond)); b.State != client.BackupCompleted {
+		t.Fatalf("WaitForBackup: %+v", b)
+	}
+	if g := must[*client.Backup](t, "GetBackup")(c.GetBackup(ctx, b.ID)); g.ID != b.ID || g.SizeBytes != b.SizeBytes {
+		t.Fatalf("GetBackup: %+v", g)
+	}
+	if _, err := c.GetBackup(ctx, "no-such-backup"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("GetBackup of an unknown id: %v", err)
+	}
+	if l := must[*client.BackupList](t, "ListBackups")(c.ListBackups(ctx, name)); len(l.Backups) == 0 || l.Backups[0].ID != b.ID {
+		t.Fatalf("ListBackups: %+v", l)
+	}
+	ib := must[*client.InstanceBackups](t, "InstanceBackups")(c.InstanceBackups(ctx, name))
+	if ib.Instance != name || ib.Window.Backups == 0 || ib.Window.Earliest == nil || !ib.Settings.Enabled {
+		t.Fatalf("InstanceBackups: %+v", ib)
+	}
+	off := false
+	if s := must[*client.BackupSettings](t, "SetBackupSettings")(c.SetBackupSettings(ctx, name, client.BackupSettingsRequest{Retention: "72h", Enabled: &off})); s.Enabled || s.Retention != "72h0m0s" {
+		t.Fatalf("SetBackupSettings: %+v", s)
+	}
+	if _, err := c.SetBackupSettings(ctx, name, client.BackupSettingsRequest{Interval: "soon"}); !errors.Is(err, client.ErrBadRequest) {
+		t.Fatalf("SetBackupSettings with a bad duration: %v", err)
+	}
+	restored := name + "-r"
+	if _, err := c.Restore(ctx, client.RestoreRequest{Name: restored, From: "no-such-instance"}); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("Restore from an unknown instance: %v", err)
+	}
+	rin := must[*client.Instance](t, "Restore")(c.Restore(ctx, client.RestoreRequest{Name: restored, From: name, BackupID: b.ID, StorageGB: 1, NoBackups: true}))
+	if rin.Name != restored || rin.State != client.StateCreating {
+		t.Fatalf("Restore: %+v", rin)
+	}
+	if _, err := c.WaitForInstance(ctx, restored, client.WaitOptions{Interval: 200 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DeleteInstanceWithOptions(ctx, restored, client.DeleteInstanceOptions{PurgeBackups: true}); err != nil {
+		t.Fatal(err)
+	}
+	if db := must[*client.Backup](t, "DeleteBackup")(c.DeleteBackup(ctx, b.ID)); db.ID != b.ID {
+		t.Fatalf("DeleteBackup: %+v", db)
+	}
+	if _, err := c.WaitForInstance(ctx, restored, client.WaitOptions{State: client.StateDeleted, Interval: 200 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+
 	// Delete, wait, purge; bulk endpoints.
 	del := must[*client.DeleteResponse](t, "DeleteInstance")(c.DeleteInstance(ctx, name))
 	if len(del.Records) != 1 {

@@ -181,10 +181,29 @@ func (c *Client) GetInstance(ctx context.Context, name string, opts GetInstanceO
 }
 
 // DeleteInstance starts deleting every record of the name not yet deleted
-// (202); follow it with WaitForInstance(…, StateDeleted).
+// (202); follow it with WaitForInstance(…, StateDeleted). The instances'
+// backups and WAL archive stay for their retention (see
+// DeleteInstanceWithOptions).
 func (c *Client) DeleteInstance(ctx context.Context, name string) (*DeleteResponse, error) {
+	return c.DeleteInstanceWithOptions(ctx, name, DeleteInstanceOptions{})
+}
+
+// DeleteInstanceOptions tune DeleteInstanceWithOptions.
+type DeleteInstanceOptions struct {
+	// PurgeBackups removes the instances' backups and WAL archive with
+	// them; otherwise they stay until they expire, so the name can still
+	// be restored (Restore with From: name).
+	PurgeBackups bool
+}
+
+// DeleteInstanceWithOptions is DeleteInstance with options.
+func (c *Client) DeleteInstanceWithOptions(ctx context.Context, name string, opts DeleteInstanceOptions) (*DeleteResponse, error) {
+	q := url.Values{}
+	if opts.PurgeBackups {
+		q.Set("purge_backups", "true")
+	}
 	var d DeleteResponse
-	if err := c.Do(ctx, http.MethodDelete, instancePath(name), nil, &d); err != nil {
+	if err := c.Do(ctx, http.MethodDelete, withQuery(instancePath(name), q), nil, &d); err != nil {
 		return nil, err
 	}
 	return &d, nil

@@ -56,6 +56,9 @@ type CreateInstanceRequest struct {
 	StorageGB       int    `json:"storage_gb,omitempty"`
 	Internal        bool   `json:"internal,omitempty"`
 	DNSLabel        string `json:"dns_label,omitempty"`
+	// NoBackups turns WAL archiving and scheduled backups off (no
+	// point-in-time restore of the instance).
+	NoBackups bool `json:"no_backups,omitempty"`
 }
 
 // String hides the password.

@@ -25,9 +25,11 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -905,6 +907,7 @@ func (c *chaosRun) teardown() {
 			break
 		}
 		problems = c.check(views, true)
+		problems = append(problems, c.runningBackups()...)
 		if len(problems) == 0 {
 			t.Logf("teardown: everything deleted after %v", time.Since(begin).Round(time.Millisecond))
 			break
@@ -942,6 +945,7 @@ func (c *chaosRun) teardown() {
 		}
 	}
 	c.mu.Unlock()
+	c.checkArchives()
 	ports := make([]int, 0, len(c.ports))
 	for p := range c.ports {
 		ports = append(ports, p)
@@ -958,6 +962,72 @@ func (c *chaosRun) teardown() {
 		}
 	}
 	c.checkStore()
+}
+
+// runningBackups lists the backups still being taken (a teardown waits
+// for them: a backup of a deleted instance ends as failed).
+func (c *chaosRun) runningBackups() []string {
+	var l api.BackupList
+	code, body, err := c.call(http.MethodGet, "/api/backups", nil, &l)
+	if err != nil || code != http.StatusOK {
+		return []string{fmt.Sprintf("GET /api/backups: %d %s %v", code, body, err)}
+	}
+	var out []string
+	for _, b := range l.Backups {
+		if b.State == "running" {
+			out = append(out, fmt.Sprintf("backup %s of %s (%s) is still running", b.ID, b.Instance, b.InternalName))
+		}
+	}
+	return out
+}
+
+// checkArchives: the backups and WAL archive of a deleted instance are
+// not leftovers; they are kept by design until its retention expires (so
+// it can be restored) and are not counted as such. What is checked is
+// that they are sealed: every file is root's, none is owned by the
+// removed OS account (whose uid a later instance's account may get), and
+// no archive belongs to an instance the run does not know.
+func (c *chaosRun) checkArchives() {
+	t := c.t
+	root := filepath.Join(c.e.dataDir, "backups")
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		t.Errorf("read %s: %v", root, err)
+		return
+	}
+	known := map[string]bool{}
+	c.mu.Lock()
+	for _, in := range c.insts {
+		known[in.internal] = true
+	}
+	c.mu.Unlock()
+	kept := 0
+	for _, e := range entries {
+		if !known[e.Name()] {
+			t.Errorf("backup archive %s belongs to no instance of this run", filepath.Join(root, e.Name()))
+			continue
+		}
+		kept++
+		_ = filepath.WalkDir(filepath.Join(root, e.Name()), func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				t.Errorf("walk %s: %v", path, err)
+				return nil
+			}
+			fi, err := os.Lstat(path)
+			if err != nil {
+				return nil
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && (st.Uid != 0 || st.Gid != 0) {
+				t.Errorf("%s of a deleted instance is owned by %d:%d, not root (the archive was not sealed)", path, st.Uid, st.Gid)
+				return filepath.SkipDir
+			}
+			return nil
+		})
+	}
+	t.Logf("teardown: %d backup archives of deleted instances kept for their retention (by design)", kept)
 }
 
 // checkStore reads the CMS tables directly: no secret of a deleted

@@ -39,6 +39,25 @@ func setCompletions(root *cobra.Command, g *globals) {
 		case "purge":
 			// Purge works on failed and deleted records.
 			cmd.ValidArgsFunction = completeInstances(g, true)
+		case "backup":
+			for _, sub := range cmd.Commands() {
+				switch sub.Name() {
+				case "create", "settings":
+					sub.ValidArgsFunction = completeInstances(g, false)
+				case "list":
+					sub.ValidArgsFunction = completeInstances(g, true)
+				case "delete":
+					sub.ValidArgsFunction = completeBackups(g)
+				}
+			}
+		case "restore":
+			// The source may be deleted; NEW is a new name (nothing to offer).
+			cmd.ValidArgsFunction = cobra.NoFileCompletions
+			from := completeInstances(g, true)
+			_ = cmd.RegisterFlagCompletionFunc("from", func(cmd *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+				return from(cmd, nil, toComplete)
+			})
+			_ = cmd.RegisterFlagCompletionFunc("backup", completeBackups(g))
 		case "server":
 			for _, sub := range cmd.Commands() {
 				switch sub.Name() {
@@ -101,6 +120,37 @@ func completeOrchestrations(g *globals) cobra.CompletionFunc {
 		out := make([]cobra.Completion, 0, len(l.Orchestrations))
 		for _, o := range l.Orchestrations {
 			out = append(out, cobra.CompletionWithDesc(o.ID, o.Status+" "+o.Name))
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeBackups completes a backup id (of the --from instance when that
+// flag is set), described by its instance and state.
+func completeBackups(g *globals) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if cmd.Flags().Lookup("from") == nil && len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		c, err := g.client()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
+		defer cancel()
+		name := ""
+		if f := cmd.Flags().Lookup("from"); f != nil {
+			name = f.Value.String()
+		}
+		l, err := c.API.ListBackups(ctx, name)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+		}
+		var out []cobra.Completion
+		for _, b := range l.Backups {
+			if strings.HasPrefix(b.ID, toComplete) {
+				out = append(out, cobra.CompletionWithDesc(b.ID, b.Instance+" "+b.State))
+			}
 		}
 		return out, cobra.ShellCompDirectiveNoFileComp
 	}

@@ -87,7 +87,9 @@ func TestCompletionFromServer(t *testing.T) {
 
 	complete := func(args ...string) []string {
 		t.Helper()
-		out, errOut, code := runCLI(t, append([]string{"__complete", "--url", ts.URL, "--token", tok}, args...)...)
+		// --token=… : a token may start with "-", which cobra's completion
+		// parser would take for flags.
+		out, errOut, code := runCLI(t, append([]string{"__complete", "--url", ts.URL, "--token=" + tok}, args...)...)
 		if code != 0 {
 			t.Fatalf("__complete %v: exit %d: %s", args, code, errOut)
 		}
@@ -124,6 +126,26 @@ func TestCompletionFromServer(t *testing.T) {
 	orch := d.CreateOrchestrationID
 	if got := complete("server", "orchestration", orch[:len(orch)-2]); len(got) != 1 || !strings.HasPrefix(got[0], orch+"\tCompleted") {
 		t.Fatalf("server orchestration <prefix><TAB>: %q (want %s)", got, orch)
+	}
+
+	// Backups: restore --from completes deleted sources too; backup ids
+	// come from the server's list (of the --from instance).
+	if got := complete("restore", "new-db", "--from", "other"); len(got) != 1 || got[0] != "other-gamma\tdeleted" {
+		t.Fatalf("restore NEW --from other<TAB>: %q", got)
+	}
+	if got := complete("backup", "create", "compl-b"); len(got) != 1 || !strings.HasPrefix(got[0], "compl-beta\t") {
+		t.Fatalf("backup create compl-b<TAB>: %q", got)
+	}
+	bl, err := c.ListBackups(ctx, "other-gamma")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, b := range bl.Backups {
+		want = append(want, b.ID+"\tother-gamma "+b.State)
+	}
+	if got := complete("restore", "new-db", "--from", "other-gamma", "--backup", ""); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("restore --from other-gamma --backup <TAB>: %q, want %q", got, want)
 	}
 
 	for _, name := range []string{"compl-alpha", "compl-beta"} {

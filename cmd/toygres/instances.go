@@ -65,6 +65,7 @@ type createOptions struct {
 	wait          bool
 	timeout       time.Duration
 	output        string
+	noBackups     bool
 }
 
 func newCreateCmd(g *globals) *cobra.Command {
@@ -114,6 +115,7 @@ COPY ... PROGRAM, no ALTER SYSTEM); see "Security model" in the README.`,
 	f.IntVar(&o.storage, "storage", 0, "storage size in GB (default 10)")
 	f.BoolVar(&o.internal, "internal", false, "reachable only from inside the platform (local: loopback only)")
 	f.StringVar(&o.dnsLabel, "dns-label", "", "DNS label for a public instance")
+	f.BoolVar(&o.noBackups, "no-backups", false, "no WAL archiving and no scheduled backups (no point-in-time restore)")
 	f.BoolVar(&o.wait, "wait", false, "wait until the instance runs (exit status 1 if it fails)")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --wait: how long to wait")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
@@ -134,7 +136,7 @@ func runCreate(ctx context.Context, g *globals, o *createOptions, name string) e
 		return err
 	}
 	req := client.CreateInstanceRequest{Name: name, Password: o.password, PostgresVersion: o.version,
-		StorageGB: o.storage, Internal: o.internal, DNSLabel: o.dnsLabel}
+		StorageGB: o.storage, Internal: o.internal, DNSLabel: o.dnsLabel, NoBackups: o.noBackups}
 	in, err := c.API.CreateInstance(ctx, req)
 	if err != nil {
 		return c.Explain(err)

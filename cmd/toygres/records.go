@@ -41,7 +41,7 @@ func noteText(in *api.Instance) string {
 // ---- delete ----
 
 func newDeleteCmd(g *globals) *cobra.Command {
-	var wait, purge bool
+	var wait, purge, purgeBackups bool
 	var timeout time.Duration
 	var output string
 	cmd := &cobra.Command{
@@ -52,29 +52,34 @@ of the name that is not deleted yet goes: the active instance and failed
 ones (whose delete removes what their failed create left behind).
 
 With --purge, wait until they are deleted, then remove the records of the
-name's deleted and failed instances for good (see 'toygres purge').`,
+name's deleted and failed instances for good (see 'toygres purge').
+
+The instance's backups and WAL archive stay until they expire (its backup
+retention), so it can still be restored ('toygres restore NEW --from NAME');
+--purge-backups removes them with it.`,
 		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := validOutput(output); err != nil {
 				return err
 			}
-			return runDelete(cmd.Context(), g, args[0], wait || purge, purge, timeout, output)
+			return runDelete(cmd.Context(), g, args[0], wait || purge, purge, purgeBackups, timeout, output)
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the instance is deleted")
+	cmd.Flags().BoolVar(&purgeBackups, "purge-backups", false, "remove the instance's backups and WAL archive too")
 	cmd.Flags().BoolVar(&purge, "purge", false, "wait, then remove the name's deleted and failed records for good")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "with --wait: how long to wait")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
 }
 
-func runDelete(ctx context.Context, g *globals, name string, wait, purge bool, timeout time.Duration, output string) error {
+func runDelete(ctx context.Context, g *globals, name string, wait, purge, purgeBackups bool, timeout time.Duration, output string) error {
 	c, err := g.client()
 	if err != nil {
 		return err
 	}
 	var ans client.DeleteResponse
-	res, err := c.API.DeleteInstance(ctx, name)
+	res, err := c.API.DeleteInstanceWithOptions(ctx, name, client.DeleteInstanceOptions{PurgeBackups: purgeBackups})
 	if err == nil {
 		ans = *res
 	}

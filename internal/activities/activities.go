@@ -241,6 +241,7 @@ func Register(reg *duroxide.Registry, d Deps) error {
 		duroxide.RegisterActivity(reg, RaiseEvent, a.raiseEvent),
 		duroxide.RegisterActivity(reg, AwaitOrchestration, a.awaitOrchestration),
 		registerJanitor(reg, a),
+		registerBackups(reg, a),
 	} {
 		if err != nil {
 			return fmt.Errorf("register activities: %w", err)

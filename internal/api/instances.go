@@ -123,7 +123,7 @@ func (s *Server) handleCreateInstance(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := detached(r)
 	defer cancel()
 	inst, err := s.app.CreateInstance(ctx, app.CreateRequest{Name: req.Name, Password: req.Password,
-		PostgresVersion: req.PostgresVersion, StorageGB: req.StorageGB, Internal: req.Internal, DNSLabel: req.DNSLabel})
+		PostgresVersion: req.PostgresVersion, StorageGB: req.StorageGB, Internal: req.Internal, DNSLabel: req.DNSLabel, NoBackups: req.NoBackups})
 	if errors.Is(err, cms.ErrNameTaken) {
 		err = s.nameTaken(req.Name)
 	}
@@ -346,9 +346,14 @@ func (s *Server) handleGetInstance(w http.ResponseWriter, r *http.Request) {
 // are deleted.
 func (s *Server) handleDeleteInstance(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	purge, err := queryBool(r, "purge_backups")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	ctx, cancel := detached(r)
 	defer cancel()
-	d, err := s.app.DeleteByName(ctx, name)
+	d, err := s.app.DeleteByNameWith(ctx, name, app.DeleteOptions{PurgeBackups: purge})
 	if errors.Is(err, cms.ErrNotFound) {
 		err = errorf(http.StatusNotFound, "instance %q not found or already deleted", name)
 	}

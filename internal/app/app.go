@@ -254,6 +254,9 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if err := a.superviseActors(ctx); err != nil {
 		cfg.Logger.Warn("checking health actors failed", "error", err)
 	}
+	if err := a.superviseSchedules(ctx); err != nil {
+		cfg.Logger.Warn("checking backup schedules failed", "error", err)
+	}
 	if err := a.StartJanitor(ctx); err != nil {
 		cfg.Logger.Warn("starting the janitor failed", "error", err)
 	}
@@ -339,6 +342,8 @@ type CreateRequest struct {
 	StorageGB       int    `json:"storage_gb,omitempty"`
 	Internal        bool   `json:"internal,omitempty"`
 	DNSLabel        string `json:"dns_label,omitempty"`
+	// NoBackups turns WAL archiving and scheduled backups off.
+	NoBackups bool `json:"no_backups,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$`)
@@ -415,6 +420,11 @@ func (a *App) ValidateCreate(ctx context.Context, r *CreateRequest) error {
 // password (encrypted) and starts the create-instance orchestration. It
 // returns at once with the instance in state creating.
 func (a *App) CreateInstance(ctx context.Context, r CreateRequest) (*cms.Instance, error) {
+	return a.createInstance(ctx, r, nil)
+}
+
+// createInstance is CreateInstance, restoring from a backup when from is set.
+func (a *App) createInstance(ctx context.Context, r CreateRequest, from *dataplane.RestoreSource) (*cms.Instance, error) {
 	if err := a.ValidateCreate(ctx, &r); err != nil {
 		return nil, err
 	}
@@ -431,8 +441,13 @@ func (a *App) CreateInstance(ctx context.Context, r CreateRequest) (*cms.Instanc
 		_, _ = a.CMS.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "storing the password failed", Message: err.Error()})
 		return nil, fmt.Errorf("store password: %w", err)
 	}
+	if r.NoBackups {
+		if err := a.CMS.SetBackupSettings(ctx, internal, cms.BackupSettings{Interval: cms.DefaultBackupInterval, Retention: cms.DefaultBackupRetention}); err != nil {
+			return nil, fmt.Errorf("record backup settings: %w", err)
+		}
+	}
 	in := orchestrations.CreateInput{InternalName: internal, Name: r.Name, PostgresVersion: r.PostgresVersion,
-		StorageGB: r.StorageGB, Internal: r.Internal, DNSLabel: r.DNSLabel, ActorInterval: a.Config.ActorInterval}
+		StorageGB: r.StorageGB, Internal: r.Internal, DNSLabel: r.DNSLabel, ActorInterval: a.Config.ActorInterval, NoBackups: r.NoBackups, Restore: from}
 	if err := a.Client.StartOrchestration(ctx, orchID, orchestrations.CreateInstance, in); err != nil {
 		_, _ = a.CMS.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "starting the create orchestration failed", Message: err.Error()})
 		return nil, fmt.Errorf("start create orchestration: %w", err)

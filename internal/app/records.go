@@ -51,6 +51,19 @@ func (a *App) DeleteInstance(ctx context.Context, name string) (*cms.Instance, e
 // first; a delete in progress goes on; one that ended without deleting is
 // started again. ErrNotFound (wrapped) if the name has no such record.
 func (a *App) DeleteByName(ctx context.Context, name string) (*Deletion, error) {
+	return a.DeleteByNameWith(ctx, name, DeleteOptions{})
+}
+
+// DeleteOptions modify a delete.
+type DeleteOptions struct {
+	// PurgeBackups removes the instances' backups and WAL archives too; by
+	// default they are kept until they expire, so the instance can still
+	// be restored.
+	PurgeBackups bool
+}
+
+// DeleteByNameWith is DeleteByName with options.
+func (a *App) DeleteByNameWith(ctx context.Context, name string, opts DeleteOptions) (*Deletion, error) {
 	recs, err := a.CMS.List(ctx, cms.ListOptions{Name: name})
 	if err != nil {
 		return nil, err
@@ -66,7 +79,7 @@ func (a *App) DeleteByName(ctx context.Context, name string) (*Deletion, error) 
 		}
 	}
 	for i := range recs {
-		if err := a.deleteRecord(ctx, &recs[i]); err != nil {
+		if err := a.deleteRecord(ctx, &recs[i], opts); err != nil {
 			return nil, fmt.Errorf("delete %s: %w", recs[i].InternalName, err)
 		}
 	}
@@ -74,7 +87,7 @@ func (a *App) DeleteByName(ctx context.Context, name string) (*Deletion, error) 
 }
 
 // deleteRecord starts (or restarts) the delete orchestration of one record.
-func (a *App) deleteRecord(ctx context.Context, inst *cms.Instance) error {
+func (a *App) deleteRecord(ctx context.Context, inst *cms.Instance, opts DeleteOptions) error {
 	if inst.State == cms.StateCreating && inst.CreateOrchestrationID != "" {
 		if err := a.Client.CancelInstance(ctx, inst.CreateOrchestrationID, "instance deleted while being created"); err != nil {
 			return fmt.Errorf("cancel create: %w", err)
@@ -95,7 +108,7 @@ func (a *App) deleteRecord(ctx context.Context, inst *cms.Instance) error {
 			return fmt.Errorf("reset delete orchestration: %w", err)
 		}
 	}
-	if err := a.Client.StartOrchestration(ctx, id, orchestrations.DeleteInstance, orchestrations.DeleteInput{InternalName: inst.InternalName}); err != nil {
+	if err := a.Client.StartOrchestration(ctx, id, orchestrations.DeleteInstance, orchestrations.DeleteInput{InternalName: inst.InternalName, PurgeBackups: opts.PurgeBackups}); err != nil {
 		return fmt.Errorf("start delete orchestration: %w", err)
 	}
 	a.Logger.Info("instance delete requested", "instance", inst.Name, "internal_name", inst.InternalName,

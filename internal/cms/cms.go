@@ -145,6 +145,7 @@ var (
 // Store is the CMS.
 type Store interface {
 	SessionStore
+	BackupStore
 
 	// CreateInstance inserts a record in state creating (ID, timestamps,
 	// State and Health are filled in). It is idempotent per

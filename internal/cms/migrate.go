@@ -122,6 +122,39 @@ CREATE TABLE cms_sessions (
 );
 CREATE INDEX cms_sessions_expires ON cms_sessions (expires_at);
 `,
+}, {
+	version: 5,
+	name:    "backups",
+	sql: `
+CREATE TABLE cms_backups (
+	id               TEXT    PRIMARY KEY,
+	internal_name    TEXT    NOT NULL,
+	instance_name    TEXT    NOT NULL,
+	kind             TEXT    NOT NULL,
+	state            TEXT    NOT NULL CHECK (state IN ('running','completed','failed','deleted')),
+	orchestration_id TEXT    NOT NULL DEFAULT '',
+	started_at       INTEGER NOT NULL DEFAULT 0,
+	finished_at      INTEGER NOT NULL DEFAULT 0,
+	size_bytes       INTEGER NOT NULL DEFAULT 0,
+	duration_ms      INTEGER NOT NULL DEFAULT 0,
+	start_wal        TEXT    NOT NULL DEFAULT '',
+	timeline         INTEGER NOT NULL DEFAULT 0,
+	postgres_version TEXT    NOT NULL DEFAULT '',
+	error            TEXT    NOT NULL DEFAULT '',
+	created_at       INTEGER NOT NULL,
+	deleted_at       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX cms_backups_instance ON cms_backups (internal_name, created_at);
+CREATE INDEX cms_backups_name ON cms_backups (instance_name, created_at);
+
+CREATE TABLE cms_backup_settings (
+	internal_name TEXT    PRIMARY KEY,
+	enabled       INTEGER NOT NULL,
+	interval_ms   INTEGER NOT NULL,
+	retention_ms  INTEGER NOT NULL,
+	updated_at    INTEGER NOT NULL
+);
+`,
 }}
 
 // PostgreSQL: tables live in their own schema ({{s}}, quoted). Times are
@@ -230,6 +263,39 @@ CREATE TABLE {{s}}.sessions (
 	expires_at bigint NOT NULL
 );
 CREATE INDEX sessions_expires ON {{s}}.sessions (expires_at);
+`,
+}, {
+	version: 5,
+	name:    "backups",
+	sql: `
+CREATE TABLE {{s}}.backups (
+	id               text    PRIMARY KEY,
+	internal_name    text    NOT NULL,
+	instance_name    text    NOT NULL,
+	kind             text    NOT NULL,
+	state            text    NOT NULL CHECK (state IN ('running','completed','failed','deleted')),
+	orchestration_id text    NOT NULL DEFAULT '',
+	started_at       bigint  NOT NULL DEFAULT 0,
+	finished_at      bigint  NOT NULL DEFAULT 0,
+	size_bytes       bigint  NOT NULL DEFAULT 0,
+	duration_ms      bigint  NOT NULL DEFAULT 0,
+	start_wal        text    NOT NULL DEFAULT '',
+	timeline         integer NOT NULL DEFAULT 0,
+	postgres_version text    NOT NULL DEFAULT '',
+	error            text    NOT NULL DEFAULT '',
+	created_at       bigint  NOT NULL,
+	deleted_at       bigint  NOT NULL DEFAULT 0
+);
+CREATE INDEX backups_instance ON {{s}}.backups (internal_name, created_at);
+CREATE INDEX backups_name ON {{s}}.backups (instance_name, created_at);
+
+CREATE TABLE {{s}}.backup_settings (
+	internal_name text    PRIMARY KEY,
+	enabled       integer NOT NULL,
+	interval_ms   bigint  NOT NULL,
+	retention_ms  bigint  NOT NULL,
+	updated_at    bigint  NOT NULL
+);
 `,
 }}
 

@@ -47,6 +47,7 @@ func runSuite(t *testing.T, newDB factory) {
 		{"Problems", testProblems},
 		{"Purge", testPurge},
 		{"Sessions", testSessions},
+		{"Backups", testBackups},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newDB) })

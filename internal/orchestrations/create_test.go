@@ -57,6 +57,8 @@ func createDefaults() map[string]any {
 		activities.TestConnection:       activities.TestConnectionOutput{Version: "PostgreSQL 16.4", LatencyMs: 3},
 		activities.UpdateState:          cms.StateRunning,
 		activities.SetActor:             struct{}{},
+		activities.SetArchiving:         struct{}{},
+		activities.RestorePostgres:      struct{}{},
 	}
 }
 
@@ -71,6 +73,8 @@ func deleteDefaults(state cms.State) map[string]any {
 		activities.DeletePostgres:     struct{}{},
 		activities.ForgetPassword:     struct{}{},
 		activities.AddEvent:           struct{}{},
+		activities.FlushArchive:       struct{}{},
+		activities.PurgeBackups:       0,
 	}
 }
 
@@ -124,8 +128,10 @@ func TestCreateSuccess(t *testing.T) {
 	if st.State != cms.StateRunning || st.Update.Port != 5433 || st.Update.Message != "ready: PostgreSQL 16.4" {
 		t.Fatalf("mark running input %+v", st)
 	}
+	// The health actor and the backup schedule run on their own.
 	d := env.Detached()
-	if len(d) != 1 || d[0].Name != orchestrations.InstanceActor || d[0].Instance != "actor-db-1a2b" {
+	if len(d) != 2 || d[0].Name != orchestrations.InstanceActor || d[0].Instance != "actor-db-1a2b" ||
+		d[1].Name != orchestrations.BackupSchedule || d[1].Instance != orchestrations.ScheduleID("db-1a2b") {
 		t.Fatalf("detached %+v", d)
 	}
 	if res.CustomStatus != "running" || res.Elapsed != 0 {
@@ -249,7 +255,7 @@ func TestCreateCleanupRunsDeleteInstance(t *testing.T) {
 	res := run(t, env, orchestrations.CreateInstance, createInput)
 	wantFailed(t, res, "wait for ready failed")
 	wantCalls(t, env, "cms-create-instance-record#1", "deploy-postgres#1", "wait-for-ready#1", "cms-update-instance-state#1", "delete-instance",
-		"cms-get-instance#1", "raise-event#1", "delete-postgres#1", "cms-forget-password#1", "cms-add-instance-event#1")
+		"cms-get-instance#1", "raise-event#1", "raise-event#1", "flush-archive#1", "delete-postgres#1", "cms-forget-password#1", "cms-add-instance-event#1")
 	if c := env.CallsTo(activities.GetInstance)[0]; c.Instance != orchestrations.CleanupID("db-1a2b") {
 		t.Fatalf("cleanup ran as %s", c.Instance)
 	}
@@ -281,3 +287,46 @@ func TestCreateCancelled(t *testing.T) {
 		t.Fatalf("deploy not withdrawn: %+v", c)
 	}
 }
+
+// TestCreateNoBackups: an instance created without backups has archiving
+// turned off and no backup schedule.
+func TestCreateNoBackups(t *testing.T) {
+	env := newCreateEnv(t, nil)
+	in := createInput
+	in.NoBackups = true
+	if res := run(t, env, orchestrations.CreateInstance, in); res.Status != duroxide.StatusCompleted {
+		t.Fatalf("status %s err %v", res.Status, res.Err)
+	}
+	wantCalls(t, env, "cms-create-instance-record#1", "deploy-postgres#1", "wait-for-ready#1", "get-connection-strings#1",
+		"test-connection#1", "cms-update-instance-state#1", "cms-record-instance-actor#1", "set-archiving#1")
+	var sa activities.SetArchivingInput
+	if err := env.CallsTo(activities.SetArchiving)[0].DecodeInput(&sa); err != nil || sa.On || sa.InternalName != "db-1a2b" {
+		t.Fatalf("set-archiving %+v (%v)", sa, err)
+	}
+	if d := env.Detached(); len(d) != 1 || d[0].Name != orchestrations.InstanceActor {
+		t.Fatalf("detached %+v", d)
+	}
+}
+
+// TestCreateFromRestore: a create with a restore source restores instead
+// of deploying, then goes on as any create.
+func TestCreateFromRestore(t *testing.T) {
+	env := newCreateEnv(t, nil)
+	res := run(t, env, orchestrations.CreateInstance, restoreInput)
+	if res.Status != duroxide.StatusCompleted {
+		t.Fatalf("status %s err %v", res.Status, res.Err)
+	}
+	wantCalls(t, env, "cms-create-instance-record#1", "restore-postgres#1", "wait-for-ready#1", "get-connection-strings#1",
+		"test-connection#1", "cms-update-instance-state#1", "cms-record-instance-actor#1")
+	var ri activities.RestoreInput
+	if err := env.CallsTo(activities.RestorePostgres)[0].DecodeInput(&ri); err != nil || ri.From.Instance != "src-9f8e" || ri.From.BackupID != restoreInput.Restore.BackupID ||
+		!ri.From.Target.Equal(restoreInput.Restore.Target) || ri.InternalName != "db-1a2b" {
+		t.Fatalf("restore input %+v (%v)", ri, err)
+	}
+}
+
+var restoreInput = func() orchestrations.CreateInput {
+	in := createInput
+	in.Restore = &dataplane.RestoreSource{Instance: "src-9f8e", BackupID: "s20250101t000000-1a2b3c4d", Target: time.Date(2025, 1, 1, 6, 0, 0, 0, time.UTC)}
+	return in
+}()

@@ -38,7 +38,7 @@ func TestDeleteRunningInstance(t *testing.T) {
 	env := newDeleteEnv(t, running, nil)
 	res := run(t, env, orchestrations.DeleteInstance, deleteInput(false))
 	wantOutput(t, res, "deleted")
-	wantCalls(t, env, "cms-get-instance#1", "cms-update-instance-state#1", "raise-event#1", "delete-postgres#1",
+	wantCalls(t, env, "cms-get-instance#1", "cms-update-instance-state#1", "raise-event#1", "raise-event#1", "flush-archive#1", "delete-postgres#1",
 		"cms-forget-password#1", "cms-update-instance-state#1")
 	states := env.CallsTo(activities.UpdateState)
 	var first, last activities.UpdateStateInput
@@ -52,6 +52,26 @@ func TestDeleteRunningInstance(t *testing.T) {
 	if raise.Instance != "actor-db-1a2b" || raise.Event != orchestrations.EventInstanceDeleted {
 		t.Fatalf("raise %+v", raise)
 	}
+	// The backup schedule stops too; the backups stay.
+	_ = env.CallsTo(activities.RaiseEvent)[1].DecodeInput(&raise)
+	if raise.Instance != orchestrations.ScheduleID("db-1a2b") || raise.Event != orchestrations.EventInstanceDeleted {
+		t.Fatalf("raise %+v", raise)
+	}
+}
+
+// TestDeletePurgeBackups: with purge_backups the backups go after the
+// instance is marked deleted; a failed purge fails the delete (the
+// instance is deleted, its backups are not).
+func TestDeletePurgeBackups(t *testing.T) {
+	in := deleteInput(false)
+	in.PurgeBackups = true
+	env := newDeleteEnv(t, running, nil)
+	wantOutput(t, run(t, env, orchestrations.DeleteInstance, in), "deleted")
+	wantCalls(t, env, "cms-get-instance#1", "cms-update-instance-state#1", "raise-event#1", "raise-event#1", "flush-archive#1", "delete-postgres#1",
+		"cms-forget-password#1", "cms-update-instance-state#1", "purge-backups#1")
+
+	env = newDeleteEnv(t, running, mocks{activities.PurgeBackups: func(m *duroxidetest.Mock) { m.Fail(duroxide.NonRetryable(errBoom)) }})
+	wantFailed(t, run(t, env, orchestrations.DeleteInstance, in), "purge backups:")
 }
 
 func TestDeleteLookupFailure(t *testing.T) {
@@ -88,7 +108,7 @@ func TestDeleteWaitsForCreate(t *testing.T) {
 		env := newDeleteEnv(t, view, m)
 		wantOutput(t, run(t, env, orchestrations.DeleteInstance, deleteInput(false)), "deleted")
 		wantCalls(t, env, "cms-get-instance#1", "cms-update-instance-state#1", "await-orchestration-finished#1", "raise-event#1",
-			"delete-postgres#1", "cms-forget-password#1", "cms-update-instance-state#1")
+			"raise-event#1", "flush-archive#1", "delete-postgres#1", "cms-forget-password#1", "cms-update-instance-state#1")
 		var raise activities.RaiseEventInput
 		_ = env.CallsTo(activities.RaiseEvent)[0].DecodeInput(&raise)
 		if raise.Instance != orchestrations.ActorID("db-1a2b") {
@@ -103,14 +123,16 @@ func TestDeleteFailedInstance(t *testing.T) {
 	view := activities.InstanceView{Found: true, State: cms.StateFailed, CreateOrchestration: "create-db-1a2b"}
 	env := newDeleteEnv(t, view, nil)
 	wantOutput(t, run(t, env, orchestrations.DeleteInstance, deleteInput(false)), "deleted")
-	wantCalls(t, env, "cms-get-instance#1", "raise-event#1", "delete-postgres#1", "cms-forget-password#1", "cms-update-instance-state#1")
+	wantCalls(t, env, "cms-get-instance#1", "raise-event#1", "raise-event#1", "flush-archive#1", "delete-postgres#1", "cms-forget-password#1", "cms-update-instance-state#1")
 }
 
-// TestDeleteBestEffortSteps: failures of signalling the actor and of
-// forgetting the password do not stop the delete.
+// TestDeleteBestEffortSteps: failures of signalling the actor and the
+// backup schedule, of flushing the WAL archive and of forgetting the
+// password do not stop the delete.
 func TestDeleteBestEffortSteps(t *testing.T) {
 	env := newDeleteEnv(t, running, mocks{
 		activities.RaiseEvent:     func(m *duroxidetest.Mock) { m.Fail(duroxide.NonRetryable(errBoom)) },
+		activities.FlushArchive:   func(m *duroxidetest.Mock) { m.Fail(duroxide.NonRetryable(errBoom)) },
 		activities.ForgetPassword: func(m *duroxidetest.Mock) { m.Fail(duroxide.NonRetryable(errBoom)) },
 	})
 	wantOutput(t, run(t, env, orchestrations.DeleteInstance, deleteInput(false)), "deleted")
@@ -142,7 +164,7 @@ func TestDeletePostgresFailure(t *testing.T) {
 func TestDeleteCleanup(t *testing.T) {
 	env := newDeleteEnv(t, activities.InstanceView{Found: true, State: cms.StateCreating}, nil)
 	wantOutput(t, run(t, env, orchestrations.DeleteInstance, deleteInput(true)), "cleaned up")
-	wantCalls(t, env, "cms-get-instance#1", "raise-event#1", "delete-postgres#1", "cms-forget-password#1", "cms-add-instance-event#1")
+	wantCalls(t, env, "cms-get-instance#1", "raise-event#1", "raise-event#1", "flush-archive#1", "delete-postgres#1", "cms-forget-password#1", "cms-add-instance-event#1")
 
 	env = newDeleteEnv(t, activities.InstanceView{Found: true, State: cms.StateCreating}, mocks{
 		activities.AddEvent: func(m *duroxidetest.Mock) { m.Fail(duroxide.NonRetryable(errBoom)) }})

@@ -83,8 +83,46 @@ func goldenScenarios() []goldenScenario {
 				env.RaiseEventAt(10*time.Minute, orchestrations.EventJanitorSettings, orchestrations.JanitorInput{Interval: time.Minute})
 				return env
 			}},
+
+		// Backups (change "backups", version 1).
+		{file: "create-success-backups.json", note: "create-instance with backups: every step succeeds, the backup schedule starts", orchestration: orchestrations.CreateInstance, input: createInput,
+			env: func(t *testing.T) *duroxidetest.Env { return newCreateEnv(t, nil) }},
+		{file: "create-no-backups.json", note: "create-instance with no_backups: archiving turned off, no schedule", orchestration: orchestrations.CreateInstance, input: noBackupsInput,
+			env: func(t *testing.T) *duroxidetest.Env { return newCreateEnv(t, nil) }},
+		{file: "create-restore.json", note: "create-instance restoring another instance's backup", orchestration: orchestrations.CreateInstance, input: restoreInput,
+			env: func(t *testing.T) *duroxidetest.Env { return newCreateEnv(t, nil) }},
+		{file: "delete-success-backups.json", note: "delete-instance with backups: schedule stopped, archive flushed, backups purged", orchestration: orchestrations.DeleteInstance, input: purgeInput,
+			env: func(t *testing.T) *duroxidetest.Env { return newDeleteEnv(t, running, nil) }},
+		{file: "janitor-run-backups.json", note: "janitor with backups: one sweep with backup retention, continue-as-new", orchestration: orchestrations.Janitor, input: janitorInput,
+			env: func(t *testing.T) *duroxidetest.Env { return newJanitorEnv(t, nil) }},
+		{file: "backup-instance-success.json", note: "backup-instance: recorded, taken, completed", orchestration: orchestrations.BackupInstance, input: backupInput,
+			env: func(t *testing.T) *duroxidetest.Env { return newBackupEnv(t, orchestrations.BackupID(backupID), nil) }},
+		{file: "backup-instance-failure.json", note: "backup-instance: take-base-backup fails 3 times; recorded failed", orchestration: orchestrations.BackupInstance, input: backupInput,
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newBackupEnv(t, orchestrations.BackupID(backupID), mocks{activities.TakeBaseBackup: fail})
+			}},
+		{file: "backup-schedule-run.json", note: "backup-schedule: a scheduled backup, the interval, continue-as-new", orchestration: orchestrations.BackupSchedule,
+			input: orchestrations.ScheduleInput{InternalName: "db-1a2b"},
+			env: func(t *testing.T) *duroxidetest.Env {
+				env := newBackupEnv(t, orchestrations.ScheduleID("db-1a2b"), nil)
+				env.OnSubOrchestration(orchestrations.BackupInstance).Return(orchestrations.BackupOutput{BackupID: "s1", SizeBytes: 1})
+				return env
+			}},
+		{file: "delete-backup.json", note: "delete-backup: the files go", orchestration: orchestrations.DeleteBackupOrch,
+			input: orchestrations.DeleteBackupInput{InternalName: "db-1a2b", BackupID: backupID},
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newBackupEnv(t, orchestrations.DeleteBackupID(backupID), nil)
+			}},
 	}
 }
+
+var noBackupsInput = func() orchestrations.CreateInput {
+	in := createInput
+	in.NoBackups = true
+	return in
+}()
+
+var purgeInput = orchestrations.DeleteInput{InternalName: "db-1a2b", PurgeBackups: true}
 
 func stripDetail(h []duroxide.Event) []duroxide.Event {
 	out := make([]duroxide.Event, len(h))
@@ -127,6 +165,12 @@ func instanceOf(s goldenScenario) string {
 		return orchestrations.DeleteID("db-1a2b")
 	case orchestrations.InstanceActor:
 		return orchestrations.ActorID("db-1a2b")
+	case orchestrations.BackupInstance:
+		return orchestrations.BackupID(backupID)
+	case orchestrations.BackupSchedule:
+		return orchestrations.ScheduleID("db-1a2b")
+	case orchestrations.DeleteBackupOrch:
+		return orchestrations.DeleteBackupID(backupID)
 	}
 	return orchestrations.JanitorID
 }

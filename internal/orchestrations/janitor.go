@@ -51,6 +51,9 @@ type JanitorInput struct {
 	// at each continue-as-new; the sweep catches chains it did not, such as
 	// ended ones or those from before the setting).
 	KeepExecutions int `json:"keep_executions,omitempty"`
+	// SkipBackups turns the backup retention sweep off (by default each
+	// sweep removes expired backups and WAL, per instance settings).
+	SkipBackups bool `json:"skip_backups,omitempty"`
 	// Runs counts completed sweeps (carried across continue-as-new).
 	Runs int64 `json:"runs,omitempty"`
 }
@@ -60,6 +63,7 @@ type JanitorReport struct {
 	Orchestrations activities.PurgeOrchestrationsOutput `json:"orchestrations"`
 	Executions     activities.PruneExecutionsOutput     `json:"executions"`
 	HealthChecks   int64                                `json:"health_checks"`
+	Backups        activities.BackupRetentionOutput     `json:"backups"`
 }
 
 // janitor sweeps once per execution, then waits for the interval or new
@@ -73,10 +77,18 @@ func janitor(ctx *duroxide.OrchestrationContext, in JanitorInput) (JanitorReport
 	log := ctx.Logger().With("janitor_run", in.Runs+1)
 	settings := ctx.WaitForEvent(EventJanitorSettings)
 	now := ctx.UtcNow()
+	// Sweeps recorded before backups existed replay without the backup
+	// orchestrations and the backup retention step.
+	withBackups := ctx.GetVersion(changeBackups, duroxide.VersionBeforeChange, 1) >= 1
+	purged, chains := []string{CreateInstance, DeleteInstance, InstanceActor}, []string{InstanceActor, Janitor}
+	if withBackups {
+		purged = append(purged, BackupInstance, BackupSchedule, DeleteBackupOrch)
+		chains = append(chains, BackupSchedule)
+	}
 	var rep JanitorReport
 	if in.OrchestrationRetention > 0 {
 		out, err := call[activities.PurgeOrchestrationsOutput](ctx, activities.PurgeOrchestrations, activities.PurgeOrchestrationsInput{
-			Names:             []string{CreateInstance, DeleteInstance, InstanceActor},
+			Names:             purged,
 			CompletedBeforeMs: now.Add(-in.OrchestrationRetention).UnixMilli(),
 		}, PolicyJanitor)
 		if err != nil {
@@ -97,14 +109,22 @@ func janitor(ctx *duroxide.OrchestrationContext, in JanitorInput) (JanitorReport
 	}
 	if in.KeepExecutions > 0 {
 		out, err := call[activities.PruneExecutionsOutput](ctx, activities.PruneExecutions, activities.PruneExecutionsInput{
-			Names: []string{InstanceActor, Janitor}, KeepLast: in.KeepExecutions,
+			Names: chains, KeepLast: in.KeepExecutions,
 		}, PolicyJanitor)
 		if err != nil {
 			log.Warn("janitor: pruning execution chains failed", "error", err.Error())
 		}
 		rep.Executions = out
 	}
+	if withBackups && !in.SkipBackups {
+		out, err := call[activities.BackupRetentionOutput](ctx, activities.BackupRetention, activities.BackupRetentionInput{NowMs: now.UnixMilli()}, PolicyJanitor)
+		if err != nil {
+			log.Warn("janitor: backup retention failed", "error", err.Error())
+		}
+		rep.Backups = out
+	}
 	log.Info("janitor run",
+		"backups_expired", rep.Backups.Backups, "wal_segments_pruned", rep.Backups.WALSegments,
 		"orchestrations_deleted", rep.Orchestrations.InstancesDeleted,
 		"orchestration_events_deleted", rep.Orchestrations.EventsDeleted,
 		"executions_pruned", rep.Executions.ExecutionsDeleted,

@@ -25,6 +25,7 @@ func janitorDefaults() map[string]any {
 		activities.PurgeOrchestrations: activities.PurgeOrchestrationsOutput{InstancesDeleted: 2, EventsDeleted: 40},
 		activities.PruneHealthChecks:   int64(12),
 		activities.PruneExecutions:     activities.PruneExecutionsOutput{Instances: 3, ExecutionsDeleted: 5},
+		activities.BackupRetention:     activities.BackupRetentionOutput{Backups: 1, WALSegments: 4},
 	}
 }
 
@@ -52,7 +53,7 @@ func TestJanitorSweep(t *testing.T) {
 	if next != want || res.Elapsed != time.Hour {
 		t.Fatalf("next %+v elapsed %v", next, res.Elapsed)
 	}
-	wantCalls(t, env, "janitor-purge-orchestrations#1", "janitor-prune-health-checks#1", "janitor-prune-executions#1")
+	wantCalls(t, env, "janitor-purge-orchestrations#1", "janitor-prune-health-checks#1", "janitor-prune-executions#1", "janitor-backup-retention#1")
 	now := duroxidetest.DefaultStart
 	var purge activities.PurgeOrchestrationsInput
 	_ = env.CallsTo(activities.PurgeOrchestrations)[0].DecodeInput(&purge)
@@ -60,7 +61,9 @@ func TestJanitorSweep(t *testing.T) {
 	_ = env.CallsTo(activities.PruneHealthChecks)[0].DecodeInput(&hc)
 	var ex activities.PruneExecutionsInput
 	_ = env.CallsTo(activities.PruneExecutions)[0].DecodeInput(&ex)
-	if purge.CompletedBeforeMs != now.Add(-7*24*time.Hour).UnixMilli() || len(purge.Names) != 3 ||
+	var br activities.BackupRetentionInput
+	_ = env.CallsTo(activities.BackupRetention)[0].DecodeInput(&br)
+	if purge.CompletedBeforeMs != now.Add(-7*24*time.Hour).UnixMilli() || len(purge.Names) != 6 || len(ex.Names) != 3 || br.NowMs != now.UnixMilli() ||
 		hc.OlderThanMs != now.Add(-24*time.Hour).UnixMilli() || hc.KeepPerInstance != 100 || ex.KeepLast != 3 {
 		t.Fatalf("purge %+v, health checks %+v, executions %+v", purge, hc, ex)
 	}
@@ -72,21 +75,27 @@ func TestJanitorSweep(t *testing.T) {
 // TestJanitorStepFailuresAreSkipped: every step fails all its attempts; the
 // janitor still finishes its run and continues.
 func TestJanitorStepFailuresAreSkipped(t *testing.T) {
-	env := newJanitorEnv(t, mocks{activities.PurgeOrchestrations: fail, activities.PruneHealthChecks: fail, activities.PruneExecutions: fail})
+	env := newJanitorEnv(t, mocks{activities.PurgeOrchestrations: fail, activities.PruneHealthChecks: fail, activities.PruneExecutions: fail,
+		activities.BackupRetention: fail})
 	next := nextJanitorInput(t, run(t, env, orchestrations.Janitor, janitorInput))
-	if next.Runs != 3 || len(env.Calls()) != 9 {
+	if next.Runs != 3 || len(env.Calls()) != 12 {
 		t.Fatalf("next %+v calls %v", next, env.CallNames())
 	}
 }
 
-// TestJanitorDisabledSteps: zero settings run no step and wait the default
-// interval; health checks are pruned by count alone when no age is set.
+// TestJanitorDisabledSteps: zero settings run only the backup retention
+// sweep (which follows per-instance settings) and wait the default
+// interval; SkipBackups turns that off too; health checks are pruned by
+// count alone when no age is set.
 func TestJanitorDisabledSteps(t *testing.T) {
 	env := newJanitorEnv(t, nil)
 	res := run(t, env, orchestrations.Janitor, orchestrations.JanitorInput{})
 	if next := nextJanitorInput(t, res); next.Runs != 1 || res.Elapsed != orchestrations.DefaultJanitorInterval {
 		t.Fatalf("next %+v elapsed %v", next, res.Elapsed)
 	}
+	wantCalls(t, env, "janitor-backup-retention#1")
+	env = newJanitorEnv(t, nil)
+	nextJanitorInput(t, run(t, env, orchestrations.Janitor, orchestrations.JanitorInput{SkipBackups: true}))
 	wantCalls(t, env)
 
 	env = newJanitorEnv(t, nil)

@@ -2,7 +2,11 @@
 // instance, deleting it, and the per-instance health actor.
 package orchestrations
 
-import "time"
+import (
+	"time"
+
+	"github.com/toygres/toygres/internal/dataplane"
+)
 
 // Orchestration names (stable: they are recorded in history).
 const (
@@ -40,6 +44,10 @@ type CreateInput struct {
 	DNSLabel        string `json:"dns_label,omitempty"`
 	// ActorInterval is the health check period (0: 30s).
 	ActorInterval time.Duration `json:"actor_interval,omitempty"`
+	// NoBackups turns WAL archiving off and starts no backup schedule.
+	NoBackups bool `json:"no_backups,omitempty"`
+	// Restore, when set, makes the instance from a backup instead of initdb.
+	Restore *dataplane.RestoreSource `json:"restore,omitempty"`
 }
 
 // CreateOutput is create-instance's result.
@@ -55,6 +63,9 @@ type DeleteInput struct {
 	// failed state instead of moving to deleting/deleted.
 	Cleanup bool   `json:"cleanup,omitempty"`
 	Reason  string `json:"reason,omitempty"`
+	// PurgeBackups removes the instance's backups too (by default they stay
+	// until they expire).
+	PurgeBackups bool `json:"purge_backups,omitempty"`
 }
 
 // ActorInput starts (and continues) the health actor.

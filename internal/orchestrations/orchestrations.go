@@ -71,6 +71,7 @@ func Register(reg *duroxide.Registry, driverName string) error {
 		duroxide.RegisterOrchestration(reg, DeleteInstance, deleteInstance),
 		duroxide.RegisterOrchestration(reg, InstanceActor, instanceActor),
 		duroxide.RegisterOrchestration(reg, Janitor, janitor),
+		registerBackups(reg),
 	} {
 		if err != nil {
 			return fmt.Errorf("register orchestrations: %w", err)
@@ -116,8 +117,7 @@ func createInstance(driverName string) func(*duroxide.OrchestrationContext, Crea
 		}
 
 		ctx.SetCustomStatus("deploying")
-		if _, err := call[struct{}](ctx, activities.Deploy, activities.DeployInput{InternalName: in.InternalName,
-			PostgresVersion: in.PostgresVersion, StorageGB: in.StorageGB, Internal: in.Internal, DNSLabel: in.DNSLabel}, PolicyDeploy); err != nil {
+		if err := restoreOrDeploy(ctx, in); err != nil {
 			return fail("deploy", err)
 		}
 		ctx.SetCustomStatus("waiting for ready")
@@ -149,6 +149,13 @@ func createInstance(driverName string) func(*duroxide.OrchestrationContext, Crea
 		}
 		if _, err := call[struct{}](ctx, activities.SetActor, activities.SetActorInput{InternalName: in.InternalName, OrchestrationID: actorID}, PolicyCMS); err != nil {
 			log.Warn("recording the actor id failed", "error", err.Error())
+		}
+		// Creates that passed this point before backups existed replay
+		// without them (the app starts their schedules when it starts).
+		if ctx.GetVersion(changeBackups, duroxide.VersionBeforeChange, 1) >= 1 {
+			if err := startBackups(ctx, in); err != nil {
+				log.Warn("starting backups failed", "error", err.Error())
+			}
 		}
 		ctx.SetCustomStatus("running")
 		log.Info("instance running", "connection", conn.ConnectionString)
@@ -191,6 +198,12 @@ func deleteInstance(ctx *duroxide.OrchestrationContext, in DeleteInput) (string,
 	if _, err := call[struct{}](ctx, activities.RaiseEvent, activities.RaiseEventInput{Instance: actor, Event: EventInstanceDeleted}, PolicyCMS); err != nil {
 		log.Warn("signalling the health actor failed", "error", err.Error())
 	}
+	// Deletes that passed this point before backups existed replay without
+	// the backup steps.
+	withBackups := ctx.GetVersion(changeBackups, duroxide.VersionBeforeChange, 1) >= 1
+	if withBackups {
+		beforeDelete(ctx, in.InternalName)
+	}
 	if _, err := call[struct{}](ctx, activities.DeletePostgres, ref, PolicyDeletePostgres); err != nil {
 		if !in.Cleanup {
 			_, _ = call[struct{}](ctx, activities.AddEvent, activities.AddEventInput{InternalName: in.InternalName, Message: "delete failed: " + err.Error()}, PolicyCMS)
@@ -210,6 +223,12 @@ func deleteInstance(ctx *duroxide.OrchestrationContext, in DeleteInput) (string,
 		InternalName: in.InternalName, State: cms.StateDeleted, Update: cms.StateUpdate{Message: "deleted"},
 	}, PolicyCMS); err != nil {
 		return "", fmt.Errorf("mark deleted: %w", err)
+	}
+	if !withBackups {
+		return "deleted", nil
+	}
+	if err := afterDelete(ctx, in); err != nil {
+		return "", err
 	}
 	return "deleted", nil
 }

@@ -109,9 +109,9 @@ func startToygres(t *testing.T, artifacts string) (*app.App, *httptest.Server, s
 
 // TestConsoleInBrowser drives the console with headless Chromium against
 // a real Toygres: login, create an instance and watch it come up live,
-// health checks, the retried create orchestration, raise an event to and
-// cancel the health actor, the System page, the dashboard's retry numbers,
-// and a bulk delete watched to the end. Each page is saved as a PNG.
+// health checks, backups and a restore, the retried create orchestration,
+// raise an event to and cancel the health actor, the System page, the
+// dashboard's retry numbers, and a bulk delete watched to the end. Each page is saved as a PNG.
 func TestConsoleInBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("deploys PostgreSQL and drives Chromium")
@@ -257,6 +257,49 @@ func TestConsoleInBrowser(t *testing.T) {
 	})
 	b.screenshot("08-instance-detail")
 	b.pollsOK("instance page")
+
+	// --- backups: the first backup (taken on create) shows up live, a
+	// manual one is taken, and a restore makes a new instance.
+	b.waitFor("the first verified backup (live)", 2*time.Minute, func() (bool, string) {
+		s := b.text("#restore-window")
+		return strings.Contains(s, "Restorable from"), shorten(s, 80)
+	})
+	b.clickAndLoad("#backup-now")
+	b.waitText("#flash", "Backing up "+name, 10*time.Second)
+	b.markPage()
+	b.waitFor("the manual backup verified (live)", 2*time.Minute, func() (bool, string) {
+		s := b.jsString(`const r = document.querySelector('#backups-table tbody tr');
+			return r ? r.children[1].textContent + ' ' + r.querySelector('[data-backup-state]').dataset.backupState : '';`)
+		return s == "manual completed" && !b.navigated(), s
+	})
+	b.typeInto("#r-name", name+"-copy")
+	b.typeInto("#r-at", "yesterday")
+	b.clickAndLoad("#restore-submit")
+	b.waitText("#restore-error", "not a time", 10*time.Second)
+	if v := b.jsString(`return document.getElementById('r-name').value + ' ' + document.getElementById('r-at').getAttribute('aria-invalid');`); v != name+"-copy true" {
+		t.Errorf("the rejected restore form: %q", v)
+	}
+	if p := b.jsString(`return location.pathname;`); p != "/instances/"+name {
+		t.Errorf("after a rejected restore the address is %s", p)
+	}
+	b.pollsOK("instance page (rejected restore)")
+	b.screenshot("08a-restore-invalid")
+	b.typeInto("#r-at", "") // as far as the archive goes; the source's password
+	b.clickAndLoad("#restore-submit")
+	b.waitText("#flash", "Restoring "+name+"-copy from "+name, 10*time.Second)
+	if p := b.jsString(`return location.pathname;`); p != "/instances/"+name+"-copy" {
+		t.Fatalf("the restore landed on %s", p)
+	}
+	b.waitText("#instance-state", "running", 3*time.Minute)
+	b.screenshot("08b-instance-restored")
+	b.click("#delete-instance")
+	b.waitFor("the confirmation dialog", 5*time.Second, func() (bool, string) {
+		var open bool
+		b.js(&open, `return document.getElementById('confirm-dialog').open;`)
+		return open, ""
+	})
+	b.clickAndLoad("#confirm-ok")
+	b.waitText("#flash", "Deleting "+name+"-copy", 10*time.Second)
 
 	// --- the create orchestration shows the retried test-connection.
 	b.clickAndLoad(`a[data-orch-role="create"]`)

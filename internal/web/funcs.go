@@ -17,6 +17,7 @@ var funcs = template.FuncMap{
 	"dur":      fmtDur,
 	"ms":       func(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) },
 	"pathEsc":  url.PathEscape,
+	"bytes":    fmtBytes,
 	"queryEsc": url.QueryEscape,
 	"add":      func(a, b int) int { return a + b },
 	"pct": func(n, total int) string {
@@ -104,3 +105,16 @@ func shorten(s string, n int) string {
 }
 
 func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+// fmtBytes is a size in binary units ("4.2 MiB").
+func fmtBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -374,6 +374,8 @@ type instanceData struct {
 	LogsNote   string
 	Orchs      []orchLink
 	Deletable  bool
+	Backups    backupsView
+	Restore    restoreForm
 }
 
 const (
@@ -383,6 +385,12 @@ const (
 )
 
 func (c *Console) handleInstance(w http.ResponseWriter, r *http.Request) {
+	c.renderInstance(w, r, http.StatusOK, restoreForm{})
+}
+
+// renderInstance renders the instance page (GET, or a rejected form with
+// its error and values).
+func (c *Console) renderInstance(w http.ResponseWriter, r *http.Request, status int, form restoreForm) {
 	ctx := r.Context()
 	name := r.PathValue("name")
 	inst, err := c.app.GetInstance(ctx, name)
@@ -409,6 +417,11 @@ func (c *Console) handleInstance(w http.ResponseWriter, r *http.Request) {
 	d.Summary = summarize(d.Checks)
 	d.Chart = healthChart(d.Checks)
 	d.Logs, d.LogsNote = c.instanceLogs(ctx, inst)
+	if d.Backups, err = c.loadBackups(ctx, inst); err != nil {
+		c.internal(w, r, err)
+		return
+	}
+	d.Restore = form
 	for _, o := range []struct{ role, id string }{
 		{"create", inst.CreateOrchestrationID},
 		{"health actor", inst.ActorOrchestrationID},
@@ -431,7 +444,7 @@ func (c *Console) handleInstance(w http.ResponseWriter, r *http.Request) {
 			d.Orchs = append(d.Orchs, orchLink{o.role, o.id, string(st.Status)})
 		}
 	}
-	c.render(w, r, http.StatusOK, "instance", inst.Name, "instances", d)
+	c.render(w, r, status, "instance", inst.Name, "instances", d)
 }
 
 // deleteID is the delete orchestration's id once a delete is recorded or

@@ -114,6 +114,8 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /instances/bulk-delete", c.handleBulkDelete)
 	mux.HandleFunc("GET /instances/{name}", c.handleInstance)
 	mux.HandleFunc("POST /instances/{name}/delete", c.handleDelete)
+	mux.HandleFunc("POST /instances/{name}/backups", c.handleBackupNow)
+	mux.HandleFunc("POST /instances/{name}/restore", c.handleRestore)
 	mux.HandleFunc("GET /orchestrations", c.handleOrchestrations)
 	mux.HandleFunc("GET /orchestrations/{id}", c.handleOrchestration)
 	mux.HandleFunc("POST /orchestrations/{id}/cancel", c.handleCancel)
@@ -132,7 +134,7 @@ var pageNames = []string{"dashboard", "instances", "instance", "orchestrations",
 var liveRegions = map[string][]string{
 	"dashboard":      {"dash.counts", "dash.retries", "dash.active", "dash.events"},
 	"instances":      {"inst.table"},
-	"instance":       {"inst.head", "inst.facts", "inst.conn", "inst.health", "inst.events", "inst.logs"},
+	"instance":       {"inst.head", "inst.facts", "inst.conn", "inst.health", "inst.events", "inst.logs", "inst.backups"},
 	"orchestrations": {"orch.table"},
 	"orchestration":  {"orch.head", "orch.execs"},
 	"system":         {"sys.workers", "sys.counts", "sys.process"},
@@ -176,7 +178,7 @@ func liveURL(r *http.Request) string {
 		return r.URL.RequestURI()
 	}
 	p := r.URL.Path
-	for _, suffix := range []string{"/bulk-delete", "/bulk", "/raise-event", "/cancel", "/recreate", "/delete"} {
+	for _, suffix := range []string{"/bulk-delete", "/bulk", "/raise-event", "/cancel", "/recreate", "/delete", "/backups", "/restore"} {
 		if rest, ok := strings.CutSuffix(p, suffix); ok {
 			return rest
 		}

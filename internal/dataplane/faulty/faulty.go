@@ -74,14 +74,20 @@ func New(inner dataplane.Driver, f Faults) *Driver {
 
 // Wrap wraps inner and returns the result as a dataplane.Driver that keeps
 // the optional interfaces of inner (dataplane.Repairer,
-// dataplane.RestartCounter, InternalEndpointsReachable), so the control
-// plane treats it as it treats inner.
+// dataplane.RestartCounter, InternalEndpointsReachable, dataplane.Backuper),
+// so the control plane treats it as it treats inner. Backups and restores
+// pass through without faults.
 func Wrap(inner dataplane.Driver, f Faults) (dataplane.Driver, *Driver) {
 	d := New(inner, f)
 	_, repair := inner.(dataplane.Repairer)
 	_, counter := inner.(dataplane.RestartCounter)
 	_, reach := inner.(interface{ InternalEndpointsReachable() error })
+	bk, backups := inner.(dataplane.Backuper)
 	switch {
+	case repair && counter && reach && backups:
+		return withAllBackups{withAll{d}, backupsVia{bk}}, d
+	case backups:
+		return withBackups{d, backupsVia{bk}}, d
 	case repair && counter && reach:
 		return withAll{d}, d
 	case counter && reach:
@@ -203,4 +209,53 @@ func (w withAll) Restarts(ctx context.Context, name string) (int, error) {
 
 func (w withAll) InternalEndpointsReachable() error {
 	return withCounter(w).InternalEndpointsReachable()
+}
+
+// backupsVia passes dataplane.Backuper through to the inner driver.
+type backupsVia struct{ b dataplane.Backuper }
+
+func (v backupsVia) SetArchiving(ctx context.Context, name string, on bool) error {
+	return v.b.SetArchiving(ctx, name, on)
+}
+
+func (v backupsVia) Backup(ctx context.Context, name, id string) (dataplane.BackupInfo, error) {
+	return v.b.Backup(ctx, name, id)
+}
+
+func (v backupsVia) ListBackups(ctx context.Context, name string) ([]dataplane.BackupInfo, error) {
+	return v.b.ListBackups(ctx, name)
+}
+
+func (v backupsVia) DeleteBackup(ctx context.Context, name, id string) error {
+	return v.b.DeleteBackup(ctx, name, id)
+}
+
+func (v backupsVia) PruneWAL(ctx context.Context, name, keepFrom string) (int, error) {
+	return v.b.PruneWAL(ctx, name, keepFrom)
+}
+
+func (v backupsVia) DeleteBackups(ctx context.Context, name string) error {
+	return v.b.DeleteBackups(ctx, name)
+}
+
+func (v backupsVia) FlushArchive(ctx context.Context, name string) error {
+	return v.b.FlushArchive(ctx, name)
+}
+
+func (v backupsVia) ArchiveStatus(ctx context.Context, name string) (dataplane.ArchiveStatus, error) {
+	return v.b.ArchiveStatus(ctx, name)
+}
+
+func (v backupsVia) Restore(ctx context.Context, spec dataplane.Spec, password string, from dataplane.RestoreSource) error {
+	return v.b.Restore(ctx, spec, password, from)
+}
+
+type withBackups struct {
+	*Driver
+	backupsVia
+}
+
+type withAllBackups struct {
+	withAll
+	backupsVia
 }

@@ -3,6 +3,7 @@ package faulty_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
@@ -131,5 +132,57 @@ func TestConnectionFailures(t *testing.T) {
 	fd.Close()
 	if err := connect(); err == nil || errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("connection after Close: %v", err)
+	}
+}
+
+// full has every optional interface (like the local driver); its Backuper
+// records the calls passed through.
+type full struct {
+	*fixed
+	dataplane.Backuper
+}
+
+func (full) Restarts(context.Context, string) (int, error) { return 0, nil }
+func (full) InternalEndpointsReachable() error             { return nil }
+
+type archiving struct {
+	dataplane.Backuper // nil: only SetArchiving is called
+	calls              []string
+}
+
+func (a *archiving) SetArchiving(_ context.Context, name string, on bool) error {
+	a.calls = append(a.calls, fmt.Sprintf("%s=%t", name, on))
+	return nil
+}
+
+// TestWrapKeepsBackuper: backups pass through the wrapper, which claims
+// Backuper only when the inner driver has it.
+func TestWrapKeepsBackuper(t *testing.T) {
+	for _, withAll := range []bool{true, false} {
+		bk := &archiving{}
+		var inner dataplane.Driver = full{&fixed{}, bk}
+		if !withAll {
+			inner = struct {
+				dataplane.Driver
+				dataplane.Backuper
+			}{&fixed{}, bk}
+		}
+		d, fd := faulty.Wrap(inner, faulty.Faults{})
+		b, ok := d.(dataplane.Backuper)
+		if !ok {
+			t.Fatalf("all=%v: the wrapper hides the inner driver's Backuper", withAll)
+		}
+		if _, ok := d.(dataplane.RestartCounter); ok != withAll {
+			t.Fatalf("all=%v: RestartCounter %v", withAll, ok)
+		}
+		if err := b.SetArchiving(context.Background(), "a", false); err != nil || len(bk.calls) != 1 || bk.calls[0] != "a=false" {
+			t.Fatalf("all=%v: SetArchiving passed through as %v (%v)", withAll, bk.calls, err)
+		}
+		fd.Close()
+	}
+	d, fd := faulty.Wrap(&fixed{}, faulty.Faults{})
+	defer fd.Close()
+	if _, ok := d.(dataplane.Backuper); ok {
+		t.Fatal("the wrapper claims a Backuper the inner driver lacks")
 	}
 }

@@ -35,6 +35,10 @@ type metadata struct {
 	// Roles is the role layout of the cluster: 0 for an instance made
 	// before rolesSeparate, whose User is its superuser.
 	Roles int `json:"roles,omitempty"`
+	// NoArchive turns WAL archiving off (SetArchiving).
+	NoArchive bool `json:"no_archive,omitempty"`
+	// Restore is set on an instance made by Restore.
+	Restore *restoreRecord `json:"restore,omitempty"`
 }
 
 // rolesSeparate: the bootstrap superuser is AdminUser (no password, private
@@ -234,6 +238,7 @@ func serverConfig(m *metadata, p paths) string {
 	b.WriteString("logging_collector = off\n")
 	b.WriteString("log_destination = 'stderr'\n")
 	b.WriteString("log_line_prefix = '%m [%p] '\n")
+	b.WriteString(archiveConfig(m, p))
 	return b.String()
 }
 

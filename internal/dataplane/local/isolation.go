@@ -632,6 +632,8 @@ func hbaFor() string {
 # TYPE  DATABASE     USER           ADDRESS     METHOD
 local   all          ` + AdminUser + `                  peer map=toygres
 host    all          ` + AdminUser + `  all         reject
+local   replication  ` + AdminUser + `                  peer map=toygres
+host    replication  ` + AdminUser + `  all         reject
 local   all          all                        scram-sha-256
 host    all          all            0.0.0.0/0   scram-sha-256
 host    all          all            ::/0        scram-sha-256

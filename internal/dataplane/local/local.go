@@ -128,12 +128,16 @@ type Options struct {
 	// Metrics, when set, receives the supervision counters
 	// (toygres_instance_restarts_total and friends, see Supervision).
 	Metrics prometheus.Registerer
+	// BackupDir holds the instances' WAL archives and base backups (see
+	// backup.go). Default: "backups" beside Dir.
+	BackupDir string
 }
 
 // Driver runs PostgreSQL instances as local server processes. It implements
 // dataplane.Driver; its methods are safe for concurrent use.
 type Driver struct {
 	dir       string
+	backupDir string
 	listen    string
 	advertise string
 	minPort   int
@@ -205,6 +209,12 @@ func New(opts Options) (*Driver, error) {
 		return nil, fmt.Errorf("local: instance directory %q: %w", d.dir, err)
 	}
 	d.dir = abs
+	if d.backupDir = opts.BackupDir; d.backupDir == "" {
+		d.backupDir = filepath.Join(filepath.Dir(d.dir), "backups")
+	}
+	if d.backupDir, err = filepath.Abs(d.backupDir); err != nil {
+		return nil, fmt.Errorf("local: backup directory: %w", err)
+	}
 	if d.listen == "" {
 		d.listen = DefaultListenAddress
 	}
@@ -250,6 +260,9 @@ func New(opts Options) (*Driver, error) {
 		if err := checkTraversable(d.dir); err != nil {
 			return nil, err
 		}
+	}
+	if err := d.initBackupDir(); err != nil {
+		return nil, err
 	}
 	return d, nil
 }
@@ -499,6 +512,9 @@ func (d *Driver) start(ctx context.Context, m *metadata, p paths, in install) (b
 		if err != nil {
 			return false, problem(dataplane.ProblemStartFailed, fmt.Errorf("local: start %s: %w", m.Name, err))
 		}
+		if err := d.ensureArchive(p, acct); err != nil {
+			return false, problem(dataplane.ProblemStartFailed, fmt.Errorf("local: start %s: %w", m.Name, err))
+		}
 		// toygres.conf follows the metadata, whatever an interrupted port
 		// move left in it.
 		if err := d.writeServerConfig(m, p, p.data, acct); err != nil {
@@ -694,6 +710,10 @@ func (d *Driver) deleteLocked(ctx context.Context, p paths) error {
 		return err
 	}
 	d.step("delete:stopped")
+	// The archive outlives the instance; its account, and so its uid, do not.
+	if err := d.sealArchive(p); err != nil {
+		return err
+	}
 	if err := d.removeAccount(ctx, p); err != nil {
 		return err
 	}
@@ -927,6 +947,7 @@ type paths struct {
 	meta     string // instance.json
 	pwfile   string // initdb password file of older versions (removed if found)
 	marker   string // present while the instance is being deleted
+	backup   string // <BackupDir>/<name>: its WAL archive and base backups
 }
 
 func (d *Driver) paths(name string) paths {
@@ -941,6 +962,7 @@ func (d *Driver) paths(name string) paths {
 		meta:     filepath.Join(dir, "instance.json"),
 		pwfile:   filepath.Join(dir, ".pwfile"),
 		marker:   filepath.Join(dir, markerFile),
+		backup:   filepath.Join(d.backupDir, name),
 	}
 }
 
