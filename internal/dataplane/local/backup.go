@@ -71,6 +71,10 @@ type restoreRecord struct {
 	BackupID  string    `json:"backup_id"`
 	Target    time.Time `json:"target,omitempty"`
 	Immediate bool      `json:"immediate,omitempty"`
+	// ToEnd is set when the archive holds no commit after Target (an idle
+	// instance restored to "now"): recovery then runs to the end of the
+	// archive, which is the data as of Target.
+	ToEnd bool `json:"to_end,omitempty"`
 	// Promoted is set once recovery ended and the server was promoted.
 	Promoted bool `json:"promoted,omitempty"`
 }
@@ -199,6 +203,7 @@ func archiveConfig(m *metadata, p paths) string {
 		src := shellQuote(filepath.Join(p.dir, restoreWALDir))
 		fmt.Fprintf(&b, "restore_command = %s\n", confQuote(`cp `+src+`/%f %p`))
 		switch {
+		case r.ToEnd:
 		case r.Immediate:
 			b.WriteString("recovery_target = 'immediate'\n")
 		case !r.Target.IsZero():
@@ -725,14 +730,7 @@ func (d *Driver) Restore(ctx context.Context, spec dataplane.Spec, password stri
 		}
 	}
 	if !m.Restore.Promoted {
-		if _, err := d.start(ctx, m, p, in); err != nil {
-			if target := restoreTargetError(p); target != nil {
-				return fmt.Errorf("local: restore %s: %w", spec.Name, target)
-			}
-			return err
-		}
-		d.step("restore:started")
-		if err := d.awaitPromotion(ctx, m, p); err != nil {
+		if err := d.recover(ctx, m, p, in); err != nil {
 			return fmt.Errorf("local: restore %s: %w", spec.Name, err)
 		}
 		if err := d.setPassword(ctx, m, p, password); err != nil {
@@ -910,6 +908,47 @@ func copyWAL(archive, dst, startWAL string) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// recover starts the restored server and waits until it has recovered to
+// its target and promoted. When the archive holds no commit after the
+// target time (PostgreSQL stops at the first commit after it, and there is
+// none: an idle instance restored to "now"), the end of the archive is the
+// data as of the target: recovery runs again to the end of the archive.
+func (d *Driver) recover(ctx context.Context, m *metadata, p paths, in install) error {
+	for {
+		_, err := d.start(ctx, m, p, in)
+		if err == nil {
+			d.step("restore:started")
+			err = d.awaitPromotion(ctx, m, p)
+		}
+		if err == nil {
+			return nil
+		}
+		if m.Restore.ToEnd || m.Restore.Target.IsZero() || !endedBeforeTarget(p) {
+			if target := restoreTargetError(p); target != nil {
+				return target
+			}
+			return err
+		}
+		d.log.Info("no commit after the restore target in the archive; recovering to the end of the archive",
+			"instance", m.Name, "target", m.Restore.Target)
+		m.Restore.ToEnd = true
+		if err := writeMeta(p.meta, m); err != nil {
+			return err
+		}
+	}
+}
+
+// endedBeforeTarget reports whether the server log says recovery used up
+// the archive before reaching its target time.
+func endedBeforeTarget(p paths) bool {
+	for _, line := range tailLinesQuiet(p, 40) {
+		if strings.Contains(line, "recovery ended before configured recovery target was reached") {
+			return true
+		}
+	}
+	return false
 }
 
 // awaitPromotion waits until the recovering server has promoted (or died:

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -107,6 +108,18 @@ func TestBackupAndPointInTimeRestore(t *testing.T) {
 	st, err := d.ArchiveStatus(testCtx(t), "at-t2")
 	if err != nil || st.ArchivedCount == 0 || st.FailedCount != 0 {
 		t.Fatalf("archive status of the restored instance: %+v, %v", st, err)
+	}
+
+	// Restored to "now" on an idle source: the archive holds no commit
+	// after the target, so recovery runs to its end (PostgreSQL alone
+	// would stop with "recovery ended before configured recovery target
+	// was reached"): the table is dropped, as it is now.
+	if err := d.FlushArchive(testCtx(t), "src"); err != nil {
+		t.Fatalf("FlushArchive: %v", err)
+	}
+	restore(t, d, "to-now", dataplane.RestoreSource{Instance: "src", BackupID: "b1", Target: time.Now()})
+	if got, err := rowsOf(t, d, "to-now"); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("restored to now: rows %v, %v; want the table dropped", got, err)
 	}
 
 	if err := d.Delete(testCtx(t), "src"); err != nil {
