@@ -406,13 +406,15 @@ func jobState(job *batchv1.Job) (complete, failed bool, reason string) {
 // errJobFailed is returned (wrapped) when a Job failed.
 var errJobFailed = errors.New("job failed")
 
-// runJob creates want unless a Job of that name exists (a Job that failed,
-// or is being deleted, is replaced when replaceFailed), and waits until it
-// completes or fails or ctx ends.
+// runJob creates want unless a Job of that name exists, and waits until
+// it completes or fails or ctx ends. A Job that had failed before this call
+// is replaced when replaceFailed (its script starts over); a failure seen
+// after that is returned, wrapping errJobFailed.
 func (d *Driver) runJob(ctx context.Context, want *batchv1.Job, replaceFailed bool) (*batchv1.Job, error) {
 	jobs := d.client.BatchV1().Jobs(d.ns)
 	kind, instance := want.Labels[LabelJob], want.Labels[LabelBackupOf]
-	for {
+	first := true
+	for ; ; first = false {
 		have, err := jobs.Get(ctx, want.Name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
@@ -428,15 +430,17 @@ func (d *Driver) runJob(ctx context.Context, want *batchv1.Job, replaceFailed bo
 		}
 		complete, failed, reason := jobState(have)
 		switch {
-		case complete && have.DeletionTimestamp == nil:
+		case have.DeletionTimestamp != nil:
+			// Replaced: wait until it is gone, then create it again.
+		case complete:
 			return have, nil
-		case failed && !replaceFailed:
-			return have, fmt.Errorf("job %s: %w: %s%s", have.Name, errJobFailed, reason, d.jobMessage(ctx, have))
-		case failed && have.DeletionTimestamp == nil:
+		case failed && first && replaceFailed:
 			d.log.Info("replacing failed job", "instance", instance, "name", have.Name, "reason", reason)
 			if err := d.deleteJob(ctx, have); err != nil {
 				return nil, err
 			}
+		case failed:
+			return have, fmt.Errorf("job %s: %w: %s%s", have.Name, errJobFailed, reason, d.jobMessage(ctx, have))
 		}
 		select {
 		case <-ctx.Done():
