@@ -40,7 +40,8 @@ func (r Resource) String() string { return r.Kind + "/" + r.Name }
 // ListManaged lists every resource in the namespace that carries the
 // label app.kubernetes.io/managed-by=toygres, for sweeps that look for
 // resources of instances the catalogue no longer knows. Pods (made by the
-// StatefulSets) are included.
+// StatefulSets) are included; the backup storage of instances
+// (LabelBackupOf), which outlives them until DeleteBackups, is not.
 func (d *Driver) ListManaged(ctx context.Context) ([]Resource, error) {
 	rs, err := d.list(ctx, managedSelector(), false)
 	if err != nil {
@@ -76,6 +77,9 @@ func (d *Driver) list(ctx context.Context, selector string, first bool) ([]Resou
 	var out []Resource
 	add := func(kind string, items []metav1.Object) {
 		for _, o := range items {
+			if _, backup := o.GetLabels()[LabelBackupOf]; backup {
+				continue // backup storage outlives its instance (DeleteBackups)
+			}
 			out = append(out, Resource{Kind: kind, Name: o.GetName(), Instance: o.GetLabels()[LabelInstance],
 				UID: o.GetUID(), Terminating: o.GetDeletionTimestamp() != nil})
 		}

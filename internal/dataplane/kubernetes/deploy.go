@@ -50,6 +50,7 @@ func (d *Driver) Deploy(ctx context.Context, spec dataplane.Spec, password strin
 	}{
 		{"secret", func() error { return d.ensureSecret(ctx, p, password) }},
 		{"pvc", func() error { return d.ensurePVC(ctx, p) }},
+		{"backup-storage", func() error { return d.backups.Ensure(ctx, p.name) }},
 		{"statefulset", func() error { return d.ensureStatefulSet(ctx, p) }},
 		{"service", func() error { return d.ensureService(ctx, p) }},
 	}
@@ -69,7 +70,7 @@ func (d *Driver) Deploy(ctx context.Context, spec dataplane.Spec, password strin
 // plan validates spec and resolves the version: the requested one, else the
 // one an existing StatefulSet runs, else the newest.
 func (d *Driver) plan(ctx context.Context, spec dataplane.Spec) (plan, error) {
-	p := plan{name: spec.Name, internal: spec.Internal, dnsLabel: spec.DNSLabel}
+	p := plan{name: spec.Name, internal: spec.Internal, dnsLabel: spec.DNSLabel, archiving: true}
 	if p.internal {
 		p.dnsLabel = "" // DNS labels name public load balancers only
 	}
@@ -98,6 +99,11 @@ func (d *Driver) plan(ctx context.Context, spec dataplane.Spec) (plan, error) {
 	case !ownedBy(have, p.name):
 		return p, fmt.Errorf("statefulset %s: %w", have.Name, ErrNotManaged)
 	default:
+		p.archiving = have.Annotations[AnnotationArchiving] != "off"
+		if r, ok := have.Spec.Template.Annotations[AnnotationRestore]; ok {
+			p.restore = decodeRestore(r)
+		}
+		p.restoredFrom = have.Annotations[AnnotationRestoredFrom]
 		running := have.Annotations[AnnotationVersion]
 		if p.version == "" {
 			p.version = running

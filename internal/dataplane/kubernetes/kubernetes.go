@@ -226,6 +226,22 @@ type Options struct {
 	ServicePort int32
 	// Logger receives the driver's logs (default slog.Default()).
 	Logger *slog.Logger
+
+	// BackupStorage holds the instances' WAL archives and base backups
+	// (default: a PVC <name>-backup per instance, sized BackupStorageGB,
+	// of BackupStorageClass, with BackupAccessMode).
+	BackupStorage BackupStorage
+	// BackupStorageGB is the size of a backup PVC (default 20).
+	BackupStorageGB int
+	// BackupStorageClass is the storage class of backup PVCs (default:
+	// StorageClass).
+	BackupStorageClass string
+	// BackupAccessMode of backup PVCs (default ReadWriteOnce: the backup
+	// Jobs then carry a pod affinity to the instance's pod, and a restore
+	// must land on the node of the source's pod, if it runs). With
+	// ReadWriteMany (or a custom BackupStorage), pods mount the storage
+	// from any node.
+	BackupAccessMode corev1.PersistentVolumeAccessMode
 }
 
 // Driver runs PostgreSQL instances as StatefulSets in one namespace. It
@@ -254,7 +270,10 @@ type Driver struct {
 	logsTimeout time.Duration
 	lbWait      time.Duration
 	svcPort     int32
-	log         *slog.Logger
+
+	backups    BackupStorage
+	backupMode corev1.PersistentVolumeAccessMode
+	log        *slog.Logger
 
 	apiHost string // the API server's address, for messages
 
@@ -422,6 +441,33 @@ func newDriver(client k8s.Interface, opts Options) (*Driver, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
+	d.backupMode = opts.BackupAccessMode
+	if opts.BackupStorage != nil {
+		d.backups = opts.BackupStorage
+		if d.backupMode == "" {
+			d.backupMode = corev1.ReadWriteMany
+		}
+	} else {
+		switch d.backupMode {
+		case "":
+			d.backupMode = corev1.ReadWriteOnce
+		case corev1.ReadWriteOnce, corev1.ReadWriteMany:
+		default:
+			return nil, fmt.Errorf("kubernetes: invalid backup access mode %q (want ReadWriteOnce or ReadWriteMany)", d.backupMode)
+		}
+		gb := opts.BackupStorageGB
+		if gb == 0 {
+			gb = DefaultBackupStorageGB
+		}
+		if gb < 0 {
+			return nil, fmt.Errorf("kubernetes: invalid backup storage size %d GB", gb)
+		}
+		class := opts.BackupStorageClass
+		if class == "" {
+			class = d.storageClass
+		}
+		d.backups = &pvcStorage{d: d, size: *resource.NewQuantity(int64(gb)<<30, resource.BinarySI), class: class, mode: d.backupMode}
+	}
 	d.log = d.log.With("driver", DriverName, "namespace", d.ns)
 	return d, nil
 }
@@ -490,6 +536,7 @@ func RequiredPermissions() []Permission {
 		{"", "pods", []string{"get", "list", "delete"}},
 		{"", "pods/log", []string{"get"}},
 		{"apps", "statefulsets", []string{"get", "list", "create", "update", "delete"}},
+		{"batch", "jobs", []string{"get", "list", "create", "update", "delete"}},
 	}
 }
 

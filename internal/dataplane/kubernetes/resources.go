@@ -68,6 +68,13 @@ type plan struct {
 	storage  resource.Quantity
 	internal bool
 	dnsLabel string
+	// archiving is false when WAL archiving was turned off (SetArchiving).
+	archiving bool
+	// restore, while set, adds the init container that makes the data
+	// directory from a backup of another instance (Restore).
+	restore *restorePlan
+	// restoredFrom is "<instance>/<backup id>" of a restored instance.
+	restoredFrom string
 }
 
 func (d *Driver) imageFor(version string) string {
@@ -143,6 +150,8 @@ func (d *Driver) statefulSet(p plan) *appsv1.StatefulSet {
 		Name:            ContainerName,
 		Image:           d.imageFor(p.version),
 		ImagePullPolicy: d.pull,
+		Command:         []string{"/bin/sh", "-c", startScript, "toygres-start"},
+		Args:            serverArgs(p.archiving),
 		Ports:           []corev1.ContainerPort{{Name: "postgres", ContainerPort: Port, Protocol: corev1.ProtocolTCP}},
 		Env: []corev1.EnvVar{
 			{Name: "POSTGRES_USER", Value: SuperUser},
@@ -159,11 +168,9 @@ func (d *Driver) statefulSet(p plan) *appsv1.StatefulSet {
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: "data", MountPath: dataMountPath},
 			{Name: "dshm", MountPath: "/dev/shm"},
+			{Name: backupVolume, MountPath: backupMountPath},
 		},
-		SecurityContext: &corev1.SecurityContext{
-			AllowPrivilegeEscalation: &f,
-			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-		},
+		SecurityContext: containerSecurity(),
 	}
 	spec := corev1.PodSpec{
 		Containers:                    []corev1.Container{c},
@@ -175,22 +182,20 @@ func (d *Driver) statefulSet(p plan) *appsv1.StatefulSet {
 		Volumes: []corev1.Volume{
 			{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: pvcName(p.name)}}},
 			{Name: "dshm", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
+			{Name: backupVolume, VolumeSource: d.backups.Volume(p.name, false)},
 		},
 	}
-	if d.runAsUser > 0 {
-		t := true
-		u := d.runAsUser
-		spec.SecurityContext.RunAsUser = &u
-		spec.SecurityContext.RunAsGroup = &u
-		spec.SecurityContext.FSGroup = &u
-		spec.SecurityContext.RunAsNonRoot = &t
+	if p.restore != nil {
+		d.addRestore(&spec, p)
+		podAnnots[AnnotationRestore] = p.restore.encode()
 	}
+	d.podSecurity(spec.SecurityContext)
 	for _, s := range d.pullSecs {
 		spec.ImagePullSecrets = append(spec.ImagePullSecrets, corev1.LocalObjectReference{Name: s})
 	}
 	sts := &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: stsName(p.name), Namespace: d.ns, Labels: lbls,
-			Annotations: map[string]string{AnnotationVersion: p.version}},
+			Annotations: map[string]string{AnnotationVersion: p.version, AnnotationArchiving: onOff(p.archiving)}},
 		Spec: appsv1.StatefulSetSpec{
 			Replicas:    &one,
 			ServiceName: serviceName(p.name),
@@ -201,8 +206,33 @@ func (d *Driver) statefulSet(p plan) *appsv1.StatefulSet {
 			},
 		},
 	}
+	if p.restoredFrom != "" {
+		sts.Annotations[AnnotationRestoredFrom] = p.restoredFrom
+	}
 	sts.Annotations[AnnotationConfigHash] = hashOf(sts.Spec)
 	return sts
+}
+
+// containerSecurity is the security context of every container the driver
+// runs: no privilege escalation, no capabilities.
+func containerSecurity() *corev1.SecurityContext {
+	f := false
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: &f,
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+}
+
+// podSecurity sets the pod's uid, gid and fsGroup (Options.RunAsUser).
+func (d *Driver) podSecurity(sc *corev1.PodSecurityContext) {
+	if d.runAsUser > 0 {
+		t := true
+		u := d.runAsUser
+		sc.RunAsUser = &u
+		sc.RunAsGroup = &u
+		sc.FSGroup = &u
+		sc.RunAsNonRoot = &t
+	}
 }
 
 func (d *Driver) service(p plan) *corev1.Service {
