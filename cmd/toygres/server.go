@@ -200,7 +200,7 @@ deploy/observability/README.md).`,
 	f.StringVar(&o.logLevel, "log-level", "", "log level: debug, info, warn, error (env TOYGRES_LOG_LEVEL; default info)")
 	f.StringVar(&o.adminUser, "admin-user", firstNonEmpty(os.Getenv("TOYGRES_ADMIN_USERNAME"), "admin"), "admin user name (env TOYGRES_ADMIN_USERNAME)")
 	f.IntVar(&o.orchConcurrency, "orchestration-concurrency", 10, "orchestration dispatchers")
-	f.IntVar(&o.actConcurrency, "activity-concurrency", 10, "activity workers")
+	f.IntVar(&o.actConcurrency, "activity-concurrency", app.DefaultActivityConcurrency, "activity workers")
 	f.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "also export metrics and logs over OTLP/HTTP to this receiver, e.g. http://127.0.0.1:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT; default: no export)")
 	f.StringVar(&o.dataplane, "dataplane", firstNonEmpty(os.Getenv("TOYGRES_DATAPLANE"), "local"), "where instances run: local (server processes on this machine) or kubernetes (env TOYGRES_DATAPLANE)")
 	f.StringVar(&o.namespace, "namespace", firstNonEmpty(os.Getenv("TOYGRES_NAMESPACE"), "toygres"), "Kubernetes namespace for instances (env TOYGRES_NAMESPACE)")

@@ -54,7 +54,8 @@ type Config struct {
 	// plane is open, before activities and the API use it; tests wrap it
 	// with a fault-injecting driver (internal/dataplane/faulty).
 	WrapDriver func(dataplane.Driver) dataplane.Driver
-	// OrchestrationConcurrency and ActivityConcurrency size the runtime (defaults 10 and 10).
+	// OrchestrationConcurrency and ActivityConcurrency size the runtime
+	// (defaults 10 and DefaultActivityConcurrency).
 	OrchestrationConcurrency, ActivityConcurrency int
 	// Retention bounds the stores (see Retention; zero values are defaults).
 	Retention Retention
@@ -69,6 +70,12 @@ type Config struct {
 	// seconds whatever these are (duroxide's owner liveness).
 	OrchestrationLockTimeout, ActivityLockTimeout time.Duration
 }
+
+// DefaultActivityConcurrency is how many activities run at once by default.
+// Toygres' activities mostly wait on other systems (a data plane, a
+// database, a backup Job), so the slots are cheap; few slots would let long
+// waits (a Kubernetes backup Job) hold up creates and deletes.
+const DefaultActivityConcurrency = 32
 
 // DefaultDataDir is $TOYGRES_HOME, or /var/lib/toygres for root (the
 // unprivileged postgres account that runs local instances cannot enter
@@ -127,7 +134,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		cfg.OrchestrationConcurrency = 10
 	}
 	if cfg.ActivityConcurrency <= 0 {
-		cfg.ActivityConcurrency = 10
+		cfg.ActivityConcurrency = DefaultActivityConcurrency
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
