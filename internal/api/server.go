@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/toygres/toygres/internal/app"
+	"github.com/toygres/toygres/internal/config"
 	"github.com/toygres/toygres/internal/web"
 )
 
@@ -58,6 +59,11 @@ type Options struct {
 	// StateDir/sessions.json: servers sharing one store (replicas on one
 	// PostgreSQL database) then honour each other's tokens and logouts.
 	SharedSessions cms.SessionStore
+	// RetryConfig is the configuration the app's retry policies and
+	// breakers were read from (config.Load), for the sources shown by
+	// /api/server/config; nil: the built-in defaults, with the app's
+	// RetryPolicies shown as configured.
+	RetryConfig *config.Config
 }
 
 // Defaults.
@@ -338,6 +344,7 @@ func (s *Server) apiRoutes() []route {
 		{"GET /api/server/stats", s.handleServerStats},
 		{"GET /api/server/config", s.handleServerConfig},
 		{"GET /api/server/workers", s.handleServerWorkers},
+		{"GET /api/server/retries", s.handleServerRetries},
 	}
 }
 
