@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/config"
 	"github.com/toygres/toygres/internal/web"
@@ -271,7 +272,8 @@ func (s *Server) routes() (http.Handler, error) {
 	// The console submits its forms to the API in-process (the unwrapped
 	// mux: the console is itself behind the login).
 	console, err := web.New(web.Options{App: s.app, API: api, User: s.adminUser, Version: s.opts.Version, Logger: s.log,
-		Config: func(ctx context.Context) any { return s.serverConfig(ctx) }})
+		Config:  func(ctx context.Context) any { return s.serverConfig(ctx) },
+		Retries: func(ctx context.Context) *client.ServerRetries { r := s.serverRetries(); return &r }})
 	if err != nil {
 		return nil, err
 	}
