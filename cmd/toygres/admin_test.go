@@ -292,7 +292,9 @@ func TestAdminCommands(t *testing.T) {
 				t.Errorf("server orchestrations lacks %q:\n%s", want, out)
 			}
 		}
-		if l := e.orchestrations("-i", inst.InternalName); !has(ids(l), createID) || !has(ids(l), actorID) || l.Count != 2 {
+		// The instance's create, health actor and backup schedule.
+		if l := e.orchestrations("-i", inst.InternalName); !has(ids(l), createID) || !has(ids(l), actorID) ||
+			!has(ids(l), "backup-schedule-"+inst.InternalName) || l.Count != 3 {
 			t.Errorf("-i %s: %v", inst.InternalName, ids(l))
 		}
 		if l := e.orchestrations("-i", "no-such-thing"); l.Count != 0 || l.More {
