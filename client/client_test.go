@@ -209,6 +209,22 @@ func TestEveryMethod(t *testing.T) {
 	if wk := must[*client.ServerWorkers](t, "ServerWorkers")(c.ServerWorkers(ctx)); wk.WorkerID == "" {
 		t.Fatalf("ServerWorkers: %+v", wk)
 	}
+	// Retry policies: every activity's default, with its source; the
+	// tuning report lists the activities with a default policy.
+	cfg := must[*client.ServerConfig](t, "ServerConfig")(c.ServerConfig(ctx))
+	if len(cfg.Retry) < 20 || cfg.CircuitBreaker == nil || cfg.CircuitBreaker.MinCalls != 10 {
+		t.Fatalf("ServerConfig retry section: %d policies, breaker %+v", len(cfg.Retry), cfg.CircuitBreaker)
+	}
+	rep := must[*client.ServerRetries](t, "ServerRetries")(c.ServerRetries(ctx))
+	found := false
+	for _, a := range rep.Activities {
+		if a.Activity == "deploy-postgres" {
+			found = a.Policy != nil && a.Policy.Source == "default" && a.Policy.Summary == "deploy: 3 attempts, exponential 2s×2 max 10s, 5m0s per attempt"
+		}
+	}
+	if rep.GeneratedAt.IsZero() || !found {
+		t.Fatalf("ServerRetries: %+v", rep)
+	}
 
 	// Instances.
 	name := fmt.Sprintf("cl-%d", time.Now().UnixNano()%1_000_000)

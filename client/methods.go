@@ -385,6 +385,17 @@ func (c *Client) ServerConfig(ctx context.Context) (*ServerConfig, error) {
 	return &s, nil
 }
 
+// ServerRetries returns the retry tuning report: per activity its policy,
+// attempt-success distribution, time to success, exhausted sequences,
+// timeouts, circuit state and advice.
+func (c *Client) ServerRetries(ctx context.Context) (*ServerRetries, error) {
+	var s ServerRetries
+	if err := c.Do(ctx, http.MethodGet, "/api/server/retries", nil, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
 // ServerWorkers describes the durable runtime's dispatchers and queues.
 func (c *Client) ServerWorkers(ctx context.Context) (*ServerWorkers, error) {
 	var s ServerWorkers

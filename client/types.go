@@ -405,6 +405,100 @@ type ServerConfig struct {
 	Metrics                  string          `json:"metrics"` // who may read /metrics
 	LoginRateLimit           string          `json:"login_rate_limit"`
 	Retention                RetentionConfig `json:"retention"`
+	// Retry is every activity's effective default retry policy, sorted by
+	// activity; CircuitBreaker the data-plane breaker.
+	Retry          []RetryPolicyInfo `json:"retry,omitempty"`
+	CircuitBreaker *BreakerInfo      `json:"circuit_breaker,omitempty"`
+}
+
+// RetryPolicyInfo is an activity's retry policy and where it came from.
+type RetryPolicyInfo struct {
+	Activity string `json:"activity"`
+	// Summary is the policy as history records it, e.g. "deploy: 3
+	// attempts, exponential 2s×2 max 10s, 5m0s per attempt".
+	Summary     string `json:"summary"`
+	MaxAttempts int    `json:"max_attempts"`
+	// Backoff is none, fixed, linear or exponential; Base is the fixed
+	// delay or the linear/exponential base. Durations are Go durations.
+	Backoff      string  `json:"backoff"`
+	Base         string  `json:"base,omitempty"`
+	Max          string  `json:"max,omitempty"`
+	Multiplier   float64 `json:"multiplier,omitempty"`
+	Timeout      string  `json:"timeout,omitempty"`
+	TotalTimeout string  `json:"total_timeout,omitempty"`
+	Jitter       float64 `json:"jitter,omitempty"`
+	// Source is default, file or env: the highest-precedence source of any
+	// field; Fields maps each configured field to its source.
+	Source string            `json:"source"`
+	Fields map[string]string `json:"fields,omitempty"`
+}
+
+// BreakerInfo is the circuit breaker in front of each data-plane activity.
+type BreakerInfo struct {
+	FailureRatio float64           `json:"failure_ratio"`
+	Window       string            `json:"window"`
+	MinCalls     int               `json:"min_calls"`
+	CoolDown     string            `json:"cool_down"`
+	Probes       int               `json:"probes"`
+	Activities   []string          `json:"activities"`
+	Source       string            `json:"source"`
+	Fields       map[string]string `json:"fields,omitempty"`
+}
+
+// ServerRetries is the body of GET /api/server/retries: what this server
+// observed of its activities' retry sequences since it started.
+type ServerRetries struct {
+	GeneratedAt time.Time         `json:"generated_at"`
+	Activities  []ActivityRetries `json:"activities"`
+}
+
+// ActivityRetries is one activity's retry report.
+type ActivityRetries struct {
+	Activity string `json:"activity"`
+	// Policy is the default policy in force (none without one).
+	Policy *RetryPolicyInfo `json:"policy,omitempty"`
+	// Policies are the policies observed sequences ran under.
+	Policies []string `json:"policies,omitempty"`
+	// Sequences that ended: succeeded, exhausted their attempts (or total
+	// time), or failed early (a non-retryable error).
+	Sequences   int `json:"sequences"`
+	Succeeded   int `json:"succeeded"`
+	Exhausted   int `json:"exhausted"`
+	FailedEarly int `json:"failed_early"`
+	// SuccessByAttempt: how many sequences succeeded on each attempt.
+	SuccessByAttempt []AttemptCount `json:"success_by_attempt"`
+	// Attempts that ended, of which Failures failed and Timeouts timed out.
+	Attempts      int             `json:"attempts"`
+	Failures      int             `json:"failures"`
+	Timeouts      int             `json:"timeouts"`
+	TimeToSuccess DurationSummary `json:"time_to_success"`
+	// Circuits are the activity's circuit breakers that have seen a call.
+	Circuits []CircuitInfo `json:"circuits,omitempty"`
+	// Advice is duroxide.Suggest's tuning advice.
+	Advice []string `json:"advice,omitempty"`
+}
+
+// AttemptCount is the number of sequences that succeeded on an attempt.
+type AttemptCount struct {
+	Attempt   int `json:"attempt"`
+	Sequences int `json:"sequences"`
+}
+
+// DurationSummary summarizes durations (Go durations, "0s" when none).
+type DurationSummary struct {
+	Count int    `json:"count"`
+	Mean  string `json:"mean"`
+	P50   string `json:"p50"`
+	P95   string `json:"p95"`
+	Max   string `json:"max"`
+}
+
+// CircuitInfo is the state of one circuit breaker.
+type CircuitInfo struct {
+	Key   string `json:"key,omitempty"`
+	State string `json:"state"` // closed, open, half_open
+	// HalfOpenAt is when an open breaker half-opens.
+	HalfOpenAt *time.Time `json:"half_open_at,omitempty"`
 }
 
 // RetentionConfig is what the stores keep ("all" where a limit is off).

@@ -948,7 +948,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "config",
-		Short: "Show the server's effective configuration (secrets masked)",
+		Short: "Show the server's effective configuration (secrets masked), retry policies and their sources included",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := validOutput(output); err != nil {
@@ -1008,6 +1008,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 				"Metrics", sc.Metrics,
 				"Login rate limit", sc.LoginRateLimit,
 			)
+			printRetryConfig(g.stdout, &sc)
 			return nil
 		},
 	}
@@ -1046,6 +1047,7 @@ var envVars = []envVar{
 	{name: "TOYGRES_TLS_CERT", use: "server start: PEM certificate for HTTPS (--tls-cert)", def: "self-signed, in <data dir>/tls"},
 	{name: "TOYGRES_TLS_KEY", use: "server start: PEM key of the certificate (--tls-key)", def: "-"},
 	{name: "TOYGRES_TLS_FINGERPRINT", use: "CLI: accept exactly the server certificate with this SHA-256 fingerprint (--fingerprint)", def: "saved by login, or in credentials.json"},
+	{name: "TOYGRES_CONFIG", use: "server start: YAML/TOML file of retry policies and the data-plane breaker (--config); TOYGRES_RETRY__<ACTIVITY>__<FIELD> and TOYGRES_BREAKER__<FIELD> override it", def: "-"},
 	{name: "TOYGRES_K8S_ALLOWED_SOURCES", use: "server start: CIDRs allowed to reach public Kubernetes instances (--k8s-allowed-sources)", def: "any address"},
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cli"
 	"github.com/toygres/toygres/internal/cms"
+	"github.com/toygres/toygres/internal/config"
 	"github.com/toygres/toygres/internal/dataplane/kubernetes"
 	"github.com/toygres/toygres/internal/logging"
 	"github.com/toygres/toygres/internal/telemetry"
@@ -79,6 +80,9 @@ type serverOptions struct {
 
 	k8sAllowedSources string   // --k8s-allowed-sources as given
 	k8sSources        []string // parsed
+
+	configFile string         // --config
+	config     *config.Config // loaded from --config and the environment
 }
 
 func newServerCmd(g *globals) *cobra.Command {
@@ -87,13 +91,14 @@ func newServerCmd(g *globals) *cobra.Command {
 		Short: "Run and manage the Toygres server (start, stop, status, logs)",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usagef("unknown server command %q (want start, stop, status or logs)", args[0])
+				return usagef("unknown server command %q (want start, stop, status, logs or retries)", args[0])
 			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newServerStartCmd(g), newServerStopCmd(g), newServerStatusCmd(g), newServerLogsCmd(g))
+	cmd.AddCommand(newServerStartCmd(g), newServerStopCmd(g), newServerStatusCmd(g), newServerLogsCmd(g),
+		newServerRetriesCmd(g))
 	return cmd
 }
 
@@ -180,6 +185,9 @@ deploy/observability/README.md).`,
 			if o.k8sSources, err = kubernetes.ParseSourceRanges(o.k8sAllowedSources); err != nil {
 				return usagef("--k8s-allowed-sources: %v", strings.TrimPrefix(err.Error(), "kubernetes: "))
 			}
+			if err := loadServerConfig(o); err != nil {
+				return err
+			}
 			dir, err := filepath.Abs(g.dataDir)
 			if err != nil {
 				return err
@@ -225,6 +233,7 @@ deploy/observability/README.md).`,
 	f.DurationVar(&o.writeTimeout, "http-write-timeout", api.DefaultWriteTimeout, "longest time to answer a request")
 	f.DurationVar(&o.idleTimeout, "http-idle-timeout", api.DefaultIdleTimeout, "how long an idle keep-alive connection stays open")
 	f.StringVar(&o.k8sAllowedSources, "k8s-allowed-sources", os.Getenv("TOYGRES_K8S_ALLOWED_SOURCES"), "comma-separated CIDRs allowed to reach public instances' load balancers, e.g. 203.0.113.0/24,10.0.0.0/8 (env TOYGRES_K8S_ALLOWED_SOURCES; default: any address)")
+	f.StringVar(&o.configFile, "config", os.Getenv("TOYGRES_CONFIG"), "YAML or TOML file of retry policies and the data-plane circuit breaker, overridden by TOYGRES_RETRY__<ACTIVITY>__<FIELD> and TOYGRES_BREAKER__<FIELD> (env TOYGRES_CONFIG; see 'toygres server config')")
 	f.BoolVar(&o.daemon, "daemon", false, "internal: started by a background 'server start'")
 	for _, h := range []string{"daemon", "orchestration-concurrency", "activity-concurrency"} {
 		_ = f.MarkHidden(h)
@@ -405,6 +414,7 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 		OrchestrationConcurrency: o.orchConcurrency, ActivityConcurrency: o.actConcurrency,
 		SecretKey: o.secretKey, OrchestrationLockTimeout: o.orchLockTimeout, ActivityLockTimeout: o.actLockTimeout,
 		Dataplane: o.dataplane, Retention: o.retention,
+		RetryPolicies: o.config.RetryPolicies(), CircuitBreakers: dataPlaneBreakers(o.config),
 		Kubernetes: kubernetes.Options{Kubeconfig: o.kubeconfig, Namespace: o.namespace, StorageClass: o.k8sStorageClass,
 			DNSZone: o.k8sDNSZone, Image: o.k8sImage, ServicePort: int32(o.k8sServicePort), LoadBalancerSourceRanges: o.k8sSources},
 	})
@@ -428,7 +438,7 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 	srv, err := api.New(a, api.Options{
 		AdminUser: o.adminUser, AdminPassword: os.Getenv("TOYGRES_ADMIN_PASSWORD"), // StateDir: <data dir>/auth (0700)
 		LogFile: logPath(dataDir), Version: version,
-		SharedSessions: sharedSessions(o, a),
+		SharedSessions: sharedSessions(o, a), RetryConfig: o.config,
 	})
 	if err != nil {
 		return fmt.Errorf("start API: %w", err)
@@ -620,7 +630,7 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 	}
 	args = append(args, "--dataplane", o.dataplane, "--namespace", o.namespace, "--k8s-service-port", strconv.Itoa(o.k8sServicePort))
 	for flag, v := range map[string]string{"--secret-key-file": o.secretKeyFile, "--kubeconfig": o.kubeconfig, "--k8s-storage-class": o.k8sStorageClass, "--k8s-dns-zone": o.k8sDNSZone, "--k8s-image": o.k8sImage,
-		"--tls-cert": o.tlsCert, "--tls-key": o.tlsKey, "--k8s-allowed-sources": strings.Join(o.k8sSources, ",")} {
+		"--tls-cert": o.tlsCert, "--tls-key": o.tlsKey, "--config": o.configFile, "--k8s-allowed-sources": strings.Join(o.k8sSources, ",")} {
 		if v != "" {
 			args = append(args, flag, v)
 		}

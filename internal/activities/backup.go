@@ -132,17 +132,17 @@ func registerBackups(reg *duroxide.Registry, a *acts) error {
 		}
 	}
 	for _, err := range []error{
-		duroxide.RegisterActivity(reg, CreateBackupRecord, b.createRecord),
-		duroxide.RegisterActivity(reg, TakeBaseBackup, b.take),
-		duroxide.RegisterActivity(reg, CompleteBackup, b.complete),
-		duroxide.RegisterActivity(reg, FailBackup, b.fail),
-		duroxide.RegisterActivity(reg, DeleteBackup, b.delete),
-		duroxide.RegisterActivity(reg, PurgeBackups, b.purge),
-		duroxide.RegisterActivity(reg, SetArchiving, b.setArchiving),
-		duroxide.RegisterActivity(reg, FlushArchive, b.flush),
-		duroxide.RegisterActivity(reg, RestorePostgres, b.restore),
-		duroxide.RegisterActivity(reg, GetBackupSettings, b.settings),
-		duroxide.RegisterActivity(reg, BackupRetention, b.retention),
+		duroxide.RegisterActivity(reg, CreateBackupRecord, b.createRecord, registerOptions(CreateBackupRecord)...),
+		duroxide.RegisterActivity(reg, TakeBaseBackup, b.take, registerOptions(TakeBaseBackup)...),
+		duroxide.RegisterActivity(reg, CompleteBackup, b.complete, registerOptions(CompleteBackup)...),
+		duroxide.RegisterActivity(reg, FailBackup, b.fail, registerOptions(FailBackup)...),
+		duroxide.RegisterActivity(reg, DeleteBackup, b.delete, registerOptions(DeleteBackup)...),
+		duroxide.RegisterActivity(reg, PurgeBackups, b.purge, registerOptions(PurgeBackups)...),
+		duroxide.RegisterActivity(reg, SetArchiving, b.setArchiving, registerOptions(SetArchiving)...),
+		duroxide.RegisterActivity(reg, FlushArchive, b.flush, registerOptions(FlushArchive)...),
+		duroxide.RegisterActivity(reg, RestorePostgres, b.restore, registerOptions(RestorePostgres)...),
+		duroxide.RegisterActivity(reg, GetBackupSettings, b.settings, registerOptions(GetBackupSettings)...),
+		duroxide.RegisterActivity(reg, BackupRetention, b.retention, registerOptions(BackupRetention)...),
 	} {
 		if err != nil {
 			return fmt.Errorf("register backup activities: %w", err)

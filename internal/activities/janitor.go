@@ -80,9 +80,9 @@ func registerJanitor(reg *duroxide.Registry, a *acts) error {
 		j.removed = c
 	}
 	for _, err := range []error{
-		duroxide.RegisterActivity(reg, PurgeOrchestrations, j.purgeOrchestrations),
-		duroxide.RegisterActivity(reg, PruneHealthChecks, j.pruneHealthChecks),
-		duroxide.RegisterActivity(reg, PruneExecutions, j.pruneExecutions),
+		duroxide.RegisterActivity(reg, PurgeOrchestrations, j.purgeOrchestrations, registerOptions(PurgeOrchestrations)...),
+		duroxide.RegisterActivity(reg, PruneHealthChecks, j.pruneHealthChecks, registerOptions(PruneHealthChecks)...),
+		duroxide.RegisterActivity(reg, PruneExecutions, j.pruneExecutions, registerOptions(PruneExecutions)...),
 	} {
 		if err != nil {
 			return fmt.Errorf("register janitor activities: %w", err)

@@ -67,8 +67,9 @@
 //
 //	GET /api/server/logs    ?limit=200&grep=text&orchestration=ID → 200 ServerLogs (last matching lines of Options.LogFile)
 //	GET /api/server/stats   → 200 ServerStats
-//	GET /api/server/config  → 200 ServerConfig (secrets masked)
+//	GET /api/server/config  → 200 ServerConfig (secrets masked; retry policies and the data-plane breaker with their sources)
 //	GET /api/server/workers → 200 ServerWorkers (the runtime's worker id, concurrency, in-flight work)
+//	GET /api/server/retries → 200 ServerRetries (the retry tuning report, duroxide.Suggest's advice included)
 //
 // # Authentication
 //

@@ -22,7 +22,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/app"
+	"github.com/toygres/toygres/internal/config"
 	"github.com/toygres/toygres/internal/web"
 )
 
@@ -58,6 +60,11 @@ type Options struct {
 	// StateDir/sessions.json: servers sharing one store (replicas on one
 	// PostgreSQL database) then honour each other's tokens and logouts.
 	SharedSessions cms.SessionStore
+	// RetryConfig is the configuration the app's retry policies and
+	// breakers were read from (config.Load), for the sources shown by
+	// /api/server/config; nil: the built-in defaults, with the app's
+	// RetryPolicies shown as configured.
+	RetryConfig *config.Config
 }
 
 // Defaults.
@@ -265,7 +272,8 @@ func (s *Server) routes() (http.Handler, error) {
 	// The console submits its forms to the API in-process (the unwrapped
 	// mux: the console is itself behind the login).
 	console, err := web.New(web.Options{App: s.app, API: api, User: s.adminUser, Version: s.opts.Version, Logger: s.log,
-		Config: func(ctx context.Context) any { return s.serverConfig(ctx) }})
+		Config:  func(ctx context.Context) any { return s.serverConfig(ctx) },
+		Retries: func(ctx context.Context) *client.ServerRetries { r := s.serverRetries(); return &r }})
 	if err != nil {
 		return nil, err
 	}
@@ -338,6 +346,7 @@ func (s *Server) apiRoutes() []route {
 		{"GET /api/server/stats", s.handleServerStats},
 		{"GET /api/server/config", s.handleServerConfig},
 		{"GET /api/server/workers", s.handleServerWorkers},
+		{"GET /api/server/retries", s.handleServerRetries},
 	}
 }
 

@@ -193,6 +193,7 @@ func (s *Server) serverConfig(ctx context.Context) ServerConfig {
 		out.PostgresVersions = v
 	}
 	out.Retention = retentionConfig(cfg.Retention)
+	out.Retry, out.CircuitBreaker = s.retryConfig()
 	return out
 }
 

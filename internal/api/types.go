@@ -52,6 +52,13 @@ type (
 	ServerConfig          = client.ServerConfig
 	RetentionConfig       = client.RetentionConfig
 	ServerWorkers         = client.ServerWorkers
+	RetryPolicyInfo       = client.RetryPolicyInfo
+	BreakerInfo           = client.BreakerInfo
+	ServerRetries         = client.ServerRetries
+	ActivityRetries       = client.ActivityRetries
+	AttemptCount          = client.AttemptCount
+	DurationSummary       = client.DurationSummary
+	CircuitInfo           = client.CircuitInfo
 	SessionInfo           = client.SessionInfo
 	LogoutResponse        = client.LogoutResponse
 )

@@ -69,6 +69,11 @@ type Config struct {
 	// renewed while work runs, and a dead server's are taken over within
 	// seconds whatever these are (duroxide's owner liveness).
 	OrchestrationLockTimeout, ActivityLockTimeout time.Duration
+	// RetryPolicies and CircuitBreakers override activities' registered
+	// default retry policies and circuit breakers, by activity name
+	// (duroxide.Options; see internal/config).
+	RetryPolicies   map[string]duroxide.RetryPolicy
+	CircuitBreakers map[string]duroxide.CircuitBreakerConfig
 }
 
 // DefaultActivityConcurrency is how many activities run at once by default.
@@ -252,6 +257,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		ExclusiveStore:           cfg.DatabaseURL == "", // the server holds the data dir's lock: older leases are a dead incarnation's
 		KeepExecutions:           max(cfg.Retention.KeepExecutions, 0),
 		OrchestrationLockTimeout: cfg.OrchestrationLockTimeout, ActivityLockTimeout: cfg.ActivityLockTimeout,
+		RetryPolicies: cfg.RetryPolicies, CircuitBreakers: cfg.CircuitBreakers,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start runtime: %w", err)

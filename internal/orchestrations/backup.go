@@ -38,26 +38,6 @@ func ScheduleID(internalName string) string { return "backup-schedule-" + intern
 // DeleteBackupID is the delete-backup orchestration's instance id.
 func DeleteBackupID(backupID string) string { return "delete-backup-" + backupID }
 
-// Retry policies of backups.
-var (
-	// A base backup: a few attempts; each redoes the backup from scratch.
-	PolicyBackup = duroxide.NewRetryPolicy(3).
-			WithBackoff(duroxide.Exponential{Base: 5 * time.Second, Multiplier: 2, Max: time.Minute}).
-			WithTimeout(time.Hour)
-	// A restore: the driver resumes where an attempt stopped.
-	PolicyRestore = duroxide.NewRetryPolicy(3).
-			WithBackoff(duroxide.Exponential{Base: 5 * time.Second, Multiplier: 2, Max: time.Minute}).
-			WithTimeout(time.Hour)
-	// Flushing the archive before a delete: brief, best effort.
-	PolicyFlush = duroxide.NewRetryPolicy(2).
-			WithBackoff(duroxide.Fixed{Delay: 2 * time.Second}).
-			WithTimeout(90 * time.Second)
-	// Removing backup files.
-	PolicyBackupFiles = duroxide.NewRetryPolicy(5).
-				WithBackoff(duroxide.Exponential{Base: time.Second, Multiplier: 2, Max: 30 * time.Second}).
-				WithTimeout(10 * time.Minute)
-)
-
 // BackupInput starts backup-instance.
 type BackupInput struct {
 	InternalName string `json:"internal_name"`
@@ -105,25 +85,26 @@ func registerBackups(reg *duroxide.Registry) error {
 // left half made, and the record stays running (never restorable) until
 // then.
 func backupInstance(ctx *duroxide.OrchestrationContext, in BackupInput) (BackupOutput, error) {
+	d := useDefaults(ctx)
 	log := ctx.Logger().With("internal_name", in.InternalName, "backup", in.BackupID)
 	ref := activities.BackupRef{InternalName: in.InternalName, ID: in.BackupID}
 	ctx.SetCustomStatus("recording")
-	if _, err := call[string](ctx, activities.CreateBackupRecord, activities.BackupRecordInput{ID: in.BackupID,
-		InternalName: in.InternalName, Kind: in.Kind, OrchestrationID: ctx.InstanceID()}, PolicyCMS); err != nil {
+	if _, err := plain[string](ctx, d, activities.CreateBackupRecord, activities.BackupRecordInput{ID: in.BackupID,
+		InternalName: in.InternalName, Kind: in.Kind, OrchestrationID: ctx.InstanceID()}); err != nil {
 		return BackupOutput{}, fmt.Errorf("record backup: %w", err)
 	}
 	ctx.SetCustomStatus("copying")
-	info, err := call[dataplane.BackupInfo](ctx, activities.TakeBaseBackup, ref, PolicyBackup)
+	info, err := plain[dataplane.BackupInfo](ctx, d, activities.TakeBaseBackup, ref)
 	if err != nil {
 		log.Error("backup failed", "error", err.Error())
 		ctx.SetCustomStatus("failed")
-		if _, ferr := call[struct{}](ctx, activities.FailBackup, activities.FailBackupInput{InternalName: in.InternalName, ID: in.BackupID, Reason: err.Error()}, PolicyBackupFiles); ferr != nil {
+		if _, ferr := plain[struct{}](ctx, d, activities.FailBackup, activities.FailBackupInput{InternalName: in.InternalName, ID: in.BackupID, Reason: err.Error()}); ferr != nil {
 			log.Error("recording the failed backup failed", "error", ferr.Error())
 		}
 		return BackupOutput{}, fmt.Errorf("backup %s: %w", in.BackupID, err)
 	}
 	ctx.SetCustomStatus("recording result")
-	if _, err := call[struct{}](ctx, activities.CompleteBackup, activities.CompleteBackupInput{ID: in.BackupID, Info: info}, PolicyCMS); err != nil {
+	if _, err := plain[struct{}](ctx, d, activities.CompleteBackup, activities.CompleteBackupInput{ID: in.BackupID, Info: info}); err != nil {
 		return BackupOutput{}, fmt.Errorf("record completed backup: %w", err)
 	}
 	ctx.SetCustomStatus("completed")
@@ -152,12 +133,13 @@ func backupSchedule(ctx *duroxide.OrchestrationContext, in ScheduleInput) (strin
 	if deleted.Done() {
 		return "stopped", nil
 	}
-	inst, err := call[activities.InstanceView](ctx, activities.GetInstance, ref, PolicyCMS)
+	d := useDefaults(ctx)
+	inst, err := call[activities.InstanceView](ctx, activities.GetInstance, ref, activities.PolicyCMS)
 	if err == nil && (!inst.Found || !inst.State.Active()) {
 		log.Info("backup schedule stopping: instance is gone", "state", string(inst.State))
 		return "instance gone", nil
 	}
-	settings, err := call[activities.SettingsOutput](ctx, activities.GetBackupSettings, ref, PolicyCMS)
+	settings, err := plain[activities.SettingsOutput](ctx, d, activities.GetBackupSettings, ref)
 	if err != nil {
 		log.Warn("reading backup settings failed; using the defaults", "error", err.Error())
 		settings = activities.SettingsOutput{Enabled: true, Interval: cms.DefaultBackupInterval, Retention: cms.DefaultBackupRetention}
@@ -193,7 +175,8 @@ func backupSchedule(ctx *duroxide.OrchestrationContext, in ScheduleInput) (strin
 
 // deleteBackup removes one backup's files and marks its record deleted.
 func deleteBackup(ctx *duroxide.OrchestrationContext, in DeleteBackupInput) (string, error) {
-	if _, err := call[struct{}](ctx, activities.DeleteBackup, activities.BackupRef{InternalName: in.InternalName, ID: in.BackupID}, PolicyBackupFiles); err != nil {
+	d := useDefaults(ctx)
+	if _, err := plain[struct{}](ctx, d, activities.DeleteBackup, activities.BackupRef{InternalName: in.InternalName, ID: in.BackupID}); err != nil {
 		return "", fmt.Errorf("delete backup %s: %w", in.BackupID, err)
 	}
 	return "deleted", nil
@@ -201,23 +184,23 @@ func deleteBackup(ctx *duroxide.OrchestrationContext, in DeleteBackupInput) (str
 
 // restoreOrDeploy is create-instance's deploy step: a restore when the
 // input names a source.
-func restoreOrDeploy(ctx *duroxide.OrchestrationContext, in CreateInput) error {
+func restoreOrDeploy(ctx *duroxide.OrchestrationContext, d defaults, in CreateInput) error {
 	if in.Restore == nil {
-		_, err := call[struct{}](ctx, activities.Deploy, activities.DeployInput{InternalName: in.InternalName,
-			PostgresVersion: in.PostgresVersion, StorageGB: in.StorageGB, Internal: in.Internal, DNSLabel: in.DNSLabel}, PolicyDeploy)
+		_, err := plain[struct{}](ctx, d, activities.Deploy, activities.DeployInput{InternalName: in.InternalName,
+			PostgresVersion: in.PostgresVersion, StorageGB: in.StorageGB, Internal: in.Internal, DNSLabel: in.DNSLabel})
 		return err
 	}
 	ctx.SetCustomStatus("restoring")
-	_, err := call[struct{}](ctx, activities.RestorePostgres, activities.RestoreInput{InternalName: in.InternalName,
-		StorageGB: in.StorageGB, Internal: in.Internal, DNSLabel: in.DNSLabel, From: *in.Restore}, PolicyRestore)
+	_, err := plain[struct{}](ctx, d, activities.RestorePostgres, activities.RestoreInput{InternalName: in.InternalName,
+		StorageGB: in.StorageGB, Internal: in.Internal, DNSLabel: in.DNSLabel, From: *in.Restore})
 	return err
 }
 
 // startBackups is create-instance's last step: archiving as asked, and the
 // backup schedule.
-func startBackups(ctx *duroxide.OrchestrationContext, in CreateInput) error {
+func startBackups(ctx *duroxide.OrchestrationContext, d defaults, in CreateInput) error {
 	if in.NoBackups {
-		if _, err := call[struct{}](ctx, activities.SetArchiving, activities.SetArchivingInput{InternalName: in.InternalName, On: false}, PolicyCMS); err != nil {
+		if _, err := plain[struct{}](ctx, d, activities.SetArchiving, activities.SetArchivingInput{InternalName: in.InternalName, On: false}); err != nil {
 			return fmt.Errorf("turn archiving off: %w", err)
 		}
 		return nil
@@ -228,22 +211,22 @@ func startBackups(ctx *duroxide.OrchestrationContext, in CreateInput) error {
 // beforeDelete is delete-instance's step before the resources go: the
 // schedule stops and the WAL written so far reaches the archive, so the
 // instance can be restored up to its deletion. Both are best effort.
-func beforeDelete(ctx *duroxide.OrchestrationContext, internalName string) {
+func beforeDelete(ctx *duroxide.OrchestrationContext, d defaults, internalName string) {
 	log := ctx.Logger().With("internal_name", internalName)
-	if _, err := call[struct{}](ctx, activities.RaiseEvent, activities.RaiseEventInput{Instance: ScheduleID(internalName), Event: EventInstanceDeleted}, PolicyCMS); err != nil {
+	if _, err := plain[struct{}](ctx, d, activities.RaiseEvent, activities.RaiseEventInput{Instance: ScheduleID(internalName), Event: EventInstanceDeleted}); err != nil {
 		log.Warn("signalling the backup schedule failed", "error", err.Error())
 	}
-	if _, err := call[struct{}](ctx, activities.FlushArchive, activities.InstanceRef{InternalName: internalName}, PolicyFlush); err != nil {
+	if _, err := plain[struct{}](ctx, d, activities.FlushArchive, activities.InstanceRef{InternalName: internalName}); err != nil {
 		log.Warn("flushing the WAL archive before deleting failed; the restore window ends at the last archived segment", "error", err.Error())
 	}
 }
 
 // afterDelete purges the backups of a deleted instance when asked.
-func afterDelete(ctx *duroxide.OrchestrationContext, in DeleteInput) error {
+func afterDelete(ctx *duroxide.OrchestrationContext, d defaults, in DeleteInput) error {
 	if !in.PurgeBackups {
 		return nil
 	}
-	if _, err := call[int](ctx, activities.PurgeBackups, activities.InstanceRef{InternalName: in.InternalName}, PolicyBackupFiles); err != nil {
+	if _, err := plain[int](ctx, d, activities.PurgeBackups, activities.InstanceRef{InternalName: in.InternalName}); err != nil {
 		return fmt.Errorf("purge backups: %w", err)
 	}
 	return nil

@@ -22,6 +22,11 @@ func registry(t *testing.T) *duroxide.Registry {
 	if err := orchestrations.Register(reg, driverName); err != nil {
 		t.Fatal(err)
 	}
+	// The activities are mocked, never run; they are registered for their
+	// default retry policies, which the orchestrations' plain calls use.
+	if err := activities.Register(reg, activities.Deps{}); err != nil {
+		t.Fatal(err)
+	}
 	return reg
 }
 

@@ -108,6 +108,24 @@ func goldenScenarios() []goldenScenario {
 				env.OnSubOrchestration(orchestrations.BackupInstance).Return(orchestrations.BackupOutput{BackupID: "s1", SizeBytes: 1})
 				return env
 			}},
+		// Default retry policies (change "default-retry-policies", version 1):
+		// plain calls, the policy recorded on each sequence's first schedule.
+		{file: "create-retries-defaults.json", note: "create-instance under default policies: test-connection fails twice, then succeeds", orchestration: orchestrations.CreateInstance, input: createInput,
+			env: func(t *testing.T) *duroxidetest.Env { return newCreateEnv(t, probeRetries) }},
+		{file: "delete-failure-defaults.json", note: "delete-instance under default policies: delete-postgres fails 3 times", orchestration: orchestrations.DeleteInstance, input: deleteInput(false),
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newDeleteEnv(t, running, mocks{activities.DeletePostgres: fail})
+			}},
+		{file: "actor-healthy-defaults.json", note: "instance-actor under default policies: a healthy check, then continue-as-new", orchestration: orchestrations.InstanceActor, input: actorInput,
+			env: func(t *testing.T) *duroxidetest.Env { return newActorEnv(t, nil) }},
+		{file: "janitor-run-defaults.json", note: "janitor under default policies: one sweep with a failing step", orchestration: orchestrations.Janitor, input: janitorInput,
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newJanitorEnv(t, mocks{activities.PruneHealthChecks: fail})
+			}},
+		{file: "backup-instance-failure-defaults.json", note: "backup-instance under default policies: take-base-backup fails 3 times", orchestration: orchestrations.BackupInstance, input: backupInput,
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newBackupEnv(t, orchestrations.BackupID(backupID), mocks{activities.TakeBaseBackup: fail})
+			}},
 		{file: "delete-backup.json", note: "delete-backup: the files go", orchestration: orchestrations.DeleteBackupOrch,
 			input: orchestrations.DeleteBackupInput{InternalName: "db-1a2b", BackupID: backupID},
 			env: func(t *testing.T) *duroxidetest.Env {
@@ -221,22 +239,22 @@ func TestReplayerCatchesChangedOrchestration(t *testing.T) {
 		if _, err := duroxide.CallActivityWithRetryTyped[activities.InstanceView](ctx, activities.CreateRecord, activities.CreateRecordInput{
 			Name: in.Name, InternalName: in.InternalName, Driver: driverName, PostgresVersion: in.PostgresVersion,
 			StorageGB: in.StorageGB, CreateOrchestrationID: ctx.InstanceID(),
-		}, orchestrations.PolicyCMS); err != nil {
+		}, activities.PolicyCMS); err != nil {
 			return orchestrations.CreateOutput{}, err
 		}
 		ctx.SetCustomStatus("deploying")
 		if _, err := duroxide.CallActivityWithRetryTyped[struct{}](ctx, activities.Deploy, activities.DeployInput{InternalName: in.InternalName,
-			PostgresVersion: in.PostgresVersion, StorageGB: in.StorageGB}, orchestrations.PolicyDeploy); err != nil {
+			PostgresVersion: in.PostgresVersion, StorageGB: in.StorageGB}, activities.PolicyDeploy); err != nil {
 			return orchestrations.CreateOutput{}, err
 		}
 		// Changed: wait-for-ready dropped without a GetVersion guard.
 		ctx.SetCustomStatus("getting connection strings")
 		conn, err := duroxide.CallActivityWithRetryTyped[activities.ConnectionOutput](ctx, activities.GetConnectionStrings,
-			activities.InstanceRef{InternalName: in.InternalName}, orchestrations.PolicyGetConnectionStrings)
+			activities.InstanceRef{InternalName: in.InternalName}, activities.PolicyGetConnectionStrings)
 		if err != nil {
 			return orchestrations.CreateOutput{}, err
 		}
-		_, err = duroxide.CallActivityWithRetryTyped[cms.State](ctx, activities.UpdateState, activities.UpdateStateInput{InternalName: in.InternalName, State: cms.StateRunning}, orchestrations.PolicyCMS)
+		_, err = duroxide.CallActivityWithRetryTyped[cms.State](ctx, activities.UpdateState, activities.UpdateStateInput{InternalName: in.InternalName, State: cms.StateRunning}, activities.PolicyCMS)
 		return orchestrations.CreateOutput{InternalName: in.InternalName, ConnectionString: conn.ConnectionString}, err
 	}))
 	for _, file := range []string{"create-success.json", "create-success-v0.json", "create-retries.json"} {

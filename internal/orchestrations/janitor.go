@@ -28,12 +28,6 @@ const (
 	DefaultKeepExecutions          = 3
 )
 
-// PolicyJanitor retries a janitor sweep step a few times; a step that still
-// fails is skipped until the next run.
-var PolicyJanitor = duroxide.NewRetryPolicy(3).WithName("janitor").
-	WithBackoff(duroxide.Exponential{Base: 2 * time.Second, Multiplier: 2, Max: 10 * time.Second}).
-	WithTimeout(10 * time.Minute)
-
 // JanitorInput configures the janitor. A zero or negative field disables
 // its step (the interval is the exception: zero means the default).
 type JanitorInput struct {
@@ -70,6 +64,7 @@ type JanitorReport struct {
 // settings and continues as new. A failed step is logged and skipped; it
 // never ends the janitor.
 func janitor(ctx *duroxide.OrchestrationContext, in JanitorInput) (JanitorReport, error) {
+	d := useDefaults(ctx)
 	interval := in.Interval
 	if interval <= 0 {
 		interval = DefaultJanitorInterval
@@ -87,10 +82,10 @@ func janitor(ctx *duroxide.OrchestrationContext, in JanitorInput) (JanitorReport
 	}
 	var rep JanitorReport
 	if in.OrchestrationRetention > 0 {
-		out, err := call[activities.PurgeOrchestrationsOutput](ctx, activities.PurgeOrchestrations, activities.PurgeOrchestrationsInput{
+		out, err := plain[activities.PurgeOrchestrationsOutput](ctx, d, activities.PurgeOrchestrations, activities.PurgeOrchestrationsInput{
 			Names:             purged,
 			CompletedBeforeMs: now.Add(-in.OrchestrationRetention).UnixMilli(),
-		}, PolicyJanitor)
+		})
 		if err != nil {
 			log.Warn("janitor: purging finished orchestrations failed", "error", err.Error())
 		}
@@ -101,23 +96,23 @@ func janitor(ctx *duroxide.OrchestrationContext, in JanitorInput) (JanitorReport
 		if in.HealthCheckRetention > 0 {
 			hc.OlderThanMs = now.Add(-in.HealthCheckRetention).UnixMilli()
 		}
-		n, err := call[int64](ctx, activities.PruneHealthChecks, hc, PolicyJanitor)
+		n, err := plain[int64](ctx, d, activities.PruneHealthChecks, hc)
 		if err != nil {
 			log.Warn("janitor: pruning health checks failed", "error", err.Error())
 		}
 		rep.HealthChecks = n
 	}
 	if in.KeepExecutions > 0 {
-		out, err := call[activities.PruneExecutionsOutput](ctx, activities.PruneExecutions, activities.PruneExecutionsInput{
+		out, err := plain[activities.PruneExecutionsOutput](ctx, d, activities.PruneExecutions, activities.PruneExecutionsInput{
 			Names: chains, KeepLast: in.KeepExecutions,
-		}, PolicyJanitor)
+		})
 		if err != nil {
 			log.Warn("janitor: pruning execution chains failed", "error", err.Error())
 		}
 		rep.Executions = out
 	}
 	if withBackups && !in.SkipBackups {
-		out, err := call[activities.BackupRetentionOutput](ctx, activities.BackupRetention, activities.BackupRetentionInput{NowMs: now.UnixMilli()}, PolicyJanitor)
+		out, err := plain[activities.BackupRetentionOutput](ctx, d, activities.BackupRetention, activities.BackupRetentionInput{NowMs: now.UnixMilli()})
 		if err != nil {
 			log.Warn("janitor: backup retention failed", "error", err.Error())
 		}

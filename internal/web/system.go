@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/duroxide"
 )
 
@@ -23,6 +24,9 @@ type systemData struct {
 	HasRT     bool
 	Retry     retryView
 	Config    []setting
+	Retries   []client.ActivityRetries // activities with sequences or breakers
+	RetriesAt time.Time
+	HasRetry  bool // a report is available
 	Process   []setting
 	Generated time.Time
 }
@@ -40,6 +44,16 @@ func (c *Console) handleSystem(w http.ResponseWriter, r *http.Request) {
 		d.Runtime = runtimeSettings(rt.Settings())
 	}
 	d.Retry = c.retries.view(time.Now())
+	if c.opts.Retries != nil {
+		if rep := c.opts.Retries(ctx); rep != nil {
+			d.HasRetry, d.RetriesAt = true, rep.GeneratedAt
+			for _, a := range rep.Activities {
+				if a.Sequences > 0 || len(a.Circuits) > 0 {
+					d.Retries = append(d.Retries, a)
+				}
+			}
+		}
+	}
 	if !isLive(r) && c.opts.Config != nil {
 		d.Config = flatten(c.opts.Config(ctx))
 	}
@@ -91,8 +105,8 @@ func flatten(v any) []setting {
 			continue
 		}
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" {
-			continue
+		if name == "-" || name == "retry" || name == "circuit_breaker" {
+			continue // retry policies and breakers have their own panel
 		}
 		if name == "" {
 			name = f.Name

@@ -37,6 +37,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/app"
 )
 
@@ -57,6 +58,9 @@ type Options struct {
 	// Config returns the effective configuration with secrets masked (the
 	// API's GET /api/server/config data), shown on the System page.
 	Config func(ctx context.Context) any
+	// Retries returns the retry tuning report (the API's GET
+	// /api/server/retries data), shown on the System page.
+	Retries func(ctx context.Context) *client.ServerRetries
 	// User is the signed-in account's name; Version the server's version.
 	User, Version string
 	// Logger receives the console's errors (default slog.Default()).
@@ -137,7 +141,7 @@ var liveRegions = map[string][]string{
 	"instance":       {"inst.head", "inst.facts", "inst.conn", "inst.health", "inst.events", "inst.logs", "inst.backups"},
 	"orchestrations": {"orch.table"},
 	"orchestration":  {"orch.head", "orch.execs"},
-	"system":         {"sys.workers", "sys.counts", "sys.process"},
+	"system":         {"sys.workers", "sys.counts", "sys.retries", "sys.process"},
 }
 
 func parseTemplates() (map[string]*template.Template, error) {
