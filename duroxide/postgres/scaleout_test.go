@@ -182,6 +182,26 @@ func soKey(instance string, id int64) string { return fmt.Sprintf("%s#%d", insta
 // With DUROXIDE_SCALEOUT_PROFILE=1 it also logs the time PostgreSQL spent
 // in each store function.
 func TestScaleOutThreeProcessesSIGKILL(t *testing.T) {
+	// The kill must land while the victim holds an orchestration lock whose
+	// ack has not started; turns take a few milliseconds, so a kill can
+	// miss that window (every held lock's ack already in flight). Such a
+	// run proves nothing about the orchestrator queue and is repeated; any
+	// other failure fails the test at once.
+	const attempts = 3
+	for i := 1; i <= attempts; i++ {
+		var tested bool
+		if !t.Run(fmt.Sprintf("run%d", i), func(t *testing.T) { tested = scaleOutSIGKILL(t) }) || tested {
+			return
+		}
+		t.Logf("run %d: the kill landed between turns of the victim; running again", i)
+	}
+	t.Errorf("in %d runs the kill never landed while the victim held an orchestration lock: the orchestrator queue's takeover went untested", attempts)
+}
+
+// scaleOutSIGKILL is one run of TestScaleOutThreeProcessesSIGKILL. It
+// reports whether an orchestration lock of the killed process was taken
+// over (the run tested the orchestrator queue).
+func scaleOutSIGKILL(t *testing.T) (orchTakenOver bool) {
 	const n = 1000
 	cl := soCluster(t)
 	schema := cl.NewSchemaName(t)
@@ -457,12 +477,12 @@ func TestScaleOutThreeProcessesSIGKILL(t *testing.T) {
 		}
 	}
 
-	soCheckLocks(t, ev, ids, scheduled, runs, victim, killAt)
+	return soCheckLocks(t, ev, ids, scheduled, runs, victim, killAt)
 }
 
 // soCheckLocks analyses the locks of the event log (see
 // TestScaleOutThreeProcessesSIGKILL).
-func soCheckLocks(t *testing.T, ev *soEvents, ids []string, scheduled map[string]bool, runs map[string][]soActivityRun, victim string, killAt int64) {
+func soCheckLocks(t *testing.T, ev *soEvents, ids []string, scheduled map[string]bool, runs map[string][]soActivityRun, victim string, killAt int64) (orchTakenOver bool) {
 	t.Helper()
 	const slack = int64(50 * time.Millisecond) // the database clock is read in whole milliseconds
 	perWorker := map[string]int{}
@@ -690,11 +710,12 @@ func soCheckLocks(t *testing.T, ev *soEvents, ids []string, scheduled map[string
 	t.Logf("orchestration locks of %s at the kill: %d logged ones taken over, %d taken over from fetches in flight at the kill (latency after the kill %v), %d whose ack was in flight at the kill and committed anyway",
 		victim, takeovers, inflight, soLatencies(lat), ambiguous)
 	if takeovers+inflight == 0 {
-		t.Errorf("no orchestration lock of %s was taken over; the kill tested nothing on the orchestrator queue", victim)
+		t.Logf("no orchestration lock of %s was taken over; the kill tested nothing on the orchestrator queue", victim)
 	}
 	if actTakeovers == 0 {
 		t.Errorf("no activity lease of %s was taken over; the kill tested nothing on the worker queue", victim)
 	}
+	return takeovers+inflight > 0
 }
 
 // soLogLatencies logs percentiles of the store calls and of the turn and
