@@ -228,18 +228,11 @@ execution, one line each; retried activities are marked "attempt N".`,
 			case history:
 				path += "?history=full"
 			}
-			var raw json.RawMessage
-			if err := c.Get(cmd.Context(), path, &raw); err != nil {
+			d, err := getView[api.OrchestrationDetail](cmd.Context(), g, c, path, output, "orchestration")
+			if d == nil {
 				return orchestrationNotFound(err, id)
 			}
-			if output == "json" {
-				return cli.PrintJSON(g.stdout, raw)
-			}
-			var d api.OrchestrationDetail
-			if err := json.Unmarshal(raw, &d); err != nil {
-				return fmt.Errorf("decode orchestration: %w", err)
-			}
-			printOrchestration(g.stdout, &d, history, time.Now())
+			printOrchestration(g.stdout, d, history, time.Now())
 			return nil
 		},
 	}
@@ -958,16 +951,9 @@ func newConfigCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var raw json.RawMessage
-			if err := c.Get(cmd.Context(), "/api/server/config", &raw); err != nil {
+			sc, err := getView[api.ServerConfig](cmd.Context(), g, c, "/api/server/config", output, "config")
+			if sc == nil {
 				return err
-			}
-			if output == "json" {
-				return cli.PrintJSON(g.stdout, raw)
-			}
-			var sc api.ServerConfig
-			if err := json.Unmarshal(raw, &sc); err != nil {
-				return fmt.Errorf("decode config: %w", err)
 			}
 			now := time.Now()
 			cli.Fields(g.stdout, "Server",
@@ -1008,7 +994,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 				"Metrics", sc.Metrics,
 				"Login rate limit", sc.LoginRateLimit,
 			)
-			printRetryConfig(g.stdout, &sc)
+			printRetryConfig(g.stdout, sc)
 			return nil
 		},
 	}

@@ -304,16 +304,9 @@ func newListCmd(g *globals) *cobra.Command {
 			if all {
 				path += "?all=true"
 			}
-			var raw json.RawMessage
-			if err := c.Get(cmd.Context(), path, &raw); err != nil {
+			l, err := getView[api.InstanceList](cmd.Context(), g, c, path, output, "instance list")
+			if l == nil {
 				return err
-			}
-			if output == "json" {
-				return cli.PrintJSON(g.stdout, raw)
-			}
-			var l api.InstanceList
-			if err := json.Unmarshal(raw, &l); err != nil {
-				return fmt.Errorf("decode instance list: %w", err)
 			}
 			t := cli.NewTable(g.stdout, "NAME", "STATE", "HEALTH", "VERSION", "STORAGE", "CREATED", "NOTE")
 			for _, in := range l.Instances {

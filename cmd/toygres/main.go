@@ -31,6 +31,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -220,6 +221,24 @@ func noArgs(cmd *cobra.Command, args []string) error {
 }
 
 // client resolves the credentials and returns an API client.
+// getView GETs an API path for a read-only command. With -o json it prints
+// the server's JSON unchanged and returns nil; otherwise it decodes the body
+// (what names it in errors) for the command's table view.
+func getView[T any](ctx context.Context, g *globals, c *cli.Client, path, output, what string) (*T, error) {
+	var raw json.RawMessage
+	if err := c.Get(ctx, path, &raw); err != nil {
+		return nil, err
+	}
+	if output == "json" {
+		return nil, cli.PrintJSON(g.stdout, raw)
+	}
+	v := new(T)
+	if err := json.Unmarshal(raw, v); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", what, err)
+	}
+	return v, nil
+}
+
 func (g *globals) client() (*cli.Client, error) {
 	token := g.token
 	if token == "" {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -121,18 +120,11 @@ TOYGRES_RETRY__<ACTIVITY>__<FIELD> (see 'toygres server config').`,
 			if err != nil {
 				return err
 			}
-			var raw json.RawMessage
-			if err := c.Get(cmd.Context(), "/api/server/retries", &raw); err != nil {
+			rep, err := getView[api.ServerRetries](cmd.Context(), g, c, "/api/server/retries", output, "retries")
+			if rep == nil {
 				return err
 			}
-			if output == "json" {
-				return cli.PrintJSON(g.stdout, raw)
-			}
-			var rep api.ServerRetries
-			if err := json.Unmarshal(raw, &rep); err != nil {
-				return fmt.Errorf("decode retries: %w", err)
-			}
-			printRetries(g.stdout, &rep, all)
+			printRetries(g.stdout, rep, all)
 			return nil
 		},
 	}
