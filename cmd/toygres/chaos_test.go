@@ -46,7 +46,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	_ "github.com/mattn/go-sqlite3"
 
 	"github.com/toygres/toygres/duroxide/postgres/pgtest"
@@ -1036,58 +1036,35 @@ func (c *chaosRun) checkStore() {
 	t := c.t
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var secretsQ, activeQ string
-	var rowsOf func(q string) ([][2]string, error)
-	if c.dbURL == "" {
-		secretsQ = `SELECT i.name || ' (' || i.internal_name || ')', i.state FROM cms_instance_secrets s JOIN cms_instances i ON i.internal_name = s.internal_name`
-		activeQ = `SELECT name || ' (' || internal_name || ')', state FROM cms_instances WHERE state <> 'deleted'`
-		db, err := sql.Open("sqlite3", "file:"+filepath.Join(c.e.dataDir, "toygres.db")+"?mode=ro")
+	// One database/sql handle on either store (pgx's stdlib driver for
+	// PostgreSQL); only the table names differ.
+	driver, dsn, prefix := "sqlite3", "file:"+filepath.Join(c.e.dataDir, "toygres.db")+"?mode=ro", "cms_"
+	if c.dbURL != "" {
+		driver, dsn, prefix = "pgx", c.dbURL, "toygres_cms."
+	}
+	secretsQ := `SELECT i.name || ' (' || i.internal_name || ')', i.state FROM ` + prefix + `instance_secrets s JOIN ` + prefix + `instances i ON i.internal_name = s.internal_name`
+	activeQ := `SELECT name || ' (' || internal_name || ')', state FROM ` + prefix + `instances WHERE state <> 'deleted'`
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		t.Errorf("open the %s store: %v", c.store, err)
+		return
+	}
+	defer db.Close()
+	rowsOf := func(q string) ([][2]string, error) {
+		rows, err := db.QueryContext(ctx, q)
 		if err != nil {
-			t.Errorf("open the SQLite store: %v", err)
-			return
+			return nil, err
 		}
-		defer db.Close()
-		rowsOf = func(q string) ([][2]string, error) {
-			rows, err := db.QueryContext(ctx, q)
-			if err != nil {
+		defer rows.Close()
+		var out [][2]string
+		for rows.Next() {
+			var r [2]string
+			if err := rows.Scan(&r[0], &r[1]); err != nil {
 				return nil, err
 			}
-			defer rows.Close()
-			var out [][2]string
-			for rows.Next() {
-				var r [2]string
-				if err := rows.Scan(&r[0], &r[1]); err != nil {
-					return nil, err
-				}
-				out = append(out, r)
-			}
-			return out, rows.Err()
+			out = append(out, r)
 		}
-	} else {
-		secretsQ = `SELECT i.name || ' (' || i.internal_name || ')', i.state FROM toygres_cms.instance_secrets s JOIN toygres_cms.instances i ON i.internal_name = s.internal_name`
-		activeQ = `SELECT name || ' (' || internal_name || ')', state FROM toygres_cms.instances WHERE state <> 'deleted'`
-		conn, err := pgx.Connect(ctx, c.dbURL)
-		if err != nil {
-			t.Errorf("connect to the PostgreSQL store: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		rowsOf = func(q string) ([][2]string, error) {
-			rows, err := conn.Query(ctx, q)
-			if err != nil {
-				return nil, err
-			}
-			defer rows.Close()
-			var out [][2]string
-			for rows.Next() {
-				var r [2]string
-				if err := rows.Scan(&r[0], &r[1]); err != nil {
-					return nil, err
-				}
-				out = append(out, r)
-			}
-			return out, rows.Err()
-		}
+		return out, rows.Err()
 	}
 	secrets, err := rowsOf(secretsQ)
 	if err != nil {
