@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -53,20 +55,69 @@ type Endpoint struct {
 	Database   string
 	DNSName    string // optional public DNS name
 	ExternalIP string // optional public IP
+	// Standbys are the addresses of the instance's standby servers (see
+	// Replicator); empty without replicas.
+	Standbys []HostPort
+	// MultiHost: the read-write URL lists every server (Host:Port first,
+	// then Standbys) with target_session_attrs=read-write, so that libpq
+	// finds whichever is primary after a failover (local data plane). A
+	// driver whose Host follows the primary itself (a Kubernetes Service)
+	// leaves it false.
+	MultiHost bool
+	// ReadOnly is the address that reaches the standbys when the driver
+	// has one (a Kubernetes Service); when empty, ReadOnlyURL lists
+	// Standbys.
+	ReadOnly *HostPort
 }
 
-// URL returns a postgresql:// connection URL. With an empty password the
-// URL carries no password (safe to store, log or show).
+// HostPort is one server address.
+type HostPort struct {
+	Host string
+	Port int
+}
+
+func (h HostPort) String() string { return net.JoinHostPort(h.Host, strconv.Itoa(h.Port)) }
+
+// URL returns the read-write postgresql:// connection URL: it reaches the
+// primary, also after a failover (see MultiHost). With an empty password
+// the URL carries no password (safe to store, log or show).
 func (e Endpoint) URL(password string) string {
 	host := e.Host
 	if e.DNSName != "" {
 		host = e.DNSName
 	}
-	u := url.URL{Scheme: "postgresql", Host: net.JoinHostPort(host, strconv.Itoa(e.Port)), Path: "/" + e.Database}
+	hosts := []HostPort{{host, e.Port}}
+	if e.MultiHost {
+		hosts = append(hosts, e.Standbys...)
+	}
+	return e.url(password, hosts, "read-write")
+}
+
+// ReadOnlyURL returns a connection URL that reaches a standby (any of them;
+// the primary when none answers), or "" when the instance has none.
+func (e Endpoint) ReadOnlyURL(password string) string {
+	switch {
+	case e.ReadOnly != nil:
+		return e.url(password, []HostPort{*e.ReadOnly}, "")
+	case len(e.Standbys) > 0:
+		return e.url(password, append(slices.Clone(e.Standbys), HostPort{e.Host, e.Port}), "prefer-standby")
+	}
+	return ""
+}
+
+func (e Endpoint) url(password string, hosts []HostPort, attrs string) string {
+	names := make([]string, len(hosts))
+	for i, h := range hosts {
+		names[i] = h.String()
+	}
+	u := url.URL{Scheme: "postgresql", Host: strings.Join(names, ","), Path: "/" + e.Database}
 	if password != "" {
 		u.User = url.UserPassword(e.User, password)
 	} else {
 		u.User = url.User(e.User)
+	}
+	if attrs != "" && len(hosts) > 1 {
+		u.RawQuery = "target_session_attrs=" + attrs
 	}
 	return u.String()
 }
