@@ -1,0 +1,239 @@
+package duroxide
+
+// The activity worker: lease activity work items, run them under their
+// policy's attempt timeout, and report each outcome.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ActivityInfo describes the activity call an activity function is serving.
+type ActivityInfo struct {
+	Instance          string
+	ExecutionID       int64
+	ActivityID        int64 // the ActivityScheduled event id
+	ActivityName      string
+	OrchestrationName string
+	Attempt           int // delivery attempt of this message (1 on first delivery)
+	WorkerID          string
+}
+
+type activityInfoKey struct{}
+
+// ActivityInfoFromContext returns the ActivityInfo of an activity's context.
+func ActivityInfoFromContext(ctx context.Context) (ActivityInfo, bool) {
+	ai, ok := ctx.Value(activityInfoKey{}).(ActivityInfo)
+	return ai, ok
+}
+
+func (rt *Runtime) workerLoop() {
+	defer rt.wg.Done()
+	failures := 0
+	// After an activity handed over in memory the worker waits for the next
+	// hand-over or a wake-up instead of fetching: the queue's own work is
+	// announced (a wake-up that came while every worker was busy stays
+	// pending), and an empty fetch per local activity would double its cost.
+	idle := false
+	for !rt.stopping() {
+		select {
+		case l := <-rt.localWork:
+			rt.runLocal(l)
+			idle = true
+			continue
+		default:
+		}
+		if idle {
+			// A wake-up is a baton: whoever takes it must fetch.
+			select {
+			case <-rt.workWake.ch:
+				idle = false
+			case l := <-rt.localWork:
+				rt.runLocal(l)
+				continue
+			case <-rt.stopCh:
+				continue
+			}
+		}
+		lease, err := rt.store.FetchWorkItem(rt.ctx, rt.opts.ActivityLockTimeout)
+		if err != nil {
+			if rt.stopping() {
+				return
+			}
+			failures++
+			rt.logger.Warn("fetch work item failed", "error", err, "retryable", IsRetryable(err))
+			rt.errorBackoff(failures)
+			continue
+		}
+		failures = 0
+		if lease == nil {
+			idle = true
+			continue
+		}
+		rt.workWake.notify()
+		rt.localFree.Add(-1)
+		rt.runActivity(lease)
+		rt.localFree.Add(1)
+	}
+}
+
+func (rt *Runtime) cancelLocal(refs []ActivityRef) {
+	rt.runningMu.Lock()
+	defer rt.runningMu.Unlock()
+	for _, r := range refs {
+		if cancel, ok := rt.running[r]; ok {
+			cancel()
+		}
+	}
+}
+
+func (rt *Runtime) runActivity(lease *WorkItemLease) {
+	item := &lease.Item
+	log := rt.logger.With("instance_id", item.Instance, "activity", item.Name, "activity_id", item.ID)
+	if lease.AttemptCount > rt.opts.MaxAttempts {
+		d := &ErrorDetails{Category: CategoryPoison, Message: fmt.Sprintf("activity %s#%d exceeded %d attempts (max %d)", item.Name, item.ID, lease.AttemptCount, rt.opts.MaxAttempts)}
+		log.Error("poison activity message", "attempts", lease.AttemptCount)
+		rt.metrics.poison("activity")
+		rt.ackWork(lease, &WorkItem{Kind: WorkActivityFailed, Instance: item.Instance, ExecutionID: item.ExecutionID, ID: item.ID, Error: d})
+		return
+	}
+	fn, ok := rt.reg.activity(item.Name)
+	if !ok {
+		log.Warn("activity not registered; retrying later", "attempt", lease.AttemptCount)
+		if err := rt.store.AbandonWorkItem(rt.ctx, lease.LockToken, rt.unregisteredDelay(lease.AttemptCount), false); err != nil {
+			log.Warn("abandon work item failed", "error", err)
+		}
+		return
+	}
+	br := rt.breakerFor(item.Name, item.Input)
+	probe := false
+	if br != nil {
+		ok, p, halfOpenAt, from, to := br.allow()
+		rt.circuitTransition(br, from, to)
+		if !ok {
+			err := &CircuitOpenError{Activity: item.Name, Key: br.key, HalfOpenAt: halfOpenAt}
+			rt.metrics.circuitRejected(item.Name, br.key)
+			log.Info("activity attempt failed fast: circuit breaker open", "circuit_key", br.key, "half_open_at", halfOpenAt)
+			rt.complete(lease, &WorkItem{Kind: WorkActivityFailed, Instance: item.Instance, ExecutionID: item.ExecutionID, ID: item.ID,
+				Error: detailsFromError(err)})
+			return
+		}
+		probe = p
+	}
+	ref := ActivityRef{Instance: item.Instance, ExecutionID: item.ExecutionID, ActivityID: item.ID}
+	ctx, cancel := context.WithCancel(context.WithValue(rt.ctx, activityInfoKey{}, ActivityInfo{
+		Instance: item.Instance, ExecutionID: item.ExecutionID, ActivityID: item.ID, ActivityName: item.Name,
+		OrchestrationName: item.OrchestrationName, Attempt: lease.AttemptCount, WorkerID: rt.opts.WorkerID}))
+	defer cancel()
+	rt.runningMu.Lock()
+	rt.running[ref] = cancel
+	rt.runningMu.Unlock()
+	defer func() {
+		rt.runningMu.Lock()
+		delete(rt.running, ref)
+		rt.runningMu.Unlock()
+	}()
+
+	type outcome struct {
+		res string
+		err error
+	}
+	done := make(chan outcome, 1)
+	begin := time.Now()
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- outcome{err: fmt.Errorf("activity panicked: %v", r)}
+			}
+		}()
+		res, err := fn(ctx, item.Input)
+		done <- outcome{res, err}
+	}()
+
+	renewEvery := rt.opts.ActivityLockTimeout / 3
+	ticker := time.NewTicker(renewEvery)
+	defer ticker.Stop()
+	var out outcome
+	lost := false
+wait:
+	for {
+		select {
+		case out = <-done:
+			break wait
+		case <-ticker.C:
+			if err := rt.store.RenewWorkItemLock(rt.ctx, lease.LockToken, rt.opts.ActivityLockTimeout); err != nil {
+				if errors.Is(err, ErrLockLost) {
+					log.Info("activity lock lost (cancelled or expired); cancelling activity")
+					lost = true
+					cancel()
+					break wait
+				}
+				log.Warn("renew work item lock failed", "error", err)
+			}
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	if lost || ctx.Err() != nil {
+		// Cancelled (lock lost, instance cancelled, select loser, or
+		// shutdown): give the function its grace period, then drop the result.
+		if len(done) == 0 {
+			grace := time.NewTimer(rt.opts.CancellationGracePeriod)
+			select {
+			case out = <-done:
+			case <-grace.C:
+				log.Warn("cancelled activity did not return within the grace period; abandoning its result")
+			}
+			grace.Stop()
+		}
+		rt.metrics.activity(item.Name, "cancelled", time.Since(begin))
+		if br != nil {
+			br.release(probe)
+		}
+		if rt.ctx.Err() != nil && !lost {
+			// Runtime stopping: release the message for another worker now.
+			_ = rt.store.AbandonWorkItem(context.Background(), lease.LockToken, 0, true)
+			return
+		}
+		_ = rt.store.AckWorkItem(rt.ctx, lease.LockToken, nil)
+		return
+	}
+	comp := &WorkItem{Instance: item.Instance, ExecutionID: item.ExecutionID, ID: item.ID}
+	outcomeLabel := "success"
+	if out.err != nil {
+		comp.Kind, comp.Error = WorkActivityFailed, detailsFromError(out.err)
+		outcomeLabel = "failure"
+		if comp.Error.Timeout {
+			outcomeLabel = "timeout"
+		}
+	} else {
+		comp.Kind, comp.Result = WorkActivityCompleted, out.res
+	}
+	rt.metrics.activity(item.Name, outcomeLabel, time.Since(begin))
+	if br != nil {
+		from, to := br.record(probe, out.err != nil && br.cfg.IsFailure(out.err))
+		rt.circuitTransition(br, from, to)
+	}
+	rt.complete(lease, comp)
+}
+
+func (rt *Runtime) ackWork(lease *WorkItemLease, comp *WorkItem) {
+	var err error
+	for i := 0; i < 5; i++ {
+		err = rt.store.AckWorkItem(rt.ctx, lease.LockToken, comp)
+		if err == nil || !IsRetryable(err) {
+			break
+		}
+		time.Sleep(time.Duration(10<<i) * time.Millisecond)
+	}
+	if err != nil {
+		if errors.Is(err, ErrLockLost) {
+			rt.logger.Info("activity result dropped: its message was cancelled or taken over", "instance_id", lease.Item.Instance, "activity", lease.Item.Name, "activity_id", lease.Item.ID)
+			return
+		}
+		rt.logger.Warn("ack work item failed", "instance_id", lease.Item.Instance, "activity", lease.Item.Name, "error", err)
+		_ = rt.store.AbandonWorkItem(rt.ctx, lease.LockToken, 100*time.Millisecond, false)
+	}
+}
