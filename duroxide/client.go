@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -23,19 +24,72 @@ func NewClient(store Store) *Client { return &Client{store: store} }
 // StartOption configures StartOrchestration.
 type StartOption func(*startConfig)
 
-type startConfig struct{ version string }
+type startConfig struct {
+	version string
+	reuse   IDReusePolicy
+}
 
 // StartVersion starts the instance on a specific registered version instead
 // of the latest.
 func StartVersion(v string) StartOption { return func(c *startConfig) { c.version = v } }
 
+// IDReusePolicy says what StartOrchestration does when an instance with the
+// id exists already (after Temporal's WorkflowIDConflictPolicy and
+// WorkflowIDReusePolicy). An instance whose current execution continued as
+// new counts as running.
+type IDReusePolicy int
+
+const (
+	// ReuseIgnore leaves an existing instance alone, running or ended, and
+	// returns nil: a start is idempotent and safe to retry. The default.
+	ReuseIgnore IDReusePolicy = iota
+	// ReuseFail returns an error matching ErrInstanceExists when the
+	// instance exists, running or ended.
+	ReuseFail
+	// ReuseRestartEnded leaves a running instance alone (nil) and replaces
+	// an ended one (completed, failed or cancelled): its history is deleted
+	// and the instance starts again with the new input.
+	ReuseRestartEnded
+	// ReuseTerminateAndRestart replaces the instance whatever its state: a
+	// running one is deleted with force (its pending work is dropped; an
+	// activity already running finishes unseen) and the instance starts
+	// again with the new input.
+	ReuseTerminateAndRestart
+)
+
+func (p IDReusePolicy) String() string {
+	switch p {
+	case ReuseIgnore:
+		return "ignore"
+	case ReuseFail:
+		return "fail"
+	case ReuseRestartEnded:
+		return "restart-ended"
+	case ReuseTerminateAndRestart:
+		return "terminate-and-restart"
+	}
+	return fmt.Sprintf("IDReusePolicy(%d)", int(p))
+}
+
+// OnExisting sets what the start does when the instance exists already.
+func OnExisting(p IDReusePolicy) StartOption { return func(c *startConfig) { c.reuse = p } }
+
+// ErrInstanceExists matches a start under ReuseFail of an instance that
+// exists.
+var ErrInstanceExists = errors.New("duroxide: instance exists")
+
 // ErrInvalidInput matches client calls with unusable arguments.
 var ErrInvalidInput = errors.New("duroxide: invalid input")
 
 // StartOrchestration starts an instance of the named orchestration with a
-// JSON-encoded input. It returns once the start is durably queued. Starting
-// an instance id that already exists is a no-op (idempotent), so a caller may
-// safely retry.
+// JSON-encoded input. It returns once the start is durably queued. What
+// happens when the instance id exists already is the start's IDReusePolicy
+// (OnExisting); by default the start is a no-op (idempotent), so a caller
+// may safely retry.
+//
+// ReuseFail checks instances that have run a turn; two concurrent starts of
+// a new id may both return nil, and then the first queued runs and the
+// other is discarded.
 func (c *Client) StartOrchestration(ctx context.Context, instanceID, name string, input any, opts ...StartOption) error {
 	var cfg startConfig
 	for _, o := range opts {
@@ -46,6 +100,12 @@ func (c *Client) StartOrchestration(ctx context.Context, instanceID, name string
 	}
 	if name == "" {
 		return fmt.Errorf("%w: empty orchestration name", ErrInvalidInput)
+	}
+	if cfg.reuse != ReuseIgnore {
+		proceed, err := c.applyReuse(ctx, instanceID, cfg.reuse)
+		if err != nil || !proceed {
+			return err
+		}
 	}
 	in, err := encodePayload(input)
 	if err != nil {
@@ -72,12 +132,41 @@ func (c *Client) StartOrchestration(ctx context.Context, instanceID, name string
 	return nil
 }
 
+// applyReuse deals with an existing instance under policy p before a
+// start; proceed is false when the start must do nothing.
+func (c *Client) applyReuse(ctx context.Context, instanceID string, p IDReusePolicy) (proceed bool, err error) {
+	info, err := c.store.GetInstance(ctx, instanceID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("start %s: %w", instanceID, err)
+	}
+	ended := info.Status.IsTerminal() && info.Status != StatusContinuedAsNew
+	switch {
+	case p == ReuseFail:
+		return false, fmt.Errorf("start %s: %w (%s)", instanceID, ErrInstanceExists, info.Status)
+	case p == ReuseRestartEnded && !ended:
+		return false, nil
+	case p == ReuseRestartEnded, p == ReuseTerminateAndRestart:
+		if _, err := c.store.DeleteInstances(ctx, []string{instanceID}, true); err != nil {
+			return false, fmt.Errorf("start %s: replace the %s instance: %w", instanceID, info.Status, err)
+		}
+		return true, nil
+	}
+	return false, fmt.Errorf("%w: unknown IDReusePolicy %d", ErrInvalidInput, int(p))
+}
+
 // StartRequest is one instance to start with StartOrchestrations.
 type StartRequest struct {
 	InstanceID string
 	Name       string
 	Input      any    // JSON-encoded
 	Version    string // "" for the latest registered version
+	// Reuse is what happens when the instance exists (ReuseIgnore by
+	// default). Requests with another policy are started one by one, after
+	// the batch of the others.
+	Reuse IDReusePolicy
 }
 
 // StartOrchestrations starts many instances at once: with a store that
@@ -85,6 +174,40 @@ type StartRequest struct {
 // StartOrchestration it is idempotent per instance; a request with an
 // unusable id or name fails the whole call before anything is queued.
 func (c *Client) StartOrchestrations(ctx context.Context, reqs []StartRequest) error {
+	var others []StartRequest
+	if slices.ContainsFunc(reqs, func(r StartRequest) bool { return r.Reuse != ReuseIgnore }) {
+		var batch []StartRequest
+		for _, r := range reqs {
+			if r.Reuse == ReuseIgnore {
+				batch = append(batch, r)
+			} else {
+				others = append(others, r)
+			}
+		}
+		reqs = batch
+		for _, r := range others {
+			if err := validateID(r.InstanceID); err != nil {
+				return err
+			}
+			if r.Name == "" {
+				return fmt.Errorf("%w: empty orchestration name for %s", ErrInvalidInput, r.InstanceID)
+			}
+		}
+	}
+	if err := c.startBatch(ctx, reqs); err != nil {
+		return err
+	}
+	for _, r := range others {
+		if err := c.StartOrchestration(ctx, r.InstanceID, r.Name, r.Input, StartVersion(r.Version), OnExisting(r.Reuse)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startBatch starts reqs (all under ReuseIgnore) in one transaction when
+// the store can.
+func (c *Client) startBatch(ctx context.Context, reqs []StartRequest) error {
 	items := make([]WorkItem, len(reqs))
 	for i, r := range reqs {
 		if err := validateID(r.InstanceID); err != nil {
@@ -109,11 +232,7 @@ func (c *Client) StartOrchestrations(ctx context.Context, reqs []StartRequest) e
 		return nil
 	}
 	for _, r := range reqs {
-		var opts []StartOption
-		if r.Version != "" {
-			opts = append(opts, StartVersion(r.Version))
-		}
-		if err := c.StartOrchestration(ctx, r.InstanceID, r.Name, r.Input, opts...); err != nil {
+		if err := c.StartOrchestration(ctx, r.InstanceID, r.Name, r.Input, StartVersion(r.Version)); err != nil {
 			return err
 		}
 	}

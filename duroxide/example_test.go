@@ -180,3 +180,37 @@ func ExampleRetryPolicy_DelayForAttempt() {
 	fmt.Println()
 	// Output: 2s 4s 6s 8s 10s
 }
+
+// Start an id again: ReuseFail refuses while the instance exists, and
+// ReuseRestartEnded replaces it once it has ended.
+func ExampleOnExisting() {
+	reg := duroxide.NewRegistry()
+	duroxide.Must(duroxide.RegisterOrchestration(reg, "Echo", func(ctx *duroxide.OrchestrationContext, in string) (string, error) {
+		return in, nil
+	}))
+	rt, done := exampleRuntime(reg)
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client := rt.Client()
+	result := func() string {
+		st, err := client.WaitForCompletion(ctx, "echo")
+		if err != nil {
+			panic(err)
+		}
+		var out string
+		_ = st.Decode(&out)
+		return out
+	}
+
+	_ = client.StartOrchestration(ctx, "echo", "Echo", "first")
+	fmt.Println(result())
+	err := client.StartOrchestration(ctx, "echo", "Echo", "again", duroxide.OnExisting(duroxide.ReuseFail))
+	fmt.Println(errors.Is(err, duroxide.ErrInstanceExists))
+	_ = client.StartOrchestration(ctx, "echo", "Echo", "second", duroxide.OnExisting(duroxide.ReuseRestartEnded))
+	fmt.Println(result())
+	// Output:
+	// first
+	// true
+	// second
+}
