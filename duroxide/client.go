@@ -149,7 +149,7 @@ func (c *Client) applyReuse(ctx context.Context, instanceID string, p IDReusePol
 	case p == ReuseRestartEnded && !ended:
 		return false, nil
 	case p == ReuseRestartEnded, p == ReuseTerminateAndRestart:
-		if _, err := c.store.DeleteInstances(ctx, []string{instanceID}, true); err != nil {
+		if _, err := c.store.DeleteInstances(ctx, DeleteParams{IDs: []string{instanceID}, Force: true}); err != nil {
 			return false, fmt.Errorf("start %s: replace the %s instance: %w", instanceID, info.Status, err)
 		}
 		return true, nil
@@ -419,7 +419,7 @@ func (c *Client) ReadHistory(ctx context.Context, instanceID string, executionID
 // DeleteInstance deletes an instance with its sub-orchestrations, histories
 // and pending messages. A running instance needs force.
 func (c *Client) DeleteInstance(ctx context.Context, instanceID string, force bool) (DeleteResult, error) {
-	r, err := c.store.DeleteInstances(ctx, []string{instanceID}, force)
+	r, err := c.store.DeleteInstances(ctx, DeleteParams{IDs: []string{instanceID}, Force: force})
 	if err != nil {
 		return r, fmt.Errorf("delete %s: %w", instanceID, err)
 	}

@@ -161,7 +161,7 @@ func (rt *Runtime) dispatchLocal(leases []WorkItemLease) {
 			// Cannot happen (the channel holds every free slot); release
 			// the lease rather than block a turn.
 			rt.localFree.Add(1)
-			_ = rt.store.AbandonWorkItem(rt.ctx, leases[i].LockToken, 0, true)
+			_ = rt.store.AbandonWorkItem(rt.ctx, leases[i].LockToken, AbandonParams{Delay: 0, IgnoreAttempt: true})
 		}
 	}
 }
@@ -191,7 +191,7 @@ func (rt *Runtime) releaseLocal() {
 		select {
 		case l := <-rt.localWork:
 			rt.localFree.Add(1)
-			if err := rt.store.AbandonWorkItem(context.Background(), l.lease.LockToken, 0, true); err != nil && !errors.Is(err, ErrLockLost) {
+			if err := rt.store.AbandonWorkItem(context.Background(), l.lease.LockToken, AbandonParams{Delay: 0, IgnoreAttempt: true}); err != nil && !errors.Is(err, ErrLockLost) {
 				rt.logger.Warn("release leased activity failed", "instance_id", l.lease.Item.Instance, "activity", l.lease.Item.Name, "error", err)
 			}
 		default:
@@ -215,7 +215,7 @@ func (rt *Runtime) ackTurn(token string, c *TurnCommit) ([]WorkItemLease, error)
 		err    error
 	)
 	for i := 0; i < 5; i++ {
-		leases, err = rt.local.AckOrchestrationItemLocal(rt.ctx, token, c, n, rt.opts.ActivityLockTimeout)
+		leases, err = rt.local.AckOrchestrationItemLocal(rt.ctx, token, c, LocalLease{Workers: n, Timeout: rt.opts.ActivityLockTimeout})
 		if err == nil || !IsRetryable(err) {
 			break
 		}
@@ -342,7 +342,7 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) {
 		err error
 	)
 	for i := 0; i < 5; i++ {
-		got, err = rt.local.CommitActivityTurn(rt.ctx, inst, tokens, timers, last, c, reserved, rt.opts.ActivityLockTimeout)
+		got, err = rt.local.CommitActivityTurn(rt.ctx, ActivityTurnParams{Instance: inst, WorkTokens: tokens, Timers: timers, LastEventID: last, Commit: c, Lease: LocalLease{Workers: reserved, Timeout: rt.opts.ActivityLockTimeout}})
 		if err == nil || !IsRetryable(err) {
 			break
 		}
@@ -401,8 +401,9 @@ func (rt *Runtime) startLocal(ctx context.Context, item WorkItem) (handled bool)
 	if len(c.WorkerItems) > 0 {
 		reserved = rt.reserveLocal(len(c.WorkerItems))
 	}
-	leases, created, err := rt.local.StartTurn(ctx, item.Instance, c, reserved, rt.opts.ActivityLockTimeout)
-	if err != nil || !created {
+	res, err := rt.local.StartTurn(ctx, item.Instance, c, LocalLease{Workers: reserved, Timeout: rt.opts.ActivityLockTimeout})
+	leases := res.Leases
+	if err != nil || !res.Created {
 		rt.localFree.Add(int64(reserved))
 		reserved = 0
 		eng.close()

@@ -46,10 +46,10 @@ type Store interface {
 	AckOrchestrationItem(ctx context.Context, lockToken string, commit *TurnCommit) error
 
 	// AbandonOrchestrationItem releases the lock without committing; the
-	// tagged messages become visible again after delay. With ignoreAttempt
-	// their attempt counts are decremented (never below zero). An unknown
-	// token fails with ErrLockLost.
-	AbandonOrchestrationItem(ctx context.Context, lockToken string, delay time.Duration, ignoreAttempt bool) error
+	// tagged messages become visible again after p.Delay. With
+	// p.IgnoreAttempt their attempt counts are decremented (never below
+	// zero). An unknown token fails with ErrLockLost.
+	AbandonOrchestrationItem(ctx context.Context, lockToken string, p AbandonParams) error
 
 	// RenewOrchestrationItemLock extends a held, unexpired lock to now+extend.
 	// Otherwise (expired, or taken over after its owner was found dead) it
@@ -76,8 +76,9 @@ type Store interface {
 	// gone or the lock expired (the runtime's cancellation signal).
 	RenewWorkItemLock(ctx context.Context, lockToken string, extend time.Duration) error
 
-	// AbandonWorkItem unlocks a worker message, visible again after delay.
-	AbandonWorkItem(ctx context.Context, lockToken string, delay time.Duration, ignoreAttempt bool) error
+	// AbandonWorkItem unlocks a worker message, visible again after
+	// p.Delay; with p.IgnoreAttempt its attempt count is decremented.
+	AbandonWorkItem(ctx context.Context, lockToken string, p AbandonParams) error
 
 	// NextVisibleAt reports when the earliest not-yet-visible message of the
 	// queue becomes visible; ok is false when there is none.
@@ -101,12 +102,13 @@ type Store interface {
 	// ListChildren returns the ids of the direct sub-orchestrations of an instance.
 	ListChildren(ctx context.Context, instance string) ([]string, error)
 
-	// DeleteInstances deletes instances with their histories, executions,
-	// queue messages, locks and all descendants, all or nothing. Without
-	// force any instance (or descendant) still running fails the call with
-	// ErrInstanceRunning. Deleting a sub-orchestration directly fails with
-	// ErrIsSubOrchestration; an unknown id fails with ErrNotFound.
-	DeleteInstances(ctx context.Context, ids []string, force bool) (DeleteResult, error)
+	// DeleteInstances deletes instances p.IDs with their histories,
+	// executions, queue messages, locks and all descendants, all or
+	// nothing. Without p.Force any instance (or descendant) still running
+	// fails the call with ErrInstanceRunning. Deleting a sub-orchestration
+	// directly fails with ErrIsSubOrchestration; an unknown id fails with
+	// ErrNotFound.
+	DeleteInstances(ctx context.Context, p DeleteParams) (DeleteResult, error)
 
 	// DeleteInstancesBulk deletes terminal root instances matching the filter
 	// (running instances and sub-orchestrations are skipped), with their
@@ -118,9 +120,10 @@ type Store interface {
 	// an unknown instance.
 	PruneExecutions(ctx context.Context, instance string, opts PruneOptions) (PruneResult, error)
 
-	// GetCustomStatus returns the custom status if its version is greater
-	// than lastSeenVersion; changed is false otherwise or for an unknown instance.
-	GetCustomStatus(ctx context.Context, instance string, lastSeenVersion int64) (status *string, version int64, changed bool, err error)
+	// GetCustomStatus returns the instance's custom status if its version
+	// is greater than lastSeenVersion; Changed is false otherwise or for an
+	// unknown instance.
+	GetCustomStatus(ctx context.Context, instance string, lastSeenVersion int64) (CustomStatus, error)
 
 	// Stats returns queue depths and instance counts by status.
 	Stats(ctx context.Context) (*StoreStats, error)
@@ -155,6 +158,59 @@ type Store interface {
 // its work; a dead process's work runs again within the dead-after period.
 // Long-running holders keep their leases by renewal.
 
+// AbandonParams are the arguments of AbandonOrchestrationItem and
+// AbandonWorkItem.
+type AbandonParams struct {
+	// Delay is how long the messages stay invisible.
+	Delay time.Duration
+	// IgnoreAttempt gives the delivery back: the attempt count is
+	// decremented (the runtime gave up for its own reasons, such as a
+	// shutdown, not because of the message).
+	IgnoreAttempt bool
+}
+
+// DeleteParams are the arguments of DeleteInstances.
+type DeleteParams struct {
+	IDs []string
+	// Force deletes running instances too.
+	Force bool
+}
+
+// CustomStatus is GetCustomStatus's answer.
+type CustomStatus struct {
+	Value   *string // nil: the instance has none (or is unknown)
+	Version int64   // increases with every change
+	Changed bool    // Version is greater than the version asked about
+}
+
+// LocalLease asks a LocalDispatcher call to lease the first Workers worker
+// messages of its commit to the calling handle for Timeout.
+type LocalLease struct {
+	Workers int
+	Timeout time.Duration
+}
+
+// ActivityTurnParams are the arguments of CommitActivityTurn.
+type ActivityTurnParams struct {
+	Instance string
+	// WorkTokens are the leases of the worker messages whose completions
+	// the turn applied.
+	WorkTokens []string
+	// Timers are TimerCreated event ids of the current execution whose
+	// TimerFired messages the turn applied.
+	Timers []int64
+	// LastEventID is the last event of the history the turn was computed on.
+	LastEventID int64
+	Commit      *TurnCommit
+	Lease       LocalLease
+}
+
+// StartTurnResult is StartTurn's answer.
+type StartTurnResult struct {
+	Leases  []WorkItemLease
+	Created bool // false: the instance existed and nothing was written
+}
+
 // LeaseReclaimer is implemented by stores that can take back, at once, every
 // lease held by other handles, for a process that knows it is the store's
 // only user (for example because it holds an exclusive lock on the
@@ -179,28 +235,28 @@ type LeaseReclaimer interface {
 // a call fails.
 type LocalDispatcher interface {
 	// AckOrchestrationItemLocal is AckOrchestrationItem that also leases the
-	// first lockWorkers messages of c.WorkerItems to this handle for
-	// lockTimeout, in the same transaction, as FetchWorkItem would (attempt
-	// count 1), and returns their leases in order. Those messages are not
-	// announced to watchers.
-	AckOrchestrationItemLocal(ctx context.Context, lockToken string, c *TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]WorkItemLease, error)
+	// first lease.Workers messages of c.WorkerItems to this handle for
+	// lease.Timeout, in the same transaction, as FetchWorkItem would
+	// (attempt count 1), and returns their leases in order. Those messages
+	// are not announced to watchers.
+	AckOrchestrationItemLocal(ctx context.Context, lockToken string, c *TurnCommit, lease LocalLease) ([]WorkItemLease, error)
 
 	// CommitActivityTurn deletes the worker messages leased with
-	// workTokens and commits c, a turn of instance computed from their
-	// completions on top of a history whose last event is lastEventID, in
-	// one transaction; the first lockWorkers of c.WorkerItems are leased as
-	// by AckOrchestrationItemLocal. It fails, changing nothing, with
+	// p.WorkTokens and commits p.Commit, a turn of p.Instance computed from
+	// their completions on top of a history whose last event is
+	// p.LastEventID, in one transaction; p.Lease leases worker messages as
+	// AckOrchestrationItemLocal does. It fails, changing nothing, with
 	// ErrLockLost when a token is no longer held, and with ErrTurnConflict
 	// when the turn is not valid any more: the instance is locked (a turn
-	// is in progress), its current execution is not c.ExecutionID or not
-	// running, or its history has moved past lastEventID. Orchestrator
-	// messages of the instance are left queued.
+	// is in progress), its current execution is not the commit's
+	// ExecutionID or not running, or its history has moved past
+	// p.LastEventID. Orchestrator messages of the instance are left queued.
 	//
-	// timers lists timers of the current execution (TimerCreated event ids)
-	// whose TimerFired messages the turn applied as well: they are deleted
-	// in the same transaction, and ErrTurnConflict is returned when one of
-	// them is not queued (untagged) any more.
-	CommitActivityTurn(ctx context.Context, instance string, workTokens []string, timers []int64, lastEventID int64, c *TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]WorkItemLease, error)
+	// p.Timers lists timers of the current execution (TimerCreated event
+	// ids) whose TimerFired messages the turn applied as well: they are
+	// deleted in the same transaction, and ErrTurnConflict is returned when
+	// one of them is not queued (untagged) any more.
+	CommitActivityTurn(ctx context.Context, p ActivityTurnParams) ([]WorkItemLease, error)
 
 	// ReleaseTimer makes the queued, untagged TimerFired message of timer
 	// timerID of the instance's execution visible now (it was delayed by a
@@ -210,12 +266,11 @@ type LocalDispatcher interface {
 
 	// StartTurn creates instance with c, the first turn of its execution
 	// 1, computed by a runtime that was handed the start directly (no queue
-	// message), leasing the first lockWorkers worker messages as
-	// AckOrchestrationItemLocal does, in one transaction. When the instance
-	// exists it writes nothing and returns created false (a start is
-	// idempotent); when a queued start of it is being processed it fails
-	// with ErrTurnConflict.
-	StartTurn(ctx context.Context, instance string, c *TurnCommit, lockWorkers int, lockTimeout time.Duration) (leases []WorkItemLease, created bool, err error)
+	// message), leasing worker messages as AckOrchestrationItemLocal does,
+	// in one transaction. When the instance exists it writes nothing and
+	// returns Created false (a start is idempotent); when a queued start of
+	// it is being processed it fails with ErrTurnConflict.
+	StartTurn(ctx context.Context, instance string, c *TurnCommit, lease LocalLease) (StartTurnResult, error)
 }
 
 // Starter is implemented by stores that queue orchestration starts in one

@@ -133,7 +133,7 @@ func (rt *Runtime) ackWithRetry(token string, c *TurnCommit) error {
 }
 
 func (rt *Runtime) abandon(item *OrchestrationItem, delay time.Duration) {
-	if err := rt.store.AbandonOrchestrationItem(rt.ctx, item.LockToken, delay, false); err != nil && !errors.Is(err, ErrLockLost) {
+	if err := rt.store.AbandonOrchestrationItem(rt.ctx, item.LockToken, AbandonParams{Delay: delay, IgnoreAttempt: false}); err != nil && !errors.Is(err, ErrLockLost) {
 		rt.logger.Warn("abandon orchestration item failed", "instance_id", item.Instance, "error", err)
 	}
 }

@@ -102,7 +102,7 @@ func (rt *Runtime) runActivity(lease *WorkItemLease) {
 	fn, ok := rt.reg.activity(item.Name)
 	if !ok {
 		log.Warn("activity not registered; retrying later", "attempt", lease.AttemptCount)
-		if err := rt.store.AbandonWorkItem(rt.ctx, lease.LockToken, rt.unregisteredDelay(lease.AttemptCount), false); err != nil {
+		if err := rt.store.AbandonWorkItem(rt.ctx, lease.LockToken, AbandonParams{Delay: rt.unregisteredDelay(lease.AttemptCount), IgnoreAttempt: false}); err != nil {
 			log.Warn("abandon work item failed", "error", err)
 		}
 		return
@@ -194,7 +194,7 @@ wait:
 		}
 		if rt.ctx.Err() != nil && !lost {
 			// Runtime stopping: release the message for another worker now.
-			_ = rt.store.AbandonWorkItem(context.Background(), lease.LockToken, 0, true)
+			_ = rt.store.AbandonWorkItem(context.Background(), lease.LockToken, AbandonParams{Delay: 0, IgnoreAttempt: true})
 			return
 		}
 		_ = rt.store.AckWorkItem(rt.ctx, lease.LockToken, nil)
@@ -234,6 +234,6 @@ func (rt *Runtime) ackWork(lease *WorkItemLease, comp *WorkItem) {
 			return
 		}
 		rt.logger.Warn("ack work item failed", "instance_id", lease.Item.Instance, "activity", lease.Item.Name, "error", err)
-		_ = rt.store.AbandonWorkItem(rt.ctx, lease.LockToken, 100*time.Millisecond, false)
+		_ = rt.store.AbandonWorkItem(rt.ctx, lease.LockToken, AbandonParams{Delay: 100 * time.Millisecond, IgnoreAttempt: false})
 	}
 }

@@ -45,6 +45,6 @@ func Example() {
 	}
 	if item != nil {
 		fmt.Println(item.Instance, len(item.Messages), item.Exists)
-		_ = st.AbandonOrchestrationItem(ctx, item.LockToken, 0, true)
+		_ = st.AbandonOrchestrationItem(ctx, item.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: true})
 	}
 }

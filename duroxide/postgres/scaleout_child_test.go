@@ -221,10 +221,10 @@ func (s *soStore) AckOrchestrationItem(ctx context.Context, token string, c *dur
 	return err
 }
 
-func (s *soStore) AbandonOrchestrationItem(ctx context.Context, token string, delay time.Duration, ignoreAttempt bool) error {
+func (s *soStore) AbandonOrchestrationItem(ctx context.Context, token string, p duroxide.AbandonParams) error {
 	t0 := nowNs()
 	s.log.line("OS %s %s %d", s.worker, token, t0)
-	err := s.Store.AbandonOrchestrationItem(ctx, token, delay, ignoreAttempt)
+	err := s.Store.AbandonOrchestrationItem(ctx, token, p)
 	s.log.line("OB %s %s %d %d %s", s.worker, token, t0, nowNs(), soOutcome(err))
 	return err
 }
@@ -260,10 +260,10 @@ func (s *soStore) AckWorkItem(ctx context.Context, token string, completion *dur
 	return err
 }
 
-func (s *soStore) AbandonWorkItem(ctx context.Context, token string, delay time.Duration, ignoreAttempt bool) error {
+func (s *soStore) AbandonWorkItem(ctx context.Context, token string, p duroxide.AbandonParams) error {
 	t0 := nowNs()
 	s.log.line("WS %s %s %d", s.worker, token, t0)
-	err := s.Store.AbandonWorkItem(ctx, token, delay, ignoreAttempt)
+	err := s.Store.AbandonWorkItem(ctx, token, p)
 	s.log.line("WB %s %s %d %d %s", s.worker, token, t0, nowNs(), soOutcome(err))
 	return err
 }

@@ -603,12 +603,13 @@ func (s *Store) FetchOrchestrationItem(ctx context.Context, lockTimeout time.Dur
 // version update the instance when not empty; the parent is only ever set
 // once.
 func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, c *duroxide.TurnCommit) error {
-	_, err := s.AckOrchestrationItemLocal(ctx, lockToken, c, 0, 0)
+	_, err := s.AckOrchestrationItemLocal(ctx, lockToken, c, duroxide.LocalLease{Workers: 0, Timeout: 0})
 	return err
 }
 
 // AckOrchestrationItemLocal implements duroxide.LocalDispatcher.
-func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string, c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
+func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string, c *duroxide.TurnCommit, lease duroxide.LocalLease) ([]duroxide.WorkItemLease, error) {
+	lockWorkers, lockTimeout := lease.Workers, lease.Timeout
 	const op = "AckOrchestrationItem"
 	if c == nil {
 		c = &duroxide.TurnCommit{}
@@ -621,7 +622,8 @@ func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string,
 		return nil, &Error{Op: op, Err: err}
 	}
 	var pending bool
-	err = s.queryRow(ctx, "SELECT "+s.fn("ack_turn")+"($1, "+turnParams+")", append([]any{lockToken}, args...)...).Scan(&pending)
+	args["token"] = lockToken
+	err = s.queryRow(ctx, "SELECT "+s.fn("ack_turn")+"(p_token => @token, "+turnCall+")", args).Scan(&pending)
 	if err != nil {
 		return nil, wrap(op, err)
 	}
@@ -631,7 +633,8 @@ func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string,
 
 // CommitActivityTurn implements duroxide.LocalDispatcher in one call of the
 // commit_activity_turn function.
-func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTokens []string, timers []int64, lastEventID int64, c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
+func (s *Store) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnParams) ([]duroxide.WorkItemLease, error) {
+	instance, workTokens, timers, lastEventID, c, lockWorkers, lockTimeout := p.Instance, p.WorkTokens, p.Timers, p.LastEventID, p.Commit, p.Lease.Workers, p.Lease.Timeout
 	const op = "CommitActivityTurn"
 	if c == nil || c.ExecutionID == 0 {
 		return nil, &Error{Op: op, Err: errors.New("a turn commit with an execution id is required")}
@@ -647,8 +650,9 @@ func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTok
 	if timers == nil {
 		timers = []int64{}
 	}
-	err = s.queryRow(ctx, "SELECT "+s.fn("commit_activity_turn")+"($1, $2, $3, $4, "+turnParams4+")",
-		append([]any{instance, workTokens, timers, lastEventID}, args...)...).Scan(&pending)
+	args["instance"], args["tokens"], args["timers"], args["last_event"] = instance, workTokens, timers, lastEventID
+	err = s.queryRow(ctx, "SELECT "+s.fn("commit_activity_turn")+
+		"(p_instance => @instance, p_tokens => @tokens, p_timers => @timers, p_last_event => @last_event, "+turnCall+")", args).Scan(&pending)
 	if err != nil {
 		return nil, wrap(op, err)
 	}
@@ -658,7 +662,12 @@ func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTok
 
 // StartTurn implements duroxide.LocalDispatcher in one call of the
 // start_turn function.
-func (s *Store) StartTurn(ctx context.Context, instance string, c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, bool, error) {
+func (s *Store) StartTurn(ctx context.Context, instance string, c *duroxide.TurnCommit, lease duroxide.LocalLease) (duroxide.StartTurnResult, error) {
+	leases, created, err := s.startTurn(ctx, instance, c, lease.Workers, lease.Timeout)
+	return duroxide.StartTurnResult{Leases: leases, Created: created}, err
+}
+
+func (s *Store) startTurn(ctx context.Context, instance string, c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, bool, error) {
 	const op = "StartTurn"
 	if c == nil || c.ExecutionID != 1 {
 		return nil, false, &Error{Op: op, Err: errors.New("the first turn of execution 1 is required")}
@@ -668,7 +677,8 @@ func (s *Store) StartTurn(ctx context.Context, instance string, c *duroxide.Turn
 		return nil, false, &Error{Op: op, Err: err}
 	}
 	var created bool
-	err = s.queryRow(ctx, "SELECT "+s.fn("start_turn")+"($1, "+turnParams+")", append([]any{instance}, args...)...).Scan(&created)
+	args["instance"] = instance
+	err = s.queryRow(ctx, "SELECT "+s.fn("start_turn")+"(p_instance => @instance, "+turnCall+")", args).Scan(&created)
 	if err != nil {
 		return nil, false, wrap(op, err)
 	}
@@ -692,25 +702,23 @@ func (s *Store) ReleaseTimer(ctx context.Context, instance string, executionID, 
 	return wrap("ReleaseTimer", err)
 }
 
-// turnParams are the placeholders of turnArgs after one leading argument,
-// turnParams4 after four.
-var (
-	turnParams  = placeholders(2, 27)
-	turnParams4 = placeholders(5, 27)
-)
+// turnArgNames are the parameters of the turn functions (ack_turn,
+// commit_activity_turn, start_turn) that turnArgs fills, and turnCall passes
+// them in named notation (p_name => @name), so the call sites never depend
+// on the functions' parameter order.
+var turnArgNames = []string{"execution", "name", "version", "parent", "status", "output", "set_custom", "custom",
+	"ev_ids", "ev_types", "ev_data", "w_instance", "w_execution", "w_activity", "w_data", "w_token", "lock_ms", "owner",
+	"o_instance", "o_data", "o_visible_at", "o_parent", "c_instance", "c_execution", "c_activity", "ct_ids", "keep"}
 
-func placeholders(first, n int) string {
-	p := make([]string, n)
-	for i := range p {
-		p[i] = "$" + strconv.Itoa(first+i)
+var turnCall = func() string {
+	p := make([]string, len(turnArgNames))
+	for i, n := range turnArgNames {
+		p[i] = "p_" + n + " => @" + n
 	}
 	return strings.Join(p, ", ")
-}
+}()
 
-// turnArgs encodes a turn commit as the arguments of write_turn after the
-// instance (the 27 parameters from p_execution on, p_now excluded), leasing
-// the first lockWorkers worker messages with fresh tokens.
-func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]any, []duroxide.WorkItemLease, error) {
+func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) (pgx.NamedArgs, []duroxide.WorkItemLease, error) {
 	n := len(c.HistoryDelta)
 	evIDs, evTypes, evData := make([]int64, n), make([]string, n), make([]string, n)
 	for i := range c.HistoryDelta {
@@ -767,12 +775,13 @@ func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout ti
 	if c.ExecutionID != 0 {
 		keep = max(c.KeepExecutions, 0)
 	}
-	return []any{c.ExecutionID, c.OrchestrationName, c.OrchestrationVersion, c.ParentInstance,
-		string(c.Status), c.Output, c.SetCustomStatus, c.CustomStatus,
-		evIDs, evTypes, evData,
-		wInst, wExec, wAct, wData, wTok, lockMs(lockTimeout), s.owner,
-		oInst, oData, oVis, oParent,
-		cInst, cExec, cAct, ct, keep}, leases, nil
+	return pgx.NamedArgs{"execution": c.ExecutionID, "name": c.OrchestrationName, "version": c.OrchestrationVersion,
+		"parent": c.ParentInstance, "status": string(c.Status), "output": c.Output, "set_custom": c.SetCustomStatus,
+		"custom": c.CustomStatus, "ev_ids": evIDs, "ev_types": evTypes, "ev_data": evData,
+		"w_instance": wInst, "w_execution": wExec, "w_activity": wAct, "w_data": wData, "w_token": wTok,
+		"lock_ms": lockMs(lockTimeout), "owner": s.owner,
+		"o_instance": oInst, "o_data": oData, "o_visible_at": oVis, "o_parent": oParent,
+		"c_instance": cInst, "c_execution": cExec, "c_activity": cAct, "ct_ids": ct, "keep": keep}, leases, nil
 }
 
 // announceTurn tells watchers what a committed turn made fetchable:
@@ -804,7 +813,8 @@ func (s *Store) announceTurn(c *duroxide.TurnCommit, pending bool, leased int) {
 
 // AbandonOrchestrationItem implements duroxide.Store. A token whose lock
 // expired but was not taken over is still accepted.
-func (s *Store) AbandonOrchestrationItem(ctx context.Context, lockToken string, delay time.Duration, ignoreAttempt bool) error {
+func (s *Store) AbandonOrchestrationItem(ctx context.Context, lockToken string, p duroxide.AbandonParams) error {
+	delay, ignoreAttempt := p.Delay, p.IgnoreAttempt
 	err := s.exec(ctx, "SELECT "+s.fn("abandon_orchestration_item")+"($1, $2, $3)", lockToken, ms(delay), ignoreAttempt)
 	if err == nil {
 		s.announce(bitOrch)
@@ -867,7 +877,8 @@ func (s *Store) RenewWorkItemLock(ctx context.Context, lockToken string, extend 
 // AbandonWorkItem implements duroxide.Store. An unknown token fails with
 // duroxide.ErrLockLost; a token whose lock expired but was not taken over
 // is still accepted.
-func (s *Store) AbandonWorkItem(ctx context.Context, lockToken string, delay time.Duration, ignoreAttempt bool) error {
+func (s *Store) AbandonWorkItem(ctx context.Context, lockToken string, p duroxide.AbandonParams) error {
+	delay, ignoreAttempt := p.Delay, p.IgnoreAttempt
 	err := s.exec(ctx, "SELECT "+s.fn("abandon_work_item")+"($1, $2, $3)", lockToken, ms(delay), ignoreAttempt)
 	if err == nil {
 		s.announce(bitWorker)
@@ -1120,7 +1131,8 @@ func scanDeleteResult(row pgx.Row) (duroxide.DeleteResult, error) {
 // longer exists (an orphan can always be deleted). Sub-orchestrations whose
 // start is queued but which never ran a turn are deleted with their parent.
 // In-flight turns of deleted instances fail their ack with ErrLockLost.
-func (s *Store) DeleteInstances(ctx context.Context, ids []string, force bool) (duroxide.DeleteResult, error) {
+func (s *Store) DeleteInstances(ctx context.Context, p duroxide.DeleteParams) (duroxide.DeleteResult, error) {
+	ids, force := p.IDs, p.Force
 	if len(ids) == 0 {
 		return duroxide.DeleteResult{}, nil
 	}
@@ -1164,7 +1176,12 @@ func (s *Store) PruneExecutions(ctx context.Context, instance string, o duroxide
 }
 
 // GetCustomStatus implements duroxide.Store.
-func (s *Store) GetCustomStatus(ctx context.Context, instance string, lastSeenVersion int64) (*string, int64, bool, error) {
+func (s *Store) GetCustomStatus(ctx context.Context, instance string, lastSeenVersion int64) (duroxide.CustomStatus, error) {
+	status, version, changed, err := s.getCustomStatus(ctx, instance, lastSeenVersion)
+	return duroxide.CustomStatus{Value: status, Version: version, Changed: changed}, err
+}
+
+func (s *Store) getCustomStatus(ctx context.Context, instance string, lastSeenVersion int64) (*string, int64, bool, error) {
 	var (
 		status  *string
 		version int64

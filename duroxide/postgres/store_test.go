@@ -137,11 +137,11 @@ func TestRoundTrip(t *testing.T) {
 		*info.CustomStatus != "half" || info.CustomStatusVersion != 1 || info.CreatedAt.IsZero() {
 		t.Fatalf("info = %+v, %v", info, err)
 	}
-	cs, v, changed, err := st.GetCustomStatus(ctx, "i1", 0)
-	if err != nil || !changed || v != 1 || *cs != "half" {
-		t.Fatalf("custom status = %v %v %v %v", cs, v, changed, err)
+	cs, err := st.GetCustomStatus(ctx, "i1", 0)
+	if err != nil || !cs.Changed || cs.Version != 1 || *cs.Value != "half" {
+		t.Fatalf("custom status = %+v, %v", cs, err)
 	}
-	if _, _, changed, _ := st.GetCustomStatus(ctx, "i1", 1); changed {
+	if cs, _ := st.GetCustomStatus(ctx, "i1", 1); cs.Changed {
 		t.Fatal("custom status changed at version 1")
 	}
 	execs, err := st.ListExecutions(ctx, "i1")
@@ -152,7 +152,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || stats.Instances[duroxide.StatusCompleted] != 1 || stats.OrchestratorQueue != 0 || stats.WorkerQueue != 0 {
 		t.Fatalf("stats = %+v, %v", stats, err)
 	}
-	res, err := st.DeleteInstances(ctx, []string{"i1"}, false)
+	res, err := st.DeleteInstances(ctx, duroxide.DeleteParams{IDs: []string{"i1"}, Force: false})
 	if err != nil || res.InstancesDeleted != 1 || res.EventsDeleted != 6 || res.ExecutionsDeleted != 1 {
 		t.Fatalf("delete = %+v, %v", res, err)
 	}
@@ -403,10 +403,10 @@ func TestLockExpiryTakeoverAcrossHandles(t *testing.T) {
 	if err := a.AckOrchestrationItem(ctx, it.LockToken, &duroxide.TurnCommit{ExecutionID: 1}); !errors.Is(err, duroxide.ErrLockLost) {
 		t.Fatalf("stale ack: %v", err)
 	}
-	if err := a.AbandonOrchestrationItem(ctx, it.LockToken, 0, false); !errors.Is(err, duroxide.ErrLockLost) {
+	if err := a.AbandonOrchestrationItem(ctx, it.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: false}); !errors.Is(err, duroxide.ErrLockLost) {
 		t.Fatalf("stale abandon: %v", err)
 	}
-	if err := b.AbandonOrchestrationItem(ctx, it2.LockToken, 0, true); err != nil {
+	if err := b.AbandonOrchestrationItem(ctx, it2.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: true}); err != nil {
 		t.Fatal(err)
 	}
 	it3 := mustFetch(t, a, time.Minute)
@@ -734,16 +734,16 @@ func TestDeleteTreeAndZombieAck(t *testing.T) {
 	if kids, err := st.ListChildren(ctx, "root"); err != nil || len(kids) != 1 || kids[0] != "root::child" {
 		t.Fatalf("children = %v %v", kids, err)
 	}
-	if _, err := st.DeleteInstances(ctx, []string{"root::child"}, true); !errors.Is(err, duroxide.ErrIsSubOrchestration) {
+	if _, err := st.DeleteInstances(ctx, duroxide.DeleteParams{IDs: []string{"root::child"}, Force: true}); !errors.Is(err, duroxide.ErrIsSubOrchestration) {
 		t.Fatalf("delete child: %v", err)
 	}
-	if _, err := st.DeleteInstances(ctx, []string{"root"}, false); !errors.Is(err, duroxide.ErrInstanceRunning) {
+	if _, err := st.DeleteInstances(ctx, duroxide.DeleteParams{IDs: []string{"root"}, Force: false}); !errors.Is(err, duroxide.ErrInstanceRunning) {
 		t.Fatalf("delete running: %v", err)
 	}
-	if _, err := st.DeleteInstances(ctx, []string{"nope"}, true); !errors.Is(err, duroxide.ErrNotFound) {
+	if _, err := st.DeleteInstances(ctx, duroxide.DeleteParams{IDs: []string{"nope"}, Force: true}); !errors.Is(err, duroxide.ErrNotFound) {
 		t.Fatalf("delete unknown: %v", err)
 	}
-	res, err := st.DeleteInstances(ctx, []string{"root"}, true)
+	res, err := st.DeleteInstances(ctx, duroxide.DeleteParams{IDs: []string{"root"}, Force: true})
 	if err != nil || res.InstancesDeleted != 2 || res.EventsDeleted != 2 || res.QueueMessagesDeleted != 1 {
 		t.Fatalf("delete tree = %+v %v", res, err)
 	}

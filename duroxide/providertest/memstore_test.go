@@ -294,7 +294,8 @@ func (s *memStore) AckOrchestrationItem(ctx context.Context, token string, c *du
 	return nil
 }
 
-func (s *memStore) AbandonOrchestrationItem(ctx context.Context, token string, delay time.Duration, ignoreAttempt bool) error {
+func (s *memStore) AbandonOrchestrationItem(ctx context.Context, token string, p duroxide.AbandonParams) error {
+	delay, ignoreAttempt := p.Delay, p.IgnoreAttempt
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
@@ -390,7 +391,8 @@ func (s *memStore) RenewWorkItemLock(ctx context.Context, token string, extend t
 	return nil
 }
 
-func (s *memStore) AbandonWorkItem(ctx context.Context, token string, delay time.Duration, ignoreAttempt bool) error {
+func (s *memStore) AbandonWorkItem(ctx context.Context, token string, p duroxide.AbandonParams) error {
+	delay, ignoreAttempt := p.Delay, p.IgnoreAttempt
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
@@ -585,7 +587,8 @@ func (s *memStore) status(id string) duroxide.Status {
 	return in.execs[in.info.ExecutionID].info.Status
 }
 
-func (s *memStore) DeleteInstances(ctx context.Context, ids []string, force bool) (duroxide.DeleteResult, error) {
+func (s *memStore) DeleteInstances(ctx context.Context, p duroxide.DeleteParams) (duroxide.DeleteResult, error) {
+	ids, force := p.IDs, p.Force
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var all []string
@@ -673,7 +676,12 @@ func (s *memStore) pruneLocked(in *memInst, o duroxide.PruneOptions) duroxide.Pr
 	return r
 }
 
-func (s *memStore) GetCustomStatus(ctx context.Context, instance string, lastSeen int64) (*string, int64, bool, error) {
+func (s *memStore) GetCustomStatus(ctx context.Context, instance string, lastSeen int64) (duroxide.CustomStatus, error) {
+	status, version, changed, err := s.getCustomStatus(ctx, instance, lastSeen)
+	return duroxide.CustomStatus{Value: status, Version: version, Changed: changed}, err
+}
+
+func (s *memStore) getCustomStatus(ctx context.Context, instance string, lastSeen int64) (*string, int64, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	in := s.instances[instance]

@@ -341,7 +341,7 @@ func (h *H) ack(token string, c *duroxide.TurnCommit) {
 
 func (h *H) abandon(token string, delay time.Duration, ignoreAttempt bool) {
 	h.t.Helper()
-	h.check(h.s.AbandonOrchestrationItem(h.ctx, token, delay, ignoreAttempt), "AbandonOrchestrationItem")
+	h.check(h.s.AbandonOrchestrationItem(h.ctx, token, duroxide.AbandonParams{Delay: delay, IgnoreAttempt: ignoreAttempt}), "AbandonOrchestrationItem")
 }
 
 // drainOrch fetches and acks (empty commit) everything visible, returning
@@ -533,9 +533,9 @@ func (h *H) listAll(f duroxide.ListFilter) []string {
 
 func (h *H) customStatus(instance string, lastSeen int64) (*string, int64, bool) {
 	h.t.Helper()
-	s, v, ch, err := h.s.GetCustomStatus(h.ctx, instance, lastSeen)
+	cs, err := h.s.GetCustomStatus(h.ctx, instance, lastSeen)
 	h.check(err, "GetCustomStatus")
-	return s, v, ch
+	return cs.Value, cs.Version, cs.Changed
 }
 
 // nextVisible returns NextVisibleAt of q.

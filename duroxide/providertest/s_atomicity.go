@@ -202,7 +202,7 @@ func atomicityConcurrentAckAbandon(h *H) {
 	go func() {
 		defer wg.Done()
 		<-start
-		abErr = h.s.AbandonOrchestrationItem(h.ctx, it.LockToken, 0, false)
+		abErr = h.s.AbandonOrchestrationItem(h.ctx, it.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: false})
 	}()
 	close(start)
 	wg.Wait()

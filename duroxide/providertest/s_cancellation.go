@@ -117,7 +117,7 @@ func cancelAbandonNoResurrect(h *H) {
 	ids := o.createWithActivities(1)
 	l := h.mustFetchWork()
 	o.step(o.turn().cancel(ids[0]))
-	err := h.s.AbandonWorkItem(h.ctx, l.LockToken, 0, false)
+	err := h.s.AbandonWorkItem(h.ctx, l.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: false})
 	h.wantErr(err, duroxide.ErrLockLost, "AbandonWorkItem after cancel")
 	h.noWork("cancelled activity after abandon")
 	h.equal(h.stats().WorkerQueue, 0, "Stats.WorkerQueue")

@@ -33,7 +33,7 @@ func init() {
 
 func (h *H) del(force bool, ids ...string) duroxide.DeleteResult {
 	h.t.Helper()
-	r, err := h.s.DeleteInstances(h.ctx, ids, force)
+	r, err := h.s.DeleteInstances(h.ctx, duroxide.DeleteParams{IDs: ids, Force: force})
 	h.check(err, "DeleteInstances("+strings.Join(ids, ",")+")")
 	return r
 }
@@ -79,7 +79,7 @@ func delTerminal(h *H) {
 
 func delRunningRejected(h *H) {
 	h.orch("r").createWithActivities(1)
-	_, err := h.s.DeleteInstances(h.ctx, []string{"r"}, false)
+	_, err := h.s.DeleteInstances(h.ctx, duroxide.DeleteParams{IDs: []string{"r"}, Force: false})
 	h.wantErr(err, duroxide.ErrInstanceRunning, "DeleteInstances(running, force=false)")
 	h.equal(h.info("r").Status, duroxide.StatusRunning, "status")
 	h.historyLen("r", 1, 2)
@@ -95,9 +95,9 @@ func delRunningForce(h *H) {
 }
 
 func delUnknown(h *H) {
-	_, err := h.s.DeleteInstances(h.ctx, []string{"nope"}, false)
+	_, err := h.s.DeleteInstances(h.ctx, duroxide.DeleteParams{IDs: []string{"nope"}, Force: false})
 	h.wantErr(err, duroxide.ErrNotFound, "DeleteInstances(unknown)")
-	_, err = h.s.DeleteInstances(h.ctx, []string{"nope"}, true)
+	_, err = h.s.DeleteInstances(h.ctx, duroxide.DeleteParams{IDs: []string{"nope"}, Force: true})
 	h.wantErr(err, duroxide.ErrNotFound, "DeleteInstances(unknown, force)")
 }
 
@@ -159,7 +159,7 @@ func delSubOrchRejected(h *H) {
 	c.completeNow("ok")
 	root.completeNow("ok")
 	for _, force := range []bool{false, true} {
-		_, err := h.s.DeleteInstances(h.ctx, []string{"root::c"}, force)
+		_, err := h.s.DeleteInstances(h.ctx, duroxide.DeleteParams{IDs: []string{"root::c"}, Force: force})
 		h.wantErr(err, duroxide.ErrIsSubOrchestration, "DeleteInstances(child)")
 	}
 	h.info("root::c")
@@ -170,7 +170,7 @@ func delRunningDescendant(h *H) {
 	root := h.orch("root").create()
 	root.spawn("root::c") // still running
 	root.completeNow("ok")
-	_, err := h.s.DeleteInstances(h.ctx, []string{"root"}, false)
+	_, err := h.s.DeleteInstances(h.ctx, duroxide.DeleteParams{IDs: []string{"root"}, Force: false})
 	h.wantErr(err, duroxide.ErrInstanceRunning, "DeleteInstances(root with running child)")
 	h.info("root")
 	h.info("root::c")
@@ -249,7 +249,7 @@ func delListChildren(h *H) {
 func delAtomicRunning(h *H) {
 	h.completed("done")
 	h.orch("busy").create()
-	_, err := h.s.DeleteInstances(h.ctx, []string{"done", "busy"}, false)
+	_, err := h.s.DeleteInstances(h.ctx, duroxide.DeleteParams{IDs: []string{"done", "busy"}, Force: false})
 	h.wantErr(err, duroxide.ErrInstanceRunning, "DeleteInstances(done, busy)")
 	h.equal(h.info("done").Status, duroxide.StatusCompleted, "terminal instance survives the failed call")
 	h.historyLen("done", 1, 2)
@@ -259,7 +259,7 @@ func delAtomicRunning(h *H) {
 
 func delAtomicUnknown(h *H) {
 	h.completed("done")
-	_, err := h.s.DeleteInstances(h.ctx, []string{"done", "nope"}, true)
+	_, err := h.s.DeleteInstances(h.ctx, duroxide.DeleteParams{IDs: []string{"done", "nope"}, Force: true})
 	h.wantErr(err, duroxide.ErrNotFound, "DeleteInstances(done, nope)")
 	h.info("done")
 	h.historyLen("done", 1, 2)

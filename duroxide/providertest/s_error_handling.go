@@ -39,7 +39,7 @@ func errAckUnknown(h *H) {
 func errAbandonUnknown(h *H) {
 	h.orch("i").start()
 	it := h.mustFetch("i")
-	h.wantErr(h.s.AbandonOrchestrationItem(h.ctx, "bogus", 0, false), duroxide.ErrLockLost, "AbandonOrchestrationItem(bogus)")
+	h.wantErr(h.s.AbandonOrchestrationItem(h.ctx, "bogus", duroxide.AbandonParams{Delay: 0, IgnoreAttempt: false}), duroxide.ErrLockLost, "AbandonOrchestrationItem(bogus)")
 	h.noFetch("real lock survives a bogus abandon")
 	h.abandon(it.LockToken, 0, false)
 	h.mustFetch("i")
@@ -64,7 +64,7 @@ func errWorkerRenewUnknown(h *H) {
 func errWorkerAbandonUnknown(h *H) {
 	h.enqueueWork(activityItem("i", 2, "A"))
 	h.mustFetchWork()
-	h.wantErr(h.s.AbandonWorkItem(h.ctx, "bogus", 0, false), duroxide.ErrLockLost, "AbandonWorkItem(bogus)")
+	h.wantErr(h.s.AbandonWorkItem(h.ctx, "bogus", duroxide.AbandonParams{Delay: 0, IgnoreAttempt: false}), duroxide.ErrLockLost, "AbandonWorkItem(bogus)")
 	h.noWork("real worker lock survives a bogus abandon")
 }
 
@@ -75,7 +75,7 @@ func errTokenReuse(h *H) {
 	h.ack(it.LockToken, o.turn().started().commit())
 	err := h.s.AckOrchestrationItem(h.ctx, it.LockToken, o.turn().started().commit())
 	h.wantErr(err, duroxide.ErrLockLost, "second ack with the same token")
-	h.wantErr(h.s.AbandonOrchestrationItem(h.ctx, it.LockToken, 0, false), duroxide.ErrLockLost, "abandon after ack")
+	h.wantErr(h.s.AbandonOrchestrationItem(h.ctx, it.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: false}), duroxide.ErrLockLost, "abandon after ack")
 	h.historyLen("i", 1, 1)
 }
 

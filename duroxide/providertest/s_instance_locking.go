@@ -70,7 +70,7 @@ func lockInvalidToken(h *H) {
 	o.start()
 	it := h.mustFetch("i")
 	h.wantErr(h.s.AckOrchestrationItem(h.ctx, it.LockToken+"x", o.turn().started().commit()), duroxide.ErrLockLost, "ack with altered token")
-	h.wantErr(h.s.AbandonOrchestrationItem(h.ctx, "", 0, false), duroxide.ErrLockLost, "abandon with empty token")
+	h.wantErr(h.s.AbandonOrchestrationItem(h.ctx, "", duroxide.AbandonParams{Delay: 0, IgnoreAttempt: false}), duroxide.ErrLockLost, "abandon with empty token")
 	h.wantErr(h.s.RenewOrchestrationItemLock(h.ctx, "bogus", time.Second), duroxide.ErrLockLost, "renew with bogus token")
 	h.noFetch("original lock survives")
 	h.ack(it.LockToken, o.turn().started().commit())

@@ -44,7 +44,7 @@ func (h *H) localStart(o *orch, lockWorkers int, activities ...string) []duroxid
 	for _, a := range activities {
 		tn.activity(a)
 	}
-	leases, err := h.local().AckOrchestrationItemLocal(h.ctx, it.LockToken, tn.commit(), lockWorkers, longLock)
+	leases, err := h.local().AckOrchestrationItemLocal(h.ctx, it.LockToken, tn.commit(), duroxide.LocalLease{Workers: lockWorkers, Timeout: longLock})
 	h.check(err, "AckOrchestrationItemLocal")
 	o.last = tn.lastID()
 	return leases
@@ -75,7 +75,7 @@ func lcCommitTurn(h *H) {
 	leases := h.localStart(o, 1, "A")
 	a := leases[0]
 	tn := o.turn().activityDone(a.Item.ID, `"a"`).activity("B")
-	got, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{a.LockToken}, nil, o.last, tn.commit(), 1, longLock)
+	got, err := h.local().CommitActivityTurn(h.ctx, duroxide.ActivityTurnParams{Instance: o.id, WorkTokens: []string{a.LockToken}, Timers: nil, LastEventID: o.last, Commit: tn.commit(), Lease: duroxide.LocalLease{Workers: 1, Timeout: longLock}})
 	h.check(err, "CommitActivityTurn")
 	o.last = tn.lastID()
 	h.equal(len(got), 1, "leases of the inline turn")
@@ -88,7 +88,7 @@ func lcCommitTurn(h *H) {
 
 	// Completing the instance inline.
 	tn = o.turn().activityDone(got[0].Item.ID, `"b"`).complete(`"done"`)
-	_, err = h.local().CommitActivityTurn(h.ctx, o.id, []string{got[0].LockToken}, nil, o.last, tn.commit(), 0, longLock)
+	_, err = h.local().CommitActivityTurn(h.ctx, duroxide.ActivityTurnParams{Instance: o.id, WorkTokens: []string{got[0].LockToken}, Timers: nil, LastEventID: o.last, Commit: tn.commit(), Lease: duroxide.LocalLease{Workers: 0, Timeout: longLock}})
 	h.check(err, "CommitActivityTurn (final)")
 	h.equal(h.info(o.id).Status, duroxide.StatusCompleted, "status")
 	h.equal(h.stats().WorkerQueue, 0, "worker queue")
@@ -100,7 +100,7 @@ func lcCommitLocked(h *H) {
 	o.poke()
 	it := h.mustFetch(o.id) // a turn is in progress
 	tn := o.turn().activityDone(a.Item.ID, `"a"`)
-	_, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{a.LockToken}, nil, o.last, tn.commit(), 0, longLock)
+	_, err := h.local().CommitActivityTurn(h.ctx, duroxide.ActivityTurnParams{Instance: o.id, WorkTokens: []string{a.LockToken}, Timers: nil, LastEventID: o.last, Commit: tn.commit(), Lease: duroxide.LocalLease{Workers: 0, Timeout: longLock}})
 	h.wantErr(err, duroxide.ErrTurnConflict, "CommitActivityTurn while the instance is locked")
 	h.equal(len(h.history(o.id, 1)), int(o.last), "history unchanged")
 	// The worker message is still held: the completion can go through the queue.
@@ -118,7 +118,7 @@ func lcCommitStale(h *H) {
 	moved := o.turn().ev(duroxide.Event{Kind: duroxide.EventExternalEvent, Name: "poke"})
 	h.ack(it.LockToken, moved.commit())
 	tn := o.turn().activityDone(a.Item.ID, `"a"`) // built on the old history
-	_, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{a.LockToken}, nil, o.last, tn.commit(), 0, longLock)
+	_, err := h.local().CommitActivityTurn(h.ctx, duroxide.ActivityTurnParams{Instance: o.id, WorkTokens: []string{a.LockToken}, Timers: nil, LastEventID: o.last, Commit: tn.commit(), Lease: duroxide.LocalLease{Workers: 0, Timeout: longLock}})
 	h.wantErr(err, duroxide.ErrTurnConflict, "CommitActivityTurn on a stale history")
 	h.equal(len(h.history(o.id, 1)), int(moved.lastID()), "history unchanged")
 	h.check(h.s.AckWorkItem(h.ctx, a.LockToken, nil), "the lease survives the refused commit")
@@ -129,7 +129,7 @@ func lcCommitLostToken(h *H) {
 	leases := h.localStart(o, 2, "A", "B")
 	h.check(h.s.AckWorkItem(h.ctx, leases[1].LockToken, nil), "ack B") // B's token is spent
 	tn := o.turn().activityDone(leases[0].Item.ID, `"a"`).activityDone(leases[1].Item.ID, `"b"`)
-	_, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{leases[0].LockToken, leases[1].LockToken}, nil, o.last, tn.commit(), 0, longLock)
+	_, err := h.local().CommitActivityTurn(h.ctx, duroxide.ActivityTurnParams{Instance: o.id, WorkTokens: []string{leases[0].LockToken, leases[1].LockToken}, Timers: nil, LastEventID: o.last, Commit: tn.commit(), Lease: duroxide.LocalLease{Workers: 0, Timeout: longLock}})
 	h.wantErr(err, duroxide.ErrLockLost, "CommitActivityTurn with a spent token")
 	h.equal(len(h.history(o.id, 1)), int(o.last), "history unchanged")
 	h.check(h.s.RenewWorkItemLock(h.ctx, leases[0].LockToken, longLock), "A's lease survives the refused commit")
@@ -145,7 +145,7 @@ func lcDeadOwner(h *H) {
 	h.equal(l.Item.ID, a.Item.ID, "taken-over activity")
 	h.equal(l.AttemptCount, 1, "a delivery lost with its owner is not counted")
 	tn := o.turn().activityDone(a.Item.ID, `"a"`)
-	_, err := h.local().CommitActivityTurn(h.ctx, o.id, []string{a.LockToken}, nil, o.last, tn.commit(), 0, longLock)
+	_, err := h.local().CommitActivityTurn(h.ctx, duroxide.ActivityTurnParams{Instance: o.id, WorkTokens: []string{a.LockToken}, Timers: nil, LastEventID: o.last, Commit: tn.commit(), Lease: duroxide.LocalLease{Workers: 0, Timeout: longLock}})
 	if !errors.Is(err, duroxide.ErrLockLost) {
 		h.fatalf("CommitActivityTurn by the dead owner: got %v, want ErrLockLost", err)
 	}
@@ -202,7 +202,7 @@ func (h *H) localTimerTurn(o *orch) int64 {
 	tn := o.turn().started().timer(time.Now())
 	c := tn.commit()
 	c.TimerBackstop = time.Hour
-	_, err := h.local().AckOrchestrationItemLocal(h.ctx, it.LockToken, c, 0, longLock)
+	_, err := h.local().AckOrchestrationItemLocal(h.ctx, it.LockToken, c, duroxide.LocalLease{Workers: 0, Timeout: longLock})
 	h.check(err, "AckOrchestrationItemLocal")
 	o.last = tn.lastID()
 	return tn.lastID()
@@ -222,7 +222,7 @@ func lcTimerInline(h *H) {
 	o := h.orch("local-timer-inline")
 	id := h.localTimerTurn(o)
 	tn := o.turn().ev(duroxide.Event{Kind: duroxide.EventTimerFired, SourceEventID: id}).complete(`"done"`)
-	_, err := h.local().CommitActivityTurn(h.ctx, o.id, nil, []int64{id}, o.last, tn.commit(), 0, longLock)
+	_, err := h.local().CommitActivityTurn(h.ctx, duroxide.ActivityTurnParams{Instance: o.id, WorkTokens: nil, Timers: []int64{id}, LastEventID: o.last, Commit: tn.commit(), Lease: duroxide.LocalLease{Workers: 0, Timeout: longLock}})
 	h.check(err, "CommitActivityTurn with a fired timer")
 	h.equal(h.info(o.id).Status, duroxide.StatusCompleted, "status")
 	h.equal(h.stats().OrchestratorQueue, 0, "orchestrator queue (the timer message is gone)")
@@ -233,7 +233,7 @@ func lcTimerInline(h *H) {
 	h.check(h.local().ReleaseTimer(h.ctx, o2.id, 1, id2), "ReleaseTimer")
 	h.ack(h.fetchEventually(o2.id, longLock).LockToken, o2.turn().ev(duroxide.Event{Kind: duroxide.EventTimerFired, SourceEventID: id2}).commit())
 	tn2 := o2.turn().ev(duroxide.Event{Kind: duroxide.EventTimerFired, SourceEventID: id2})
-	_, err = h.local().CommitActivityTurn(h.ctx, o2.id, nil, []int64{id2}, o2.last+1, tn2.commit(), 0, longLock)
+	_, err = h.local().CommitActivityTurn(h.ctx, duroxide.ActivityTurnParams{Instance: o2.id, WorkTokens: nil, Timers: []int64{id2}, LastEventID: o2.last + 1, Commit: tn2.commit(), Lease: duroxide.LocalLease{Workers: 0, Timeout: longLock}})
 	h.wantErr(err, duroxide.ErrTurnConflict, "CommitActivityTurn with a timer no longer queued")
 }
 
@@ -270,19 +270,19 @@ func hsCancelledTimer(h *H) {
 func lcStartTurn(h *H) {
 	o := h.orch("local-start")
 	tn := o.turn().started().activity("A")
-	leases, created, err := h.local().StartTurn(h.ctx, o.id, tn.commit(), 1, longLock)
+	res, err := h.local().StartTurn(h.ctx, o.id, tn.commit(), duroxide.LocalLease{Workers: 1, Timeout: longLock})
 	h.check(err, "StartTurn")
-	h.equal(created, true, "created")
-	h.equal(len(leases), 1, "leases")
+	h.equal(res.Created, true, "created")
+	h.equal(len(res.Leases), 1, "leases")
 	h.equal(kinds(h.history(o.id, 1)), "1:OrchestrationStarted 2:ActivityScheduled", "history")
 	h.equal(h.info(o.id).Status, duroxide.StatusRunning, "status")
 	h.noFetch("no start message was queued")
 	h.noWork("the activity is leased")
 	// Again: the instance exists, nothing is written.
-	leases, created, err = h.local().StartTurn(h.ctx, o.id, o.turn().started().commit(), 1, longLock)
+	res, err = h.local().StartTurn(h.ctx, o.id, o.turn().started().commit(), duroxide.LocalLease{Workers: 1, Timeout: longLock})
 	h.check(err, "StartTurn of an existing instance")
-	h.equal(created, false, "created again")
-	h.equal(len(leases), 0, "leases of a start that wrote nothing")
+	h.equal(res.Created, false, "created again")
+	h.equal(len(res.Leases), 0, "leases of a start that wrote nothing")
 	h.equal(len(h.history(o.id, 1)), 2, "history unchanged")
 }
 
@@ -290,10 +290,10 @@ func lcStartTurnFetched(h *H) {
 	o := h.orch("local-start-queued")
 	o.start()
 	it := h.mustFetch(o.id) // another runtime is running the queued start
-	_, _, err := h.local().StartTurn(h.ctx, o.id, o.turn().started().commit(), 0, longLock)
+	_, err := h.local().StartTurn(h.ctx, o.id, o.turn().started().commit(), duroxide.LocalLease{Workers: 0, Timeout: longLock})
 	h.wantErr(err, duroxide.ErrTurnConflict, "StartTurn while a queued start is processed")
 	h.ack(it.LockToken, o.turn().started().commit())
-	_, created, err := h.local().StartTurn(h.ctx, o.id, o.turn().started().commit(), 0, longLock)
+	res, err := h.local().StartTurn(h.ctx, o.id, o.turn().started().commit(), duroxide.LocalLease{Workers: 0, Timeout: longLock})
 	h.check(err, "StartTurn after the queued start ran")
-	h.equal(created, false, "created")
+	h.equal(res.Created, false, "created")
 }

@@ -153,7 +153,7 @@ func leStaleAbandon(h *H) {
 	old := h.mustFetchLock("i", h.lock)
 	sleepUntil(time.Now().Add(h.lock))
 	cur := h.fetchEventually("i", longLock)
-	h.wantErr(h.s.AbandonOrchestrationItem(h.ctx, old.LockToken, 0, false), duroxide.ErrLockLost, "abandon with the stale token")
+	h.wantErr(h.s.AbandonOrchestrationItem(h.ctx, old.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: false}), duroxide.ErrLockLost, "abandon with the stale token")
 	h.noFetch("new holder's lock survives a stale abandon")
 	h.ack(cur.LockToken, o.turn().started().commit())
 }
@@ -213,7 +213,7 @@ func leWorkerRenewAfterAck(h *H) {
 func leWorkerAbandon(h *H) {
 	h.enqueueWork(activityItem("i", 2, "A"))
 	l := h.mustFetchWork()
-	h.check(h.s.AbandonWorkItem(h.ctx, l.LockToken, 0, false), "AbandonWorkItem")
+	h.check(h.s.AbandonWorkItem(h.ctx, l.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: false}), "AbandonWorkItem")
 	again := h.mustFetchWork()
 	if again.LockToken == l.LockToken {
 		h.fatalf("token reused after abandon")
@@ -227,7 +227,7 @@ func leWorkerAbandonDelay(h *H) {
 	l := h.mustFetchWork()
 	delay := h.lock
 	before := time.Now()
-	h.check(h.s.AbandonWorkItem(h.ctx, l.LockToken, delay, false), "AbandonWorkItem with delay")
+	h.check(h.s.AbandonWorkItem(h.ctx, l.LockToken, duroxide.AbandonParams{Delay: delay, IgnoreAttempt: false}), "AbandonWorkItem with delay")
 	after := time.Now()
 	h.noWork("item abandoned with a delay")
 	at, ok := h.nextVisible(duroxide.QueueWorker)

@@ -169,7 +169,7 @@ func ntAbandon(h *H) {
 	h.enqueueWork(activityItem("i", 2, "A"))
 	l := h.mustFetchWork()
 	b = w.count(duroxide.QueueWorker)
-	h.check(h.s.AbandonWorkItem(h.ctx, l.LockToken, 0, false), "AbandonWorkItem")
+	h.check(h.s.AbandonWorkItem(h.ctx, l.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: false}), "AbandonWorkItem")
 	h.expect(w, duroxide.QueueWorker, b, "AbandonWorkItem")
 }
 

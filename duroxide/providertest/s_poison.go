@@ -2,6 +2,8 @@ package providertest
 
 import (
 	"time"
+
+	"github.com/toygres/toygres/duroxide"
 )
 
 func init() {
@@ -56,7 +58,7 @@ func poWorkerIncrementsAbandon(h *H) {
 	for want := 1; want <= 3; want++ {
 		l := h.mustFetchWork()
 		h.equal(l.AttemptCount, want, "attempt count")
-		h.check(h.s.AbandonWorkItem(h.ctx, l.LockToken, 0, false), "AbandonWorkItem")
+		h.check(h.s.AbandonWorkItem(h.ctx, l.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: false}), "AbandonWorkItem")
 	}
 }
 
@@ -74,7 +76,7 @@ func poWorkerPerMessage(h *H) {
 	h.enqueueWork(activityItem("i", 3, "B"))
 	a := h.mustFetchWork()
 	h.equal(a.Item.Name, "A", "first item")
-	h.check(h.s.AbandonWorkItem(h.ctx, a.LockToken, 0, false), "abandon A")
+	h.check(h.s.AbandonWorkItem(h.ctx, a.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: false}), "abandon A")
 	a = h.mustFetchWork() // A again, attempt 2
 	h.equal(a.AttemptCount, 2, "A's second attempt")
 	b := h.mustFetchWork()
@@ -95,10 +97,10 @@ func poWorkerIgnore(h *H) {
 	h.enqueueWork(activityItem("i", 2, "A"))
 	l := h.mustFetchWork()
 	h.equal(l.AttemptCount, 1, "first fetch")
-	h.check(h.s.AbandonWorkItem(h.ctx, l.LockToken, 0, false), "abandon")
+	h.check(h.s.AbandonWorkItem(h.ctx, l.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: false}), "abandon")
 	l = h.mustFetchWork()
 	h.equal(l.AttemptCount, 2, "second fetch")
-	h.check(h.s.AbandonWorkItem(h.ctx, l.LockToken, 0, true), "abandon ignoring the attempt")
+	h.check(h.s.AbandonWorkItem(h.ctx, l.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: true}), "abandon ignoring the attempt")
 	l = h.mustFetchWork()
 	h.equal(l.AttemptCount, 2, "fetch after an ignored attempt")
 }
@@ -119,7 +121,7 @@ func poWorkerNeverNegative(h *H) {
 	for range 4 {
 		l := h.mustFetchWork()
 		h.equal(l.AttemptCount, 1, "attempt count with every attempt ignored")
-		h.check(h.s.AbandonWorkItem(h.ctx, l.LockToken, 0, true), "abandon ignoring the attempt")
+		h.check(h.s.AbandonWorkItem(h.ctx, l.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: true}), "abandon ignoring the attempt")
 	}
 }
 

@@ -78,7 +78,7 @@ func qsWorkerDelayedSkipped(h *H) {
 	h.enqueueWork(activityItem("i", 3, "B"))
 	a := h.mustFetchWork()
 	h.equal(a.Item.Name, "A", "first item")
-	h.check(h.s.AbandonWorkItem(h.ctx, a.LockToken, time.Hour, false), "abandon A for an hour")
+	h.check(h.s.AbandonWorkItem(h.ctx, a.LockToken, duroxide.AbandonParams{Delay: time.Hour, IgnoreAttempt: false}), "abandon A for an hour")
 	b := h.mustFetchWork()
 	h.equal(b.Item.Name, "B", "item returned while A is delayed")
 	h.noWork("A is delayed")

@@ -24,7 +24,8 @@ func deletable(status duroxide.Status) bool {
 // nothing. A sub-orchestration may be listed only together with an
 // ancestor; a sub-orchestration whose parent no longer exists counts as a
 // root.
-func (s *Store) DeleteInstances(ctx context.Context, ids []string, force bool) (duroxide.DeleteResult, error) {
+func (s *Store) DeleteInstances(ctx context.Context, p duroxide.DeleteParams) (duroxide.DeleteResult, error) {
+	ids, force := p.IDs, p.Force
 	const op = "delete instances"
 	var res duroxide.DeleteResult
 	if len(ids) == 0 {

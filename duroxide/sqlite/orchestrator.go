@@ -192,12 +192,13 @@ type rawMsg struct {
 // execution). QueueStatus is notified when the current execution becomes
 // terminal.
 func (s *Store) AckOrchestrationItem(ctx context.Context, lockToken string, commit *duroxide.TurnCommit) error {
-	_, err := s.AckOrchestrationItemLocal(ctx, lockToken, commit, 0, 0)
+	_, err := s.AckOrchestrationItemLocal(ctx, lockToken, commit, duroxide.LocalLease{Workers: 0, Timeout: 0})
 	return err
 }
 
 // AckOrchestrationItemLocal implements duroxide.LocalDispatcher.
-func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string, commit *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
+func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string, commit *duroxide.TurnCommit, lease duroxide.LocalLease) ([]duroxide.WorkItemLease, error) {
+	lockWorkers, lockTimeout := lease.Workers, lease.Timeout
 	const op = "ack orchestration item"
 	random, instance, ok := parseOrchToken(lockToken)
 	if !ok {
@@ -231,7 +232,8 @@ func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string,
 // CommitActivityTurn implements duroxide.LocalDispatcher. The single
 // writer serializes it with fetches, so the checks and the writes see one
 // state.
-func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTokens []string, timers []int64, lastEventID int64, commit *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
+func (s *Store) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnParams) ([]duroxide.WorkItemLease, error) {
+	instance, workTokens, timers, lastEventID, commit, lockWorkers, lockTimeout := p.Instance, p.WorkTokens, p.Timers, p.LastEventID, p.Commit, p.Lease.Workers, p.Lease.Timeout
 	const op = "commit activity turn"
 	if commit == nil || commit.ExecutionID <= 0 || commit.OrchestrationName == "" {
 		return nil, wrap(op, errors.New("a turn commit with an execution id and orchestration name is required"))
@@ -288,7 +290,12 @@ func (s *Store) CommitActivityTurn(ctx context.Context, instance string, workTok
 }
 
 // StartTurn implements duroxide.LocalDispatcher.
-func (s *Store) StartTurn(ctx context.Context, instance string, commit *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, bool, error) {
+func (s *Store) StartTurn(ctx context.Context, instance string, commit *duroxide.TurnCommit, lease duroxide.LocalLease) (duroxide.StartTurnResult, error) {
+	leases, created, err := s.startTurn(ctx, instance, commit, lease.Workers, lease.Timeout)
+	return duroxide.StartTurnResult{Leases: leases, Created: created}, err
+}
+
+func (s *Store) startTurn(ctx context.Context, instance string, commit *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, bool, error) {
 	const op = "start turn"
 	if commit == nil || commit.ExecutionID != 1 || commit.OrchestrationName == "" {
 		return nil, false, wrap(op, errors.New("the first turn of execution 1, with its orchestration name, is required"))
@@ -523,7 +530,8 @@ func (s *Store) writeTurn(c context.Context, ns *notes, now int64, instance stri
 // AbandonOrchestrationItem implements duroxide.Store. With delay zero the
 // messages keep their place in the queue. A lock that expired but was not
 // taken over can still be abandoned.
-func (s *Store) AbandonOrchestrationItem(ctx context.Context, lockToken string, delay time.Duration, ignoreAttempt bool) error {
+func (s *Store) AbandonOrchestrationItem(ctx context.Context, lockToken string, p duroxide.AbandonParams) error {
+	delay, ignoreAttempt := p.Delay, p.IgnoreAttempt
 	const op = "abandon orchestration item"
 	random, instance, ok := parseOrchToken(lockToken)
 	if !ok {

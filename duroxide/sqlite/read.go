@@ -245,7 +245,12 @@ func (s *Store) ListChildren(ctx context.Context, instance string) ([]string, er
 }
 
 // GetCustomStatus implements duroxide.Store.
-func (s *Store) GetCustomStatus(ctx context.Context, instance string, lastSeenVersion int64) (*string, int64, bool, error) {
+func (s *Store) GetCustomStatus(ctx context.Context, instance string, lastSeenVersion int64) (duroxide.CustomStatus, error) {
+	status, version, changed, err := s.getCustomStatus(ctx, instance, lastSeenVersion)
+	return duroxide.CustomStatus{Value: status, Version: version, Changed: changed}, err
+}
+
+func (s *Store) getCustomStatus(ctx context.Context, instance string, lastSeenVersion int64) (*string, int64, bool, error) {
 	const op = "get custom status"
 	var (
 		custom  sql.NullString

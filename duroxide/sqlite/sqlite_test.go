@@ -200,7 +200,7 @@ func TestTurnRoundTrip(t *testing.T) {
 		if st.OrchestratorQueue != 1 || st.WorkerQueue != 0 || st.Instances[duroxide.StatusCompleted] != 1 {
 			t.Fatalf("stats: %+v", st)
 		}
-		res, err := s.DeleteInstances(ctx, []string{"i1"}, false)
+		res, err := s.DeleteInstances(ctx, duroxide.DeleteParams{IDs: []string{"i1"}, Force: false})
 		must(t, err)
 		if res.InstancesDeleted != 1 || res.EventsDeleted != 5 || res.ExecutionsDeleted != 1 || res.QueueMessagesDeleted != 1 {
 			t.Fatalf("delete: %+v", res)
@@ -266,13 +266,13 @@ func TestLockExpiry(t *testing.T) {
 			t.Fatalf("stale work ack: %v", err)
 		}
 		// Abandon with ignoreAttempt never goes below zero.
-		must(t, s.AbandonWorkItem(ctx, l2.LockToken, 0, true))
+		must(t, s.AbandonWorkItem(ctx, l2.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: true}))
 		l3, _ := s.FetchWorkItem(ctx, time.Minute)
 		if l3.AttemptCount != 2 {
 			t.Fatalf("attempts after ignore-abandon: %d", l3.AttemptCount)
 		}
-		must(t, s.AbandonOrchestrationItem(ctx, it2.LockToken, 0, true))
-		must(t, s.AbandonOrchestrationItem(ctx, mustFetch(t, s).LockToken, 0, true))
+		must(t, s.AbandonOrchestrationItem(ctx, it2.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: true}))
+		must(t, s.AbandonOrchestrationItem(ctx, mustFetch(t, s).LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: true}))
 		it4 := mustFetch(t, s)
 		if it4.AttemptCount != 2 {
 			t.Fatalf("orchestration attempts after ignore-abandon: %d", it4.AttemptCount)

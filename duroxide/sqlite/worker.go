@@ -118,7 +118,8 @@ func (s *Store) RenewWorkItemLock(ctx context.Context, lockToken string, extend 
 
 // AbandonWorkItem implements duroxide.Store. An unknown token, or one whose
 // message was meanwhile fetched again, fails with ErrLockLost.
-func (s *Store) AbandonWorkItem(ctx context.Context, lockToken string, delay time.Duration, ignoreAttempt bool) error {
+func (s *Store) AbandonWorkItem(ctx context.Context, lockToken string, p duroxide.AbandonParams) error {
+	delay, ignoreAttempt := p.Delay, p.IgnoreAttempt
 	const op = "abandon work item"
 	id, random, ok := parseWorkerToken(lockToken)
 	if !ok {

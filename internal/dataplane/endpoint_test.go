@@ -12,7 +12,7 @@ func TestEndpointURLs(t *testing.T) {
 	svc.Standbys = []HostPort{{"db-1", 5432}}
 	svc.ReadOnly = &HostPort{"db-ro", 5432}
 	for _, c := range []struct {
-		name     string
+		name      string
 		got, want string
 	}{
 		{"single rw", single.URL("pw"), "postgresql://postgres:pw@127.0.0.1:5432/postgres"},
