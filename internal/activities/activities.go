@@ -149,6 +149,10 @@ type DeployInput struct {
 type ReadyOutput struct {
 	Phase string `json:"phase"`
 	Ready bool   `json:"ready"`
+	// Connection is how to reach the ready instance (recorded since the
+	// create orchestration stopped calling get-connection-strings; absent
+	// from older histories).
+	Connection *ConnectionOutput `json:"connection,omitempty"`
 }
 
 // ConnectionOutput is how to reach an instance, without its password.
@@ -345,7 +349,11 @@ func (a *acts) waitForReady(ctx context.Context, in InstanceRef) (ReadyOutput, e
 	if !st.Ready {
 		return ReadyOutput{Phase: st.Phase}, fmt.Errorf("%w (%s: %s)", ErrNotReady, st.Phase, st.Message)
 	}
-	return ReadyOutput{Phase: st.Phase, Ready: true}, nil
+	ep, err := a.Driver.Endpoint(ctx, in.InternalName)
+	if err != nil {
+		return ReadyOutput{}, err
+	}
+	return ReadyOutput{Phase: st.Phase, Ready: true, Connection: &ConnectionOutput{Endpoint: ep, ConnectionString: ep.URL("")}}, nil
 }
 
 func (a *acts) getConnectionStrings(ctx context.Context, in InstanceRef) (ConnectionOutput, error) {

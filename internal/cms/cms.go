@@ -113,6 +113,7 @@ type StateUpdate struct {
 	ExternalIP            string
 	DNSName               string
 	DeleteOrchestrationID string
+	ActorOrchestrationID  string `json:",omitempty"` // the health actor's orchestration id (omitempty: recorded inputs stay as they were)
 	FailureReason         string
 	Message               string // recorded on the state_change event
 }
@@ -174,7 +175,10 @@ type Store interface {
 	AddEvent(ctx context.Context, internalName, message string) error
 	// Events lists an instance's events, newest first (limit 0: all).
 	Events(ctx context.Context, internalName string, limit int) ([]Event, error)
-	// RecordHealthCheck stores one probe result (idempotent per instance and CheckedAt).
+	// RecordHealthCheck stores one probe result (idempotent per instance
+	// and CheckedAt) and, in the same transaction, sets the instance's
+	// health to its status as UpdateHealth does (a check recorded before
+	// changes nothing).
 	RecordHealthCheck(ctx context.Context, hc HealthCheck) error
 	// HealthChecks lists an instance's checks, newest first (limit 0: all).
 	HealthChecks(ctx context.Context, internalName string, limit int) ([]HealthCheck, error)

@@ -552,6 +552,9 @@ func (s *store) UpdateState(ctx context.Context, internalName string, state Stat
 		if u.DeleteOrchestrationID != "" {
 			set("delete_orchestration_id", u.DeleteOrchestrationID)
 		}
+		if u.ActorOrchestrationID != "" {
+			set("actor_orchestration_id", u.ActorOrchestrationID)
+		}
 		if u.FailureReason != "" {
 			set("failure_reason", u.FailureReason)
 		}
@@ -594,29 +597,33 @@ func (s *store) UpdateHealth(ctx context.Context, internalName string, h Health)
 	if !validHealth(h) {
 		return fmt.Errorf("cms: update health of %q: invalid health %q", internalName, h)
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var st, cur string
-		err := tx.QueryRowContext(ctx, s.q("SELECT state, health FROM {p}instances WHERE internal_name = ?"+s.d.forUpdate), internalName).Scan(&st, &cur)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		if State(st) != StateRunning || Health(cur) == h {
-			return nil
-		}
-		now := s.now()
-		if _, err := tx.ExecContext(ctx, s.q("UPDATE {p}instances SET health = ?, updated_at = ? WHERE internal_name = ?"),
-			string(h), s.d.ts(now), internalName); err != nil {
-			return err
-		}
-		return s.insertEvent(ctx, tx, internalName, EventHealthChange, "", "", fmt.Sprintf("health %s -> %s", cur, h), now)
-	})
+	err := s.tx(ctx, func(tx *sql.Tx) error { return s.updateHealth(ctx, tx, internalName, h) })
 	if err != nil {
 		return fmt.Errorf("cms: update health of %q: %w", internalName, err)
 	}
 	return nil
+}
+
+// updateHealth sets a running instance's health in tx, with an event when
+// it changes.
+func (s *store) updateHealth(ctx context.Context, tx *sql.Tx, internalName string, h Health) error {
+	var st, cur string
+	err := tx.QueryRowContext(ctx, s.q("SELECT state, health FROM {p}instances WHERE internal_name = ?"+s.d.forUpdate), internalName).Scan(&st, &cur)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	if State(st) != StateRunning || Health(cur) == h {
+		return nil
+	}
+	now := s.now()
+	if _, err := tx.ExecContext(ctx, s.q("UPDATE {p}instances SET health = ?, updated_at = ? WHERE internal_name = ?"),
+		string(h), s.d.ts(now), internalName); err != nil {
+		return err
+	}
+	return s.insertEvent(ctx, tx, internalName, EventHealthChange, "", "", fmt.Sprintf("health %s -> %s", cur, h), now)
 }
 
 // SetActor implements Store. ErrNotFound for an unknown instance.
@@ -737,13 +744,22 @@ func (s *store) RecordHealthCheck(ctx context.Context, hc HealthCheck) error {
 	if hc.CheckedAt.IsZero() {
 		at = s.now()
 	}
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO {p}instance_health_checks
-		(internal_name, status, postgres_version, response_time_ms, error, checked_at)
-		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (internal_name, checked_at) DO NOTHING`),
-		hc.Instance, string(hc.Status), hc.PostgresVersion, hc.ResponseTimeMs, hc.Error, s.d.ts(at))
-	if err != nil && s.d.foreignKeyViolation(err) {
-		err = ErrNotFound
-	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(`INSERT INTO {p}instance_health_checks
+			(internal_name, status, postgres_version, response_time_ms, error, checked_at)
+			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (internal_name, checked_at) DO NOTHING`),
+			hc.Instance, string(hc.Status), hc.PostgresVersion, hc.ResponseTimeMs, hc.Error, s.d.ts(at))
+		if err != nil && s.d.foreignKeyViolation(err) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err // a check recorded before (a redelivery) changes nothing
+		}
+		return s.updateHealth(ctx, tx, hc.Instance, hc.Status)
+	})
 	if err != nil {
 		return fmt.Errorf("cms: record health check of %q: %w", hc.Instance, err)
 	}

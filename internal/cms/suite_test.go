@@ -659,6 +659,34 @@ func testHealthChecks(t *testing.T, newDB factory) {
 	if hcs, _ := s.HealthChecks(ctx, b.InternalName, 1); time.Since(hcs[0].CheckedAt) > time.Minute {
 		t.Fatalf("zero CheckedAt stored as %v", hcs[0].CheckedAt)
 	}
+	// A check sets the health of a running instance in the same
+	// transaction; the same check again changes nothing.
+	if _, err := s.UpdateState(ctx, b.InternalName, StateRunning, StateUpdate{}); err != nil {
+		t.Fatal(err)
+	}
+	healthOf := func() Health {
+		g, err := s.GetByInternalName(ctx, b.InternalName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.Health
+	}
+	late := base.Add(time.Hour)
+	if err := s.RecordHealthCheck(ctx, HealthCheck{Instance: b.InternalName, Status: HealthUnhealthy, CheckedAt: late}); err != nil {
+		t.Fatal(err)
+	}
+	if h := healthOf(); h != HealthUnhealthy {
+		t.Fatalf("health after an unhealthy check = %s", h)
+	}
+	if err := s.UpdateHealth(ctx, b.InternalName, HealthHealthy); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordHealthCheck(ctx, HealthCheck{Instance: b.InternalName, Status: HealthUnhealthy, CheckedAt: late}); err != nil {
+		t.Fatal(err)
+	}
+	if h := healthOf(); h != HealthHealthy {
+		t.Fatalf("a redelivered check changed the health to %s", h)
+	}
 	if err := s.RecordHealthCheck(ctx, HealthCheck{Instance: "ghost-1", Status: HealthHealthy, CheckedAt: base}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("RecordHealthCheck unknown: %v", err)
 	}

@@ -47,7 +47,8 @@ func TestActorHealthyCheck(t *testing.T) {
 	if res.Elapsed != time.Minute {
 		t.Fatalf("waited %v, want the interval", res.Elapsed)
 	}
-	wantCalls(t, env, "cms-get-instance-connection#1", "test-connection#1", "cms-record-health-check#1", "cms-update-instance-health#1")
+	// Recording the check sets the health too (one CMS write per check).
+	wantCalls(t, env, "cms-get-instance-connection#1", "test-connection#1", "cms-record-health-check#1")
 	var probe activities.TestConnectionInput
 	_ = env.CallsTo(activities.TestConnection)[0].DecodeInput(&probe)
 	var hc activities.HealthCheckInput
@@ -69,10 +70,8 @@ func TestActorUnhealthyCheck(t *testing.T) {
 	}
 	var hc activities.HealthCheckInput
 	_ = env.CallsTo(activities.RecordHealthCheck)[0].DecodeInput(&hc)
-	var health activities.UpdateHealthInput
-	_ = env.CallsTo(activities.UpdateHealth)[0].DecodeInput(&health)
-	if hc.Status != cms.HealthUnhealthy || hc.Error == "" || health.Health != cms.HealthUnhealthy || len(env.CallsTo(activities.TestConnection)) != 3 {
-		t.Fatalf("health check %+v, update %+v, probes %v", hc, health, env.CallNames())
+	if hc.Status != cms.HealthUnhealthy || hc.Error == "" || len(env.CallsTo(activities.TestConnection)) != 3 || len(env.CallsTo(activities.UpdateHealth)) != 0 {
+		t.Fatalf("health check %+v, calls %v", hc, env.CallNames())
 	}
 }
 
@@ -132,7 +131,8 @@ func TestActorStopsOnDeletedEvent(t *testing.T) {
 	if len(res.Executions) != 2 || len(res.History) != 3 || res.History[0].CarryForward[0].Name != orchestrations.EventInstanceDeleted {
 		t.Fatalf("second execution: %v", res.History)
 	}
-	wantCalls(t, env, "cms-get-instance-connection#1", "test-connection#1", "cms-record-health-check#1", "cms-update-instance-health#1")
+	// Recording the check sets the health too (one CMS write per check).
+	wantCalls(t, env, "cms-get-instance-connection#1", "test-connection#1", "cms-record-health-check#1")
 }
 
 // TestActorDefaultInterval: without an interval the actor checks every 30s,

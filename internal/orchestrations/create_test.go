@@ -57,7 +57,7 @@ func createDefaults() map[string]any {
 	return map[string]any{
 		activities.CreateRecord:         activities.InstanceView{Found: true, State: cms.StateCreating},
 		activities.Deploy:               struct{}{},
-		activities.WaitForReady:         activities.ReadyOutput{Phase: "ready", Ready: true},
+		activities.WaitForReady:         activities.ReadyOutput{Phase: "ready", Ready: true, Connection: &conn},
 		activities.GetConnectionStrings: conn,
 		activities.TestConnection:       activities.TestConnectionOutput{Version: "PostgreSQL 16.4", LatencyMs: 3},
 		activities.UpdateState:          cms.StateRunning,
@@ -122,15 +122,12 @@ func TestCreateSuccess(t *testing.T) {
 	if out.ConnectionString != conn.ConnectionString || out.InternalName != "db-1a2b" {
 		t.Fatalf("output %+v", out)
 	}
-	wantCalls(t, env, "cms-create-instance-record#1", "deploy-postgres#1", "wait-for-ready#1", "get-connection-strings#1",
-		"test-connection#1", "cms-update-instance-state#1", "cms-record-instance-actor#1")
-	var rec activities.CreateRecordInput
-	if err := env.CallsTo(activities.CreateRecord)[0].DecodeInput(&rec); err != nil || rec.Driver != driverName || rec.CreateOrchestrationID != "create-db-1a2b" {
-		t.Fatalf("record input %+v (%v)", rec, err)
-	}
+	wantCalls(t, env, "deploy-postgres#1", "wait-for-ready#1",
+		"test-connection#1", "cms-update-instance-state#1")
 	var st activities.UpdateStateInput
 	_ = env.CallsTo(activities.UpdateState)[0].DecodeInput(&st)
-	if st.State != cms.StateRunning || st.Update.Port != 5433 || st.Update.Message != "ready: PostgreSQL 16.4" {
+	if st.State != cms.StateRunning || st.Update.Port != 5433 || st.Update.Message != "ready: PostgreSQL 16.4" ||
+		st.Update.ActorOrchestrationID != orchestrations.ActorID("db-1a2b") {
 		t.Fatalf("mark running input %+v", st)
 	}
 	// The health actor and the backup schedule run on their own.
@@ -177,14 +174,7 @@ func TestCreateRetriesTestConnection(t *testing.T) {
 	}
 }
 
-func TestCreateRecordFailureNeedsNoCleanup(t *testing.T) {
-	env := newCreateEnv(t, mocks{activities.CreateRecord: func(m *duroxidetest.Mock) { m.Fail(duroxide.NonRetryable(errBoom)) }})
-	res := run(t, env, orchestrations.CreateInstance, createInput)
-	wantFailed(t, res, "record instance:")
-	wantCalls(t, env, "cms-create-instance-record#1")
-}
-
-// TestCreateStepFailuresCleanUp: a failure of each step after the record
+// TestCreateStepFailuresCleanUp: a failure of each step
 // marks the instance failed and runs the cleanup sub-orchestration.
 func TestCreateStepFailuresCleanUp(t *testing.T) {
 	steps := []struct {
@@ -193,20 +183,25 @@ func TestCreateStepFailuresCleanUp(t *testing.T) {
 	}{
 		{activities.Deploy, "deploy failed", []string{"deploy-postgres#1"}},
 		{activities.WaitForReady, "wait for ready failed", []string{"deploy-postgres#1", "wait-for-ready#1"}},
+		// Readiness reported by a worker of a release before the lean create
+		// (no connection): the connection is read the old way.
 		{activities.GetConnectionStrings, "get connection strings failed", []string{"deploy-postgres#1", "wait-for-ready#1", "get-connection-strings#1"}},
-		{activities.TestConnection, "test connection failed", []string{"deploy-postgres#1", "wait-for-ready#1", "get-connection-strings#1", "test-connection#1"}},
+		{activities.TestConnection, "test connection failed", []string{"deploy-postgres#1", "wait-for-ready#1", "test-connection#1"}},
 	}
 	for _, s := range steps {
 		t.Run(s.activity, func(t *testing.T) {
-			env := newCreateEnv(t, mocks{s.activity: func(m *duroxidetest.Mock) { m.Fail(duroxide.NonRetryable(errBoom)) }})
+			m := mocks{s.activity: func(m *duroxidetest.Mock) { m.Fail(duroxide.NonRetryable(errBoom)) }}
+			if s.activity == activities.GetConnectionStrings {
+				m[activities.WaitForReady] = func(m *duroxidetest.Mock) { m.Return(activities.ReadyOutput{Phase: "ready", Ready: true}) }
+			}
+			env := newCreateEnv(t, m)
 			env.OnSubOrchestration(orchestrations.DeleteInstance).Return("cleaned up")
 			res := run(t, env, orchestrations.CreateInstance, createInput)
 			wantFailed(t, res, s.reason+": activity "+s.activity+" failed after 1 attempt(s): boom")
 			if strings.Contains(res.Err.Error(), "cleanup also failed") {
 				t.Fatalf("err %v", res.Err)
 			}
-			want := append([]string{"cms-create-instance-record#1"}, s.calls...)
-			wantCalls(t, env, append(want, "cms-update-instance-state#1", "delete-instance")...)
+			wantCalls(t, env, append(s.calls, "cms-update-instance-state#1", "delete-instance")...)
 			var st activities.UpdateStateInput
 			_ = env.CallsTo(activities.UpdateState)[0].DecodeInput(&st)
 			var del orchestrations.DeleteInput
@@ -259,7 +254,7 @@ func TestCreateCleanupRunsDeleteInstance(t *testing.T) {
 	mocks{activities.WaitForReady: func(m *duroxidetest.Mock) { m.Fail(duroxide.NonRetryable(errBoom)) }}.apply(env, defaults)
 	res := run(t, env, orchestrations.CreateInstance, createInput)
 	wantFailed(t, res, "wait for ready failed")
-	wantCalls(t, env, "cms-create-instance-record#1", "deploy-postgres#1", "wait-for-ready#1", "cms-update-instance-state#1", "delete-instance",
+	wantCalls(t, env, "deploy-postgres#1", "wait-for-ready#1", "cms-update-instance-state#1", "delete-instance",
 		"cms-get-instance#1", "raise-event#1", "raise-event#1", "flush-archive#1", "delete-postgres#1", "cms-forget-password#1", "cms-add-instance-event#1")
 	if c := env.CallsTo(activities.GetInstance)[0]; c.Instance != orchestrations.CleanupID("db-1a2b") {
 		t.Fatalf("cleanup ran as %s", c.Instance)
@@ -302,8 +297,8 @@ func TestCreateNoBackups(t *testing.T) {
 	if res := run(t, env, orchestrations.CreateInstance, in); res.Status != duroxide.StatusCompleted {
 		t.Fatalf("status %s err %v", res.Status, res.Err)
 	}
-	wantCalls(t, env, "cms-create-instance-record#1", "deploy-postgres#1", "wait-for-ready#1", "get-connection-strings#1",
-		"test-connection#1", "cms-update-instance-state#1", "cms-record-instance-actor#1", "set-archiving#1")
+	wantCalls(t, env, "deploy-postgres#1", "wait-for-ready#1",
+		"test-connection#1", "cms-update-instance-state#1", "set-archiving#1")
 	var sa activities.SetArchivingInput
 	if err := env.CallsTo(activities.SetArchiving)[0].DecodeInput(&sa); err != nil || sa.On || sa.InternalName != "db-1a2b" {
 		t.Fatalf("set-archiving %+v (%v)", sa, err)
@@ -321,8 +316,8 @@ func TestCreateFromRestore(t *testing.T) {
 	if res.Status != duroxide.StatusCompleted {
 		t.Fatalf("status %s err %v", res.Status, res.Err)
 	}
-	wantCalls(t, env, "cms-create-instance-record#1", "restore-postgres#1", "wait-for-ready#1", "get-connection-strings#1",
-		"test-connection#1", "cms-update-instance-state#1", "cms-record-instance-actor#1")
+	wantCalls(t, env, "restore-postgres#1", "wait-for-ready#1",
+		"test-connection#1", "cms-update-instance-state#1")
 	var ri activities.RestoreInput
 	if err := env.CallsTo(activities.RestorePostgres)[0].DecodeInput(&ri); err != nil || ri.From.Instance != "src-9f8e" || ri.From.BackupID != restoreInput.Restore.BackupID ||
 		!ri.From.Target.Equal(restoreInput.Restore.Target) || ri.InternalName != "db-1a2b" {

@@ -51,6 +51,12 @@ func goldenScenarios() []goldenScenario {
 		{file: "create-retries-v0.json", note: "create-instance retries as recorded before attempt/policy/timer-purpose fields", strip: true,
 			orchestration: orchestrations.CreateInstance, input: createInput,
 			env: func(t *testing.T) *duroxidetest.Env { return newCreateEnv(t, probeRetries) }},
+		{file: "create-success-lean.json", note: "create-instance since the lean create: no record, connection with readiness, actor id with the running state",
+			orchestration: orchestrations.CreateInstance, input: createInput,
+			env: func(t *testing.T) *duroxidetest.Env { return newCreateEnv(t, nil) }},
+		{file: "create-retries-lean.json", note: "create-instance since the lean create: test-connection fails twice, then succeeds",
+			orchestration: orchestrations.CreateInstance, input: createInput,
+			env: func(t *testing.T) *duroxidetest.Env { return newCreateEnv(t, probeRetries) }},
 		{file: "create-deploy-failure.json", note: "create-instance: deploy fails 3 times; marked failed, cleaned up", orchestration: orchestrations.CreateInstance, input: createInput,
 			env: func(t *testing.T) *duroxidetest.Env {
 				env := newCreateEnv(t, deployFails)
@@ -70,6 +76,8 @@ func goldenScenarios() []goldenScenario {
 				return newDeleteEnv(t, running, mocks{activities.DeletePostgres: fail})
 			}},
 		{file: "actor-healthy.json", note: "instance-actor: a healthy check, then continue-as-new", orchestration: orchestrations.InstanceActor, input: actorInput,
+			env: func(t *testing.T) *duroxidetest.Env { return newActorEnv(t, nil) }},
+		{file: "actor-healthy-one-write.json", note: "instance-actor since the single health write: the check sets the health", orchestration: orchestrations.InstanceActor, input: actorInput,
 			env: func(t *testing.T) *duroxidetest.Env { return newActorEnv(t, nil) }},
 		{file: "actor-stopped.json", note: "instance-actor: InstanceDeleted while waiting", orchestration: orchestrations.InstanceActor, input: actorInput,
 			env: func(t *testing.T) *duroxidetest.Env {

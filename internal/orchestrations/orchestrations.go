@@ -66,18 +66,32 @@ func call[Out any](ctx *duroxide.OrchestrationContext, name string, in any, p du
 	return duroxide.CallActivityWithRetryTyped[Out](ctx, name, in, p)
 }
 
+// GetVersion change ids of the steps left out since the lean create and the
+// single health write (see createInstance and instanceActor).
+const (
+	changeLeanCreate     = "lean-create"
+	changeOneHealthWrite = "one-health-write"
+)
+
 func createInstance(driverName string) func(*duroxide.OrchestrationContext, CreateInput) (CreateOutput, error) {
 	return func(ctx *duroxide.OrchestrationContext, in CreateInput) (CreateOutput, error) {
 		d := useDefaults(ctx)
 		log := ctx.Logger().With("instance", in.Name, "internal_name", in.InternalName)
 		ref := activities.InstanceRef{InternalName: in.InternalName}
-		ctx.SetCustomStatus("recording")
-		if _, err := plain[activities.InstanceView](ctx, d, activities.CreateRecord, activities.CreateRecordInput{
-			Name: in.Name, InternalName: in.InternalName, Driver: driverName, PostgresVersion: in.PostgresVersion,
-			StorageGB: in.StorageGB, Internal: in.Internal, DNSLabel: in.DNSLabel, CreateOrchestrationID: ctx.InstanceID(),
-		}); err != nil {
-			// Nothing was created: no cleanup needed.
-			return CreateOutput{}, fmt.Errorf("record instance: %w", err)
+		// Creates since the lean change leave out three steps that added
+		// nothing: the record the caller wrote is not written again, the
+		// connection comes with readiness, and the actor id is recorded
+		// with the running state.
+		lean := ctx.GetVersion(changeLeanCreate, duroxide.VersionBeforeChange, 1) >= 1
+		if !lean {
+			ctx.SetCustomStatus("recording")
+			if _, err := plain[activities.InstanceView](ctx, d, activities.CreateRecord, activities.CreateRecordInput{
+				Name: in.Name, InternalName: in.InternalName, Driver: driverName, PostgresVersion: in.PostgresVersion,
+				StorageGB: in.StorageGB, Internal: in.Internal, DNSLabel: in.DNSLabel, CreateOrchestrationID: ctx.InstanceID(),
+			}); err != nil {
+				// Nothing was created: no cleanup needed.
+				return CreateOutput{}, fmt.Errorf("record instance: %w", err)
+			}
 		}
 
 		fail := func(step string, cause error) (CreateOutput, error) {
@@ -104,13 +118,18 @@ func createInstance(driverName string) func(*duroxide.OrchestrationContext, Crea
 			return fail("deploy", err)
 		}
 		ctx.SetCustomStatus("waiting for ready")
-		if _, err := plain[activities.ReadyOutput](ctx, d, activities.WaitForReady, ref); err != nil {
+		ready, err := plain[activities.ReadyOutput](ctx, d, activities.WaitForReady, ref)
+		if err != nil {
 			return fail("wait for ready", err)
 		}
-		ctx.SetCustomStatus("getting connection strings")
-		conn, err := plain[activities.ConnectionOutput](ctx, d, activities.GetConnectionStrings, ref)
-		if err != nil {
-			return fail("get connection strings", err)
+		var conn activities.ConnectionOutput
+		if lean && ready.Connection != nil {
+			conn = *ready.Connection
+		} else {
+			ctx.SetCustomStatus("getting connection strings")
+			if conn, err = plain[activities.ConnectionOutput](ctx, d, activities.GetConnectionStrings, ref); err != nil {
+				return fail("get connection strings", err)
+			}
 		}
 		ctx.SetCustomStatus("testing connection")
 		probe, err := call[activities.TestConnectionOutput](ctx, activities.TestConnection,
@@ -118,20 +137,25 @@ func createInstance(driverName string) func(*duroxide.OrchestrationContext, Crea
 		if err != nil {
 			return fail("test connection", err)
 		}
+		actorID := ActorID(in.InternalName)
+		update := cms.StateUpdate{Host: conn.Endpoint.Host, Port: conn.Endpoint.Port, ConnectionString: conn.ConnectionString,
+			ExternalIP: conn.Endpoint.ExternalIP, DNSName: conn.Endpoint.DNSName, Message: "ready: " + probe.Version}
+		if lean {
+			update.ActorOrchestrationID = actorID
+		}
 		if _, err := plain[cms.State](ctx, d, activities.UpdateState, activities.UpdateStateInput{
-			InternalName: in.InternalName, State: cms.StateRunning,
-			Update: cms.StateUpdate{Host: conn.Endpoint.Host, Port: conn.Endpoint.Port, ConnectionString: conn.ConnectionString,
-				ExternalIP: conn.Endpoint.ExternalIP, DNSName: conn.Endpoint.DNSName, Message: "ready: " + probe.Version},
+			InternalName: in.InternalName, State: cms.StateRunning, Update: update,
 		}); err != nil {
 			return fail("mark running", err)
 		}
 		// The health actor runs on its own; it is not a child of this instance.
-		actorID := ActorID(in.InternalName)
 		if err := ctx.StartOrchestration(InstanceActor, actorID, ActorInput{InternalName: in.InternalName, Interval: in.ActorInterval}); err != nil {
 			return fail("start health actor", err)
 		}
-		if _, err := plain[struct{}](ctx, d, activities.SetActor, activities.SetActorInput{InternalName: in.InternalName, OrchestrationID: actorID}); err != nil {
-			log.Warn("recording the actor id failed", "error", err.Error())
+		if !lean {
+			if _, err := plain[struct{}](ctx, d, activities.SetActor, activities.SetActorInput{InternalName: in.InternalName, OrchestrationID: actorID}); err != nil {
+				log.Warn("recording the actor id failed", "error", err.Error())
+			}
 		}
 		// Creates that passed this point before backups existed replay
 		// without them (the app starts their schedules when it starts).
@@ -258,8 +282,12 @@ func instanceActor(ctx *duroxide.OrchestrationContext, in ActorInput) (string, e
 		if _, err := plain[struct{}](ctx, d, activities.RecordHealthCheck, hc); err != nil {
 			log.Warn("recording a health check failed", "error", err.Error())
 		}
-		if _, err := plain[struct{}](ctx, d, activities.UpdateHealth, activities.UpdateHealthInput{InternalName: in.InternalName, Health: hc.Status}); err != nil {
-			log.Warn("updating health failed", "error", err.Error())
+		// Since the one-health-write change, recording the check sets the
+		// instance's health in the same transaction.
+		if ctx.GetVersion(changeOneHealthWrite, duroxide.VersionBeforeChange, 1) < 1 {
+			if _, err := plain[struct{}](ctx, d, activities.UpdateHealth, activities.UpdateHealthInput{InternalName: in.InternalName, Health: hc.Status}); err != nil {
+				log.Warn("updating health failed", "error", err.Error())
+			}
 		}
 		in.Checks++
 	}
