@@ -758,6 +758,11 @@ func (d *Driver) Promote(ctx context.Context, name, id string) error {
 		return fmt.Errorf("local: promote %s/%s: not writable: %w", name, id, err)
 	}
 	promoted := time.Since(start)
+	// pg_control names the new timeline only after a checkpoint, which a
+	// promotion requests but does not wait for; pg_rewind reads it.
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("local: promote %s/%s: checkpoint: %w", name, id, err)
+	}
 	// Its configuration as the primary, its slots, then the standbys.
 	if err := d.reloadServer(ctx, m, sp); err != nil {
 		return fmt.Errorf("local: promote %s/%s: %w", name, id, err)
@@ -834,6 +839,10 @@ func (d *Driver) Rebuild(ctx context.Context, name, id string) error {
 	if err := d.ensureSlot(ctx, pp, prim, id); err != nil {
 		return fmt.Errorf("local: rebuild %s/%s: %w", name, id, err)
 	}
+	// pg_rewind compares the timelines of the control files (see Promote).
+	if err := d.execOn(ctx, pp, prim.Port, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("local: rebuild %s/%s: checkpoint: %w", name, id, err)
+	}
 	method := "rewind"
 	err = d.rewind(ctx, m, p, in, id)
 	if err == nil {
@@ -843,6 +852,9 @@ func (d *Driver) Rebuild(ctx context.Context, name, id string) error {
 				err = d.waitStreaming(ctx, pp, prim, id, rebuildStreamWait)
 			}
 		}
+	}
+	if err == nil {
+		d.step("rebuild:rewound")
 	}
 	if err != nil {
 		d.log.Warn("cannot rewind the server; taking a fresh base backup", "instance", name, "server", id, "err", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,13 +124,26 @@ func waitRows(t *testing.T, d *Driver, name, id string, n int) {
 	}
 }
 
-func dataInode(t *testing.T, d *Driver, name, id string) uint64 {
+// rebuildMethod runs Rebuild and reports how it made the standby:
+// "rewind" or "base backup".
+func rebuildMethod(t *testing.T, d *Driver, name, id string) string {
 	t.Helper()
-	fi, err := os.Stat(d.serverPaths(name, id).data)
-	if err != nil {
-		t.Fatal(err)
+	var steps []string
+	d.atStep = func(s string) { steps = append(steps, s) }
+	defer func() { d.atStep = nil }()
+	start := time.Now()
+	if err := d.Rebuild(testCtx(t), name, id); err != nil {
+		t.Fatalf("Rebuild %s: %v", id, err)
 	}
-	return fi.Sys().(*syscall.Stat_t).Ino
+	method := ""
+	switch {
+	case slices.Contains(steps, "build:copied"):
+		method = "base backup"
+	case slices.Contains(steps, "rebuild:rewound"):
+		method = "rewind"
+	}
+	t.Logf("Rebuild %s (%s) took %v", id, method, time.Since(start))
+	return method
 }
 
 // TestReplicaFailover: a synchronous standby has every committed row; the
@@ -215,14 +229,8 @@ func TestReplicaFailover(t *testing.T) {
 		t.Fatalf("Status after failover: %+v", st)
 	}
 
-	inode := dataInode(t, d, name, "0")
-	start = time.Now()
-	if err := d.Rebuild(ctx, name, "0"); err != nil {
-		t.Fatalf("Rebuild: %v", err)
-	}
-	t.Logf("Rebuild (rewind) took %v", time.Since(start))
-	if dataInode(t, d, name, "0") != inode {
-		t.Fatal("Rebuild took a base backup; want pg_rewind")
+	if m := rebuildMethod(t, d, name, "0"); m != "rewind" {
+		t.Fatalf("Rebuild by %q; want pg_rewind", m)
 	}
 	ss = waitServers(t, d, name, func(ss []dataplane.ServerState) bool {
 		s := roleOf(ss, "0")
@@ -237,10 +245,19 @@ func TestReplicaFailover(t *testing.T) {
 	if err := d.Rebuild(ctx, name, "0"); err != nil {
 		t.Fatalf("second Rebuild: %v", err)
 	}
+	// Promoting a standby while the primary runs fences the primary first:
+	// never two primaries.
 	if err := d.Promote(ctx, name, "0"); err != nil {
-		// Only fenced first: promoting while the primary runs fences it.
-		t.Logf("Promote of a standby with a live primary: %v", err)
+		t.Fatalf("Promote with a live primary: %v", err)
 	}
+	if readPostmaster(d.serverPaths(name, "1").data).running {
+		t.Fatal("the old primary still runs after Promote")
+	}
+	ss, _ = d.Servers(ctx, name)
+	if ss[0].ID != "0" || ss[0].Role != dataplane.RolePrimary || roleOf(ss, "1").Role != dataplane.RoleFenced {
+		t.Fatalf("servers after a promotion over a live primary: %+v", ss)
+	}
+	insert(t, url, 1)
 }
 
 // TestReplicaSwitchover: a clean switchover and back loses nothing; a
@@ -270,12 +287,8 @@ func TestReplicaSwitchover(t *testing.T) {
 		t.Fatalf("Promote of a fenced server: %v, want ErrNotStandby", err)
 	}
 	insert(t, url, 20)
-	inode := dataInode(t, d, name, "0")
-	if err := d.Rebuild(ctx, name, "0"); err != nil {
-		t.Fatalf("Rebuild: %v", err)
-	}
-	if dataInode(t, d, name, "0") != inode {
-		t.Fatal("Rebuild after a clean switchover took a base backup; want pg_rewind")
+	if m := rebuildMethod(t, d, name, "0"); m != "rewind" {
+		t.Fatalf("Rebuild after a clean switchover by %q; want pg_rewind", m)
 	}
 	waitRows(t, d, name, "0", 40)
 
@@ -294,14 +307,8 @@ func TestReplicaSwitchover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	inode = dataInode(t, d, name, "1")
-	start := time.Now()
-	if err := d.Rebuild(ctx, name, "1"); err != nil {
-		t.Fatalf("Rebuild without WAL: %v", err)
-	}
-	t.Logf("Rebuild (base backup fallback) took %v", time.Since(start))
-	if dataInode(t, d, name, "1") == inode {
-		t.Fatal("Rebuild without WAL kept the data directory")
+	if m := rebuildMethod(t, d, name, "1"); m != "base backup" {
+		t.Fatalf("Rebuild without WAL by %q; want a base backup", m)
 	}
 	ss := waitServers(t, d, name, func(ss []dataplane.ServerState) bool { return streamingCount(ss) == 1 })
 	if ss[0].ID != "0" || ss[0].Timeline != 3 {
