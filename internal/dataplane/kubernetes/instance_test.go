@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -107,7 +108,7 @@ func TestPublicAndInternalInstances(t *testing.T) {
 	epPub := waitEndpoint(t, d, pub.Name)
 	want := dataplane.Endpoint{Host: "127.0.0.1", Port: 5432, User: "postgres", Database: "postgres",
 		DNSName: "orders.db.example.test", ExternalIP: "127.0.0.1"}
-	if epPub != want {
+	if !reflect.DeepEqual(epPub, want) {
 		t.Errorf("public endpoint %+v, want %+v", epPub, want)
 	}
 	if u := epPub.URL(""); u != "postgresql://postgres@orders.db.example.test:5432/postgres" {
@@ -122,7 +123,7 @@ func TestPublicAndInternalInstances(t *testing.T) {
 		t.Fatalf("internal Endpoint: %v", err)
 	}
 	wantIn := dataplane.Endpoint{Host: serviceName(in.Name) + "." + ns + ".svc.cluster.local", Port: 5432, User: "postgres", Database: "postgres"}
-	if epIn != wantIn {
+	if !reflect.DeepEqual(epIn, wantIn) {
 		t.Errorf("internal endpoint %+v, want %+v", epIn, wantIn)
 	}
 	if u := epIn.URL(""); u != "postgresql://postgres@"+wantIn.Host+":5432/postgres" {
