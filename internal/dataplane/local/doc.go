@@ -141,6 +141,22 @@
 // server as Restarting or CrashLoop. Delete ends the supervision before it
 // stops the server; Close ends all supervision (the servers keep running).
 //
+// # Standby servers
+//
+// The driver implements dataplane.Replicator: an instance may have up to
+// two standbys (SetReplicas), each a server of the instance's account with
+// its own data directory and port under <Dir>/<name>/server-<id>/,
+// streaming from the primary over its private socket as ReplicationUser
+// (peer authentication, no password), with a replication slot each, and
+// synchronous when asked. Fence, Promote and Rebuild (pg_rewind, else a
+// fresh base backup) carry out a failover; roles are recorded in
+// instance.json before anything runs, so a crash never leaves two
+// primaries, and Adopt never starts a fenced server. With standbys the
+// supervisor does not restart a dead primary: it reports
+// dataplane.EventPrimaryDown (Status: PrimaryDown) for the failover to
+// act. Endpoint lists every server (the primary first) with MultiHost, so
+// the read-write URL keeps working across failovers. See replicas.go.
+//
 // # Running as root
 //
 // PostgreSQL refuses to run as root. When Toygres runs as root (euid 0), the
