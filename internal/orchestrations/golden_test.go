@@ -135,9 +135,13 @@ func goldenScenarios() []goldenScenario {
 				return newReplicatedActorEnv(t, mocks{activities.TestConnection: fail})
 			}},
 		{file: "scale-success.json", note: "scale-instance: one synchronous standby added", orchestration: orchestrations.ScaleInstance, input: scaleInput,
-			env: func(t *testing.T) *duroxidetest.Env { return newReplicaEnv(t, orchestrations.ScaleID("db-1a2b", "1"), nil) }},
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newReplicaEnv(t, orchestrations.ScaleID("db-1a2b", "1"), nil)
+			}},
 		{file: "failover-success.json", note: "failover-instance: fence, promote the sync standby, record, rebuild", orchestration: orchestrations.FailoverInstance, input: failoverInput,
-			env: func(t *testing.T) *duroxidetest.Env { return newReplicaEnv(t, orchestrations.FailoverID("db-1a2b", 1), nil) }},
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newReplicaEnv(t, orchestrations.FailoverID("db-1a2b", 1), nil)
+			}},
 		{file: "failover-fence-failure.json", note: "failover-instance: fencing fails 5 times; nothing promoted", orchestration: orchestrations.FailoverInstance, input: failoverInput,
 			env: func(t *testing.T) *duroxidetest.Env {
 				return newReplicaEnv(t, orchestrations.FailoverID("db-1a2b", 1), mocks{activities.FenceServer: fail})

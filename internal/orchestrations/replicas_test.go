@@ -21,7 +21,9 @@ var (
 	syncSb2  = dataplane.ServerState{ID: "2", Role: dataplane.RoleStandby, Ready: true, Streaming: true, Sync: true, Timeline: 1, LagBytes: 100}
 )
 
-func servers(s ...dataplane.ServerState) activities.ServersOutput { return activities.ServersOutput{Servers: s} }
+func servers(s ...dataplane.ServerState) activities.ServersOutput {
+	return activities.ServersOutput{Servers: s}
+}
 
 var replicaConn = activities.RecordEndpointOutput{
 	ConnectionString:         "postgresql://postgres@127.0.0.1:5433,127.0.0.1:5434/postgres?target_session_attrs=read-write",
