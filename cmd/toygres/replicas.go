@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/cli"
+	"github.com/toygres/toygres/internal/orchestrations"
 )
 
 // ---- scale, failover, switchover ----
@@ -196,4 +198,33 @@ func printServers(w io.Writer, d *api.InstanceDetail) {
 		t.Row("  "+s.ID, s.Role, addr, yesNo(s.Ready), sync, streaming, lag, strconv.Itoa(s.Timeline), oneLine(s.Message))
 	}
 	t.Flush()
+}
+
+// failoverFlags configure failure detection of instances with standbys
+// (server start).
+type failoverFlags struct {
+	interval  time.Duration
+	threshold int
+}
+
+func (f *failoverFlags) register(fs *pflag.FlagSet) {
+	fs.DurationVar(&f.interval, "failover-check-interval", orchestrations.DefaultFailoverCheckInterval,
+		"health check period of instances with standbys (their primary's failure is detected within about threshold × this)")
+	fs.IntVar(&f.threshold, "failover-threshold", orchestrations.DefaultFailoverThreshold,
+		"consecutive failed health checks of an instance's primary that start a failover to a standby")
+}
+
+func (f *failoverFlags) validate() error {
+	if f.interval <= 0 {
+		return usagef("--failover-check-interval must be positive")
+	}
+	if f.threshold < 1 {
+		return usagef("--failover-threshold must be at least 1")
+	}
+	return nil
+}
+
+// args are the flags for the background server's command line.
+func (f *failoverFlags) args() []string {
+	return []string{"--failover-check-interval", f.interval.String(), "--failover-threshold", strconv.Itoa(f.threshold)}
 }
