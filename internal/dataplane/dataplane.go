@@ -194,10 +194,13 @@ const (
 // through a callback the driver's options carry. It holds no secrets.
 type Event struct {
 	Instance string // the instance's internal name (Spec.Name)
-	Kind     EventKind
-	Message  string // detail for humans (the error, the server log's last line)
-	Attempt  int    // crashes in the current crash-loop window, counting this one
-	Time     time.Time
+	// Server is the server of the instance it concerns ("0", "1", …; see
+	// Replicator), "" when the driver has one server per instance.
+	Server  string
+	Kind    EventKind
+	Message string // detail for humans (the error, the server log's last line)
+	Attempt int    // crashes in the current crash-loop window, counting this one
+	Time    time.Time
 }
 
 // ProblemKind classifies why a driver could not adopt or start an instance.

@@ -5,6 +5,12 @@ import (
 	"errors"
 )
 
+// EventPrimaryDown: the primary of an instance with standbys died. The
+// driver's supervisor does not restart it (that would race a failover):
+// the health actor fails over (Fence it, Promote a standby, Rebuild it).
+// Event.Server names the dead server.
+const EventPrimaryDown EventKind = "primary-down"
+
 // MaxReplicas is the largest number of standby servers an instance may
 // have.
 const MaxReplicas = 2

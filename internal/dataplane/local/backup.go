@@ -214,19 +214,11 @@ func archiveConfig(m *metadata, p paths) string {
 	return b.String()
 }
 
-// adminConn connects as AdminUser over the instance's private socket.
+// adminConn connects as AdminUser over the private socket of the
+// instance's primary.
 func (d *Driver) adminConn(ctx context.Context, p paths, m *metadata) (*pgx.Conn, error) {
-	if len(p.run)+len("/.s.PGSQL.65535") > maxSocketPath {
-		return nil, fmt.Errorf("the socket directory %s is too long for a Unix socket; move the data directory to a shorter path", p.run)
-	}
-	cfg, err := pgx.ParseConfig("")
-	if err != nil {
-		return nil, err
-	}
-	cfg.Host, cfg.Port, cfg.User, cfg.Database = p.run, uint16(m.Port), AdminUser, Database
-	cfg.ConnectTimeout = 10 * time.Second
-	cfg.RuntimeParams = map[string]string{"application_name": "toygres"}
-	return pgx.ConnectConfig(ctx, cfg)
+	pp, prim := d.primaryPaths(p.name, m)
+	return d.adminConnTo(ctx, pp, prim.Port)
 }
 
 // SetArchiving turns WAL archiving of an instance on or off; a running
@@ -258,6 +250,18 @@ func (d *Driver) SetArchiving(ctx context.Context, name string, on bool) error {
 // reconfigure rewrites toygres.conf and pg_hba.conf of an initialized
 // instance and makes a running server reload them.
 func (d *Driver) reconfigure(ctx context.Context, p paths, m *metadata) error {
+	for _, s := range m.servers() {
+		if s.ID == "0" {
+			continue
+		}
+		if err := d.reloadServer(ctx, m, d.serverPaths(p.name, s.ID)); err != nil {
+			return fmt.Errorf("local: reload %s: %w", p.name, err)
+		}
+	}
+	p = d.serverPaths(p.name, "0")
+	if _, err := os.Lstat(p.data); err != nil {
+		return nil // server "0" was removed
+	}
 	acct := d.ownerAccount(p.data)
 	if err := d.writeServerConfig(m, p, p.data, acct); err != nil {
 		return err
@@ -270,12 +274,7 @@ func (d *Driver) reconfigure(ctx context.Context, p paths, m *metadata) error {
 	if !readPostmaster(p.data).running {
 		return nil
 	}
-	conn, err := d.adminConn(ctx, p, m)
-	if err != nil {
-		return fmt.Errorf("local: reload %s: %w", p.name, err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+	if err := d.execOn(ctx, p, m.server("0").Port, "SELECT pg_reload_conf()"); err != nil {
 		return fmt.Errorf("local: reload %s: %w", p.name, err)
 	}
 	return nil
@@ -305,7 +304,8 @@ func (d *Driver) Backup(ctx context.Context, name, id string) (dataplane.BackupI
 	if err != nil {
 		return dataplane.BackupInfo{}, err
 	}
-	if !readPostmaster(p.data).running {
+	pp, prim := d.primaryPaths(name, m)
+	if !readPostmaster(pp.data).running {
 		return dataplane.BackupInfo{}, fmt.Errorf("local: backup %s: the server is not running", name)
 	}
 	in, err := d.install(ctx, m.Version)
@@ -345,7 +345,7 @@ func (d *Driver) Backup(ctx context.Context, name, id string) (dataplane.BackupI
 	d.step("backup:cleared")
 	started := time.Now().UTC()
 	out, err := d.run(ctx, nil, p.base(), filepath.Join(in.binDir, "pg_basebackup"),
-		"-h", p.run, "-p", strconv.Itoa(m.Port), "-U", AdminUser, "--no-password",
+		"-h", pp.run, "-p", strconv.Itoa(prim.Port), "-U", AdminUser, "--no-password",
 		"-D", partial, "-Fp", "-X", "stream", "-c", "fast", "-l", "toygres "+id)
 	if err != nil {
 		return dataplane.BackupInfo{}, fmt.Errorf("local: backup %s: pg_basebackup: %w\n%s", name, err, out)
@@ -584,7 +584,7 @@ func (d *Driver) FlushArchive(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if m.NoArchive || !readPostmaster(p.data).running {
+	if pp, _ := d.primaryPaths(name, m); m.NoArchive || !readPostmaster(pp.data).running {
 		return nil
 	}
 	conn, err := d.adminConn(ctx, p, m)

@@ -346,10 +346,10 @@ func (d *Driver) Deploy(ctx context.Context, spec dataplane.Spec, password strin
 			return err
 		}
 	}
-	if _, err := d.start(ctx, m, p, in); err != nil {
+	// Every server of the instance, as its role says.
+	if _, err := d.startExisting(ctx, m, p); err != nil {
 		return err
 	}
-	d.supervise(p)
 	return nil
 }
 
@@ -394,7 +394,7 @@ func (d *Driver) create(ctx context.Context, spec dataplane.Spec, p paths) (*met
 	// port as taken.
 	d.allocMu.Lock()
 	defer d.allocMu.Unlock()
-	if m.Port, err = d.allocatePort(listen, spec.Name); err != nil {
+	if m.Port, err = d.allocatePort(listen, spec.Name, nil); err != nil {
 		return nil, fmt.Errorf("local: deploy %s: %w", spec.Name, err)
 	}
 	if err := writeMeta(p.meta, m); err != nil {
@@ -483,7 +483,13 @@ func (d *Driver) start(ctx context.Context, m *metadata, p paths, in install) (b
 	problem := func(kind dataplane.ProblemKind, err error) error {
 		return &dataplane.Problem{Instance: m.Name, Kind: kind, Err: err}
 	}
+	srv := m.server(p.id)
+	if srv.Role == dataplane.RoleFenced || srv.Role == dataplane.RoleBuilding {
+		// Never started: Rebuild (or SetReplicas) makes it a standby first.
+		return false, nil
+	}
 	for attempt := 1; ; attempt++ {
+		srv = m.server(p.id)
 		pm := readPostmaster(p.data)
 		if pm.running {
 			// Started by a call that crashed before recording it.
@@ -498,9 +504,9 @@ func (d *Driver) start(ctx context.Context, m *metadata, p paths, in install) (b
 		if err := d.clearStale(ctx, m, p, pm); err != nil {
 			return false, problem(dataplane.ProblemStartFailed, err)
 		}
-		if !portFree(m.ListenAddress, m.Port) {
-			if m.Started {
-				return false, problem(dataplane.ProblemPortTaken, fmt.Errorf("local: start %s: port %d on %s is in use by another process", m.Name, m.Port, m.ListenAddress))
+		if !portFree(m.ListenAddress, srv.Port) {
+			if m.Started || p.id != "0" {
+				return false, problem(dataplane.ProblemPortTaken, fmt.Errorf("local: start %s: port %d on %s is in use by another process", m.Name, srv.Port, m.ListenAddress))
 			}
 			if err := d.movePort(m, p); err != nil {
 				return false, problem(dataplane.ProblemPortTaken, err)
@@ -520,6 +526,9 @@ func (d *Driver) start(ctx context.Context, m *metadata, p paths, in install) (b
 		if err := d.writeServerConfig(m, p, p.data, acct); err != nil {
 			return false, problem(dataplane.ProblemStartFailed, fmt.Errorf("local: start %s: %w", m.Name, err))
 		}
+		if err := ensureSignal(m, p, p.data, acct); err != nil {
+			return false, problem(dataplane.ProblemStartFailed, fmt.Errorf("local: start %s: %w", m.Name, err))
+		}
 		out, err := d.run(ctx, acct, p.dir, filepath.Join(in.binDir, "pg_ctl"),
 			"start", "-D", p.data, "-l", p.log, "-w", "-t", strconv.Itoa(int(startWait/time.Second)))
 		if err != nil {
@@ -530,8 +539,8 @@ func (d *Driver) start(ctx context.Context, m *metadata, p paths, in install) (b
 				// Another process may have held the port only briefly: the
 				// server's own complaint counts as much as a probe now.
 				logTail := tailLinesQuiet(p, 20)
-				taken := !portFree(m.ListenAddress, m.Port) || strings.Contains(strings.Join(logTail, "\n"), "Address already in use")
-				if !m.Started && attempt < 3 && taken {
+				taken := !portFree(m.ListenAddress, srv.Port) || strings.Contains(strings.Join(logTail, "\n"), "Address already in use")
+				if !m.Started && p.id == "0" && attempt < 3 && taken {
 					if err := d.movePort(m, p); err != nil {
 						return false, problem(dataplane.ProblemPortTaken, err)
 					}
@@ -549,7 +558,7 @@ func (d *Driver) start(ctx context.Context, m *metadata, p paths, in install) (b
 		if err := d.recordStarted(m, p); err != nil {
 			return true, problem(dataplane.ProblemStartFailed, err)
 		}
-		d.log.Info("server started", "instance", m.Name, "port", m.Port, "version", m.Version)
+		d.log.Info("server started", "instance", m.Name, "server", p.id, "role", srv.Role, "port", srv.Port, "version", m.Version)
 		return true, nil
 	}
 }
@@ -597,7 +606,7 @@ func (d *Driver) clearStale(ctx context.Context, m *metadata, p paths, pm postma
 func (d *Driver) movePort(m *metadata, p paths) error {
 	d.allocMu.Lock()
 	defer d.allocMu.Unlock()
-	port, err := d.allocatePort(m.ListenAddress, m.Name)
+	port, err := d.allocatePort(m.ListenAddress, m.Name, nil)
 	if err != nil {
 		return fmt.Errorf("local: start %s: %w", m.Name, err)
 	}
@@ -631,6 +640,11 @@ func (d *Driver) Status(ctx context.Context, name string) (dataplane.Status, err
 	if !m.Initialized {
 		return dataplane.Status{Phase: PhasePending, Message: "deployment incomplete (cluster not initialized yet)"}, nil
 	}
+	prim, hasPrimary := m.primary()
+	if !hasPrimary {
+		return dataplane.Status{Phase: PhaseNoPrimary, Message: "no server is the primary (a failover is under way): promote a standby"}, nil
+	}
+	p = d.serverPaths(name, prim.ID)
 	pm := readPostmaster(p.data)
 	if !pm.running {
 		if phase, msg := d.sup.view(name); phase != "" {
@@ -645,7 +659,7 @@ func (d *Driver) Status(ctx context.Context, name string) (dataplane.Status, err
 	if pm.status == "stopping" {
 		return dataplane.Status{Phase: PhaseStopping, Message: "server is shutting down"}, nil
 	}
-	ok, msg := ping(ctx, pingHost(m.ListenAddress), m.Port)
+	ok, msg := ping(ctx, pingHost(m.ListenAddress), prim.Port)
 	if !ok {
 		return dataplane.Status{Phase: PhaseStarting, Message: msg}, nil
 	}
@@ -667,7 +681,17 @@ func (d *Driver) Endpoint(ctx context.Context, name string) (dataplane.Endpoint,
 	if err != nil {
 		return dataplane.Endpoint{}, err
 	}
-	return dataplane.Endpoint{Host: m.Host, Port: m.Port, User: User, Database: Database}, nil
+	// The primary first, the others in server order: the set of addresses
+	// (and so a stored read-write URL) stays the same across failovers.
+	_, prim := d.primaryPaths(name, m)
+	ep := dataplane.Endpoint{Host: m.Host, Port: prim.Port, User: User, Database: Database}
+	for _, s := range m.servers() {
+		if s.ID != prim.ID {
+			ep.Standbys = append(ep.Standbys, dataplane.HostPort{Host: m.Host, Port: s.Port})
+		}
+	}
+	ep.MultiHost = len(ep.Standbys) > 0
+	return ep, nil
 }
 
 // Delete ends the instance's supervision, stops its server (fast shutdown,
@@ -706,6 +730,14 @@ func (d *Driver) deleteLocked(ctx context.Context, p paths) error {
 	}
 	d.step("delete:marked")
 	m, _ := readMeta(p.meta)
+	// The standbys first (found on disk: the metadata may be gone).
+	dirs, _ := filepath.Glob(filepath.Join(p.dir, "server-*"))
+	for _, dir := range dirs {
+		sp := d.serverPaths(p.name, strings.TrimPrefix(filepath.Base(dir), "server-"))
+		if err := d.stop(ctx, sp, d.binDirFor(ctx, sp, m)); err != nil {
+			return err
+		}
+	}
 	if err := d.stop(ctx, p, d.binDirFor(ctx, p, m)); err != nil {
 		return err
 	}
@@ -760,6 +792,9 @@ func (d *Driver) Logs(ctx context.Context, name string, tail int) ([]string, err
 	p, err := d.existing(name)
 	if err != nil {
 		return nil, err
+	}
+	if m, err := readMeta(p.meta); err == nil {
+		p, _ = d.primaryPaths(name, m) // the primary's log
 	}
 	// Opened without following links: the server's account owns the log.
 	lines, err := tailLines(p.dir, filepath.Base(p.log), tail)
@@ -911,9 +946,25 @@ func (d *Driver) startExisting(ctx context.Context, m *metadata, p paths) (bool,
 			return false, &dataplane.Problem{Instance: m.Name, Kind: dataplane.ProblemStartFailed, Err: fmt.Errorf("local: migrate %s: %w", m.Name, err)}
 		}
 	}
-	started, err := d.start(ctx, m, p, in)
-	if err != nil {
-		return false, err
+	started := false
+	for _, s := range m.servers() {
+		sp := d.serverPaths(m.Name, s.ID)
+		if s.Role == dataplane.RoleFenced || s.Role == dataplane.RoleBuilding {
+			// Never runs: a fenced server still running (a crash
+			// between recording and stopping it) is stopped now.
+			if readPostmaster(sp.data).running {
+				d.log.Warn("stopping a fenced server found running", "instance", m.Name, "server", s.ID)
+				if err := d.stop(ctx, sp, in.binDir); err != nil {
+					return false, &dataplane.Problem{Instance: m.Name, Kind: dataplane.ProblemStartFailed, Err: fmt.Errorf("local: stop fenced server %s of %s: %w", s.ID, m.Name, err)}
+				}
+			}
+			continue
+		}
+		ok, err := d.start(ctx, m, sp, in)
+		if err != nil {
+			return false, err
+		}
+		started = started || ok
 	}
 	d.supervise(p)
 	return started, nil
@@ -948,6 +999,13 @@ type paths struct {
 	pwfile   string // initdb password file of older versions (removed if found)
 	marker   string // present while the instance is being deleted
 	backup   string // <BackupDir>/<name>: its WAL archive and base backups
+	// inst is the instance directory (dir is a standby's own directory
+	// in the paths of a standby server, see serverPaths); the instance's
+	// account is named after it.
+	inst string
+	// id is the server these paths are of ("0": the instance's first
+	// server, whose files are directly in the instance directory).
+	id string
 }
 
 func (d *Driver) paths(name string) paths {
@@ -963,6 +1021,8 @@ func (d *Driver) paths(name string) paths {
 		pwfile:   filepath.Join(dir, ".pwfile"),
 		marker:   filepath.Join(dir, markerFile),
 		backup:   filepath.Join(d.backupDir, name),
+		inst:     dir,
+		id:       "0",
 	}
 }
 
@@ -1040,8 +1100,14 @@ func pingHost(listen string) string {
 
 // allocatePort returns the lowest port of the range that no other instance
 // claims and nothing listens on. The caller holds allocMu.
-func (d *Driver) allocatePort(listen, self string) (int, error) {
+func (d *Driver) allocatePort(listen, self string, own *metadata) (int, error) {
 	claimed := map[int]bool{}
+	if own != nil {
+		claimed[own.Port] = true
+		for _, s := range own.Servers {
+			claimed[s.Port] = true
+		}
+	}
 	entries, err := os.ReadDir(d.dir)
 	if err != nil {
 		return 0, fmt.Errorf("allocate port: %w", err)
@@ -1052,6 +1118,9 @@ func (d *Driver) allocatePort(listen, self string) (int, error) {
 		}
 		if m, err := readMeta(filepath.Join(d.dir, e.Name(), "instance.json")); err == nil {
 			claimed[m.Port] = true
+			for _, s := range m.Servers {
+				claimed[s.Port] = true
+			}
 		}
 	}
 	for port := d.minPort; port <= d.maxPort; port++ {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -309,7 +310,7 @@ func TestDeployConnectDelete(t *testing.T) {
 	if got := pidOf(t, d, name); got != pid {
 		t.Fatalf("second Deploy restarted the server: pid %d → %d", pid, got)
 	}
-	if ep2, _ := d.Endpoint(ctx, name); ep2 != ep {
+	if ep2, _ := d.Endpoint(ctx, name); !reflect.DeepEqual(ep2, ep) {
 		t.Fatalf("second Deploy changed the endpoint: %+v → %+v", ep, ep2)
 	}
 	if err := d.Deploy(ctx, dataplane.Spec{Name: name, PostgresVersion: "1"}, testPassword); err == nil {

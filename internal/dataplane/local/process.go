@@ -113,7 +113,7 @@ func (d *Driver) stop(ctx context.Context, p paths, binDir string) error {
 // process that died while running them (they run in a session of their own
 // and outlive it).
 func (d *Driver) killOrphans(ctx context.Context, p paths) error {
-	pids := processesUnder(p.dir)
+	pids := d.orphansOf(p)
 	if len(pids) == 0 {
 		return nil
 	}
@@ -121,10 +121,30 @@ func (d *Driver) killOrphans(ctx context.Context, p paths) error {
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	if err := waitFor(ctx, 10*time.Second, func() bool { return len(processesUnder(p.dir)) == 0 }); err != nil {
-		return fmt.Errorf("stop server: processes %v still alive after SIGKILL: %w", processesUnder(p.dir), err)
+	if err := waitFor(ctx, 10*time.Second, func() bool { return len(d.orphansOf(p)) == 0 }); err != nil {
+		return fmt.Errorf("stop server: processes %v still alive after SIGKILL: %w", d.orphansOf(p), err)
 	}
 	return nil
+}
+
+// orphansOf lists the processes working in the directory of server p,
+// leaving out those of the instance's other servers (in server-* below the
+// instance directory, which is server "0"'s).
+func (d *Driver) orphansOf(p paths) []int {
+	pids := processesUnder(p.dir)
+	if p.dir != p.inst {
+		return pids
+	}
+	others := realPath(filepath.Join(p.inst, "server-"))
+	var out []int
+	for _, pid := range pids {
+		cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd")
+		if err == nil && strings.HasPrefix(strings.TrimSuffix(cwd, " (deleted)"), others) {
+			continue
+		}
+		out = append(out, pid)
+	}
+	return out
 }
 
 // processesIn lists the live processes whose working directory is dir: a

@@ -75,11 +75,29 @@ type watch struct {
 	name   string
 	ctx    context.Context
 	cancel context.CancelFunc
+	// primary is the primary's server id when the watch began (every
+	// change of roles begins a new watch).
+	primary string
 
 	// Guarded by supervisor.mu.
-	phase   string // "", PhaseRestarting, PhaseCrashLoop
+	servers map[string]*serverWatch
+}
+
+// serverWatch is the supervision state of one server of an instance.
+type serverWatch struct {
+	phase   string // "", PhaseRestarting, PhaseCrashLoop, PhasePrimaryDown
 	message string
 	deaths  []time.Time // within the crash-loop window
+}
+
+// server returns the state of server id; the caller holds supervisor.mu.
+func (w *watch) server(id string) *serverWatch {
+	sw := w.servers[id]
+	if sw == nil {
+		sw = &serverWatch{}
+		w.servers[id] = sw
+	}
+	return sw
 }
 
 func (s *supervisor) init(opts Options) error {
@@ -138,7 +156,9 @@ func counter(reg prometheus.Registerer, name, help string) (*prometheus.CounterV
 }
 
 // supervise (re)starts the supervision of a running instance with a clean
-// history (clearing a crash loop). The caller holds the instance lock.
+// history (clearing a crash loop): one goroutine per server that should
+// run (primary and standbys, as the metadata says). The caller holds the
+// instance lock.
 func (d *Driver) supervise(p paths) {
 	s := &d.sup
 	if s.opts.Disabled {
@@ -153,10 +173,26 @@ func (d *Driver) supervise(p paths) {
 		old.cancel() // it rechecks its context under the instance lock, which we hold
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watch{name: p.name, ctx: ctx, cancel: cancel}
+	w := &watch{name: p.name, ctx: ctx, cancel: cancel, primary: "0", servers: map[string]*serverWatch{}}
+	ids := []string{"0"}
+	if m, err := readMeta(p.meta); err == nil {
+		ids = ids[:0]
+		for _, srv := range m.servers() {
+			switch srv.Role {
+			case dataplane.RolePrimary:
+				w.primary = srv.ID
+			case dataplane.RoleStandby:
+			default:
+				continue // fenced and building servers are not started
+			}
+			ids = append(ids, srv.ID)
+		}
+	}
 	s.byName[p.name] = w
-	s.wg.Add(1)
-	go d.watchLoop(w, p)
+	for _, id := range ids {
+		s.wg.Add(1)
+		go d.watchLoop(w, p, id)
+	}
 }
 
 // unsupervise ends the supervision of an instance (before an intentional
@@ -197,26 +233,28 @@ func (d *Driver) Supervised() map[string]string {
 	defer s.mu.Unlock()
 	out := make(map[string]string, len(s.byName))
 	for name, w := range s.byName {
-		out[name] = w.phase
+		out[name] = w.server(w.primary).phase
 	}
 	return out
 }
 
 // view returns the supervisor's phase and message of an instance whose
-// server is not running, or "" when it has nothing to say.
+// primary is not running, or "" when it has nothing to say.
 func (s *supervisor) view(name string) (phase, message string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if w := s.byName[name]; w != nil {
-		return w.phase, w.message
+		sw := w.server(w.primary)
+		return sw.phase, sw.message
 	}
 	return "", ""
 }
 
-func (s *supervisor) set(w *watch, phase, message string) {
+func (s *supervisor) set(w *watch, id, phase, message string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w.phase, w.message = phase, message
+	sw := w.server(id)
+	sw.phase, sw.message = phase, message
 }
 
 // drop forgets a watch that ends on its own, unless a newer one replaced it.
@@ -229,25 +267,27 @@ func (s *supervisor) drop(w *watch) {
 }
 
 // died records a death and returns the deaths within the window.
-func (s *supervisor) died(w *watch, now time.Time) int {
+func (s *supervisor) died(w *watch, id string, now time.Time) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	keep := w.deaths[:0]
-	for _, t := range w.deaths {
+	sw := w.server(id)
+	keep := sw.deaths[:0]
+	for _, t := range sw.deaths {
 		if now.Sub(t) < s.opts.CrashLoopWindow {
 			keep = append(keep, t)
 		}
 	}
-	w.deaths = append(keep, now)
-	return len(w.deaths)
+	sw.deaths = append(keep, now)
+	return len(sw.deaths)
 }
 
 // forget removes the last recorded death.
-func (s *supervisor) forget(w *watch) {
+func (s *supervisor) forget(w *watch, id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if n := len(w.deaths); n > 0 {
-		w.deaths = w.deaths[:n-1]
+	sw := w.server(id)
+	if n := len(sw.deaths); n > 0 {
+		sw.deaths = sw.deaths[:n-1]
 	}
 }
 
@@ -264,15 +304,16 @@ func (s *supervisor) backoff(n int) time.Duration {
 // The postmaster runs as another account and is no child of ours, so it
 // cannot be waited for; readPostmaster checks the process is alive (not a
 // zombie) and still this server (pid reuse).
-func (d *Driver) watchLoop(w *watch, p paths) {
+func (d *Driver) watchLoop(w *watch, p paths, id string) {
 	defer d.sup.wg.Done()
+	sp := d.serverPaths(p.name, id)
 	t := time.NewTicker(d.sup.opts.PollInterval)
 	defer t.Stop()
 	for {
 		// A death counts once seen on two polls in a row: a pid file read
 		// while the server rewrites it must not look like one.
 		for seen := 0; seen < 2; {
-			if readPostmaster(p.data).running {
+			if readPostmaster(sp.data).running {
 				seen = 0
 			} else {
 				seen++
@@ -283,7 +324,7 @@ func (d *Driver) watchLoop(w *watch, p paths) {
 			case <-t.C:
 			}
 		}
-		if !d.revive(w, p) {
+		if !d.revive(w, p, id) {
 			return
 		}
 	}
@@ -293,43 +334,59 @@ func (d *Driver) watchLoop(w *watch, p paths) {
 // (true) or the watch ends (false): cancelled, instance gone or being
 // deleted, or crash loop. Every decision is made under the instance lock,
 // so it never races Deploy, Delete or Readopt; events are emitted without it.
-func (d *Driver) revive(w *watch, p paths) bool {
+func (d *Driver) revive(w *watch, p paths, id string) bool {
 	s := &d.sup
+	sp := d.serverPaths(p.name, id)
 	for {
 		unlock := d.lock(p.name)
 		if w.ctx.Err() != nil {
 			unlock()
 			return false
 		}
-		if _, err := readMeta(p.meta); err != nil || deleting(p) {
+		m, err := readMeta(p.meta)
+		if err != nil || deleting(p) {
 			// Removed (or being removed) behind this driver's back.
 			unlock()
 			s.drop(w)
 			d.log.Warn("instance gone; supervision ends", "instance", p.name)
 			return false
 		}
-		if readPostmaster(p.data).running {
-			s.set(w, "", "")
+		srv, ok := m.lookup(id)
+		if !ok || (srv.Role != dataplane.RolePrimary && srv.Role != dataplane.RoleStandby) {
+			unlock() // removed or fenced meanwhile: not to be restarted
+			return false
+		}
+		if readPostmaster(sp.data).running {
+			s.set(w, id, "", "")
 			unlock()
 			return true // started by someone else meanwhile
 		}
-		n := s.died(w, time.Now())
 		last := ""
-		if l := tailLinesQuiet(p, 1); len(l) > 0 {
+		if l := tailLinesQuiet(sp, 1); len(l) > 0 {
 			last = "; last log line: " + l[0]
 		}
+		if srv.Role == dataplane.RolePrimary && m.hasStandbys() {
+			// Restarting it would race a failover: leave it to the
+			// failover orchestration (Fence, Promote, Rebuild).
+			msg := fmt.Sprintf("primary server %s died; not restarting it: the instance has standbys, one is to be promoted%s", id, last)
+			s.set(w, id, PhasePrimaryDown, msg)
+			unlock()
+			d.emit(dataplane.Event{Instance: p.name, Server: id, Kind: dataplane.EventPrimaryDown, Message: msg, Attempt: 1})
+			return false
+		}
+		n := s.died(w, id, time.Now())
 		if n >= s.opts.CrashLoopDeaths {
-			msg := fmt.Sprintf("server died %d times within %v; not restarting it until Readopt or Deploy succeeds%s", n, s.opts.CrashLoopWindow, last)
-			s.set(w, PhaseCrashLoop, msg)
+			msg := fmt.Sprintf("server %s died %d times within %v; not restarting it until Readopt or Deploy succeeds%s", id, n, s.opts.CrashLoopWindow, last)
+			s.set(w, id, PhaseCrashLoop, msg)
 			unlock()
 			s.loops.WithLabelValues(p.name).Inc()
-			d.emit(dataplane.Event{Instance: p.name, Kind: dataplane.EventCrashLoop, Message: msg, Attempt: n})
+			d.emit(dataplane.Event{Instance: p.name, Server: id, Kind: dataplane.EventCrashLoop, Message: msg, Attempt: n})
 			return false
 		}
 		delay := s.backoff(n)
-		s.set(w, PhaseRestarting, fmt.Sprintf("server died (%d within %v); restarting in %v%s", n, s.opts.CrashLoopWindow, delay, last))
+		s.set(w, id, PhaseRestarting, fmt.Sprintf("server died (%d within %v); restarting in %v%s", n, s.opts.CrashLoopWindow, delay, last))
 		unlock()
-		d.log.Warn("server died; restarting", "instance", p.name, "deaths", n, "delay", delay)
+		d.log.Warn("server died; restarting", "instance", p.name, "server", id, "deaths", n, "delay", delay)
 
 		timer := time.NewTimer(delay)
 		select {
@@ -344,34 +401,34 @@ func (d *Driver) revive(w *watch, p paths) bool {
 			unlock()
 			return false
 		}
-		started, err := d.restartLocked(w.ctx, p)
+		started, err := d.restartLocked(w.ctx, p, id)
 		if err != nil {
 			if w.ctx.Err() != nil {
 				unlock()
 				return false
 			}
-			s.set(w, PhaseRestarting, "restart failed: "+err.Error())
+			s.set(w, id, PhaseRestarting, "restart failed: "+err.Error())
 			unlock()
 			s.failures.WithLabelValues(p.name).Inc()
-			d.emit(dataplane.Event{Instance: p.name, Kind: dataplane.EventRestartFailed, Message: err.Error(), Attempt: n})
+			d.emit(dataplane.Event{Instance: p.name, Server: id, Kind: dataplane.EventRestartFailed, Message: err.Error(), Attempt: n})
 			continue // counts as another death
 		}
 		if !started {
-			s.forget(w) // running after all: no death to count
+			s.forget(w, id) // running after all: no death to count
 		}
-		s.set(w, "", "")
+		s.set(w, id, "", "")
 		unlock()
 		if started {
 			s.restarts.WithLabelValues(p.name).Inc()
-			d.emit(dataplane.Event{Instance: p.name, Kind: dataplane.EventRestart, Message: "server restarted after it died" + last, Attempt: n})
+			d.emit(dataplane.Event{Instance: p.name, Server: id, Kind: dataplane.EventRestart, Message: "server " + id + " restarted after it died" + last, Attempt: n})
 		}
 		return true
 	}
 }
 
-// restartLocked starts an instance's server again; the caller holds the
-// instance lock.
-func (d *Driver) restartLocked(ctx context.Context, p paths) (bool, error) {
+// restartLocked starts server id of an instance again; the caller holds
+// the instance lock.
+func (d *Driver) restartLocked(ctx context.Context, p paths, id string) (bool, error) {
 	m, err := readMeta(p.meta)
 	if err != nil {
 		return false, err
@@ -383,7 +440,7 @@ func (d *Driver) restartLocked(ctx context.Context, p paths) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("local: restart %s: %w", p.name, err)
 	}
-	return d.start(ctx, m, p, in)
+	return d.start(ctx, m, d.serverPaths(p.name, id), in)
 }
 
 // emit logs, and hands an event to Options.OnEvent.
