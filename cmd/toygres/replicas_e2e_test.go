@@ -346,15 +346,29 @@ func TestFailoverSurvivesServerKill(t *testing.T) {
 	r := e.getReplicas("hk")
 	e.sql(r.ConnectionString, "CREATE TABLE t (v int PRIMARY KEY)", "INSERT INTO t SELECT generate_series(1, 1000)")
 	old := e.killPrimary("hk")
+	var atKill replicaJSON
 	e.eventually("the failover to start", 30*time.Second, func() bool {
-		return e.hasEvent(e.getReplicas("hk"), `^failover started`)
+		atKill = e.getReplicas("hk")
+		return e.hasEvent(atKill, `^failover started`)
 	})
 	e.killServer()
+	if e.hasEvent(atKill, `^failover done`) {
+		t.Fatalf("the failover had finished before the kill; the test needs a slower rebuild: %+v", atKill.Events)
+	}
 	e.startServer("--failover-check-interval", "1s", "--failover-threshold", "3")
 	e.eventually("the failover to complete after the restart", 3*time.Minute, func() bool {
 		return e.settled(e.getReplicas("hk"), 1, old) // fails at once on two ready primaries
 	})
 	r = e.getReplicas("hk")
+	promotions := 0
+	for _, ev := range r.Events {
+		if strings.HasPrefix(ev.Message, "failover: server ") {
+			promotions++
+		}
+	}
+	if promotions != 1 || !e.hasEvent(r, `^failover done`) {
+		t.Fatalf("%d promotions recorded, want 1 and the rebuild: %+v", promotions, r.Events)
+	}
 	if miss := e.missing(r.ConnectionString, seq(1000)); len(miss) > 0 {
 		t.Fatalf("rows missing after the failover: %v", miss)
 	}
