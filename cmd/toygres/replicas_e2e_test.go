@@ -319,6 +319,7 @@ func TestFailoverEndToEnd(t *testing.T) {
 	e.eventually("a rebuilt standby streaming from the new primary", 3*time.Minute, func() bool {
 		return e.settled(e.getReplicas("ha"), 1, old)
 	})
+	t.Logf("a rebuilt standby streams %.1fs after the primary was killed", time.Since(killed).Seconds())
 	r = e.getReplicas("ha")
 	prim, _ := e.primaryOf(r)
 	if !e.hasEvent(r, `^failover: server `+prim.ID+` is the primary \(was `+old+`\)`) || !e.hasEvent(r, `^failover done: server `+old+` rebuilt`) {
