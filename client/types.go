@@ -59,6 +59,10 @@ type CreateInstanceRequest struct {
 	// NoBackups turns WAL archiving and scheduled backups off (no
 	// point-in-time restore of the instance).
 	NoBackups bool `json:"no_backups,omitempty"`
+	// Replicas standby servers in streaming replication (0 to 2), one of
+	// them synchronous with SyncReplica (see replicas.go).
+	Replicas    int  `json:"replicas,omitempty"`
+	SyncReplica bool `json:"sync_replica,omitempty"`
 }
 
 // String hides the password.
@@ -188,9 +192,12 @@ type InstanceDetail struct {
 	Instance
 	// ConnectionString is the postgresql:// URL with the superuser password
 	// (empty until the instance has an endpoint, and once it is deleted).
-	ConnectionString string          `json:"connection_string,omitempty"`
-	Events           []InstanceEvent `json:"events"`        // newest first
-	HealthChecks     []HealthCheck   `json:"health_checks"` // newest first
+	ConnectionString string `json:"connection_string,omitempty"`
+	// Replicas, SyncReplica, ReadOnlyConnectionString (with the password),
+	// Primary and Servers describe the standbys (see replicas.go).
+	InstanceReplicas
+	Events       []InstanceEvent `json:"events"`        // newest first
+	HealthChecks []HealthCheck   `json:"health_checks"` // newest first
 }
 
 // InstanceEvent is a recorded change of an instance.

@@ -34,7 +34,7 @@ func setCompletions(root *cobra.Command, g *globals) {
 				return nil
 			}
 			cmd.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
-		case "get", "delete", "repair":
+		case "get", "delete", "repair", "scale", "failover", "switchover":
 			cmd.ValidArgsFunction = completeInstances(g, false)
 		case "purge":
 			// Purge works on failed and deleted records.

@@ -66,6 +66,8 @@ type createOptions struct {
 	timeout       time.Duration
 	output        string
 	noBackups     bool
+	replicas      int
+	syncReplica   bool
 }
 
 func newCreateCmd(g *globals) *cobra.Command {
@@ -116,6 +118,8 @@ COPY ... PROGRAM, no ALTER SYSTEM); see "Security model" in the README.`,
 	f.BoolVar(&o.internal, "internal", false, "reachable only from inside the platform (local: loopback only)")
 	f.StringVar(&o.dnsLabel, "dns-label", "", "DNS label for a public instance")
 	f.BoolVar(&o.noBackups, "no-backups", false, "no WAL archiving and no scheduled backups (no point-in-time restore)")
+	f.IntVar(&o.replicas, "replicas", 0, "standby servers in streaming replication (0-2)")
+	f.BoolVar(&o.syncReplica, "sync-replica", false, "make one standby synchronous (no acknowledged write lost at failover)")
 	f.BoolVar(&o.wait, "wait", false, "wait until the instance runs (exit status 1 if it fails)")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --wait: how long to wait")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
@@ -136,7 +140,8 @@ func runCreate(ctx context.Context, g *globals, o *createOptions, name string) e
 		return err
 	}
 	req := client.CreateInstanceRequest{Name: name, Password: o.password, PostgresVersion: o.version,
-		StorageGB: o.storage, Internal: o.internal, DNSLabel: o.dnsLabel, NoBackups: o.noBackups}
+		StorageGB: o.storage, Internal: o.internal, DNSLabel: o.dnsLabel, NoBackups: o.noBackups,
+		Replicas: o.replicas, SyncReplica: o.syncReplica}
 	in, err := c.API.CreateInstance(ctx, req)
 	if err != nil {
 		return c.Explain(err)
@@ -409,6 +414,7 @@ func printDetail(w io.Writer, d *api.InstanceDetail) {
 		"DNS name", d.DNSName,
 		"External IP", d.ExternalIP,
 	)
+	printServers(w, d)
 	fmt.Fprintln(w)
 	cli.Fields(w, "Orchestrations",
 		"Create", d.CreateOrchestrationID,

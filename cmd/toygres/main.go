@@ -185,6 +185,7 @@ that runs the server: the CLI reads the server's credentials.json):
 	pf.StringVar(&g.fingerprint, "fingerprint", os.Getenv("TOYGRES_TLS_FINGERPRINT"), "accept exactly the server TLS certificate with this SHA-256 fingerprint (SHA256:…, as 'toygres server start' prints it) (env TOYGRES_TLS_FINGERPRINT; default: the one saved by 'toygres login' or in the server's credentials.json, else the system's CAs)")
 
 	root.AddCommand(newBackupCmd(g), newRestoreCmd(g))
+	root.AddCommand(newScaleCmd(g), newFailoverCmd(g, false), newFailoverCmd(g, true))
 	root.AddCommand(withAdminCommands(g, newServerCmd(g)), newCreateCmd(g), newDeleteCmd(g), newListCmd(g), newGetCmd(g),
 		newPurgeCmd(g), newRepairCmd(g),
 		newLoginCmd(g), newLogoutCmd(g), newVersionCmd(g))

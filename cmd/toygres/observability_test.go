@@ -388,6 +388,8 @@ func TestDashboardJSON(t *testing.T) {
 		"PostgreSQL Instances by Health":                   "toygres_instances_health",
 		"Health-Check Latency":                             "toygres_health_check_duration_seconds_bucket",
 		"Retry Logs":                                       retryLogQuery,
+		"Replication Lag by Server":                        "toygres_replication_lag_bytes",
+		"Failovers and Switchovers":                        "toygres_failovers_total",
 	} {
 		p, ok := titles[title]
 		if !ok {

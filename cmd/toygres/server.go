@@ -52,6 +52,7 @@ type serverOptions struct {
 	listen          string
 	databaseURL     string
 	actorInterval   time.Duration
+	failover        failoverFlags
 	logLevel        string
 	adminUser       string
 	orchConcurrency int
@@ -151,6 +152,9 @@ deploy/observability/README.md).`,
 			if o.actorInterval <= 0 {
 				return usagef("--actor-interval must be positive")
 			}
+			if err := o.failover.validate(); err != nil {
+				return err
+			}
 			if o.retention.JanitorInterval <= 0 {
 				return usagef("--retention-janitor-interval must be positive")
 			}
@@ -205,6 +209,7 @@ deploy/observability/README.md).`,
 	f.StringVar(&o.listen, "listen", "127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
 	f.StringVar(&o.databaseURL, "database-url", "", "PostgreSQL URL for the durable store and the catalogue (env TOYGRES_DATABASE_URL; default: SQLite in the data dir)")
 	f.DurationVar(&o.actorInterval, "actor-interval", 30*time.Second, "health check period of every instance")
+	o.failover.register(f)
 	f.StringVar(&o.logLevel, "log-level", "", "log level: debug, info, warn, error (env TOYGRES_LOG_LEVEL; default info)")
 	f.StringVar(&o.adminUser, "admin-user", firstNonEmpty(os.Getenv("TOYGRES_ADMIN_USERNAME"), "admin"), "admin user name (env TOYGRES_ADMIN_USERNAME)")
 	f.IntVar(&o.orchConcurrency, "orchestration-concurrency", 10, "orchestration dispatchers")
@@ -410,7 +415,8 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 	}
 
 	a, err := app.Open(ctx, app.Config{
-		DataDir: dataDir, DatabaseURL: o.databaseURL, ActorInterval: o.actorInterval, Logger: log, WrapDriver: wrapDriver, Metrics: metrics,
+		DataDir: dataDir, DatabaseURL: o.databaseURL, ActorInterval: o.actorInterval,
+		FailoverCheckInterval: o.failover.interval, FailoverThreshold: o.failover.threshold, Logger: log, WrapDriver: wrapDriver, Metrics: metrics,
 		OrchestrationConcurrency: o.orchConcurrency, ActivityConcurrency: o.actConcurrency,
 		SecretKey: o.secretKey, OrchestrationLockTimeout: o.orchLockTimeout, ActivityLockTimeout: o.actLockTimeout,
 		Dataplane: o.dataplane, Retention: o.retention,
@@ -629,6 +635,7 @@ func startBackground(ctx context.Context, g *globals, o *serverOptions) error {
 		args = append(args, "--otlp-endpoint", o.otlpEndpoint)
 	}
 	args = append(args, "--dataplane", o.dataplane, "--namespace", o.namespace, "--k8s-service-port", strconv.Itoa(o.k8sServicePort))
+	args = append(args, o.failover.args()...)
 	for flag, v := range map[string]string{"--secret-key-file": o.secretKeyFile, "--kubeconfig": o.kubeconfig, "--k8s-storage-class": o.k8sStorageClass, "--k8s-dns-zone": o.k8sDNSZone, "--k8s-image": o.k8sImage,
 		"--tls-cert": o.tlsCert, "--tls-key": o.tlsKey, "--config": o.configFile, "--k8s-allowed-sources": strings.Join(o.k8sSources, ",")} {
 		if v != "" {

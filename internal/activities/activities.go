@@ -109,6 +109,8 @@ type InstanceView struct {
 	ConnectionString     string    `json:"connection_string,omitempty"` // without password
 	ActorOrchestrationID string    `json:"actor_orchestration_id,omitempty"`
 	CreateOrchestration  string    `json:"create_orchestration_id,omitempty"`
+	// Replicas is the instance's standby count (0 when it has none).
+	Replicas int `json:"replicas,omitempty"`
 }
 
 // UpdateStateInput moves an instance to a state.
@@ -246,6 +248,7 @@ func Register(reg *duroxide.Registry, d Deps) error {
 		duroxide.RegisterActivity(reg, AwaitOrchestration, a.awaitOrchestration, registerOptions(AwaitOrchestration)...),
 		registerJanitor(reg, a),
 		registerBackups(reg, a),
+		registerReplicas(reg, a),
 	} {
 		if err != nil {
 			return fmt.Errorf("register activities: %w", err)
@@ -271,7 +274,13 @@ func (a *acts) createRecord(ctx context.Context, in CreateRecordInput) (Instance
 	if err != nil {
 		return InstanceView{}, err
 	}
-	return view(inst), nil
+	v := view(inst)
+	r, err := a.CMS.Replicas(ctx, in.InternalName)
+	if err != nil {
+		return InstanceView{}, err
+	}
+	v.Replicas = r.Replicas
+	return v, nil
 }
 
 func view(inst *cms.Instance) InstanceView {
@@ -287,7 +296,13 @@ func (a *acts) getInstance(ctx context.Context, in InstanceRef) (InstanceView, e
 	if err != nil {
 		return InstanceView{}, err
 	}
-	return view(inst), nil
+	v := view(inst)
+	r, err := a.CMS.Replicas(ctx, in.InternalName)
+	if err != nil {
+		return InstanceView{}, err
+	}
+	v.Replicas = r.Replicas
+	return v, nil
 }
 
 func (a *acts) updateState(ctx context.Context, in UpdateStateInput) (cms.State, error) {

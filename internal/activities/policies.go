@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"errors"
+	"maps"
 	"time"
 
 	"github.com/toygres/toygres/duroxide"
@@ -90,7 +91,8 @@ var (
 // DefaultPolicies returns the default retry policy of every activity, by
 // activity name (a fresh map: callers may change it).
 func DefaultPolicies() map[string]duroxide.RetryPolicy {
-	return map[string]duroxide.RetryPolicy{
+	m := replicaPolicies()
+	maps.Copy(m, map[string]duroxide.RetryPolicy{
 		CreateRecord:          PolicyCMS,
 		GetInstance:           PolicyDeleteLookup,
 		UpdateState:           PolicyCMS,
@@ -123,7 +125,8 @@ func DefaultPolicies() map[string]duroxide.RetryPolicy {
 		PurgeOrchestrations: PolicyJanitor,
 		PruneHealthChecks:   PolicyJanitor,
 		PruneExecutions:     PolicyJanitor,
-	}
+	})
+	return m
 }
 
 // DataPlaneActivities are the activities that call the data plane's

@@ -123,7 +123,8 @@ func (s *Server) handleCreateInstance(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := detached(r)
 	defer cancel()
 	inst, err := s.app.CreateInstance(ctx, app.CreateRequest{Name: req.Name, Password: req.Password,
-		PostgresVersion: req.PostgresVersion, StorageGB: req.StorageGB, Internal: req.Internal, DNSLabel: req.DNSLabel, NoBackups: req.NoBackups})
+		PostgresVersion: req.PostgresVersion, StorageGB: req.StorageGB, Internal: req.Internal, DNSLabel: req.DNSLabel, NoBackups: req.NoBackups,
+		Replicas: req.Replicas, SyncReplica: req.SyncReplica})
 	if errors.Is(err, cms.ErrNameTaken) {
 		err = s.nameTaken(req.Name)
 	}
@@ -321,6 +322,10 @@ func (s *Server) handleGetInstance(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		d.ConnectionString = conn
+	}
+	if d.InstanceReplicas, err = s.replicaDetail(r, inst); err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	if nEvents > 0 {
 		evs, err := s.app.CMS.Events(ctx, inst.InternalName, nEvents)

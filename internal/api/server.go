@@ -315,7 +315,7 @@ func (s *Server) publicRoutes() []route {
 
 // apiRoutes are the /api endpoints behind the login.
 func (s *Server) apiRoutes() []route {
-	return []route{
+	return append([]route{
 		{"GET /api/openapi.json", s.handleOpenAPI},
 		{"GET /api/session", s.handleSession},
 		{"POST /api/logout", s.handleAPILogout},
@@ -347,7 +347,7 @@ func (s *Server) apiRoutes() []route {
 		{"GET /api/server/config", s.handleServerConfig},
 		{"GET /api/server/workers", s.handleServerWorkers},
 		{"GET /api/server/retries", s.handleServerRetries},
-	}
+	}, s.replicaRoutes()...)
 }
 
 // reqInfo is per-request state shared by the middleware layers.

@@ -46,6 +46,12 @@ type Config struct {
 	Driver dataplane.Driver
 	// ActorInterval is the health check period (default 30s).
 	ActorInterval time.Duration
+	// FailoverCheckInterval and FailoverThreshold detect a failed primary
+	// of an instance with standbys: it is checked every
+	// FailoverCheckInterval, and FailoverThreshold consecutive failed
+	// checks start a failover (defaults 2s and 3; see orchestrations).
+	FailoverCheckInterval time.Duration
+	FailoverThreshold     int
 	// Logger receives logs (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics receives duroxide's and Toygres' collectors (default: a new registry).
@@ -323,7 +329,8 @@ func (a *App) superviseActors(ctx context.Context) error {
 		}
 		a.Logger.Info("starting health actor", "instance", inst.Name, "actor", id)
 		if err := a.Client.StartOrchestration(ctx, id, orchestrations.InstanceActor,
-			orchestrations.ActorInput{InternalName: inst.InternalName, Interval: a.Config.ActorInterval}); err != nil {
+			orchestrations.ActorInput{InternalName: inst.InternalName, Interval: a.Config.ActorInterval,
+				FailoverInterval: a.Config.FailoverCheckInterval, FailoverThreshold: a.Config.FailoverThreshold}); err != nil {
 			return err
 		}
 	}
@@ -357,6 +364,10 @@ type CreateRequest struct {
 	DNSLabel        string `json:"dns_label,omitempty"`
 	// NoBackups turns WAL archiving and scheduled backups off.
 	NoBackups bool `json:"no_backups,omitempty"`
+	// Replicas standby servers (0..dataplane.MaxReplicas), one of them
+	// synchronous with SyncReplica (see replicas.go).
+	Replicas    int  `json:"replicas,omitempty"`
+	SyncReplica bool `json:"sync_replica,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$`)
@@ -405,6 +416,9 @@ func (a *App) ValidateCreate(ctx context.Context, r *CreateRequest) error {
 				return invalid("%v", err)
 			}
 		}
+	}
+	if err := a.validateReplicas(r.Replicas, r.SyncReplica); err != nil {
+		return err
 	}
 	versions, err := a.Driver.Versions(ctx)
 	if err != nil {
@@ -460,7 +474,8 @@ func (a *App) createInstance(ctx context.Context, r CreateRequest, from *datapla
 		}
 	}
 	in := orchestrations.CreateInput{InternalName: internal, Name: r.Name, PostgresVersion: r.PostgresVersion,
-		StorageGB: r.StorageGB, Internal: r.Internal, DNSLabel: r.DNSLabel, ActorInterval: a.Config.ActorInterval, NoBackups: r.NoBackups, Restore: from}
+		StorageGB: r.StorageGB, Internal: r.Internal, DNSLabel: r.DNSLabel, ActorInterval: a.Config.ActorInterval, NoBackups: r.NoBackups, Restore: from,
+		Replicas: r.Replicas, SyncReplica: r.SyncReplica, FailoverInterval: a.Config.FailoverCheckInterval, FailoverThreshold: a.Config.FailoverThreshold}
 	if err := a.Client.StartOrchestration(ctx, orchID, orchestrations.CreateInstance, in); err != nil {
 		_, _ = a.CMS.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "starting the create orchestration failed", Message: err.Error()})
 		return nil, fmt.Errorf("start create orchestration: %w", err)

@@ -147,6 +147,7 @@ var (
 type Store interface {
 	SessionStore
 	BackupStore
+	ReplicaStore
 
 	// CreateInstance inserts a record in state creating (ID, timestamps,
 	// State and Health are filled in). It is idempotent per

@@ -70,7 +70,7 @@ func TestSQLiteSharesFileWithDuroxide(t *testing.T) {
 			theirs++
 		}
 	}
-	if ours != 10 || theirs == 0 {
+	if ours != 11 || theirs == 0 {
 		t.Fatalf("tables: %d cms_, %d duroxide", ours, theirs)
 	}
 	// Reopening the duroxide store after the CMS migrated is fine too.

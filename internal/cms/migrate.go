@@ -155,6 +155,20 @@ CREATE TABLE cms_backup_settings (
 	updated_at    INTEGER NOT NULL
 );
 `,
+}, {
+	version: 6,
+	name:    "replicas",
+	sql: `
+CREATE TABLE cms_instance_replicas (
+	internal_name               TEXT    PRIMARY KEY,
+	replicas                    INTEGER NOT NULL DEFAULT 0,
+	sync_replica                INTEGER NOT NULL DEFAULT 0,
+	read_only_connection_string TEXT    NOT NULL DEFAULT '',
+	primary_server              TEXT    NOT NULL DEFAULT '',
+	failover_seq                INTEGER NOT NULL DEFAULT 0,
+	updated_at                  INTEGER NOT NULL
+);
+`,
 }}
 
 // PostgreSQL: tables live in their own schema ({{s}}, quoted). Times are
@@ -295,6 +309,20 @@ CREATE TABLE {{s}}.backup_settings (
 	interval_ms   bigint  NOT NULL,
 	retention_ms  bigint  NOT NULL,
 	updated_at    bigint  NOT NULL
+);
+`,
+}, {
+	version: 6,
+	name:    "replicas",
+	sql: `
+CREATE TABLE {{s}}.instance_replicas (
+	internal_name               text    PRIMARY KEY,
+	replicas                    integer NOT NULL DEFAULT 0,
+	sync_replica                integer NOT NULL DEFAULT 0,
+	read_only_connection_string text    NOT NULL DEFAULT '',
+	primary_server              text    NOT NULL DEFAULT '',
+	failover_seq                integer NOT NULL DEFAULT 0,
+	updated_at                  bigint  NOT NULL
 );
 `,
 }}

@@ -59,7 +59,7 @@ func (s *store) Purge(ctx context.Context, internalName string) error {
 		if State(st) != StateFailed && State(st) != StateDeleted {
 			return fmt.Errorf("%w: it is %s", ErrActive, st)
 		}
-		for _, table := range []string{"instance_secrets", "instance_health_checks", "instance_events", "instances"} {
+		for _, table := range []string{"instance_replicas", "instance_secrets", "instance_health_checks", "instance_events", "instances"} {
 			if _, err := tx.ExecContext(ctx, s.q("DELETE FROM {p}"+table+" WHERE internal_name = ?"), internalName); err != nil {
 				return fmt.Errorf("delete from %s: %w", table, err)
 			}

@@ -48,6 +48,7 @@ func runSuite(t *testing.T, newDB factory) {
 		{"Purge", testPurge},
 		{"Sessions", testSessions},
 		{"Backups", testBackups},
+		{"Replicas", testReplicas},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newDB) })

@@ -134,6 +134,38 @@ func goldenScenarios() []goldenScenario {
 			env: func(t *testing.T) *duroxidetest.Env {
 				return newBackupEnv(t, orchestrations.BackupID(backupID), mocks{activities.TakeBaseBackup: fail})
 			}},
+		// Replicas (change "replicas", version 1) and the replica orchestrations.
+		{file: "create-replicas.json", note: "create-instance with one synchronous standby", orchestration: orchestrations.CreateInstance, input: replicaCreateInput,
+			env: func(t *testing.T) *duroxidetest.Env { return newReplicaCreateEnv(t, nil) }},
+		{file: "actor-replicated-failover.json", note: "instance-actor of an instance with standbys: a failed check reaching the threshold starts a failover", orchestration: orchestrations.InstanceActor,
+			input: orchestrations.ActorInput{InternalName: "db-1a2b", Interval: time.Minute, FailedChecks: 2},
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newReplicatedActorEnv(t, mocks{activities.TestConnection: fail})
+			}},
+		{file: "create-replicas-lean.json", note: "create-instance with one synchronous standby, since the lean create", orchestration: orchestrations.CreateInstance, input: replicaCreateInput,
+			env: func(t *testing.T) *duroxidetest.Env { return newReplicaCreateEnv(t, nil) }},
+		{file: "actor-replicated-failover-one-write.json", note: "instance-actor with standbys starting a failover, since the single health write", orchestration: orchestrations.InstanceActor,
+			input: orchestrations.ActorInput{InternalName: "db-1a2b", Interval: time.Minute, FailedChecks: 2},
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newReplicatedActorEnv(t, mocks{activities.TestConnection: fail})
+			}},
+		{file: "scale-success.json", note: "scale-instance: one synchronous standby added", orchestration: orchestrations.ScaleInstance, input: scaleInput,
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newReplicaEnv(t, orchestrations.ScaleID("db-1a2b", "1"), nil)
+			}},
+		{file: "failover-success.json", note: "failover-instance: fence, promote the sync standby, record, rebuild", orchestration: orchestrations.FailoverInstance, input: failoverInput,
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newReplicaEnv(t, orchestrations.FailoverID("db-1a2b", 1), nil)
+			}},
+		{file: "failover-fence-failure.json", note: "failover-instance: fencing fails 5 times; nothing promoted", orchestration: orchestrations.FailoverInstance, input: failoverInput,
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newReplicaEnv(t, orchestrations.FailoverID("db-1a2b", 1), mocks{activities.FenceServer: fail})
+			}},
+		{file: "switchover-success.json", note: "switchover-instance: clean stop, promote, rebuild", orchestration: orchestrations.SwitchoverInstance,
+			input: orchestrations.FailoverInput{InternalName: "db-1a2b"},
+			env: func(t *testing.T) *duroxidetest.Env {
+				return newReplicaEnv(t, orchestrations.FailoverID("db-1a2b", 1), mocks{activities.ListServers: func(m *duroxidetest.Mock) { m.Return(servers(primary0, standby1, syncSb2)) }})
+			}},
 		{file: "delete-backup.json", note: "delete-backup: the files go", orchestration: orchestrations.DeleteBackupOrch,
 			input: orchestrations.DeleteBackupInput{InternalName: "db-1a2b", BackupID: backupID},
 			env: func(t *testing.T) *duroxidetest.Env {
@@ -197,6 +229,10 @@ func instanceOf(s goldenScenario) string {
 		return orchestrations.ScheduleID("db-1a2b")
 	case orchestrations.DeleteBackupOrch:
 		return orchestrations.DeleteBackupID(backupID)
+	case orchestrations.ScaleInstance:
+		return orchestrations.ScaleID("db-1a2b", "1")
+	case orchestrations.FailoverInstance, orchestrations.SwitchoverInstance:
+		return orchestrations.FailoverID("db-1a2b", 1)
 	}
 	return orchestrations.JanitorID
 }

@@ -48,6 +48,15 @@ type CreateInput struct {
 	NoBackups bool `json:"no_backups,omitempty"`
 	// Restore, when set, makes the instance from a backup instead of initdb.
 	Restore *dataplane.RestoreSource `json:"restore,omitempty"`
+	// Replicas standbys (0..dataplane.MaxReplicas) are added once the
+	// primary answers, one synchronous when SyncReplica.
+	Replicas    int  `json:"replicas,omitempty"`
+	SyncReplica bool `json:"sync_replica,omitempty"`
+	// FailoverInterval and FailoverThreshold configure failure detection
+	// of instances with standbys (0: DefaultFailoverCheckInterval,
+	// DefaultFailoverThreshold); they are handed to the health actor.
+	FailoverInterval  time.Duration `json:"failover_interval,omitempty"`
+	FailoverThreshold int           `json:"failover_threshold,omitempty"`
 }
 
 // CreateOutput is create-instance's result.
@@ -74,4 +83,10 @@ type ActorInput struct {
 	Interval     time.Duration `json:"interval,omitempty"`
 	Checks       int64         `json:"checks,omitempty"`   // checks done by earlier executions
 	Restarts     int           `json:"restarts,omitempty"` // server restart count the last check saw
+	// FailedChecks counts consecutive failed checks of an instance with
+	// standbys; FailoverThreshold of them start a failover. Instances
+	// with standbys are checked every FailoverInterval instead of Interval.
+	FailedChecks      int           `json:"failed_checks,omitempty"`
+	FailoverInterval  time.Duration `json:"failover_interval,omitempty"`
+	FailoverThreshold int           `json:"failover_threshold,omitempty"`
 }

@@ -21,6 +21,7 @@ func Register(reg *duroxide.Registry, driverName string) error {
 		duroxide.RegisterOrchestration(reg, InstanceActor, instanceActor),
 		duroxide.RegisterOrchestration(reg, Janitor, janitor),
 		registerBackups(reg),
+		registerReplicas(reg),
 	} {
 		if err != nil {
 			return fmt.Errorf("register orchestrations: %w", err)
@@ -137,6 +138,22 @@ func createInstance(driverName string) func(*duroxide.OrchestrationContext, Crea
 		if err != nil {
 			return fail("test connection", err)
 		}
+		// Standbys (change "replicas"): creates recorded before it replay
+		// without the step.
+		withReplicas := ctx.GetVersion(changeReplicas, duroxide.VersionBeforeChange, 1) >= 1 && in.Replicas > 0
+		primary := ""
+		if withReplicas {
+			ctx.SetCustomStatus("adding standbys")
+			servers, err := createReplicas(ctx, in)
+			if err != nil {
+				return fail("add standbys", err)
+			}
+			primary = primaryOf(servers.Servers)
+			// The read-write string now lists the standbys too.
+			if conn, err = plain[activities.ConnectionOutput](ctx, d, activities.GetConnectionStrings, ref); err != nil {
+				return fail("get connection strings", err)
+			}
+		}
 		actorID := ActorID(in.InternalName)
 		update := cms.StateUpdate{Host: conn.Endpoint.Host, Port: conn.Endpoint.Port, ConnectionString: conn.ConnectionString,
 			ExternalIP: conn.Endpoint.ExternalIP, DNSName: conn.Endpoint.DNSName, Message: "ready: " + probe.Version}
@@ -149,7 +166,14 @@ func createInstance(driverName string) func(*duroxide.OrchestrationContext, Crea
 			return fail("mark running", err)
 		}
 		// The health actor runs on its own; it is not a child of this instance.
-		if err := ctx.StartOrchestration(InstanceActor, actorID, ActorInput{InternalName: in.InternalName, Interval: in.ActorInterval}); err != nil {
+		if withReplicas {
+			if _, err := duroxide.CallActivityTyped[activities.RecordEndpointOutput](ctx, activities.RecordReplicaEndpoint,
+				activities.RecordEndpointInput{InternalName: in.InternalName, Primary: primary}); err != nil {
+				return fail("record read-only connection string", err)
+			}
+		}
+		if err := ctx.StartOrchestration(InstanceActor, actorID, ActorInput{InternalName: in.InternalName, Interval: in.ActorInterval,
+			FailoverInterval: in.FailoverInterval, FailoverThreshold: in.FailoverThreshold}); err != nil {
 			return fail("start health actor", err)
 		}
 		if !lean {
@@ -268,6 +292,14 @@ func instanceActor(ctx *duroxide.OrchestrationContext, in ActorInput) (string, e
 	case inst.State == cms.StateDeleting:
 		log.Info("health actor stopping: instance is being deleted")
 		return "instance deleting", nil
+	case inst.ConnectionString != "" && inst.Replicas > 0 && ctx.GetVersion(changeReplicas, duroxide.VersionBeforeChange, 1) >= 1:
+		// An instance with standbys (never one recorded before the change):
+		// quick checks that may start a failover.
+		replicatedCheck(ctx, d, &in, inst.ConnectionString)
+		interval = in.FailoverInterval
+		if interval <= 0 {
+			interval = DefaultFailoverCheckInterval
+		}
 	case inst.ConnectionString != "":
 		checkedAt := ctx.UtcNow()
 		probe, perr := plain[activities.TestConnectionOutput](ctx, d, activities.TestConnection,

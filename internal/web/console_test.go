@@ -225,6 +225,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.clickAndLoad(`#instances-table a[href="/instances/` + name + `"]`)
 	b.waitText("#instance-state", "running", 10*time.Second)
 	b.markPage()
+	// One server and no standbys: the servers section says so.
+	if txt := b.text("#servers"); !strings.Contains(txt, "no standbys") {
+		t.Fatalf("servers section: %q", txt)
+	}
 	checks := func() int {
 		var n int
 		b.js(&n, `return document.querySelectorAll('svg.chart rect').length;`)

@@ -376,6 +376,7 @@ type instanceData struct {
 	Deletable  bool
 	Backups    backupsView
 	Restore    restoreForm
+	Replicas   replicasView
 }
 
 const (
@@ -422,6 +423,10 @@ func (c *Console) renderInstance(w http.ResponseWriter, r *http.Request, status 
 		return
 	}
 	d.Restore = form
+	if d.Replicas, err = c.loadReplicas(ctx, inst); err != nil {
+		c.internal(w, r, err)
+		return
+	}
 	for _, o := range []struct{ role, id string }{
 		{"create", inst.CreateOrchestrationID},
 		{"health actor", inst.ActorOrchestrationID},

@@ -138,7 +138,7 @@ var pageNames = []string{"dashboard", "instances", "instance", "orchestrations",
 var liveRegions = map[string][]string{
 	"dashboard":      {"dash.counts", "dash.retries", "dash.active", "dash.events"},
 	"instances":      {"inst.table"},
-	"instance":       {"inst.head", "inst.facts", "inst.conn", "inst.health", "inst.events", "inst.logs", "inst.backups"},
+	"instance":       {"inst.head", "inst.facts", "inst.conn", "inst.health", "inst.events", "inst.logs", "inst.backups", "inst.servers"},
 	"orchestrations": {"orch.table"},
 	"orchestration":  {"orch.head", "orch.execs"},
 	"system":         {"sys.workers", "sys.counts", "sys.retries", "sys.process"},
