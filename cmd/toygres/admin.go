@@ -24,6 +24,7 @@ import (
 	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/cli"
+	"github.com/toygres/toygres/internal/redact"
 )
 
 // withAdminCommands adds the operator commands to the `server` command.
@@ -1061,9 +1062,9 @@ func envValue(v envVar, val string, show bool) string {
 	case show || val == "":
 		return val
 	case v.url:
-		return cli.MaskURL(val)
+		return redact.URL(val)
 	case v.secret:
-		return cli.MaskSecret(val)
+		return redact.Secret(val)
 	}
 	return val
 }
@@ -1090,8 +1091,8 @@ func printEnv(g *globals, show bool) {
 	for _, kv := range os.Environ() {
 		name, val, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(name, "TOYGRES_") && !known[name] {
-			if !show && cli.IsSecretName(name) {
-				val = cli.MaskSecret(val)
+			if !show && redact.IsSecretName(name) {
+				val = redact.Secret(val)
 			}
 			unknown = append(unknown, fmt.Sprintf("  %s=%s", name, val))
 		}

@@ -162,19 +162,6 @@ func TestAdminEnvList(t *testing.T) {
 	}
 }
 
-func TestAdminMaskURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"postgres://tg:hunter2@db:5432/toygres?sslmode=disable": "postgres://tg:***@db:5432/toygres?sslmode=disable",
-		"postgres://db/toygres?password=hunter2":                "postgres://db/toygres?password=***",
-		"postgres://tg@db/toygres":                              "postgres://tg@db/toygres",
-		"host=db password=hunter2":                              "***",
-	} {
-		if got := cli.MaskURL(in); got != want {
-			t.Errorf("MaskURL(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // ---- end to end ----
 
 // runWith runs the CLI with stdin and extra environment variables.

@@ -14,6 +14,7 @@ import (
 	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/dataplane"
 	"github.com/toygres/toygres/internal/orchestrations"
+	"github.com/toygres/toygres/internal/redact"
 )
 
 // nameRE is the instance name rule of app.ValidateCreate (1–40 lower-case
@@ -472,10 +473,8 @@ func (s *Server) handleInstanceLogs(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if pw, err := s.app.CMS.Password(r.Context(), inst.InternalName); err == nil && pw != "" {
-		for i, l := range lines {
-			lines[i] = strings.ReplaceAll(l, pw, "***")
-		}
+	if pw, err := s.app.CMS.Password(r.Context(), inst.InternalName); err == nil {
+		lines = redact.Lines(lines, pw)
 	}
 	if lines == nil {
 		lines = []string{}

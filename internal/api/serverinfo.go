@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cms"
+	"github.com/toygres/toygres/internal/redact"
 )
 
 // maxLogScan bounds how much of the log file one request reads (from the end).
@@ -135,30 +135,6 @@ func (s *Server) handleServerStats(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// maskURL hides credentials in a database URL.
-func maskURL(raw string) string {
-	if raw == "" {
-		return ""
-	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" {
-		return "***"
-	}
-	if u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), maskMark)
-		}
-	}
-	q := u.Query()
-	for k := range q {
-		if isSecretKey(k) || strings.EqualFold(k, "pass") {
-			q.Set(k, maskMark)
-		}
-	}
-	u.RawQuery = q.Encode()
-	return strings.ReplaceAll(u.String(), maskMark, "***")
-}
-
 // handleServerConfig is GET /api/server/config: the effective
 // configuration, with secrets masked.
 func (s *Server) handleServerConfig(w http.ResponseWriter, r *http.Request) {
@@ -171,7 +147,7 @@ func (s *Server) serverConfig(ctx context.Context) ServerConfig {
 	cfg := s.app.Config
 	db := "sqlite:" + filepath.Join(cfg.DataDir, "toygres.db")
 	if cfg.DatabaseURL != "" {
-		db = maskURL(cfg.DatabaseURL)
+		db = redact.URL(cfg.DatabaseURL)
 	}
 	metrics := "loopback clients and logged-in sessions"
 	switch {
@@ -214,5 +190,3 @@ func retentionConfig(r app.Retention) RetentionConfig {
 	return RetentionConfig{ExecutionsPerChain: n(r.KeepExecutions), JanitorInterval: r.JanitorInterval.String(),
 		Orchestrations: d(r.Orchestrations), HealthChecks: d(r.HealthChecks), HealthChecksPerInstance: n(r.HealthChecksPerInstance)}
 }
-
-const maskMark = "TOYGRESMASKEDSECRET"

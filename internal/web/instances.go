@@ -15,6 +15,7 @@ import (
 	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/dataplane"
 	"github.com/toygres/toygres/internal/orchestrations"
+	"github.com/toygres/toygres/internal/redact"
 )
 
 // maxListed bounds the instances table.
@@ -404,7 +405,7 @@ func (c *Console) renderInstance(w http.ResponseWriter, r *http.Request, status 
 	}
 	d := &instanceData{Inst: inst, Name: inst.Name, Deletable: inst.State != cms.StateDeleted && inst.State != cms.StateDeleting}
 	if inst.ConnectionString != "" && inst.State != cms.StateDeleted {
-		d.MaskedConn = maskedConn(inst.ConnectionString)
+		d.MaskedConn = redact.ConnectionURL(inst.ConnectionString, "••••••••")
 	}
 	if d.Events, err = c.app.CMS.Events(ctx, inst.InternalName, detailEvents); err != nil {
 		c.internal(w, r, err)
@@ -468,29 +469,13 @@ func (c *Console) instanceLogs(ctx context.Context, inst *cms.Instance) ([]strin
 		c.log.Warn("reading instance logs failed", "instance", inst.Name, "error", err.Error())
 		return nil, "The server log could not be read: " + err.Error()
 	}
-	if pw, err := c.app.CMS.Password(ctx, inst.InternalName); err == nil && pw != "" {
-		for i, l := range lines {
-			lines[i] = strings.ReplaceAll(l, pw, "***")
-		}
+	if pw, err := c.app.CMS.Password(ctx, inst.InternalName); err == nil {
+		lines = redact.Lines(lines, pw)
 	}
 	if len(lines) == 0 {
 		return nil, "The server has logged nothing yet."
 	}
 	return lines, ""
-}
-
-// maskedConn shows a connection URL with a placeholder password.
-func maskedConn(conn string) string {
-	u, err := url.Parse(conn)
-	if err != nil {
-		return "(unparseable connection string)"
-	}
-	user := "postgres"
-	if u.User != nil && u.User.Username() != "" {
-		user = u.User.Username()
-	}
-	u.User = url.UserPassword(user, "PASSWORDMASK")
-	return strings.Replace(u.String(), "PASSWORDMASK", "••••••••", 1)
 }
 
 func summarize(checks []cms.HealthCheck) healthSummary {
