@@ -24,6 +24,7 @@ import (
 	"github.com/toygres/toygres/duroxide/sqlite"
 	"github.com/toygres/toygres/internal/activities"
 	"github.com/toygres/toygres/internal/cms"
+	"github.com/toygres/toygres/internal/datadir"
 	"github.com/toygres/toygres/internal/dataplane"
 	"github.com/toygres/toygres/internal/dataplane/kubernetes"
 	"github.com/toygres/toygres/internal/dataplane/local"
@@ -33,7 +34,7 @@ import (
 // Config configures an App. Zero values mean defaults.
 type Config struct {
 	// DataDir holds the SQLite database, the secret key, instance data (local
-	// driver), logs and the server's credential file. Default: DefaultDataDir().
+	// driver), logs and the server's credential file. Default: datadir.Default().
 	DataDir string
 	// DatabaseURL selects PostgreSQL for the durable store and the CMS
 	// (postgres://…); empty means the embedded SQLite file in DataDir.
@@ -82,22 +83,6 @@ type Config struct {
 // waits (a Kubernetes backup Job) hold up creates and deletes.
 const DefaultActivityConcurrency = 32
 
-// DefaultDataDir is $TOYGRES_HOME, or /var/lib/toygres for root (the
-// unprivileged postgres account that runs local instances cannot enter
-// /root), or ~/.toygres.
-func DefaultDataDir() string {
-	if d := os.Getenv("TOYGRES_HOME"); d != "" {
-		return d
-	}
-	if os.Geteuid() == 0 {
-		return "/var/lib/toygres"
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".toygres")
-	}
-	return ".toygres"
-}
-
 // App is a running Toygres control plane (without its HTTP server).
 type App struct {
 	Config   Config
@@ -119,7 +104,7 @@ type App struct {
 // sure every running instance has a live health actor.
 func Open(ctx context.Context, cfg Config) (*App, error) {
 	if cfg.DataDir == "" {
-		cfg.DataDir = DefaultDataDir()
+		cfg.DataDir = datadir.Default()
 	}
 	if cfg.Dataplane == "" {
 		cfg.Dataplane = "local"
@@ -197,7 +182,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 				return nil, err
 			}
 		}
-		d, err := local.New(local.Options{Dir: filepath.Join(cfg.DataDir, "instances"), Logger: cfg.Logger, Metrics: cfg.Metrics,
+		d, err := local.New(local.Options{Dir: datadir.Instances(cfg.DataDir), Logger: cfg.Logger, Metrics: cfg.Metrics,
 			OnEvent: a.recordDriverEvent})
 		if err != nil {
 			return nil, fmt.Errorf("local data plane: %w", err)
