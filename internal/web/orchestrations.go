@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/internal/historyview"
 )
 
 // orchRow is one orchestration in a list.
@@ -111,8 +112,8 @@ type execView struct {
 	Took        string
 	EventCount  int
 	HasHistory  bool
-	Items       []histItem
-	Raw         []rawEvent
+	Items       []historyview.Step
+	Raw         []historyview.RawEvent
 }
 
 type raiseForm struct {
@@ -201,8 +202,8 @@ func (c *Console) renderOrchestration(w http.ResponseWriter, r *http.Request, st
 				return
 			}
 			ev.HasHistory = true
-			ev.Items = readableHistory(st.OrchestrationName, hist, ex.Status == duroxide.StatusRunning)
-			ev.Raw = rawEvents(hist)
+			ev.Items = historyview.Steps(hist, ex.Status == duroxide.StatusRunning)
+			ev.Raw = historyview.RawEvents(hist)
 			d.Executions = append(d.Executions, ev)
 		case rank <= d.Shown+olderListed:
 			d.Older = append(d.Older, ev)
