@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/internal/historyview"
 )
 
 var orchestrationStatuses = []duroxide.Status{duroxide.StatusRunning, duroxide.StatusCompleted, duroxide.StatusFailed, duroxide.StatusCancelled}
@@ -121,6 +122,7 @@ func (s *Server) handleGetOrchestration(w http.ResponseWriter, r *http.Request) 
 			for _, ev := range hist {
 				e.History = append(e.History, historyView(ev))
 			}
+			e.Steps = historyview.Steps(hist, ex.Status == duroxide.StatusRunning)
 		}
 		d.Executions = append(d.Executions, e)
 	}

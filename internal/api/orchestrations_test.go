@@ -125,6 +125,11 @@ func TestOrchestrationOperations(t *testing.T) {
 	if err := json.Unmarshal(h[0].Input, &in); err != nil || !strings.HasPrefix(in["internal_name"].(string), base+"-a-") {
 		t.Fatalf("start input %s: %v", h[0].Input, err)
 	}
+	// The same history as steps (package historyview).
+	steps := d.Executions[0].Steps
+	if len(steps) == 0 || steps[0].Kind != "start" || len(steps[0].IDs) == 0 || steps[0].IDs[0] != h[0].EventID {
+		t.Fatalf("steps: %+v", steps)
+	}
 	expect(t, e.do("GET", "/api/orchestrations/"+a+"?history=lots", nil, tok), http.StatusBadRequest)
 
 	// raise-event: bad bodies, then the actor's stop signal.
