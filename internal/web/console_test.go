@@ -18,6 +18,7 @@ import (
 	"github.com/toygres/toygres/internal/apptest"
 	"github.com/toygres/toygres/internal/dataplane"
 	"github.com/toygres/toygres/internal/dataplane/faulty"
+	"github.com/toygres/toygres/internal/web"
 )
 
 const (
@@ -102,6 +103,12 @@ func startToygres(t *testing.T, artifacts string) (*app.App, *httptest.Server, s
 	if err != nil {
 		t.Fatal(err)
 	}
+	console, err := web.New(web.Options{App: a, API: srv.Internal(), User: srv.AdminUser(), Version: "test",
+		Config: func(ctx context.Context) any { return srv.ServerConfig(ctx) }, Retries: srv.ServerRetries})
+	if err != nil {
+		t.Fatal(err)
+	}
+	console.Register(srv.Pages())
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	return a, ts, logPath
