@@ -187,8 +187,7 @@ func (s *Server) handleRestore(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := detached(r)
 	defer cancel()
-	inst, err := s.app.Restore(ctx, app.RestoreRequest{Name: req.Name, From: req.From, At: req.At, BackupID: req.BackupID,
-		Password: req.Password, Internal: req.Internal, DNSLabel: req.DNSLabel, StorageGB: req.StorageGB, NoBackups: req.NoBackups})
+	inst, err := s.app.Restore(ctx, req)
 	switch {
 	case errors.Is(err, cms.ErrNameTaken):
 		err = s.nameTaken(req.Name)

@@ -107,7 +107,7 @@ func (s *Server) handleListInstances(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) nameTaken(name string) error {
-	return errorf(http.StatusConflict, "instance name %q is already in use by an active instance", name)
+	return fieldErrorf(http.StatusConflict, "name", "instance name %q is already in use by an active instance", name)
 }
 
 func notFound(name string) error {
@@ -123,8 +123,7 @@ func (s *Server) handleCreateInstance(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := detached(r)
 	defer cancel()
-	inst, err := s.app.CreateInstance(ctx, app.CreateRequest{Name: req.Name, Password: req.Password,
-		PostgresVersion: req.PostgresVersion, StorageGB: req.StorageGB, Internal: req.Internal, DNSLabel: req.DNSLabel, NoBackups: req.NoBackups})
+	inst, err := s.app.CreateInstance(ctx, req)
 	if errors.Is(err, cms.ErrNameTaken) {
 		err = s.nameTaken(req.Name)
 	}
@@ -168,11 +167,11 @@ func (s *Server) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.BaseName == "" {
-		s.fail(w, r, errorf(http.StatusBadRequest, "base_name is required"))
+		s.fail(w, r, fieldErrorf(http.StatusBadRequest, "base_name", "base_name is required"))
 		return
 	}
 	if req.Count < 1 || req.Count > maxBulk {
-		s.fail(w, r, errorf(http.StatusBadRequest, "count must be between 1 and %d, got %d", maxBulk, req.Count))
+		s.fail(w, r, fieldErrorf(http.StatusBadRequest, "count", "count must be between 1 and %d, got %d", maxBulk, req.Count))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), mutationTimeout+time.Duration(req.Count)*time.Second)
@@ -183,8 +182,8 @@ func (s *Server) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 			PostgresVersion: req.PostgresVersion, StorageGB: req.StorageGB, Internal: req.Internal}
 		if err := s.app.ValidateCreate(ctx, &reqs[i]); err != nil {
 			var ve *app.ValidationError
-			if errors.As(err, &ve) && strings.HasPrefix(ve.Msg, "invalid name") {
-				err = errorf(http.StatusBadRequest, "invalid base_name %q: the names %s-1 … %s-%d must be 1-40 lower-case letters, digits and hyphens, starting with a letter",
+			if errors.As(err, &ve) && ve.Field == "name" {
+				err = fieldErrorf(http.StatusBadRequest, "base_name", "invalid base_name %q: the names %s-1 … %s-%d must be 1-40 lower-case letters, digits and hyphens, starting with a letter",
 					req.BaseName, req.BaseName, req.BaseName, req.Count)
 			}
 			s.fail(w, r, err)
@@ -204,7 +203,7 @@ func (s *Server) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(taken) > 0 {
-		s.fail(w, r, errorf(http.StatusConflict, "names already in use by active instances: %s", strings.Join(taken, ", ")))
+		s.fail(w, r, fieldErrorf(http.StatusConflict, "base_name", "names already in use by active instances: %s", strings.Join(taken, ", ")))
 		return
 	}
 	res := BulkResponse{Requested: req.Count, Results: make([]BulkItemResult, 0, req.Count)}

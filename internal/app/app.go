@@ -13,12 +13,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/duroxide/postgres"
 	"github.com/toygres/toygres/duroxide/sqlite"
@@ -332,17 +334,9 @@ func invalidField(field, format string, args ...any) error {
 	return &ValidationError{Msg: fmt.Sprintf(format, args...), Field: field}
 }
 
-// CreateRequest asks for a new instance.
-type CreateRequest struct {
-	Name            string `json:"name"`
-	Password        string `json:"password"`
-	PostgresVersion string `json:"postgres_version,omitempty"`
-	StorageGB       int    `json:"storage_gb,omitempty"`
-	Internal        bool   `json:"internal,omitempty"`
-	DNSLabel        string `json:"dns_label,omitempty"`
-	// NoBackups turns WAL archiving and scheduled backups off.
-	NoBackups bool `json:"no_backups,omitempty"`
-}
+// CreateRequest asks for a new instance: the API's request body, one
+// definition for the API, the console and the CLI.
+type CreateRequest = client.CreateInstanceRequest
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$`)
 
@@ -352,8 +346,41 @@ const (
 	MaxPasswordLength = 128
 )
 
-// ValidateCreate checks a request without side effects.
+// DefaultStorageGB is an instance's storage when the request names none.
+const DefaultStorageGB = 10
+
+// ValidateCreate prepares a request without side effects, in two steps:
+// CreateDefaults fills what it leaves out, then checkCreate validates it
+// (a *ValidationError names the field at fault).
 func (a *App) ValidateCreate(ctx context.Context, r *CreateRequest) error {
+	versions, err := a.Driver.Versions(ctx)
+	if err != nil {
+		return fmt.Errorf("list PostgreSQL versions: %w", err)
+	}
+	if err := createDefaults(r, versions); err != nil {
+		return err
+	}
+	return a.checkCreate(r, versions)
+}
+
+// createDefaults fills what a create request leaves out: DefaultStorageGB,
+// and the newest PostgreSQL version the data plane offers (versions, newest
+// first).
+func createDefaults(r *CreateRequest, versions []string) error {
+	if r.StorageGB == 0 {
+		r.StorageGB = DefaultStorageGB
+	}
+	if r.PostgresVersion == "" {
+		if len(versions) == 0 {
+			return errors.New("no PostgreSQL version is available on this data plane")
+		}
+		r.PostgresVersion = versions[0]
+	}
+	return nil
+}
+
+// checkCreate validates a create request whose defaults are filled.
+func (a *App) checkCreate(r *CreateRequest, versions []string) error {
 	if r.Name == "" {
 		return invalidField("name", "name is required")
 	}
@@ -372,9 +399,6 @@ func (a *App) ValidateCreate(ctx context.Context, r *CreateRequest) error {
 	if strings.ContainsAny(r.Password, "\x00\n\r") {
 		return invalidField("password", "password must not contain control characters")
 	}
-	if r.StorageGB == 0 {
-		r.StorageGB = 10
-	}
 	if r.StorageGB < 1 || r.StorageGB > 16384 {
 		return invalidField("storage_gb", "storage must be between 1 and 16384 GB, got %d", r.StorageGB)
 	}
@@ -387,29 +411,12 @@ func (a *App) ValidateCreate(ctx context.Context, r *CreateRequest) error {
 		// connection test minutes later.
 		if d, ok := a.Driver.(interface{ InternalEndpointsReachable() error }); ok {
 			if err := d.InternalEndpointsReachable(); err != nil {
-				return invalid("%v", err)
+				return invalidField("internal", "%v", err)
 			}
 		}
 	}
-	versions, err := a.Driver.Versions(ctx)
-	if err != nil {
-		return fmt.Errorf("list PostgreSQL versions: %w", err)
-	}
-	if r.PostgresVersion == "" {
-		if len(versions) == 0 {
-			return errors.New("no PostgreSQL version is available on this data plane")
-		}
-		r.PostgresVersion = versions[0]
-	} else {
-		found := false
-		for _, v := range versions {
-			if v == r.PostgresVersion {
-				found = true
-			}
-		}
-		if !found {
-			return invalidField("postgres_version", "PostgreSQL version %q is not available (available: %s)", r.PostgresVersion, strings.Join(versions, ", "))
-		}
+	if !slices.Contains(versions, r.PostgresVersion) {
+		return invalidField("postgres_version", "PostgreSQL version %q is not available (available: %s)", r.PostgresVersion, strings.Join(versions, ", "))
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/dataplane"
@@ -121,25 +122,9 @@ func (a *App) RestoreWindowOf(ctx context.Context, inst *cms.Instance) (RestoreW
 	return w, done, nil
 }
 
-// RestoreRequest asks for a new instance restored from another's backups.
-type RestoreRequest struct {
-	// Name of the new instance.
-	Name string `json:"name"`
-	// From is the name of the instance to restore (it may be deleted).
-	From string `json:"from"`
-	// At is the moment to restore to; BackupID a backup to restore from.
-	// With neither: as far as the archive goes. With BackupID alone: the
-	// data as of that backup.
-	At       *time.Time `json:"at,omitempty"`
-	BackupID string     `json:"backup_id,omitempty"`
-	// Password of the new instance's user; empty: the source's, while
-	// Toygres still holds it (a deleted instance's is forgotten).
-	Password  string `json:"password,omitempty"`
-	Internal  bool   `json:"internal,omitempty"`
-	DNSLabel  string `json:"dns_label,omitempty"`
-	StorageGB int    `json:"storage_gb,omitempty"`
-	NoBackups bool   `json:"no_backups,omitempty"`
-}
+// RestoreRequest asks for a new instance restored from another's backups
+// (the API's request body).
+type RestoreRequest = client.RestoreRequest
 
 // Restore picks the backup and target of a restore, reserves the new
 // instance and starts its create-instance orchestration, which restores
@@ -149,7 +134,7 @@ func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, err
 		return nil, err
 	}
 	if r.From == "" {
-		return nil, invalid("from (the instance to restore) is required")
+		return nil, invalidField("from", "from (the instance to restore) is required")
 	}
 	src, err := a.CMS.Get(ctx, r.From)
 	if err != nil {
@@ -160,7 +145,7 @@ func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, err
 		return nil, err
 	}
 	if len(backups) == 0 {
-		return nil, invalid("instance %q has no verified backup to restore from", r.From)
+		return nil, invalidField("from", "instance %q has no verified backup to restore from", r.From)
 	}
 	from := dataplane.RestoreSource{Instance: src.InternalName}
 	var chosen *cms.Backup
@@ -171,13 +156,13 @@ func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, err
 			}
 		}
 		if chosen == nil {
-			return nil, invalid("backup %q is not a verified backup of %q", r.BackupID, r.From)
+			return nil, invalidField("backup_id", "backup %q is not a verified backup of %q", r.BackupID, r.From)
 		}
 	}
 	if r.At != nil {
 		at := r.At.UTC()
 		if at.Before(win.Earliest) || at.After(win.Latest) {
-			return nil, invalid("%s is outside the restore window of %q (%s to %s)", at.Format(time.RFC3339), r.From,
+			return nil, invalidField("at", "%s is outside the restore window of %q (%s to %s)", at.Format(time.RFC3339), r.From,
 				win.Earliest.Format(time.RFC3339), win.Latest.Format(time.RFC3339))
 		}
 		if chosen == nil {
@@ -189,7 +174,7 @@ func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, err
 			}
 		}
 		if chosen.FinishedAt.After(at) {
-			return nil, invalid("backup %s finished at %s, after %s", chosen.ID, chosen.FinishedAt.Format(time.RFC3339), at.Format(time.RFC3339))
+			return nil, invalidField("at", "backup %s finished at %s, after %s", chosen.ID, chosen.FinishedAt.Format(time.RFC3339), at.Format(time.RFC3339))
 		}
 		from.Target = at
 	} else if chosen != nil {
@@ -201,7 +186,7 @@ func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, err
 	if r.Password == "" {
 		pw, err := a.CMS.Password(ctx, src.InternalName)
 		if err != nil {
-			return nil, invalid("password is required: Toygres no longer holds the password of %q", r.From)
+			return nil, invalidField("password", "password is required: Toygres no longer holds the password of %q", r.From)
 		}
 		r.Password = pw
 	}
@@ -283,13 +268,13 @@ func (a *App) SetBackupSettings(ctx context.Context, name string, r BackupSettin
 	}
 	if r.Interval != nil {
 		if *r.Interval < time.Second {
-			return s, invalid("the backup interval must be at least a second")
+			return s, invalidField("interval", "the backup interval must be at least a second")
 		}
 		s.Interval = *r.Interval
 	}
 	if r.Retention != nil {
 		if *r.Retention < time.Second {
-			return s, invalid("the retention must be at least a second")
+			return s, invalidField("retention", "the retention must be at least a second")
 		}
 		s.Retention = *r.Retention
 	}

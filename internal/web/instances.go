@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/dataplane"
@@ -125,24 +126,11 @@ func (c *Console) loadInstances(ctx context.Context, d *instancesData) error {
 	return nil
 }
 
-// fieldOf guesses which form field an API validation message is about.
-func fieldOf(msg string) string {
-	m := strings.ToLower(msg)
-	switch {
-	case strings.Contains(m, "password"):
-		return "password"
-	case strings.Contains(m, "storage"):
-		return "storage"
-	case strings.Contains(m, "version"):
-		return "version"
-	case strings.Contains(m, "count"):
-		return "count"
-	case strings.Contains(m, "base_name"), strings.Contains(m, "names"):
-		return "base"
-	case strings.Contains(m, "name"):
-		return "name"
-	}
-	return ""
+// formFields maps the API's request fields (ErrorResponse.Field) to the
+// console's form fields, for aria-invalid.
+var formFields = map[string]string{
+	"name": "name", "password": "password", "storage_gb": "storage", "postgres_version": "version",
+	"base_name": "base", "count": "count", "backup_id": "backup", "at": "at",
 }
 
 // formInt parses an optional whole number field.
@@ -155,46 +143,6 @@ func formInt(v, what string) (int, error) {
 		return 0, fmt.Errorf("%s must be a whole number, got %q", what, shorten(v, 20))
 	}
 	return n, nil
-}
-
-// createBody mirrors api.CreateInstanceRequest.
-type createBody struct {
-	Name            string `json:"name"`
-	Password        string `json:"password"`
-	PostgresVersion string `json:"postgres_version,omitempty"`
-	StorageGB       int    `json:"storage_gb,omitempty"`
-	Internal        bool   `json:"internal,omitempty"`
-}
-
-// bulkBody mirrors api.BulkCreateRequest.
-type bulkBody struct {
-	BaseName        string `json:"base_name"`
-	Count           int    `json:"count"`
-	Password        string `json:"password"`
-	PostgresVersion string `json:"postgres_version,omitempty"`
-	StorageGB       int    `json:"storage_gb,omitempty"`
-	Internal        bool   `json:"internal,omitempty"`
-}
-
-// instanceJSON is the part of api.Instance the console reads back.
-type instanceJSON struct {
-	Name                  string `json:"name"`
-	InternalName          string `json:"internal_name"`
-	CreateOrchestrationID string `json:"create_orchestration_id"`
-	DeleteOrchestrationID string `json:"delete_orchestration_id"`
-}
-
-// bulkResult mirrors api.BulkResponse.
-type bulkResult struct {
-	Requested int `json:"requested"`
-	Succeeded int `json:"succeeded"`
-	Failed    int `json:"failed"`
-	Results   []struct {
-		Name            string `json:"name"`
-		OK              bool   `json:"ok"`
-		Error           string `json:"error"`
-		OrchestrationID string `json:"orchestration_id"`
-	} `json:"results"`
 }
 
 // renderInstancesWithError re-renders the list with a form error.
@@ -230,14 +178,14 @@ func (c *Console) handleCreate(w http.ResponseWriter, r *http.Request) {
 		c.renderInstancesWithError(w, r, http.StatusBadRequest, d)
 		return
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/instances", createBody{Name: d.Create.Name, Password: r.PostForm.Get("password"),
+	res := c.callAPI(w, r, http.MethodPost, "/api/instances", client.CreateInstanceRequest{Name: d.Create.Name, Password: r.PostForm.Get("password"),
 		PostgresVersion: d.Create.Version, StorageGB: storage, Internal: d.Create.Internal})
 	if msg := res.errMsg(); msg != "" {
-		d.Create.Err, d.Create.Field = msg, fieldOf(msg)
+		d.Create.Err, d.Create.Field = msg, res.formField()
 		c.renderInstancesWithError(w, r, res.status, d)
 		return
 	}
-	var in instanceJSON
+	var in client.Instance
 	_ = res.decode(&in)
 	redirect(w, r, "/instances", "ok", fmt.Sprintf("Creating %s (orchestration %s).", in.Name, in.CreateOrchestrationID))
 }
@@ -271,12 +219,12 @@ func (c *Console) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 		c.renderInstancesWithError(w, r, http.StatusBadRequest, d)
 		return
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/instances/bulk", bulkBody{BaseName: d.Bulk.Base, Count: n,
+	res := c.callAPI(w, r, http.MethodPost, "/api/instances/bulk", client.BulkCreateRequest{BaseName: d.Bulk.Base, Count: n,
 		Password: r.PostForm.Get("password"), PostgresVersion: d.Bulk.Version, StorageGB: storage, Internal: d.Bulk.Internal})
-	var br bulkResult
+	var br client.BulkResponse
 	_ = res.decode(&br)
 	if msg := res.errMsg(); msg != "" && br.Succeeded == 0 {
-		d.Bulk.Err, d.Bulk.Field = msg, fieldOf(msg)
+		d.Bulk.Err, d.Bulk.Field = msg, res.formField()
 		c.renderInstancesWithError(w, r, res.status, d)
 		return
 	}
@@ -285,7 +233,7 @@ func (c *Console) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 // bulkSummary is the notice after a bulk operation.
-func bulkSummary(verb string, br bulkResult) (kind, msg string) {
+func bulkSummary(verb string, br client.BulkResponse) (kind, msg string) {
 	var ok, bad []string
 	for _, it := range br.Results {
 		if it.OK {
@@ -316,10 +264,8 @@ func (c *Console) handleBulkDelete(w http.ResponseWriter, r *http.Request) {
 		redirect(w, r, back, "error", "Select at least one instance to delete.")
 		return
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/instances/bulk-delete", struct {
-		Names []string `json:"names"`
-	}{names})
-	var br bulkResult
+	res := c.callAPI(w, r, http.MethodPost, "/api/instances/bulk-delete", client.BulkDeleteRequest{Names: names})
+	var br client.BulkResponse
 	_ = res.decode(&br)
 	if msg := res.errMsg(); msg != "" && br.Succeeded == 0 {
 		redirect(w, r, back, "error", "Nothing was deleted: "+msg)
@@ -338,7 +284,7 @@ func (c *Console) handleDelete(w http.ResponseWriter, r *http.Request) {
 		redirect(w, r, back, "error", "Delete failed: "+msg)
 		return
 	}
-	var in instanceJSON
+	var in client.Instance
 	_ = res.decode(&in)
 	redirect(w, r, back, "ok", fmt.Sprintf("Deleting %s (orchestration %s).", name, in.DeleteOrchestrationID))
 }

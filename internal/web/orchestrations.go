@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/internal/historyview"
 )
@@ -243,9 +244,7 @@ func (c *Console) handleCancel(w http.ResponseWriter, r *http.Request) {
 	if reason == "" {
 		reason = "cancelled from the web console"
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/orchestrations/"+url.PathEscape(id)+"/cancel", struct {
-		Reason string `json:"reason"`
-	}{reason})
+	res := c.callAPI(w, r, http.MethodPost, "/api/orchestrations/"+url.PathEscape(id)+"/cancel", client.CancelRequest{Reason: reason})
 	if msg := res.errMsg(); msg != "" {
 		redirect(w, r, orchURL(id), "error", "Cancel failed: "+msg)
 		return
@@ -262,9 +261,7 @@ func (c *Console) handleRecreate(w http.ResponseWriter, r *http.Request) {
 		redirect(w, r, orchURL(id), "error", "Recreate failed: "+msg)
 		return
 	}
-	var rr struct {
-		NewID string `json:"new_id"`
-	}
+	var rr client.RecreateResponse
 	if err := res.decode(&rr); err != nil || rr.NewID == "" {
 		redirect(w, r, orchURL(id), "error", "Recreate answered without a new id.")
 		return
@@ -295,10 +292,7 @@ func (c *Console) handleRaiseEvent(w http.ResponseWriter, r *http.Request) {
 		}
 		data = json.RawMessage(f.Data)
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/orchestrations/"+url.PathEscape(id)+"/raise-event", struct {
-		EventName string          `json:"event_name"`
-		EventData json.RawMessage `json:"event_data,omitempty"`
-	}{f.Name, data})
+	res := c.callAPI(w, r, http.MethodPost, "/api/orchestrations/"+url.PathEscape(id)+"/raise-event", client.RaiseEventRequest{EventName: f.Name, EventData: data})
 	if msg := res.errMsg(); msg != "" {
 		f.Err = msg
 		c.renderOrchestration(w, r, res.status, f)

@@ -323,13 +323,21 @@ func (a apiResult) errMsg() string {
 	if a.status < 400 {
 		return ""
 	}
-	var e struct {
-		Error string `json:"error"`
-	}
+	var e client.ErrorResponse
 	if json.Unmarshal(a.body, &e) == nil && e.Error != "" {
 		return e.Error
 	}
 	return http.StatusText(a.status)
+}
+
+// formField is the console's form field the API's error is about (its
+// ErrorResponse.Field, see formFields), "" when none is.
+func (a apiResult) formField() string {
+	var e client.ErrorResponse
+	if a.status < 400 || json.Unmarshal(a.body, &e) != nil {
+		return ""
+	}
+	return formFields[e.Field]
 }
 
 func (a apiResult) decode(v any) error { return json.Unmarshal(a.body, v) }
