@@ -866,5 +866,5 @@ func sharedSessions(o *serverOptions, a *app.App) cms.SessionStore {
 	if o.databaseURL == "" {
 		return nil
 	}
-	return a.CMS
+	return a.Sessions()
 }

@@ -128,12 +128,7 @@ func (s *Server) handleInstanceBackups(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	settings, err := s.app.CMS.BackupSettings(r.Context(), inst.InternalName)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	list, err := s.app.CMS.ListBackups(r.Context(), cms.BackupFilter{InternalName: inst.InternalName})
+	settings, list, err := s.app.InstanceBackups(r.Context(), inst)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -14,7 +14,6 @@ import (
 	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/dataplane"
 	"github.com/toygres/toygres/internal/orchestrations"
-	"github.com/toygres/toygres/internal/redact"
 )
 
 // nameRE is the instance name rule of app.ValidateCreate (1–40 lower-case
@@ -93,7 +92,7 @@ func (s *Server) handleListInstances(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	opts.Name = r.URL.Query().Get("name")
-	list, err := s.app.CMS.List(r.Context(), opts)
+	list, err := s.app.ListInstances(r.Context(), opts)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -192,7 +191,7 @@ func (s *Server) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	var taken []string
 	for _, cr := range reqs {
-		inst, err := s.app.CMS.Get(ctx, cr.Name)
+		inst, err := s.app.GetInstance(ctx, cr.Name)
 		switch {
 		case errors.Is(err, cms.ErrNotFound):
 		case err != nil:
@@ -323,7 +322,7 @@ func (s *Server) handleGetInstance(w http.ResponseWriter, r *http.Request) {
 		d.ConnectionString = conn
 	}
 	if nEvents > 0 {
-		evs, err := s.app.CMS.Events(ctx, inst.InternalName, nEvents)
+		evs, err := s.app.InstanceEvents(ctx, inst, nEvents)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -331,7 +330,7 @@ func (s *Server) handleGetInstance(w http.ResponseWriter, r *http.Request) {
 		d.Events = eventViews(evs)
 	}
 	if nChecks > 0 {
-		hcs, err := s.app.CMS.HealthChecks(ctx, inst.InternalName, nChecks)
+		hcs, err := s.app.HealthChecks(ctx, inst, nChecks)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -422,7 +421,7 @@ func (s *Server) handleInstanceHealth(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	hcs, err := s.app.CMS.HealthChecks(r.Context(), inst.InternalName, limit)
+	hcs, err := s.app.HealthChecks(r.Context(), inst, limit)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -442,7 +441,7 @@ func (s *Server) handleInstanceEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	evs, err := s.app.CMS.Events(r.Context(), inst.InternalName, limit)
+	evs, err := s.app.InstanceEvents(r.Context(), inst, limit)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -464,16 +463,13 @@ func (s *Server) handleInstanceLogs(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	lines, err := s.app.Driver.Logs(r.Context(), inst.InternalName, tail)
+	lines, err := s.app.InstanceLogs(r.Context(), inst, tail)
 	if errors.Is(err, dataplane.ErrNotFound) {
 		err = errorf(http.StatusNotFound, "instance %q has no server on the data plane (state %s)", inst.Name, inst.State)
 	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
-	}
-	if pw, err := s.app.CMS.Password(r.Context(), inst.InternalName); err == nil {
-		lines = redact.Lines(lines, pw)
 	}
 	if lines == nil {
 		lines = []string{}

@@ -19,7 +19,7 @@ func startActor(t *testing.T, e *env, name string) string {
 	t.Helper()
 	internal := fakeInstance(t, e, name, "", false)
 	id := orchestrations.ActorID(internal)
-	if err := e.app.Client.StartOrchestration(context.Background(), id, orchestrations.InstanceActor,
+	if err := e.app.Orchestrations().Start(context.Background(), id, orchestrations.InstanceActor,
 		orchestrations.ActorInput{InternalName: internal, Interval: time.Hour}); err != nil {
 		t.Fatal(err)
 	}

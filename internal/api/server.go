@@ -104,17 +104,17 @@ type Server struct {
 // New builds the server over a running App: it loads or creates the admin
 // credential and the session store in StateDir.
 func New(a *app.App, opts Options) (*Server, error) {
-	if a == nil || a.CMS == nil || a.Client == nil || a.Driver == nil {
-		return nil, errors.New("api: the app must be open (CMS, client and driver set)")
+	if a == nil {
+		return nil, errors.New("api: the app must be open")
 	}
 	if opts.AdminUser == "" {
 		opts.AdminUser = DefaultAdminUser
 	}
 	if opts.StateDir == "" {
-		if a.Config.DataDir == "" {
+		if a.Config().DataDir == "" {
 			return nil, errors.New("api: no StateDir and no data dir")
 		}
-		opts.StateDir = filepath.Join(a.Config.DataDir, "auth")
+		opts.StateDir = filepath.Join(a.Config().DataDir, "auth")
 	}
 	if opts.SessionTTL <= 0 {
 		opts.SessionTTL = DefaultSessionTTL
@@ -125,7 +125,7 @@ func New(a *app.App, opts Options) (*Server, error) {
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
-	log := a.Logger
+	log := a.Logger()
 	if log == nil {
 		log = slog.Default()
 	}
@@ -256,12 +256,12 @@ func (s *Server) initMetrics() {
 		Help: "HTTP request latency by route pattern.", Buckets: prometheus.DefBuckets}, []string{"route"})
 	s.logins = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "toygres_login_attempts_total",
 		Help: "Login attempts by result (success, failure, rate_limited)."}, []string{"result"})
-	if s.app.Metrics == nil {
+	if s.app.Metrics() == nil {
 		return
 	}
-	s.requests = register(s.app.Metrics, s.requests)
-	s.durations = register(s.app.Metrics, s.durations)
-	s.logins = register(s.app.Metrics, s.logins)
+	s.requests = register(s.app.Metrics(), s.requests)
+	s.durations = register(s.app.Metrics(), s.durations)
+	s.logins = register(s.app.Metrics(), s.logins)
 }
 
 // register adds c to reg, or returns the collector already registered (a
@@ -608,9 +608,9 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "metrics need a bearer token from a non-loopback address")
 		return
 	}
-	if s.app.Metrics == nil {
+	if s.app.Metrics() == nil {
 		writeError(w, http.StatusNotFound, "metrics are not enabled")
 		return
 	}
-	promhttp.HandlerFor(s.app.Metrics, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}).ServeHTTP(w, r)
+	promhttp.HandlerFor(s.app.Metrics(), promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}).ServeHTTP(w, r)
 }

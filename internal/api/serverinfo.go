@@ -102,12 +102,12 @@ func tailMatching(path string, limit int, maxScan int64, match func(string) bool
 // handleServerStats is GET /api/server/stats.
 func (s *Server) handleServerStats(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	c, err := s.app.CMS.Counts(ctx)
+	c, err := s.app.InstanceCounts(ctx)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	st, err := s.app.Client.Stats(ctx)
+	st, err := s.app.Orchestrations().Stats(ctx)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -144,7 +144,7 @@ func (s *Server) handleServerConfig(w http.ResponseWriter, r *http.Request) {
 // serverConfig is the effective configuration, with secrets masked (the
 // API's config endpoint and the console's System page).
 func (s *Server) serverConfig(ctx context.Context) ServerConfig {
-	cfg := s.app.Config
+	cfg := s.app.Config()
 	db := "sqlite:" + filepath.Join(cfg.DataDir, "toygres.db")
 	if cfg.DatabaseURL != "" {
 		db = redact.URL(cfg.DatabaseURL)
@@ -158,14 +158,14 @@ func (s *Server) serverConfig(ctx context.Context) ServerConfig {
 	}
 	out := ServerConfig{
 		Version: s.opts.Version, GoVersion: runtime.Version(), StartedAt: s.startedAt.UTC(),
-		DataDir: cfg.DataDir, Database: db, Dataplane: s.app.Driver.Name(),
+		DataDir: cfg.DataDir, Database: db, Dataplane: s.app.DataplaneName(),
 		ActorInterval:            cfg.ActorInterval.String(),
 		OrchestrationConcurrency: cfg.OrchestrationConcurrency, ActivityConcurrency: cfg.ActivityConcurrency,
 		AdminUser: s.adminUser, AdminPassword: "***", StateDir: s.opts.StateDir, LogFile: s.opts.LogFile,
 		SessionTTL: s.opts.SessionTTL.String(), TokenTTL: s.opts.TokenTTL.String(), Metrics: metrics,
 		LoginRateLimit: fmt.Sprintf("%d failures per %s per client address", loginMaxFailures, loginWindow),
 	}
-	if v, err := s.app.Driver.Versions(ctx); err == nil {
+	if v, err := s.app.Versions(ctx); err == nil {
 		out.PostgresVersions = v
 	}
 	out.Retention = retentionConfig(cfg.Retention)

@@ -86,16 +86,21 @@ type Config struct {
 const DefaultActivityConcurrency = 32
 
 // App is a running Toygres control plane (without its HTTP server).
+//
+// Its state is its own: callers use its operations (CreateInstance,
+// DeleteByNameWith, Restore…) and services (Orchestrations, Runtime; see
+// services.go), and the few accessors below where a caller needs the object
+// itself.
 type App struct {
-	Config   Config
-	Store    duroxide.Store
-	Runtime  *duroxide.Runtime
-	Client   *duroxide.Client
-	CMS      cms.Store
-	Driver   dataplane.Driver
-	Metrics  *prometheus.Registry
-	Logger   *slog.Logger
-	Registry *duroxide.Registry
+	cfg      Config
+	store    duroxide.Store
+	runtime  *duroxide.Runtime
+	client   *duroxide.Client
+	cms      cms.Store
+	driver   dataplane.Driver
+	metrics  *prometheus.Registry
+	logger   *slog.Logger
+	registry *duroxide.Registry
 
 	closeDriver func() error // set when Open made the driver
 	localLock   *localLock   // local data plane on a shared store
@@ -134,7 +139,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if err := secureDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	a := &App{Config: cfg, Metrics: cfg.Metrics, Logger: cfg.Logger}
+	a := &App{cfg: cfg, metrics: cfg.Metrics, logger: cfg.Logger}
 	ok := false
 	defer func() {
 		if !ok {
@@ -153,30 +158,30 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open durable store: %w", err)
 		}
-		a.Store = st
+		a.store = st
 		c, err := cms.OpenSQLite(ctx, path, keyOpts)
 		if err != nil {
 			return nil, fmt.Errorf("open cms: %w", explainKeyMismatch(err))
 		}
-		a.CMS = c
+		a.cms = c
 	} else {
 		st, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.WithSchema("toygres_duroxide"))
 		if err != nil {
 			return nil, fmt.Errorf("open durable store: %w", err)
 		}
-		a.Store = st
+		a.store = st
 		c, err := cms.OpenPostgres(ctx, cfg.DatabaseURL, keyOpts)
 		if err != nil {
 			return nil, fmt.Errorf("open cms: %w", explainKeyMismatch(err))
 		}
-		a.CMS = c
+		a.cms = c
 	}
-	a.Client = duroxide.NewClient(a.Store)
+	a.client = duroxide.NewClient(a.store)
 
 	hostID := "" // set when local instances must be pinned to this server's host
 	switch {
 	case cfg.Driver != nil:
-		a.Driver = cfg.Driver
+		a.driver = cfg.Driver
 	case cfg.Dataplane == "local":
 		if cfg.DatabaseURL != "" {
 			hostID = HostID(cfg.DataDir)
@@ -205,7 +210,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 			return nil, fmt.Errorf("check local instances: %w", err)
 		}
 		a.recordAdoptionProblems(ctx, append(report.Problems, problems...))
-		a.Driver = d
+		a.driver = d
 	case cfg.Dataplane == "kubernetes":
 		o := cfg.Kubernetes
 		if o.Logger == nil {
@@ -218,27 +223,27 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		if err := d.Check(ctx); err != nil {
 			return nil, fmt.Errorf("kubernetes data plane: %w", err)
 		}
-		a.Driver = d
+		a.driver = d
 	default:
 		return nil, fmt.Errorf("unknown data plane %q (want local or kubernetes)", cfg.Dataplane)
 	}
 
 	if cfg.WrapDriver != nil {
-		a.Driver = cfg.WrapDriver(a.Driver)
+		a.driver = cfg.WrapDriver(a.driver)
 	}
 
 	reg := duroxide.NewRegistry()
-	if err := activities.Register(reg, activities.Deps{CMS: a.CMS, Driver: a.Driver, Client: a.Client, Logger: cfg.Logger, Metrics: cfg.Metrics, Host: hostID}); err != nil {
+	if err := activities.Register(reg, activities.Deps{CMS: a.cms, Driver: a.driver, Client: a.client, Logger: cfg.Logger, Metrics: cfg.Metrics, Host: hostID}); err != nil {
 		return nil, err
 	}
-	if err := orchestrations.Register(reg, a.Driver.Name()); err != nil {
+	if err := orchestrations.Register(reg, a.driver.Name()); err != nil {
 		return nil, err
 	}
-	a.Registry = reg
-	if err := cfg.Metrics.Register(newInstanceGauges(a.CMS)); err != nil {
+	a.registry = reg
+	if err := cfg.Metrics.Register(newInstanceGauges(a.cms)); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
-	rt, err := duroxide.Start(ctx, a.Store, reg, duroxide.Options{
+	rt, err := duroxide.Start(ctx, a.store, reg, duroxide.Options{
 		Logger: cfg.Logger, Metrics: cfg.Metrics,
 		OrchestrationConcurrency: cfg.OrchestrationConcurrency, ActivityConcurrency: cfg.ActivityConcurrency,
 		ExclusiveStore:           cfg.DatabaseURL == "", // the server holds the data dir's lock: older leases are a dead incarnation's
@@ -249,7 +254,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start runtime: %w", err)
 	}
-	a.Runtime = rt
+	a.runtime = rt
 	ok = true
 	if err := a.superviseActors(ctx); err != nil {
 		cfg.Logger.Warn("checking health actors failed", "error", err)
@@ -267,8 +272,8 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 // the stores. Local instances keep running.
 func (a *App) Close(ctx context.Context) error {
 	var err error
-	if a.Runtime != nil {
-		err = a.Runtime.Shutdown(ctx)
+	if a.runtime != nil {
+		err = a.runtime.Shutdown(ctx)
 	}
 	a.closeStores()
 	return err
@@ -278,11 +283,11 @@ func (a *App) closeStores() {
 	if a.closeDriver != nil {
 		_ = a.closeDriver()
 	}
-	if a.CMS != nil {
-		_ = a.CMS.Close()
+	if a.cms != nil {
+		_ = a.cms.Close()
 	}
-	if a.Store != nil {
-		_ = a.Store.Close()
+	if a.store != nil {
+		_ = a.store.Close()
 	}
 	a.localLock.Close()
 }
@@ -290,13 +295,13 @@ func (a *App) closeStores() {
 // superviseActors starts a health actor for every running instance whose
 // actor is missing or has ended (the Rust version never restarted them).
 func (a *App) superviseActors(ctx context.Context) error {
-	running, err := a.CMS.List(ctx, cms.ListOptions{States: []cms.State{cms.StateRunning}})
+	running, err := a.cms.List(ctx, cms.ListOptions{States: []cms.State{cms.StateRunning}})
 	if err != nil {
 		return err
 	}
 	for _, inst := range running {
 		id := orchestrations.ActorID(inst.InternalName)
-		st, err := a.Client.GetStatus(ctx, id)
+		st, err := a.client.GetStatus(ctx, id)
 		switch {
 		case errors.Is(err, duroxide.ErrNotFound):
 		case err != nil:
@@ -304,13 +309,13 @@ func (a *App) superviseActors(ctx context.Context) error {
 		case !st.Status.IsTerminal():
 			continue
 		default:
-			if _, err := a.Client.DeleteInstance(ctx, id, true); err != nil {
+			if _, err := a.client.DeleteInstance(ctx, id, true); err != nil {
 				return err
 			}
 		}
-		a.Logger.Info("starting health actor", "instance", inst.Name, "actor", id)
-		if err := a.Client.StartOrchestration(ctx, id, orchestrations.InstanceActor,
-			orchestrations.ActorInput{InternalName: inst.InternalName, Interval: a.Config.ActorInterval}); err != nil {
+		a.logger.Info("starting health actor", "instance", inst.Name, "actor", id)
+		if err := a.client.StartOrchestration(ctx, id, orchestrations.InstanceActor,
+			orchestrations.ActorInput{InternalName: inst.InternalName, Interval: a.cfg.ActorInterval}); err != nil {
 			return err
 		}
 	}
@@ -353,7 +358,7 @@ const DefaultStorageGB = 10
 // CreateDefaults fills what it leaves out, then checkCreate validates it
 // (a *ValidationError names the field at fault).
 func (a *App) ValidateCreate(ctx context.Context, r *CreateRequest) error {
-	versions, err := a.Driver.Versions(ctx)
+	versions, err := a.driver.Versions(ctx)
 	if err != nil {
 		return fmt.Errorf("list PostgreSQL versions: %w", err)
 	}
@@ -409,7 +414,7 @@ func (a *App) checkCreate(r *CreateRequest, versions []string) error {
 		// A driver that knows internal endpoints are out of this server's
 		// reach says so now, rather than every such create failing its
 		// connection test minutes later.
-		if d, ok := a.Driver.(interface{ InternalEndpointsReachable() error }); ok {
+		if d, ok := a.driver.(interface{ InternalEndpointsReachable() error }); ok {
 			if err := d.InternalEndpointsReachable(); err != nil {
 				return invalidField("internal", "%v", err)
 			}
@@ -435,35 +440,35 @@ func (a *App) createInstance(ctx context.Context, r CreateRequest, from *datapla
 	}
 	internal := r.Name + "-" + randomHex(4)
 	orchID := orchestrations.CreateID(internal)
-	inst, err := a.CMS.CreateInstance(ctx, cms.Instance{
-		Name: r.Name, InternalName: internal, Driver: a.Driver.Name(), PostgresVersion: r.PostgresVersion,
+	inst, err := a.cms.CreateInstance(ctx, cms.Instance{
+		Name: r.Name, InternalName: internal, Driver: a.driver.Name(), PostgresVersion: r.PostgresVersion,
 		StorageGB: r.StorageGB, Internal: r.Internal, DNSLabel: r.DNSLabel, CreateOrchestrationID: orchID,
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := a.CMS.SetPassword(ctx, internal, r.Password); err != nil {
-		_, _ = a.CMS.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "storing the password failed", Message: err.Error()})
+	if err := a.cms.SetPassword(ctx, internal, r.Password); err != nil {
+		_, _ = a.cms.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "storing the password failed", Message: err.Error()})
 		return nil, fmt.Errorf("store password: %w", err)
 	}
 	if r.NoBackups {
-		if err := a.CMS.SetBackupSettings(ctx, internal, cms.BackupSettings{Interval: cms.DefaultBackupInterval, Retention: cms.DefaultBackupRetention}); err != nil {
+		if err := a.cms.SetBackupSettings(ctx, internal, cms.BackupSettings{Interval: cms.DefaultBackupInterval, Retention: cms.DefaultBackupRetention}); err != nil {
 			return nil, fmt.Errorf("record backup settings: %w", err)
 		}
 	}
 	in := orchestrations.CreateInput{InternalName: internal, Name: r.Name, PostgresVersion: r.PostgresVersion,
-		StorageGB: r.StorageGB, Internal: r.Internal, DNSLabel: r.DNSLabel, ActorInterval: a.Config.ActorInterval, NoBackups: r.NoBackups, Restore: from}
-	if err := a.Client.StartOrchestration(ctx, orchID, orchestrations.CreateInstance, in); err != nil {
-		_, _ = a.CMS.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "starting the create orchestration failed", Message: err.Error()})
+		StorageGB: r.StorageGB, Internal: r.Internal, DNSLabel: r.DNSLabel, ActorInterval: a.cfg.ActorInterval, NoBackups: r.NoBackups, Restore: from}
+	if err := a.client.StartOrchestration(ctx, orchID, orchestrations.CreateInstance, in); err != nil {
+		_, _ = a.cms.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "starting the create orchestration failed", Message: err.Error()})
 		return nil, fmt.Errorf("start create orchestration: %w", err)
 	}
-	a.Logger.Info("instance create requested", "instance", r.Name, "internal_name", internal, "orchestration_id", orchID)
+	a.logger.Info("instance create requested", "instance", r.Name, "internal_name", internal, "orchestration_id", orchID)
 	return inst, nil
 }
 
 // GetInstance returns the instance with this name (active, or the latest).
 func (a *App) GetInstance(ctx context.Context, name string) (*cms.Instance, error) {
-	return a.CMS.Get(ctx, name)
+	return a.cms.Get(ctx, name)
 }
 
 // ConnectionURL returns the instance's connection URL with its password,
@@ -472,7 +477,7 @@ func (a *App) ConnectionURL(ctx context.Context, inst *cms.Instance) (string, er
 	if inst.ConnectionString == "" {
 		return "", nil
 	}
-	pw, err := a.CMS.Password(ctx, inst.InternalName)
+	pw, err := a.cms.Password(ctx, inst.InternalName)
 	if err != nil {
 		return "", err
 	}

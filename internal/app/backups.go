@@ -17,9 +17,9 @@ import (
 var ErrNoBackups = errors.New("this data plane takes no backups")
 
 func (a *App) backuper() (dataplane.Backuper, error) {
-	bk, ok := a.Driver.(dataplane.Backuper)
+	bk, ok := a.driver.(dataplane.Backuper)
 	if !ok {
-		return nil, invalid("the %s data plane takes no backups", a.Driver.Name())
+		return nil, invalid("the %s data plane takes no backups", a.driver.Name())
 	}
 	return bk, nil
 }
@@ -31,7 +31,7 @@ func (a *App) StartBackup(ctx context.Context, name string) (*cms.Backup, error)
 	if _, err := a.backuper(); err != nil {
 		return nil, err
 	}
-	inst, err := a.CMS.Get(ctx, name)
+	inst, err := a.cms.Get(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -40,34 +40,34 @@ func (a *App) StartBackup(ctx context.Context, name string) (*cms.Backup, error)
 	}
 	id := "m" + time.Now().UTC().Format("20060102t150405") + "-" + randomHex(4)
 	orchID := orchestrations.BackupID(id)
-	rec, err := a.CMS.CreateBackup(ctx, cms.Backup{ID: id, InternalName: inst.InternalName, InstanceName: inst.Name, Kind: cms.BackupManual, OrchestrationID: orchID})
+	rec, err := a.cms.CreateBackup(ctx, cms.Backup{ID: id, InternalName: inst.InternalName, InstanceName: inst.Name, Kind: cms.BackupManual, OrchestrationID: orchID})
 	if err != nil {
 		return nil, err
 	}
-	if err := a.Client.StartOrchestration(ctx, orchID, orchestrations.BackupInstance,
+	if err := a.client.StartOrchestration(ctx, orchID, orchestrations.BackupInstance,
 		orchestrations.BackupInput{InternalName: inst.InternalName, BackupID: id, Kind: cms.BackupManual}); err != nil {
-		_ = a.CMS.FailBackup(ctx, id, "starting the backup orchestration failed: "+err.Error())
+		_ = a.cms.FailBackup(ctx, id, "starting the backup orchestration failed: "+err.Error())
 		return nil, fmt.Errorf("start backup orchestration: %w", err)
 	}
-	a.Logger.Info("backup requested", "instance", name, "backup", id)
+	a.logger.Info("backup requested", "instance", name, "backup", id)
 	return rec, nil
 }
 
 // ListBackups lists the backups (not deleted) of every instance that had
 // this name, newest first, or of all instances when name is "".
 func (a *App) ListBackups(ctx context.Context, name string) ([]cms.Backup, error) {
-	return a.CMS.ListBackups(ctx, cms.BackupFilter{InstanceName: name})
+	return a.cms.ListBackups(ctx, cms.BackupFilter{InstanceName: name})
 }
 
 // GetBackup returns one backup record.
 func (a *App) GetBackup(ctx context.Context, id string) (*cms.Backup, error) {
-	return a.CMS.GetBackup(ctx, id)
+	return a.cms.GetBackup(ctx, id)
 }
 
 // DeleteBackup starts removing a backup (the delete-backup orchestration).
 // A running backup cannot be deleted.
 func (a *App) DeleteBackup(ctx context.Context, id string) (*cms.Backup, error) {
-	rec, err := a.CMS.GetBackup(ctx, id)
+	rec, err := a.cms.GetBackup(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -78,12 +78,12 @@ func (a *App) DeleteBackup(ctx context.Context, id string) (*cms.Backup, error) 
 		return rec, nil
 	}
 	orchID := orchestrations.DeleteBackupID(id)
-	if st, err := a.Client.GetStatus(ctx, orchID); err == nil && st.Status.IsTerminal() {
-		if _, err := a.Client.DeleteInstance(ctx, orchID, true); err != nil {
+	if st, err := a.client.GetStatus(ctx, orchID); err == nil && st.Status.IsTerminal() {
+		if _, err := a.client.DeleteInstance(ctx, orchID, true); err != nil {
 			return nil, err
 		}
 	}
-	err = a.Client.StartOrchestration(ctx, orchID, orchestrations.DeleteBackupOrch, orchestrations.DeleteBackupInput{InternalName: rec.InternalName, BackupID: id})
+	err = a.client.StartOrchestration(ctx, orchID, orchestrations.DeleteBackupOrch, orchestrations.DeleteBackupInput{InternalName: rec.InternalName, BackupID: id})
 	if err != nil {
 		return nil, fmt.Errorf("start delete-backup orchestration: %w", err)
 	}
@@ -104,12 +104,12 @@ type RestoreWindow struct {
 // RestoreWindowOf returns the restore window of the instance (by internal
 // name) and its verified backups, newest first.
 func (a *App) RestoreWindowOf(ctx context.Context, inst *cms.Instance) (RestoreWindow, []cms.Backup, error) {
-	done, err := a.CMS.ListBackups(ctx, cms.BackupFilter{InternalName: inst.InternalName, States: []cms.BackupState{cms.BackupCompleted}})
+	done, err := a.cms.ListBackups(ctx, cms.BackupFilter{InternalName: inst.InternalName, States: []cms.BackupState{cms.BackupCompleted}})
 	if err != nil || len(done) == 0 {
 		return RestoreWindow{}, done, err
 	}
 	w := RestoreWindow{Earliest: done[len(done)-1].FinishedAt, Latest: done[0].FinishedAt, Backups: len(done)}
-	settings, err := a.CMS.BackupSettings(ctx, inst.InternalName)
+	settings, err := a.cms.BackupSettings(ctx, inst.InternalName)
 	if err != nil {
 		return w, done, err
 	}
@@ -136,7 +136,7 @@ func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, err
 	if r.From == "" {
 		return nil, invalidField("from", "from (the instance to restore) is required")
 	}
-	src, err := a.CMS.Get(ctx, r.From)
+	src, err := a.cms.Get(ctx, r.From)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +184,7 @@ func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, err
 	}
 	from.BackupID = chosen.ID
 	if r.Password == "" {
-		pw, err := a.CMS.Password(ctx, src.InternalName)
+		pw, err := a.cms.Password(ctx, src.InternalName)
 		if err != nil {
 			return nil, invalidField("password", "password is required: Toygres no longer holds the password of %q", r.From)
 		}
@@ -201,10 +201,10 @@ func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, err
 // superviseSchedules starts the backup schedule of every running instance
 // with backups enabled whose schedule is missing or has ended.
 func (a *App) superviseSchedules(ctx context.Context) error {
-	if _, ok := a.Driver.(dataplane.Backuper); !ok {
+	if _, ok := a.driver.(dataplane.Backuper); !ok {
 		return nil
 	}
-	running, err := a.CMS.List(ctx, cms.ListOptions{States: []cms.State{cms.StateRunning}})
+	running, err := a.cms.List(ctx, cms.ListOptions{States: []cms.State{cms.StateRunning}})
 	if err != nil {
 		return err
 	}
@@ -219,12 +219,12 @@ func (a *App) superviseSchedules(ctx context.Context) error {
 // ensureSchedule starts an instance's backup schedule unless it runs or
 // backups are off.
 func (a *App) ensureSchedule(ctx context.Context, internalName string) error {
-	settings, err := a.CMS.BackupSettings(ctx, internalName)
+	settings, err := a.cms.BackupSettings(ctx, internalName)
 	if err != nil || !settings.Enabled {
 		return err
 	}
 	id := orchestrations.ScheduleID(internalName)
-	st, err := a.Client.GetStatus(ctx, id)
+	st, err := a.client.GetStatus(ctx, id)
 	switch {
 	case errors.Is(err, duroxide.ErrNotFound):
 	case err != nil:
@@ -232,12 +232,12 @@ func (a *App) ensureSchedule(ctx context.Context, internalName string) error {
 	case !st.Status.IsTerminal():
 		return nil
 	default:
-		if _, err := a.Client.DeleteInstance(ctx, id, true); err != nil {
+		if _, err := a.client.DeleteInstance(ctx, id, true); err != nil {
 			return err
 		}
 	}
-	a.Logger.Info("starting backup schedule", "internal_name", internalName, "schedule", id)
-	return a.Client.StartOrchestration(ctx, id, orchestrations.BackupSchedule, orchestrations.ScheduleInput{InternalName: internalName})
+	a.logger.Info("starting backup schedule", "internal_name", internalName, "schedule", id)
+	return a.client.StartOrchestration(ctx, id, orchestrations.BackupSchedule, orchestrations.ScheduleInput{InternalName: internalName})
 }
 
 // BackupSettingsRequest changes an instance's backup settings; nil fields
@@ -255,11 +255,11 @@ func (a *App) SetBackupSettings(ctx context.Context, name string, r BackupSettin
 	if err != nil {
 		return cms.BackupSettings{}, err
 	}
-	inst, err := a.CMS.Get(ctx, name)
+	inst, err := a.cms.Get(ctx, name)
 	if err != nil {
 		return cms.BackupSettings{}, err
 	}
-	s, err := a.CMS.BackupSettings(ctx, inst.InternalName)
+	s, err := a.cms.BackupSettings(ctx, inst.InternalName)
 	if err != nil {
 		return s, err
 	}
@@ -278,7 +278,7 @@ func (a *App) SetBackupSettings(ctx context.Context, name string, r BackupSettin
 		}
 		s.Retention = *r.Retention
 	}
-	if err := a.CMS.SetBackupSettings(ctx, inst.InternalName, s); err != nil {
+	if err := a.cms.SetBackupSettings(ctx, inst.InternalName, s); err != nil {
 		return s, err
 	}
 	if inst.State == cms.StateRunning {
@@ -288,7 +288,7 @@ func (a *App) SetBackupSettings(ctx context.Context, name string, r BackupSettin
 		if err := a.ensureSchedule(ctx, inst.InternalName); err != nil {
 			return s, err
 		}
-		_ = a.Client.RaiseEvent(ctx, orchestrations.ScheduleID(inst.InternalName), orchestrations.EventBackupSettings, nil)
+		_ = a.client.RaiseEvent(ctx, orchestrations.ScheduleID(inst.InternalName), orchestrations.EventBackupSettings, nil)
 	}
 	return s, nil
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cms"
-	"github.com/toygres/toygres/internal/dataplane"
 )
 
 // detailBackups bounds the backups listed on the instance page.
@@ -40,19 +39,16 @@ type restoreForm struct {
 
 func (c *Console) loadBackups(ctx context.Context, inst *cms.Instance) (backupsView, error) {
 	var v backupsView
-	if _, ok := c.app.Driver.(dataplane.Backuper); !ok {
+	if !c.app.TakesBackups() {
 		return v, nil
 	}
 	v.Supported = true
 	var err error
-	if v.Settings, err = c.app.CMS.BackupSettings(ctx, inst.InternalName); err != nil {
+	var list []cms.Backup
+	if v.Settings, list, err = c.app.InstanceBackups(ctx, inst); err != nil {
 		return v, err
 	}
 	if v.Window, v.Completed, err = c.app.RestoreWindowOf(ctx, inst); err != nil {
-		return v, err
-	}
-	list, err := c.app.CMS.ListBackups(ctx, cms.BackupFilter{InternalName: inst.InternalName})
-	if err != nil {
 		return v, err
 	}
 	if len(list) > detailBackups {

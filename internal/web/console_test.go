@@ -95,7 +95,7 @@ func startToygres(t *testing.T, artifacts string) (*app.App, *httptest.Server, s
 			os.RemoveAll(dir)
 		}
 	})
-	if v, err := a.Driver.Versions(ctx); err != nil || len(v) == 0 {
+	if v, err := a.Versions(ctx); err != nil || len(v) == 0 {
 		t.Fatalf("no PostgreSQL binaries found (install them: apt-get install -y postgresql): %v", err)
 	}
 	srv, err := api.New(a, api.Options{AdminPassword: adminPassword, StateDir: filepath.Join(t.TempDir(), "auth"),
@@ -398,7 +398,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// --- system: the runtime's real settings.
 	b.clickAndLoad(`nav a[href="/system"]`)
-	set := a.Runtime.Settings()
+	set := a.Runtime().Settings()
 	b.waitText("#runtime-settings", set.WorkerID, 10*time.Second)
 	var rs map[string]string
 	b.js(&rs, `const m = {}; document.querySelectorAll('#runtime-settings dt').forEach(dt => { m[dt.textContent.trim()] = dt.nextElementSibling.textContent.trim(); }); return m;`)

@@ -71,7 +71,7 @@ func (c *Console) newInstancesData(r *http.Request) *instancesData {
 		Create: createForm{StorageGB: "10"},
 		Bulk:   bulkForm{Count: "3", StorageGB: "10"}}
 	if !isLive(r) {
-		vs, err := c.app.Driver.Versions(r.Context())
+		vs, err := c.app.Versions(r.Context())
 		if err != nil {
 			d.VerErr = "PostgreSQL versions could not be listed: " + err.Error()
 		}
@@ -107,7 +107,7 @@ func (c *Console) loadInstances(ctx context.Context, d *instancesData) error {
 			opts.States = []cms.State{cms.State(d.State)}
 		}
 	}
-	list, err := c.app.CMS.List(ctx, opts)
+	list, err := c.app.ListInstances(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -353,11 +353,11 @@ func (c *Console) renderInstance(w http.ResponseWriter, r *http.Request, status 
 	if inst.ConnectionString != "" && inst.State != cms.StateDeleted {
 		d.MaskedConn = redact.ConnectionURL(inst.ConnectionString, "••••••••")
 	}
-	if d.Events, err = c.app.CMS.Events(ctx, inst.InternalName, detailEvents); err != nil {
+	if d.Events, err = c.app.InstanceEvents(ctx, inst, detailEvents); err != nil {
 		c.internal(w, r, err)
 		return
 	}
-	if d.Checks, err = c.app.CMS.HealthChecks(ctx, inst.InternalName, detailChecks); err != nil {
+	if d.Checks, err = c.app.HealthChecks(ctx, inst, detailChecks); err != nil {
 		c.internal(w, r, err)
 		return
 	}
@@ -377,7 +377,7 @@ func (c *Console) renderInstance(w http.ResponseWriter, r *http.Request, status 
 		if o.id == "" {
 			continue
 		}
-		st, err := c.app.Client.GetStatus(ctx, o.id)
+		st, err := c.app.Orchestrations().Status(ctx, o.id)
 		switch {
 		case errors.Is(err, duroxide.ErrNotFound):
 			if o.role == "delete" {
@@ -407,16 +407,13 @@ func deleteID(inst *cms.Instance) string {
 func (c *Console) instanceLogs(ctx context.Context, inst *cms.Instance) ([]string, string) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	lines, err := c.app.Driver.Logs(ctx, inst.InternalName, detailLogs)
+	lines, err := c.app.InstanceLogs(ctx, inst, detailLogs)
 	if errors.Is(err, dataplane.ErrNotFound) {
 		return nil, fmt.Sprintf("No server on the data plane (state %s).", inst.State)
 	}
 	if err != nil {
 		c.log.Warn("reading instance logs failed", "instance", inst.Name, "error", err.Error())
 		return nil, "The server log could not be read: " + err.Error()
-	}
-	if pw, err := c.app.CMS.Password(ctx, inst.InternalName); err == nil {
-		lines = redact.Lines(lines, pw)
 	}
 	if len(lines) == 0 {
 		return nil, "The server has logged nothing yet."

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -51,12 +50,7 @@ func (c *Console) handleOrchestrations(w http.ResponseWriter, r *http.Request) {
 	if d.Page < 1 || d.Cursor == "" {
 		d.Page = 1
 	}
-	if c.app.Registry != nil {
-		for n := range c.app.Registry.OrchestrationNames() {
-			d.Names = append(d.Names, n)
-		}
-		sort.Strings(d.Names)
-	}
+	d.Names = c.app.Orchestrations().Names()
 	f := duroxide.ListFilter{OrchestrationName: d.Name, InstancePrefix: d.Prefix, Cursor: d.Cursor, Limit: orchPageSize}
 	switch d.Status {
 	case "":
@@ -68,10 +62,10 @@ func (c *Console) handleOrchestrations(w http.ResponseWriter, r *http.Request) {
 	if len(f.Cursor) > 1024 {
 		f.Cursor, d.Err = "", "The page cursor is invalid; showing the first page."
 	}
-	page, err := c.app.Client.ListInstances(r.Context(), f)
+	page, err := c.app.Orchestrations().List(r.Context(), f)
 	if err != nil && f.Cursor != "" && strings.Contains(err.Error(), "invalid cursor") {
 		d.Err, f.Cursor, d.Cursor, d.Page = "The page cursor is invalid; showing the first page.", "", "", 1
-		page, err = c.app.Client.ListInstances(r.Context(), f)
+		page, err = c.app.Orchestrations().List(r.Context(), f)
 	}
 	if err != nil {
 		c.internal(w, r, err)
@@ -155,7 +149,7 @@ func (c *Console) handleOrchestration(w http.ResponseWriter, r *http.Request) {
 func (c *Console) renderOrchestration(w http.ResponseWriter, r *http.Request, status int, raise raiseForm) {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	st, err := c.app.Client.GetStatus(ctx, id)
+	st, err := c.app.Orchestrations().Status(ctx, id)
 	pending := false
 	if errors.Is(err, duroxide.ErrNotFound) {
 		// A start the console just queued (recreate, a create in flight) is
@@ -183,7 +177,7 @@ func (c *Console) renderOrchestration(w http.ResponseWriter, r *http.Request, st
 	}
 	var execs []duroxide.ExecutionInfo
 	if !pending {
-		execs, err = c.app.Client.ListExecutions(ctx, id)
+		execs, err = c.app.Orchestrations().Executions(ctx, id)
 	}
 	if err != nil && !errors.Is(err, duroxide.ErrNotFound) {
 		c.internal(w, r, err)
@@ -197,7 +191,7 @@ func (c *Console) renderOrchestration(w http.ResponseWriter, r *http.Request, st
 		}
 		switch rank := len(execs) - i; {
 		case rank <= d.Shown:
-			hist, err := c.app.Client.ReadHistory(ctx, id, ex.ExecutionID)
+			hist, err := c.app.Orchestrations().History(ctx, id, ex.ExecutionID)
 			if err != nil {
 				c.internal(w, r, err)
 				return

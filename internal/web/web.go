@@ -49,7 +49,7 @@ var staticFS embed.FS
 
 // Options configure the console.
 type Options struct {
-	// App is the running control plane (CMS, Client, Driver, Runtime, Metrics).
+	// App is the running control plane, whose services the console reads.
 	App *app.App
 	// API serves the JSON API without its authentication layer. The console
 	// is itself behind the login and calls it in-process for every change
@@ -84,7 +84,7 @@ type Console struct {
 
 // New builds the console.
 func New(opts Options) (*Console, error) {
-	if opts.App == nil || opts.App.CMS == nil || opts.App.Client == nil || opts.App.Driver == nil {
+	if opts.App == nil {
 		return nil, errors.New("web: the app must be open")
 	}
 	if opts.API == nil {
@@ -104,7 +104,7 @@ func New(opts Options) (*Console, error) {
 	if c.pages, err = parseTemplates(); err != nil {
 		return nil, fmt.Errorf("web: %w", err)
 	}
-	c.retries = newRetrySampler(opts.App.Metrics, c.started)
+	c.retries = newRetrySampler(opts.App.Metrics(), c.started)
 	return c, nil
 }
 
