@@ -161,7 +161,7 @@ func (s *Server) serverConfig(ctx context.Context) ServerConfig {
 		DataDir: cfg.DataDir, Database: db, Dataplane: s.app.DataplaneName(),
 		ActorInterval:            cfg.ActorInterval.String(),
 		OrchestrationConcurrency: cfg.OrchestrationConcurrency, ActivityConcurrency: cfg.ActivityConcurrency,
-		AdminUser: s.adminUser, AdminPassword: "***", StateDir: s.opts.StateDir, LogFile: s.opts.LogFile,
+		AdminUser: s.adminUser, AdminPassword: redact.Mark, StateDir: s.opts.StateDir, LogFile: s.opts.LogFile,
 		SessionTTL: s.opts.SessionTTL.String(), TokenTTL: s.opts.TokenTTL.String(), Metrics: metrics,
 		LoginRateLimit: fmt.Sprintf("%d failures per %s per client address", loginMaxFailures, loginWindow),
 	}
