@@ -156,3 +156,36 @@ func TestStepsOlderHistory(t *testing.T) {
 		t.Fatalf("timer title %q", items[3].Title)
 	}
 }
+
+// TestStepsEventsSubsAndFailure: a wait and the event that ends it, a
+// failed sub-orchestration (linked), and the orchestration's failure; raw
+// events mask secrets too.
+func TestStepsEventsSubsAndFailure(t *testing.T) {
+	h := &hist{t0: time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC).UnixMilli()}
+	h.add(duroxide.Event{Kind: duroxide.EventOrchestrationStarted, Name: "parent"})
+	h.add(duroxide.Event{Kind: duroxide.EventExternalSubscribed, Name: "go"})
+	h.add(duroxide.Event{Kind: duroxide.EventExternalEvent, Name: "go", Data: `{"token":"s3cret"}`})
+	s := h.add(duroxide.Event{Kind: duroxide.EventSubOrchestrationScheduled, Name: "child", Instance: "parent::sub::4"})
+	h.add(duroxide.Event{Kind: duroxide.EventSubOrchestrationFailed, SourceEventID: s, Error: &duroxide.ErrorDetails{Category: duroxide.CategoryApplication, Message: "child broke"}})
+	h.add(duroxide.Event{Kind: duroxide.EventOrchestrationFailed, Error: &duroxide.ErrorDetails{Category: duroxide.CategoryApplication, Message: "child broke"}})
+
+	steps := Steps(h.evs, false)
+	var got []string
+	for _, st := range steps {
+		got = append(got, st.Kind+":"+st.Status)
+	}
+	if g := strings.Join(got, ","); g != "start:info,wait:ok,event:ok,sub:failed,failed:failed" {
+		t.Fatalf("steps: %s", g)
+	}
+	if sub := steps[3]; sub.Link != "parent::sub::4" || !strings.Contains(sub.Error, "child broke") || len(sub.IDs) != 2 {
+		t.Errorf("sub-orchestration step: %+v", sub)
+	}
+	if p := string(steps[2].Payload); strings.Contains(p, "s3cret") {
+		t.Errorf("event payload not masked: %s", p)
+	}
+	for _, r := range RawEvents(h.evs) {
+		if strings.Contains(r.Detail, "s3cret") {
+			t.Errorf("raw event %d shows the secret: %s", r.ID, r.Detail)
+		}
+	}
+}
