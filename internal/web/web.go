@@ -63,11 +63,15 @@ type Options struct {
 	Retries func(ctx context.Context) *client.ServerRetries
 	// User is the signed-in account's name; Version the server's version.
 	User, Version string
-	// Logger receives the console's errors (default slog.Default()).
+	// Logger receives the console's errors (default: the app's logger).
 	Logger *slog.Logger
 	// PollInterval is the live-update period (default 1.5 s).
 	PollInterval time.Duration
 }
+
+// statusClientClosed answers a request whose client went away (nginx's
+// 499: no standard code says it).
+const statusClientClosed = 499
 
 // DefaultPollInterval is the live-update period.
 const DefaultPollInterval = 1500 * time.Millisecond
@@ -91,7 +95,7 @@ func New(opts Options) (*Console, error) {
 		return nil, errors.New("web: the API handler is required")
 	}
 	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+		opts.Logger = opts.App.Logger()
 	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = DefaultPollInterval
@@ -289,6 +293,13 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, pag
 // internal logs err with the request id and answers 500 without details.
 func (c *Console) internal(w http.ResponseWriter, r *http.Request, err error) {
 	id := w.Header().Get("X-Request-Id")
+	if r.Context().Err() != nil {
+		// The browser went away (it navigated while a live update was in
+		// flight): no server error, and nobody reads the answer.
+		c.log.Debug("console request abandoned by the client", "method", r.Method, "path", r.URL.Path, "request_id", id)
+		w.WriteHeader(statusClientClosed)
+		return
+	}
 	c.log.Error("console request failed", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err.Error())
 	msg := "Internal error (request id " + id + "); see the server log."
 	if isLive(r) {
