@@ -2,11 +2,11 @@ package app
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/dataplane"
@@ -150,17 +150,16 @@ type Runtime struct{ rt *duroxide.Runtime }
 // Runtime is the runtime report service.
 func (a *App) Runtime() Runtime { return Runtime{rt: a.runtime} }
 
-// ErrNoRuntime: the durable runtime is not running.
-var ErrNoRuntime = errors.New("the durable runtime is not running")
-
 // Running tells whether the runtime runs.
 func (r Runtime) Running() bool { return r.rt != nil }
 
 // Settings are the runtime's effective options.
 func (r Runtime) Settings() duroxide.Options { return r.rt.Settings() }
 
-// ActiveTurns and RunningActivities are the work in flight.
-func (r Runtime) ActiveTurns() int       { return r.rt.ActiveTurns() }
+// ActiveTurns is how many orchestration turns run now.
+func (r Runtime) ActiveTurns() int { return r.rt.ActiveTurns() }
+
+// RunningActivities is how many activities run now.
 func (r Runtime) RunningActivities() int { return r.rt.RunningActivities() }
 
 // RetryStats are the retry sequences observed since the start.
