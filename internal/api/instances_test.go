@@ -137,21 +137,26 @@ func TestBulkRejectsBadInput(t *testing.T) {
 		body   any
 		status int
 		want   string
+		field  string // ErrorResponse.Field
 	}{
-		{BulkCreateRequest{BaseName: base, Count: 0, Password: "long-enough"}, 400, "count"},
-		{BulkCreateRequest{BaseName: base, Count: 51, Password: "long-enough"}, 400, "count"},
-		{BulkCreateRequest{Count: 2, Password: "long-enough"}, 400, "base_name"},
-		{BulkCreateRequest{BaseName: "Bad", Count: 2, Password: "long-enough"}, 400, "base_name"},
-		{BulkCreateRequest{BaseName: base + strings.Repeat("x", 30), Count: 10, Password: "long-enough"}, 400, "base_name"},
-		{BulkCreateRequest{BaseName: base, Count: 2, Password: "abc"}, 400, "password"},
-		{BulkCreateRequest{BaseName: base, Count: 2, Password: "long-enough", PostgresVersion: "8"}, 400, "not available"},
-		{BulkCreateRequest{BaseName: base, Count: 2, Password: "long-enough", StorageGB: -5}, 400, "storage"},
-		{`{"base_name":"` + base + `","count":2,"password":"long-enough","dns_label":"x"}`, 400, "unknown field"},
+		{BulkCreateRequest{BaseName: base, Count: 0, Password: "long-enough"}, 400, "count", "count"},
+		{BulkCreateRequest{BaseName: base, Count: 51, Password: "long-enough"}, 400, "count", "count"},
+		{BulkCreateRequest{Count: 2, Password: "long-enough"}, 400, "base_name", "base_name"},
+		{BulkCreateRequest{BaseName: "Bad", Count: 2, Password: "long-enough"}, 400, "base_name", "base_name"},
+		{BulkCreateRequest{BaseName: base + strings.Repeat("x", 30), Count: 10, Password: "long-enough"}, 400, "base_name", "base_name"},
+		{BulkCreateRequest{BaseName: base, Count: 2, Password: "abc"}, 400, "password", "password"},
+		{BulkCreateRequest{BaseName: base, Count: 2, Password: "long-enough", PostgresVersion: "8"}, 400, "not available", "postgres_version"},
+		{BulkCreateRequest{BaseName: base, Count: 2, Password: "long-enough", StorageGB: -5}, 400, "storage", "storage_gb"},
+		{`{"base_name":"` + base + `","count":2,"password":"long-enough","dns_label":"x"}`, 400, "unknown field", "dns_label"},
 	}
 	for _, c := range cases {
 		r := e.do("POST", "/api/instances/bulk", c.body, tok)
 		if r.status != c.status || !strings.Contains(r.errMsg(t), c.want) {
 			t.Errorf("%+v: want %d with %q, got %s", c.body, c.status, c.want, r)
+		}
+		var er ErrorResponse
+		if r.json(t, &er); er.Field != c.field {
+			t.Errorf("%+v: field %q, want %q", c.body, er.Field, c.field)
 		}
 	}
 	// One of the names is taken: nothing is created.
