@@ -257,7 +257,7 @@ func uniq(prefix string) string {
 func mountConsole(t *testing.T, a *app.App, srv *Server) {
 	t.Helper()
 	console, err := web.New(web.Options{App: a, API: srv.Internal(), User: srv.AdminUser(), Version: "test",
-		Config: func(ctx context.Context) any { return srv.ServerConfig(ctx) }, Retries: srv.ServerRetries})
+		Config: srv.ServerConfig, Retries: srv.ServerRetries})
 	if err != nil {
 		t.Fatal(err)
 	}

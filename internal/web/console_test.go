@@ -104,7 +104,7 @@ func startToygres(t *testing.T, artifacts string) (*app.App, *httptest.Server, s
 		t.Fatal(err)
 	}
 	console, err := web.New(web.Options{App: a, API: srv.Internal(), User: srv.AdminUser(), Version: "test",
-		Config: func(ctx context.Context) any { return srv.ServerConfig(ctx) }, Retries: srv.ServerRetries})
+		Config: srv.ServerConfig, Retries: srv.ServerRetries})
 	if err != nil {
 		t.Fatal(err)
 	}

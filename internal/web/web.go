@@ -57,7 +57,7 @@ type Options struct {
 	API http.Handler
 	// Config returns the effective configuration with secrets masked (the
 	// API's GET /api/server/config data), shown on the System page.
-	Config func(ctx context.Context) any
+	Config func(ctx context.Context) client.ServerConfig
 	// Retries returns the retry tuning report (the API's GET
 	// /api/server/retries data), shown on the System page.
 	Retries func(ctx context.Context) *client.ServerRetries
