@@ -2,7 +2,10 @@ package client
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -289,6 +292,98 @@ type Execution struct {
 	CompletedAt *time.Time     `json:"completed_at,omitempty"`
 	EventCount  int            `json:"event_count"`
 	History     []HistoryEvent `json:"history,omitempty"`
+	// Steps is History read as steps (an activity call with all its
+	// attempts, a timer, an event…), present with History.
+	Steps []HistoryStep `json:"steps,omitempty"`
+}
+
+// HistoryStep is one readable step of an execution's history: an activity
+// call with its attempts, a sub-orchestration, a timer, a wait, an event, a
+// status change, the start or the end. Payloads are masked like
+// HistoryEvent's.
+type HistoryStep struct {
+	// Kind is start, activity, timer, wait, event, sub, chained, status,
+	// syscall, cancel, completed, failed, continued or other.
+	Kind  string `json:"kind"`
+	Title string `json:"title"`
+	// Status is ok, failed, running, cancelled, waiting or info.
+	Status     string    `json:"status"`
+	StatusText string    `json:"status_text,omitempty"`
+	At         time.Time `json:"at,omitzero"`
+	// IDs are the ids of the events the step stands for.
+	IDs []int64 `json:"event_ids"`
+	// Lines are notes on the step ("3 attempts, 2 retried after a failure").
+	Lines []string        `json:"notes,omitempty"`
+	Input json.RawMessage `json:"input,omitempty"`
+	// Payload is the step's result, output or data; PayloadFor names it.
+	Payload    json.RawMessage `json:"payload,omitempty"`
+	PayloadFor string          `json:"payload_for,omitempty"`
+	Error      string          `json:"error,omitempty"`
+	// Link is a related orchestration's id (a sub-orchestration, a chained
+	// one, the parent), LinkText how to call it.
+	Link     string `json:"instance,omitempty"`
+	LinkText string `json:"instance_label,omitempty"`
+	// Policy is the retry policy's summary, when the history records it.
+	Policy   string           `json:"policy,omitempty"`
+	Attempts []HistoryAttempt `json:"attempts,omitempty"`
+	// Total is the retry sequence's total timeout timer.
+	Total   *HistoryTimer `json:"total_timeout,omitempty"`
+	Retried bool          `json:"retried,omitempty"`
+}
+
+// IDList is the event ids as "#3 #4 #9".
+func (h HistoryStep) IDList() string {
+	var b strings.Builder
+	for i, id := range h.IDs {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString("#" + strconv.FormatInt(id, 10))
+	}
+	return b.String()
+}
+
+// ShowAttempts tells whether the attempts are worth listing: not for a
+// call that succeeded on its first attempt.
+func (h HistoryStep) ShowAttempts() bool {
+	n := len(h.Attempts)
+	return n > 1 || (n == 1 && h.Attempts[0].Status != "ok") || h.Total != nil
+}
+
+// HistoryAttempt is one attempt of an activity call.
+type HistoryAttempt struct {
+	// N is the attempt's number, Of the policy's maximum (0: unknown).
+	N       int       `json:"attempt"`
+	Of      int       `json:"max_attempts,omitempty"`
+	EventID int64     `json:"event_id"`
+	At      time.Time `json:"at,omitzero"`
+	// Status is ok, failed, timeout, cancelled or running.
+	Status     string          `json:"status"`
+	StatusText string          `json:"status_text,omitempty"`
+	Took       time.Duration   `json:"took_ns,omitempty"`
+	Error      string          `json:"error,omitempty"`
+	Result     json.RawMessage `json:"result,omitempty"`
+	// Timeout is the attempt's timeout timer; Backoff the wait after this
+	// attempt, before the next.
+	Timeout *HistoryTimer `json:"timeout,omitempty"`
+	Backoff *HistoryTimer `json:"backoff,omitempty"`
+}
+
+// Label is "attempt 2 of 5" (or "attempt 2" when the maximum is unknown).
+func (a HistoryAttempt) Label() string {
+	if a.Of > 0 {
+		return fmt.Sprintf("attempt %d of %d", a.N, a.Of)
+	}
+	return fmt.Sprintf("attempt %d", a.N)
+}
+
+// HistoryTimer is a durable timer of a step.
+type HistoryTimer struct {
+	EventID int64         `json:"event_id"`
+	Delay   time.Duration `json:"delay_ns"`
+	FireAt  time.Time     `json:"fire_at,omitzero"`
+	Fired   bool          `json:"fired,omitempty"`
+	FiredID int64         `json:"fired_event_id,omitempty"`
 }
 
 // HistoryEvent is one history event in readable form. Payloads (input,

@@ -24,6 +24,8 @@ import (
 	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/cli"
+	"github.com/toygres/toygres/internal/historyview"
+	"github.com/toygres/toygres/internal/redact"
 )
 
 // withAdminCommands adds the operator commands to the `server` command.
@@ -196,10 +198,13 @@ func newOrchestrationCmd(g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "orchestration ID",
-		Short: "Show an orchestration: status, output or error, and with --history its events",
+		Short: "Show an orchestration: status, output or error, and with --history its steps",
 		Long: `Show one orchestration: status, name, version, execution, times, custom
-status and its output (or error). --history lists the events of every
-execution, one line each; retried activities are marked "attempt N".`,
+status and its output (or error). --history lists the history of every
+execution as steps (the console's reading): an activity call with each
+attempt, its outcome and the backoff after it; timers, waits, events and
+sub-orchestrations, with the events each step stands for. -o json also has
+the raw events.`,
 		Example: `  toygres server orchestration create-test-retry-1a2b3c4d --history
   toygres server orchestration actor-test-retry-1a2b3c4d --history --executions 2`,
 		Args: exactArgs("ID"),
@@ -236,7 +241,7 @@ execution, one line each; retried activities are marked "attempt N".`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&history, "history", false, "list the history events")
+	cmd.Flags().BoolVar(&history, "history", false, "list the history as steps")
 	cmd.Flags().IntVar(&executions, "executions", 20, "with --history: only the newest N executions (0: all)")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
@@ -314,8 +319,8 @@ func printOrchestration(w io.Writer, d *api.OrchestrationDetail, history bool, n
 			head += ", ended " + cli.FormatTime(*ex.CompletedAt)
 		}
 		fmt.Fprintln(w, head)
-		t := cli.NewTable(w, "  #", "TIME", "KIND", "NAME", "SOURCE", "DETAIL")
-		for _, row := range historyRows(ex.History) {
+		t := cli.NewTable(w, "  STEP", "STATUS", "TIME", "EVENTS", "DETAIL")
+		for _, row := range stepRows(ex.Steps) {
 			row[0] = "  " + row[0]
 			t.Row(row...)
 		}
@@ -329,176 +334,59 @@ func printOrchestration(w io.Writer, d *api.OrchestrationDetail, history bool, n
 // detailWidth bounds the DETAIL column of --history.
 const detailWidth = 80
 
-// schedule is an activity or sub-orchestration scheduled in a history.
-type schedule struct {
-	name    string
-	attempt int
-	chain   int64  // event id of the chain's first attempt
-	outcome string // "", "completed", "failed", "timed out"
-}
-
-// historyRows renders one execution's events, one row each: id, time,
-// kind, name, source and a short detail. A schedule of an activity (or
-// sub-orchestration) that follows a failed or timed-out schedule of the
-// same one is a retry: every attempt of such a chain is marked
-// "[attempt N]", and the timer between them is labelled as the backoff.
-func historyRows(evs []api.HistoryEvent) [][]string {
-	scheds := map[int64]*schedule{}   // by the Scheduled event's id
-	last := map[string]*schedule{}    // latest schedule by kind and name
-	chainLen := map[int64]int{}       // attempts per chain
-	timeouts := map[int64]*schedule{} // attempt-timeout timer → its schedule
-	backoffs := map[int64]*schedule{} // backoff timer → the failed schedule
-	prevKind := func(i int) (string, int64) {
-		for j := i - 1; j >= 0; j-- {
-			if k := evs[j].Kind; k != "ActivityCancelRequested" && k != "SubOrchestrationCancelRequested" {
-				return k, evs[j].EventID
-			}
-		}
-		return "", 0
-	}
-	for i, e := range evs {
-		switch e.Kind {
-		case "ActivityScheduled", "SubOrchestrationScheduled":
-			key := e.Kind + "\x00" + e.Name
-			s := &schedule{name: e.Name, attempt: 1, chain: e.EventID}
-			if p := last[key]; p != nil && (p.outcome == "failed" || p.outcome == "timed out") {
-				s.attempt, s.chain = p.attempt+1, p.chain
-			}
-			chainLen[s.chain] = max(chainLen[s.chain], s.attempt)
-			scheds[e.EventID], last[key] = s, s
-		case "ActivityCompleted", "SubOrchestrationCompleted":
-			if s := scheds[e.SourceEventID]; s != nil {
-				s.outcome = "completed"
-			}
-		case "ActivityFailed", "SubOrchestrationFailed":
-			if s := scheds[e.SourceEventID]; s != nil {
-				s.outcome = "failed"
-			}
-		case "TimerCreated":
-			switch k, id := prevKind(i); k {
-			case "ActivityScheduled", "SubOrchestrationScheduled":
-				if evs[i-1].EventID == id { // directly after: the policy's attempt timeout
-					timeouts[e.EventID] = scheds[id]
-				}
-			case "ActivityFailed", "SubOrchestrationFailed":
-				for j := i - 1; j >= 0; j-- {
-					if evs[j].EventID == id {
-						backoffs[e.EventID] = scheds[evs[j].SourceEventID]
-						break
-					}
-				}
-			case "TimerFired":
-				for j := i - 1; j >= 0; j-- {
-					if evs[j].EventID == id {
-						if s := timeouts[evs[j].SourceEventID]; s != nil && s.outcome == "timed out" {
-							backoffs[e.EventID] = s
-						}
-						break
-					}
-				}
-			}
-		case "TimerFired":
-			if s := timeouts[e.SourceEventID]; s != nil && s.outcome == "" {
-				s.outcome = "timed out"
-			}
-		}
-	}
-	retried := func(s *schedule) bool { return s != nil && chainLen[s.chain] > 1 }
-	label := func(s *schedule) string {
-		if retried(s) {
-			return fmt.Sprintf("%s [attempt %d]", s.name, s.attempt)
-		}
-		if s != nil {
-			return s.name
-		}
-		return ""
-	}
-
+// stepRows renders an execution's steps (package historyview, as the API
+// returns them), one row each: title, status, time, event ids and a short
+// detail; an activity call's attempts and backoffs follow it, indented.
+func stepRows(steps []api.HistoryStep) [][]string {
 	var rows [][]string
-	for _, e := range evs {
-		ts := ""
-		if e.Timestamp != nil {
-			ts = e.Timestamp.Local().Format("15:04:05.000")
+	for _, st := range steps {
+		status := st.StatusText
+		if status == "" {
+			status = st.Status
 		}
-		src := ""
-		if e.SourceEventID != 0 {
-			src = "#" + strconv.FormatInt(e.SourceEventID, 10)
+		detail := st.Error
+		if detail == "" {
+			detail = withLabel(st.PayloadFor, cli.CompactJSON(st.Payload, detailWidth))
 		}
-		name, detail := e.Name, ""
-		switch e.Kind {
-		case "OrchestrationStarted":
-			name = strings.TrimSpace(e.Name + " " + e.Version)
-			detail = withLabel("input", cli.CompactJSON(e.Input, detailWidth))
-			if e.ParentInstance != "" {
-				detail = "parent " + e.ParentInstance + "; " + detail
-			}
-		case "OrchestrationCompleted":
-			detail = withLabel("output", cli.CompactJSON(e.Result, detailWidth))
-		case "OrchestrationFailed":
-			detail = errorText(e.Error)
-		case "OrchestrationContinuedAsNew":
-			detail = withLabel("new input", cli.CompactJSON(e.Input, detailWidth))
-			if n := len(e.CarryForward); n > 0 {
-				detail += fmt.Sprintf(" (+%d carried event(s))", n)
-			}
-		case "OrchestrationCancelRequested":
-			detail = withLabel("reason", e.Reason)
-		case "ActivityScheduled", "SubOrchestrationScheduled":
-			s := scheds[e.EventID]
-			name = label(s)
-			detail = withLabel("input", cli.CompactJSON(e.Input, detailWidth))
-			if e.Instance != "" {
-				detail = "instance " + e.Instance + "; " + detail
-			}
-		case "ActivityCompleted", "SubOrchestrationCompleted":
-			name = label(scheds[e.SourceEventID])
-			detail = withLabel("result", cli.CompactJSON(e.Result, detailWidth))
-		case "ActivityFailed", "SubOrchestrationFailed":
-			s := scheds[e.SourceEventID]
-			name = label(s)
-			detail = errorText(e.Error)
-			if retried(s) && s.attempt < chainLen[s.chain] {
-				detail = "will retry; " + detail // first: long errors are cut at the end
-			}
-		case "ActivityCancelRequested", "SubOrchestrationCancelRequested":
-			name = label(scheds[e.SourceEventID])
-			detail = withLabel("reason", e.Reason)
-		case "TimerCreated":
-			detail = fireText(e)
-			if s := backoffs[e.EventID]; retried(s) && s.attempt < chainLen[s.chain] {
-				detail = fmt.Sprintf("retry backoff before %s attempt %d; %s", s.name, s.attempt+1, detail)
-			} else if s := timeouts[e.EventID]; retried(s) {
-				detail = fmt.Sprintf("timeout of %s attempt %d; %s", s.name, s.attempt, detail)
-			} else if s != nil {
-				detail = fmt.Sprintf("timeout of %s; %s", s.name, detail)
-			}
-		case "TimerFired":
-			if s := timeouts[e.SourceEventID]; s != nil && s.outcome == "timed out" {
-				detail = fmt.Sprintf("%s attempt %d timed out", s.name, s.attempt)
-			} else if s := backoffs[e.SourceEventID]; retried(s) && s.attempt < chainLen[s.chain] {
-				detail = "backoff over"
-			}
-		case "ExternalSubscribed":
-			detail = "waiting for this event"
-		case "ExternalEvent":
-			detail = withLabel("data", cli.CompactJSON(e.Data, detailWidth))
-		case "OrchestrationChained":
-			name = strings.TrimSpace(e.Name + " " + e.Version)
-			detail = withLabel("started", e.Instance)
-		case "CustomStatusUpdated":
-			if e.CustomStatus != nil {
-				detail = strconv.Quote(*e.CustomStatus)
-			} else {
-				detail = "(cleared)"
-			}
-		case "SystemCall":
-			detail = withLabel("result", cli.CompactJSON(e.Result, detailWidth))
-		default:
-			detail = cli.CompactJSON(e.Result, detailWidth)
+		if detail == "" {
+			detail = withLabel("input", cli.CompactJSON(st.Input, detailWidth))
 		}
-		rows = append(rows, []string{strconv.FormatInt(e.EventID, 10), ts, e.Kind, name, src, cli.Truncate(detail, detailWidth+40)})
+		if st.Link != "" {
+			detail = strings.TrimPrefix(detail+"; → "+st.LinkText, "; ")
+		}
+		rows = append(rows, []string{st.Title, status, clock(st.At), cli.Truncate(st.IDList(), 24), cli.Truncate(detail, detailWidth+40)})
+		if !st.ShowAttempts() {
+			continue
+		}
+		if tt := st.Total; tt != nil {
+			rows = append(rows, []string{"  whole-call timeout " + historyview.FormatDuration(tt.Delay), timerState(tt), "", "#" + strconv.FormatInt(tt.EventID, 10), ""})
+		}
+		for _, a := range st.Attempts {
+			status := a.StatusText
+			if a.Took > 0 {
+				status += " after " + historyview.FormatDuration(a.Took)
+			}
+			rows = append(rows, []string{"  " + a.Label(), status, clock(a.At), "#" + strconv.FormatInt(a.EventID, 10), cli.Truncate(a.Error, detailWidth+40)})
+			if b := a.Backoff; b != nil {
+				rows = append(rows, []string{"  backoff " + historyview.FormatDuration(b.Delay), timerState(b), "", "#" + strconv.FormatInt(b.EventID, 10), ""})
+			}
+		}
 	}
 	return rows
+}
+
+func clock(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Local().Format("15:04:05.000")
+}
+
+func timerState(t *api.HistoryTimer) string {
+	if t.Fired {
+		return "fired"
+	}
+	return "fires " + clock(t.FireAt)
 }
 
 func withLabel(label, v string) string {
@@ -506,31 +394,6 @@ func withLabel(label, v string) string {
 		return ""
 	}
 	return label + " " + v
-}
-
-func errorText(e *api.OrchestrationError) string {
-	if e == nil {
-		return ""
-	}
-	s := "error: " + e.Message
-	if e.Category != "" && e.Category != "application" {
-		s = e.Category + " error: " + e.Message
-	}
-	if e.NonRetryable {
-		s += " (non-retryable)"
-	}
-	return s
-}
-
-func fireText(e api.HistoryEvent) string {
-	if e.FireAt == nil {
-		return ""
-	}
-	s := "fires " + e.FireAt.Local().Format("15:04:05.000")
-	if e.Timestamp != nil {
-		s += " (+" + e.FireAt.Sub(*e.Timestamp).Round(time.Millisecond).String() + ")"
-	}
-	return s
 }
 
 // ---- server cancel ----
@@ -1061,9 +924,9 @@ func envValue(v envVar, val string, show bool) string {
 	case show || val == "":
 		return val
 	case v.url:
-		return cli.MaskURL(val)
+		return redact.URL(val)
 	case v.secret:
-		return cli.MaskSecret(val)
+		return redact.Secret(val)
 	}
 	return val
 }
@@ -1090,8 +953,8 @@ func printEnv(g *globals, show bool) {
 	for _, kv := range os.Environ() {
 		name, val, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(name, "TOYGRES_") && !known[name] {
-			if !show && cli.IsSecretName(name) {
-				val = cli.MaskSecret(val)
+			if !show && redact.IsSecretName(name) {
+				val = redact.Secret(val)
 			}
 			unknown = append(unknown, fmt.Sprintf("  %s=%s", name, val))
 		}

@@ -21,76 +21,62 @@ import (
 	"testing"
 	"time"
 
+	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/internal/api"
 	"github.com/toygres/toygres/internal/cli"
+	"github.com/toygres/toygres/internal/historyview"
 )
 
 // ---- in-process ----
 
-func ts(sec int) *time.Time {
-	t := time.Date(2026, 1, 2, 3, 4, sec, 0, time.UTC)
-	return &t
-}
-
-func TestAdminHistoryRows(t *testing.T) {
-	errDetail := &api.OrchestrationError{Category: "application", Message: "boom"}
-	evs := []api.HistoryEvent{
-		{EventID: 1, Kind: "OrchestrationStarted", Name: "create-instance", Version: "1.0.0", Input: json.RawMessage(`{"a": 1}`), Timestamp: ts(0)},
-		// test-connection: attempt 1 fails, backoff, attempt 2 succeeds.
-		{EventID: 2, Kind: "ActivityScheduled", Name: "test-connection", Timestamp: ts(0)},
-		{EventID: 3, Kind: "TimerCreated", FireAt: ts(30), Timestamp: ts(0)},
-		{EventID: 4, Kind: "ActivityFailed", SourceEventID: 2, Error: errDetail, Timestamp: ts(1)},
-		{EventID: 5, Kind: "TimerCreated", FireAt: ts(3), Timestamp: ts(1)},
-		{EventID: 6, Kind: "TimerFired", SourceEventID: 5, Timestamp: ts(3)},
-		{EventID: 7, Kind: "ActivityScheduled", Name: "test-connection", Timestamp: ts(3)},
-		{EventID: 8, Kind: "TimerCreated", FireAt: ts(33), Timestamp: ts(3)},
-		{EventID: 9, Kind: "ActivityCompleted", SourceEventID: 7, Result: json.RawMessage(`{"ok":true}`), Timestamp: ts(4)},
-		// deploy: called twice, both succeed: no attempts.
-		{EventID: 10, Kind: "ActivityScheduled", Name: "deploy", Timestamp: ts(4)},
-		{EventID: 11, Kind: "ActivityCompleted", SourceEventID: 10, Timestamp: ts(4)},
-		{EventID: 12, Kind: "ActivityScheduled", Name: "deploy", Timestamp: ts(4)},
-		{EventID: 13, Kind: "ActivityCompleted", SourceEventID: 12, Timestamp: ts(5)},
-		// probe: attempt 1 times out, attempt 2 succeeds.
-		{EventID: 14, Kind: "ActivityScheduled", Name: "probe", Timestamp: ts(5)},
-		{EventID: 15, Kind: "TimerCreated", FireAt: ts(6), Timestamp: ts(5)},
-		{EventID: 16, Kind: "TimerFired", SourceEventID: 15, Timestamp: ts(6)},
-		{EventID: 17, Kind: "ActivityCancelRequested", SourceEventID: 14, Reason: "attempt timed out", Timestamp: ts(6)},
-		{EventID: 18, Kind: "TimerCreated", FireAt: ts(7), Timestamp: ts(6)},
-		{EventID: 19, Kind: "TimerFired", SourceEventID: 18, Timestamp: ts(7)},
-		{EventID: 20, Kind: "ActivityScheduled", Name: "probe", Timestamp: ts(7)},
-		{EventID: 21, Kind: "ActivityCompleted", SourceEventID: 20, Timestamp: ts(8)},
-		{EventID: 22, Kind: "OrchestrationCompleted", Result: json.RawMessage(`"done"`), Timestamp: ts(8)},
+// TestAdminStepRows: --history prints the API's steps: a retried call
+// with its attempts and the backoff between them, a call that was not
+// retried on one line, and the output.
+func TestAdminStepRows(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC).UnixMilli()
+	at := func(sec int) int64 { return t0 + int64(sec)*1000 }
+	fail := &duroxide.ErrorDetails{Category: duroxide.CategoryApplication, Message: "boom"}
+	evs := []duroxide.Event{
+		{EventID: 1, Kind: duroxide.EventOrchestrationStarted, Name: "create-instance", Input: `{"a":1,"password":"hunter22"}`, TimestampMs: at(0)},
+		{EventID: 2, Kind: duroxide.EventActivityScheduled, Name: "test-connection", Attempt: 1, MaxAttempts: 5, TimestampMs: at(0)},
+		{EventID: 3, Kind: duroxide.EventActivityFailed, SourceEventID: 2, Error: fail, TimestampMs: at(1)},
+		{EventID: 4, Kind: duroxide.EventTimerCreated, Purpose: duroxide.TimerBackoff, Attempt: 1, FireAtMs: at(3), TimestampMs: at(1)},
+		{EventID: 5, Kind: duroxide.EventTimerFired, SourceEventID: 4, TimestampMs: at(3)},
+		{EventID: 6, Kind: duroxide.EventActivityScheduled, Name: "test-connection", Attempt: 2, MaxAttempts: 5, TimestampMs: at(3)},
+		{EventID: 7, Kind: duroxide.EventActivityCompleted, SourceEventID: 6, Result: `{"ok":true}`, TimestampMs: at(4)},
+		{EventID: 8, Kind: duroxide.EventActivityScheduled, Name: "deploy", Input: `{}`, TimestampMs: at(4)},
+		{EventID: 9, Kind: duroxide.EventActivityCompleted, SourceEventID: 8, TimestampMs: at(5)},
+		{EventID: 10, Kind: duroxide.EventOrchestrationCompleted, Result: `"done"`, TimestampMs: at(5)},
 	}
-	rows := historyRows(evs)
-	if len(rows) != len(evs) {
-		t.Fatalf("%d rows for %d events", len(rows), len(evs))
+	var out strings.Builder
+	tb := cli.NewTable(&out, "STEP", "STATUS", "TIME", "EVENTS", "DETAIL")
+	for _, r := range stepRows(historyview.Steps(evs, false)) {
+		tb.Row(r...)
 	}
-	row := func(id int) string { return strings.Join(rows[id-1], " | ") }
-	for id, want := range map[int][]string{
-		1:  {"OrchestrationStarted", "create-instance 1.0.0", `input {"a":1}`},
-		2:  {"test-connection [attempt 1]"},
-		3:  {"timeout of test-connection attempt 1", "(+30s)"},
-		4:  {"ActivityFailed", "test-connection [attempt 1]", "#2", "will retry; error: boom"},
-		5:  {"retry backoff before test-connection attempt 2", "(+2s)"},
-		6:  {"backoff over", "#5"},
-		7:  {"ActivityScheduled", "test-connection [attempt 2]"},
-		9:  {"ActivityCompleted", "test-connection [attempt 2]", `result {"ok":true}`},
-		16: {"probe attempt 1 timed out"},
-		17: {"probe [attempt 1]"},
-		18: {"retry backoff before probe attempt 2"},
-		20: {"probe [attempt 2]"},
-		22: {`output "done"`},
-	} {
-		for _, w := range want {
-			if !strings.Contains(row(id), w) {
-				t.Errorf("event %d: %q lacks %q", id, row(id), w)
+	_ = tb.Flush()
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	want := [][]string{
+		{"STEP"},
+		{"Started create-instance", `input {"a":1,"password":"***"}`},
+		{"test-connection", "completed on attempt 2 of 5", "#2 #3 #4 #5 #6 #7", `result {"ok":true}`},
+		{"  attempt 1 of 5", "failed after 1 s", "#2", "boom"},
+		{"  backoff 2 s", "fired", "#4"},
+		{"  attempt 2 of 5", "completed after 1 s", "#6"},
+		{"deploy", "completed after 1 s", "#8 #9"},
+		{"Completed", `output "done"`},
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines, want %d:\n%s", len(lines), len(want), out.String())
+	}
+	for i, parts := range want {
+		for _, p := range parts {
+			if !strings.Contains(lines[i], p) {
+				t.Errorf("line %d %q lacks %q", i, lines[i], p)
 			}
 		}
 	}
-	for _, id := range []int{10, 11, 12, 13} {
-		if strings.Contains(row(id), "attempt") {
-			t.Errorf("event %d is no retry: %q", id, row(id))
-		}
+	if strings.Contains(out.String(), "hunter22") {
+		t.Errorf("a password shows:\n%s", out.String())
 	}
 }
 
@@ -158,19 +144,6 @@ func TestAdminEnvList(t *testing.T) {
 	for name := range listed {
 		if !found[name] {
 			t.Errorf("envVars lists %s, which no source file reads", name)
-		}
-	}
-}
-
-func TestAdminMaskURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"postgres://tg:hunter2@db:5432/toygres?sslmode=disable": "postgres://tg:***@db:5432/toygres?sslmode=disable",
-		"postgres://db/toygres?password=hunter2":                "postgres://db/toygres?password=***",
-		"postgres://tg@db/toygres":                              "postgres://tg@db/toygres",
-		"host=db password=hunter2":                              "***",
-	} {
-		if got := cli.MaskURL(in); got != want {
-			t.Errorf("MaskURL(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
@@ -336,9 +309,13 @@ func TestAdminCommands(t *testing.T) {
 			}
 		}
 		out = e.ok("server", "orchestration", createID, "--history")
-		rowRE := regexp.MustCompile(`(?m)^  \d+ +\d\d:\d\d:\d\d\.\d{3} +[A-Z]`)
-		if n := len(rowRE.FindAllString(out, -1)); n != events {
-			t.Errorf("--history shows %d event lines, want %d:\n%s", n, events, out)
+		var full api.OrchestrationDetail
+		if code := e.api("/api/orchestrations/"+createID+"?history=full", &full); code != http.StatusOK || len(full.Executions) != 1 {
+			t.Fatalf("GET orchestration?history=full: %d %+v", code, full)
+		}
+		rowRE := regexp.MustCompile(`(?m)^  \S.*\d\d:\d\d:\d\d\.\d{3} +#\d+`)
+		if n, steps := len(rowRE.FindAllString(out, -1)), len(full.Executions[0].Steps); n < steps || steps == 0 {
+			t.Errorf("--history shows %d step and attempt lines, want at least the API's %d steps:\n%s", n, steps, out)
 		}
 		lines := strings.Split(out, "\n")
 		find := func(parts ...string) bool {
@@ -354,20 +331,19 @@ func TestAdminCommands(t *testing.T) {
 			return false
 		}
 		for _, want := range [][]string{
-			{"ActivityScheduled", "test-connection [attempt 1]"},
+			{"test-connection", "completed on attempt 2"},
 			// The refused connection's error (pgx names the TLS attempt first, so
 			// "injected" is past the cut of a table row).
-			{"ActivityFailed", "test-connection [attempt 1]", "will retry; error: connect to"},
-			{"TimerCreated", "retry backoff before test-connection attempt 2"},
-			{"ActivityScheduled", "test-connection [attempt 2]"},
-			{"ActivityCompleted", "test-connection [attempt 2]"},
-			{"OrchestrationCompleted", "output"},
+			{"attempt 1", "failed", "connect to"},
+			{"backoff", "fired"},
+			{"attempt 2", "completed"},
+			{"Completed", "output"},
 		} {
 			if !find(want...) {
 				t.Errorf("--history has no line with %q:\n%s", want, out)
 			}
 		}
-		if find("deploy-postgres [attempt") {
+		if find("deploy-postgres", "attempt") {
 			t.Errorf("--history marks an activity that was not retried:\n%s", out)
 		}
 		d := e.orchestration(createID, "--history")

@@ -43,8 +43,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cli"
+	"github.com/toygres/toygres/internal/datadir"
 )
 
 // version is the build's version (set with -ldflags "-X main.version=…").
@@ -179,7 +179,7 @@ that runs the server: the CLI reads the server's credentials.json):
 		return usagef("%v (see '%s --help')", err, cmd.CommandPath())
 	})
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.dataDir, "data-dir", app.DefaultDataDir(), "server data directory: database, instances, log, PID and credentials.json (env TOYGRES_HOME)")
+	pf.StringVar(&g.dataDir, "data-dir", datadir.Default(), "server data directory: database, instances, log, PID and credentials.json (env TOYGRES_HOME)")
 	pf.StringVar(&g.url, "url", firstEnv("TOYGRES_URL", "TOYGRES_API_URL"), "server URL (env TOYGRES_URL; default: from the credentials, else "+cli.DefaultURL+")")
 	pf.StringVar(&g.token, "token", "", "bearer token (env TOYGRES_TOKEN; default: the token saved by 'toygres login', else the server's credentials.json)")
 	pf.StringVar(&g.fingerprint, "fingerprint", os.Getenv("TOYGRES_TLS_FINGERPRINT"), "accept exactly the server TLS certificate with this SHA-256 fingerprint (SHA256:…, as 'toygres server start' prints it) (env TOYGRES_TLS_FINGERPRINT; default: the one saved by 'toygres login' or in the server's credentials.json, else the system's CAs)")

@@ -31,6 +31,7 @@ import (
 	"github.com/toygres/toygres/internal/logging"
 	"github.com/toygres/toygres/internal/telemetry"
 	"github.com/toygres/toygres/internal/tlscert"
+	"github.com/toygres/toygres/internal/web"
 )
 
 // Server timing.
@@ -449,6 +450,15 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 	if err != nil {
 		return fmt.Errorf("start API: %w", err)
 	}
+	// The API and the web console are siblings over the app: the API serves
+	// /api and guards every path with its login; the console's pages fill
+	// the rest and submit their forms to the API in-process.
+	console, err := web.New(web.Options{App: a, API: srv.Internal(), User: srv.AdminUser(), Version: version, Logger: log,
+		Config: srv.ServerConfig, Retries: srv.ServerRetries})
+	if err != nil {
+		return fmt.Errorf("start web console: %w", err)
+	}
+	console.Register(srv.Pages())
 	cert, err := serverTLS(o, dataDir, log)
 	if err != nil {
 		return err
@@ -863,5 +873,5 @@ func sharedSessions(o *serverOptions, a *app.App) cms.SessionStore {
 	if o.databaseURL == "" {
 		return nil
 	}
-	return a.CMS
+	return a.Sessions()
 }

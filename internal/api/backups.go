@@ -128,12 +128,7 @@ func (s *Server) handleInstanceBackups(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	settings, err := s.app.CMS.BackupSettings(r.Context(), inst.InternalName)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	list, err := s.app.CMS.ListBackups(r.Context(), cms.BackupFilter{InternalName: inst.InternalName})
+	settings, list, err := s.app.InstanceBackups(r.Context(), inst)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -187,8 +182,7 @@ func (s *Server) handleRestore(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := detached(r)
 	defer cancel()
-	inst, err := s.app.Restore(ctx, app.RestoreRequest{Name: req.Name, From: req.From, At: req.At, BackupID: req.BackupID,
-		Password: req.Password, Internal: req.Internal, DNSLabel: req.DNSLabel, StorageGB: req.StorageGB, NoBackups: req.NoBackups})
+	inst, err := s.app.Restore(ctx, req)
 	switch {
 	case errors.Is(err, cms.ErrNameTaken):
 		err = s.nameTaken(req.Name)

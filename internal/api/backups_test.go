@@ -103,6 +103,10 @@ func TestBackupEndpoints(t *testing.T) {
 	before := b.CreatedAt.Add(-24 * time.Hour)
 	r = e.do("POST", "/api/restore", RestoreRequest{Name: copyName, From: name, At: &before, Password: pw}, tok)
 	expect(t, r, http.StatusBadRequest)
+	var er ErrorResponse
+	if r.json(t, &er); er.Field != "at" {
+		t.Errorf("restore outside the window: field %q, want at", er.Field)
+	}
 	expect(t, e.do("POST", "/api/restore", RestoreRequest{Name: copyName, From: "no-such-instance", Password: pw}, tok), http.StatusNotFound)
 	expect(t, e.do("POST", "/api/restore", RestoreRequest{Name: name, From: name, Password: pw}, tok), http.StatusConflict)
 	// (Recovery to a moment stops at the first commit after it, so one

@@ -1,6 +1,8 @@
-// Package api is Toygres' HTTP server: the JSON REST API, the login, and
-// the web console (package web, mounted on every non-API path behind the
-// login). It serves an open [app.App].
+// Package api is Toygres' HTTP server: the JSON REST API and the login,
+// which also guards the browser pages registered on [Server.Pages] (the
+// web console, package web, a sibling over the same [app.App] services that
+// cmd/toygres mounts; neither package imports the other). It serves an
+// open [app.App].
 //
 // # Conventions
 //

@@ -22,7 +22,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	}
 	e := newEnv(t, Options{})
 	tok := e.token()
-	if v, err := e.app.Driver.Versions(context.Background()); err != nil || len(v) == 0 {
+	if v, err := e.app.Versions(context.Background()); err != nil || len(v) == 0 {
 		t.Fatalf("no PostgreSQL binaries found (install them: apt-get install -y postgresql): %v", err)
 	}
 	const pw = "E2eInstanceSecretPw42"
@@ -154,7 +154,7 @@ func TestBulkCreateAndDelete(t *testing.T) {
 	}
 	e := newEnv(t, Options{})
 	tok := e.token()
-	if v, err := e.app.Driver.Versions(context.Background()); err != nil || len(v) == 0 {
+	if v, err := e.app.Versions(context.Background()); err != nil || len(v) == 0 {
 		t.Fatalf("no PostgreSQL binaries found (install them: apt-get install -y postgresql): %v", err)
 	}
 	const pw = "BulkSecretPw77"
@@ -180,7 +180,7 @@ func TestBulkCreateAndDelete(t *testing.T) {
 	}
 	for _, n := range []string{base + "-1", base + "-2"} {
 		eventually(t, 3*time.Minute, n+" deleted", func() (bool, string) {
-			inst, err := e.app.CMS.Get(context.Background(), n)
+			inst, err := e.app.CMS().Get(context.Background(), n)
 			if err != nil {
 				return false, err.Error()
 			}

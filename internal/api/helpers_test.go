@@ -21,6 +21,7 @@ import (
 
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/apptest"
+	"github.com/toygres/toygres/internal/web"
 )
 
 const (
@@ -118,6 +119,7 @@ func newEnv(t *testing.T, opts Options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mountConsole(t, a, srv)
 	c := &clock{}
 	srv.now = c.now
 	ts := httptest.NewServer(validating(t, srv.Handler()))
@@ -248,4 +250,16 @@ func uniq(prefix string) string {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	return prefix + "-" + hex.EncodeToString(b)
+}
+
+// mountConsole registers the web console on srv's pages, as cmd/toygres
+// does, for the tests of the login and limits that guard its forms.
+func mountConsole(t *testing.T, a *app.App, srv *Server) {
+	t.Helper()
+	console, err := web.New(web.Options{App: a, API: srv.Internal(), User: srv.AdminUser(), Version: "test",
+		Config: srv.ServerConfig, Retries: srv.ServerRetries})
+	if err != nil {
+		t.Fatal(err)
+	}
+	console.Register(srv.Pages())
 }

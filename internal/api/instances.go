@@ -92,7 +92,7 @@ func (s *Server) handleListInstances(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	opts.Name = r.URL.Query().Get("name")
-	list, err := s.app.CMS.List(r.Context(), opts)
+	list, err := s.app.ListInstances(r.Context(), opts)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -106,7 +106,7 @@ func (s *Server) handleListInstances(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) nameTaken(name string) error {
-	return errorf(http.StatusConflict, "instance name %q is already in use by an active instance", name)
+	return fieldErrorf(http.StatusConflict, "name", "instance name %q is already in use by an active instance", name)
 }
 
 func notFound(name string) error {
@@ -122,9 +122,7 @@ func (s *Server) handleCreateInstance(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := detached(r)
 	defer cancel()
-	inst, err := s.app.CreateInstance(ctx, app.CreateRequest{Name: req.Name, Password: req.Password,
-		PostgresVersion: req.PostgresVersion, StorageGB: req.StorageGB, Internal: req.Internal, DNSLabel: req.DNSLabel, NoBackups: req.NoBackups,
-		Replicas: req.Replicas, SyncReplica: req.SyncReplica})
+	inst, err := s.app.CreateInstance(ctx, req)
 	if errors.Is(err, cms.ErrNameTaken) {
 		err = s.nameTaken(req.Name)
 	}
@@ -168,11 +166,11 @@ func (s *Server) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.BaseName == "" {
-		s.fail(w, r, errorf(http.StatusBadRequest, "base_name is required"))
+		s.fail(w, r, fieldErrorf(http.StatusBadRequest, "base_name", "base_name is required"))
 		return
 	}
 	if req.Count < 1 || req.Count > maxBulk {
-		s.fail(w, r, errorf(http.StatusBadRequest, "count must be between 1 and %d, got %d", maxBulk, req.Count))
+		s.fail(w, r, fieldErrorf(http.StatusBadRequest, "count", "count must be between 1 and %d, got %d", maxBulk, req.Count))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), mutationTimeout+time.Duration(req.Count)*time.Second)
@@ -183,8 +181,8 @@ func (s *Server) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 			PostgresVersion: req.PostgresVersion, StorageGB: req.StorageGB, Internal: req.Internal}
 		if err := s.app.ValidateCreate(ctx, &reqs[i]); err != nil {
 			var ve *app.ValidationError
-			if errors.As(err, &ve) && strings.HasPrefix(ve.Msg, "invalid name") {
-				err = errorf(http.StatusBadRequest, "invalid base_name %q: the names %s-1 … %s-%d must be 1-40 lower-case letters, digits and hyphens, starting with a letter",
+			if errors.As(err, &ve) && ve.Field == "name" {
+				err = fieldErrorf(http.StatusBadRequest, "base_name", "invalid base_name %q: the names %s-1 … %s-%d must be 1-40 lower-case letters, digits and hyphens, starting with a letter",
 					req.BaseName, req.BaseName, req.BaseName, req.Count)
 			}
 			s.fail(w, r, err)
@@ -193,7 +191,7 @@ func (s *Server) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	var taken []string
 	for _, cr := range reqs {
-		inst, err := s.app.CMS.Get(ctx, cr.Name)
+		inst, err := s.app.GetInstance(ctx, cr.Name)
 		switch {
 		case errors.Is(err, cms.ErrNotFound):
 		case err != nil:
@@ -204,7 +202,7 @@ func (s *Server) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(taken) > 0 {
-		s.fail(w, r, errorf(http.StatusConflict, "names already in use by active instances: %s", strings.Join(taken, ", ")))
+		s.fail(w, r, fieldErrorf(http.StatusConflict, "base_name", "names already in use by active instances: %s", strings.Join(taken, ", ")))
 		return
 	}
 	res := BulkResponse{Requested: req.Count, Results: make([]BulkItemResult, 0, req.Count)}
@@ -328,7 +326,7 @@ func (s *Server) handleGetInstance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if nEvents > 0 {
-		evs, err := s.app.CMS.Events(ctx, inst.InternalName, nEvents)
+		evs, err := s.app.InstanceEvents(ctx, inst, nEvents)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -336,7 +334,7 @@ func (s *Server) handleGetInstance(w http.ResponseWriter, r *http.Request) {
 		d.Events = eventViews(evs)
 	}
 	if nChecks > 0 {
-		hcs, err := s.app.CMS.HealthChecks(ctx, inst.InternalName, nChecks)
+		hcs, err := s.app.HealthChecks(ctx, inst, nChecks)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -427,7 +425,7 @@ func (s *Server) handleInstanceHealth(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	hcs, err := s.app.CMS.HealthChecks(r.Context(), inst.InternalName, limit)
+	hcs, err := s.app.HealthChecks(r.Context(), inst, limit)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -447,7 +445,7 @@ func (s *Server) handleInstanceEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	evs, err := s.app.CMS.Events(r.Context(), inst.InternalName, limit)
+	evs, err := s.app.InstanceEvents(r.Context(), inst, limit)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -469,18 +467,13 @@ func (s *Server) handleInstanceLogs(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	lines, err := s.app.Driver.Logs(r.Context(), inst.InternalName, tail)
+	lines, err := s.app.InstanceLogs(r.Context(), inst, tail)
 	if errors.Is(err, dataplane.ErrNotFound) {
 		err = errorf(http.StatusNotFound, "instance %q has no server on the data plane (state %s)", inst.Name, inst.State)
 	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
-	}
-	if pw, err := s.app.CMS.Password(r.Context(), inst.InternalName); err == nil && pw != "" {
-		for i, l := range lines {
-			lines[i] = strings.ReplaceAll(l, pw, "***")
-		}
 	}
 	if lines == nil {
 		lines = []string{}

@@ -21,17 +21,17 @@ func fakeInstance(t *testing.T, e *env, name, password string, running bool) str
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	internal := name + "-" + hex.EncodeToString(b)
-	if _, err := e.app.CMS.CreateInstance(ctx, cms.Instance{Name: name, InternalName: internal, Driver: "local",
+	if _, err := e.app.CMS().CreateInstance(ctx, cms.Instance{Name: name, InternalName: internal, Driver: "local",
 		PostgresVersion: "15", StorageGB: 1, CreateOrchestrationID: "create-" + internal}); err != nil {
 		t.Fatal(err)
 	}
 	if password != "" {
-		if err := e.app.CMS.SetPassword(ctx, internal, password); err != nil {
+		if err := e.app.CMS().SetPassword(ctx, internal, password); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if running {
-		if _, err := e.app.CMS.UpdateState(ctx, internal, cms.StateRunning, cms.StateUpdate{Host: "127.0.0.1", Port: 65000,
+		if _, err := e.app.CMS().UpdateState(ctx, internal, cms.StateRunning, cms.StateUpdate{Host: "127.0.0.1", Port: 65000,
 			ConnectionString: "postgresql://postgres@127.0.0.1:65000/postgres", Message: "test"}); err != nil {
 			t.Fatal(err)
 		}
@@ -43,14 +43,14 @@ func fakeInstance(t *testing.T, e *env, name, password string, running bool) str
 func assertNothingCreated(t *testing.T, e *env, name string) {
 	t.Helper()
 	ctx := context.Background()
-	list, err := e.app.CMS.List(ctx, cms.ListOptions{Name: name, IncludeDeleted: true})
+	list, err := e.app.CMS().List(ctx, cms.ListOptions{Name: name, IncludeDeleted: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(list) != 0 {
 		t.Fatalf("instance %q was recorded: %+v", name, list)
 	}
-	page, err := e.app.Client.ListInstances(ctx, duroxide.ListFilter{InstancePrefix: "create-" + name + "-"})
+	page, err := e.app.Orchestrations().List(ctx, duroxide.ListFilter{InstancePrefix: "create-" + name + "-"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestCreateRejectsBadInput(t *testing.T) {
 	if !strings.Contains(r.errMsg(t), taken) {
 		t.Fatalf("409 message: %s", r)
 	}
-	list, _ := e.app.CMS.List(context.Background(), cms.ListOptions{Name: taken, IncludeDeleted: true})
+	list, _ := e.app.CMS().List(context.Background(), cms.ListOptions{Name: taken, IncludeDeleted: true})
 	if len(list) != 1 {
 		t.Fatalf("records of %s: %d", taken, len(list))
 	}
@@ -137,21 +137,26 @@ func TestBulkRejectsBadInput(t *testing.T) {
 		body   any
 		status int
 		want   string
+		field  string // ErrorResponse.Field
 	}{
-		{BulkCreateRequest{BaseName: base, Count: 0, Password: "long-enough"}, 400, "count"},
-		{BulkCreateRequest{BaseName: base, Count: 51, Password: "long-enough"}, 400, "count"},
-		{BulkCreateRequest{Count: 2, Password: "long-enough"}, 400, "base_name"},
-		{BulkCreateRequest{BaseName: "Bad", Count: 2, Password: "long-enough"}, 400, "base_name"},
-		{BulkCreateRequest{BaseName: base + strings.Repeat("x", 30), Count: 10, Password: "long-enough"}, 400, "base_name"},
-		{BulkCreateRequest{BaseName: base, Count: 2, Password: "abc"}, 400, "password"},
-		{BulkCreateRequest{BaseName: base, Count: 2, Password: "long-enough", PostgresVersion: "8"}, 400, "not available"},
-		{BulkCreateRequest{BaseName: base, Count: 2, Password: "long-enough", StorageGB: -5}, 400, "storage"},
-		{`{"base_name":"` + base + `","count":2,"password":"long-enough","dns_label":"x"}`, 400, "unknown field"},
+		{BulkCreateRequest{BaseName: base, Count: 0, Password: "long-enough"}, 400, "count", "count"},
+		{BulkCreateRequest{BaseName: base, Count: 51, Password: "long-enough"}, 400, "count", "count"},
+		{BulkCreateRequest{Count: 2, Password: "long-enough"}, 400, "base_name", "base_name"},
+		{BulkCreateRequest{BaseName: "Bad", Count: 2, Password: "long-enough"}, 400, "base_name", "base_name"},
+		{BulkCreateRequest{BaseName: base + strings.Repeat("x", 30), Count: 10, Password: "long-enough"}, 400, "base_name", "base_name"},
+		{BulkCreateRequest{BaseName: base, Count: 2, Password: "abc"}, 400, "password", "password"},
+		{BulkCreateRequest{BaseName: base, Count: 2, Password: "long-enough", PostgresVersion: "8"}, 400, "not available", "postgres_version"},
+		{BulkCreateRequest{BaseName: base, Count: 2, Password: "long-enough", StorageGB: -5}, 400, "storage", "storage_gb"},
+		{`{"base_name":"` + base + `","count":2,"password":"long-enough","dns_label":"x"}`, 400, "unknown field", "dns_label"},
 	}
 	for _, c := range cases {
 		r := e.do("POST", "/api/instances/bulk", c.body, tok)
 		if r.status != c.status || !strings.Contains(r.errMsg(t), c.want) {
 			t.Errorf("%+v: want %d with %q, got %s", c.body, c.status, c.want, r)
+		}
+		var er ErrorResponse
+		if r.json(t, &er); er.Field != c.field {
+			t.Errorf("%+v: field %q, want %q", c.body, er.Field, c.field)
 		}
 	}
 	// One of the names is taken: nothing is created.

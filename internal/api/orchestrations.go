@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/internal/historyview"
 )
 
 var orchestrationStatuses = []duroxide.Status{duroxide.StatusRunning, duroxide.StatusCompleted, duroxide.StatusFailed, duroxide.StatusCancelled}
@@ -49,7 +50,7 @@ func (s *Server) handleListOrchestrations(w http.ResponseWriter, r *http.Request
 		s.fail(w, r, errorf(http.StatusBadRequest, "invalid cursor"))
 		return
 	}
-	page, err := s.app.Client.ListInstances(r.Context(), f)
+	page, err := s.app.Orchestrations().List(r.Context(), f)
 	if err != nil {
 		if f.Cursor != "" && strings.Contains(err.Error(), "invalid cursor") {
 			err = errorf(http.StatusBadRequest, "invalid cursor")
@@ -67,7 +68,7 @@ func (s *Server) handleListOrchestrations(w http.ResponseWriter, r *http.Request
 // status looks up the {id} of the path.
 func (s *Server) status(r *http.Request) (*duroxide.OrchestrationStatus, error) {
 	id := r.PathValue("id")
-	st, err := s.app.Client.GetStatus(r.Context(), id)
+	st, err := s.app.Orchestrations().Status(r.Context(), id)
 	if errors.Is(err, duroxide.ErrNotFound) {
 		return nil, errorf(http.StatusNotFound, "orchestration %q not found", id)
 	}
@@ -99,7 +100,7 @@ func (s *Server) handleGetOrchestration(w http.ResponseWriter, r *http.Request) 
 	ctx := r.Context()
 	d := OrchestrationDetail{Orchestration: orchestrationView(st), CustomStatusVersion: st.CustomStatusVersion,
 		Output: payload(st.Output), Error: errorView(st.Error), Executions: []Execution{}}
-	execs, err := s.app.Client.ListExecutions(ctx, st.Instance)
+	execs, err := s.app.Orchestrations().Executions(ctx, st.Instance)
 	if err != nil && !errors.Is(err, duroxide.ErrNotFound) {
 		s.fail(w, r, err)
 		return
@@ -112,7 +113,7 @@ func (s *Server) handleGetOrchestration(w http.ResponseWriter, r *http.Request) 
 		e := Execution{ExecutionID: ex.ExecutionID, Status: string(ex.Status), StartedAt: utc(ex.StartedAt),
 			CompletedAt: optTime(ex.CompletedAt), EventCount: ex.EventCount}
 		if i >= first {
-			hist, err := s.app.Client.ReadHistory(ctx, st.Instance, ex.ExecutionID)
+			hist, err := s.app.Orchestrations().History(ctx, st.Instance, ex.ExecutionID)
 			if err != nil {
 				s.fail(w, r, err)
 				return
@@ -121,6 +122,7 @@ func (s *Server) handleGetOrchestration(w http.ResponseWriter, r *http.Request) 
 			for _, ev := range hist {
 				e.History = append(e.History, historyView(ev))
 			}
+			e.Steps = historyview.Steps(hist, ex.Status == duroxide.StatusRunning)
 		}
 		d.Executions = append(d.Executions, e)
 	}
@@ -158,7 +160,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 	if reason == "" {
 		reason = "cancelled through the API"
 	}
-	if err := s.app.Client.CancelInstance(r.Context(), st.Instance, reason); err != nil {
+	if err := s.app.Orchestrations().Cancel(r.Context(), st.Instance, reason); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -208,7 +210,7 @@ func (s *Server) handleRecreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	execs, err := s.app.Client.ListExecutions(ctx, st.Instance)
+	execs, err := s.app.Orchestrations().Executions(ctx, st.Instance)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -217,7 +219,7 @@ func (s *Server) handleRecreate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errorf(http.StatusConflict, "orchestration %q has no stored execution to recreate from", st.Instance))
 		return
 	}
-	hist, err := s.app.Client.ReadHistory(ctx, st.Instance, execs[0].ExecutionID)
+	hist, err := s.app.Orchestrations().History(ctx, st.Instance, execs[0].ExecutionID)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -249,7 +251,7 @@ func (s *Server) handleRecreate(w http.ResponseWriter, r *http.Request) {
 	if started.Input != "" {
 		input = json.RawMessage(started.Input)
 	}
-	if err := s.app.Client.StartOrchestration(ctx, newID, name, input, opts...); err != nil {
+	if err := s.app.Orchestrations().Start(ctx, newID, name, input, opts...); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -287,7 +289,7 @@ func (s *Server) handleRaiseEvent(w http.ResponseWriter, r *http.Request) {
 	if len(req.EventData) > 0 && string(req.EventData) != "null" {
 		data = req.EventData
 	}
-	if err := s.app.Client.RaiseEvent(r.Context(), st.Instance, req.EventName, data); err != nil {
+	if err := s.app.Orchestrations().Raise(r.Context(), st.Instance, req.EventName, data); err != nil {
 		s.fail(w, r, err)
 		return
 	}

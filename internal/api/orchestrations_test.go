@@ -19,7 +19,7 @@ func startActor(t *testing.T, e *env, name string) string {
 	t.Helper()
 	internal := fakeInstance(t, e, name, "", false)
 	id := orchestrations.ActorID(internal)
-	if err := e.app.Client.StartOrchestration(context.Background(), id, orchestrations.InstanceActor,
+	if err := e.app.Orchestrations().Start(context.Background(), id, orchestrations.InstanceActor,
 		orchestrations.ActorInput{InternalName: internal, Interval: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
@@ -124,6 +124,11 @@ func TestOrchestrationOperations(t *testing.T) {
 	var in map[string]any
 	if err := json.Unmarshal(h[0].Input, &in); err != nil || !strings.HasPrefix(in["internal_name"].(string), base+"-a-") {
 		t.Fatalf("start input %s: %v", h[0].Input, err)
+	}
+	// The same history as steps (package historyview).
+	steps := d.Executions[0].Steps
+	if len(steps) == 0 || steps[0].Kind != "start" || len(steps[0].IDs) == 0 || steps[0].IDs[0] != h[0].EventID {
+		t.Fatalf("steps: %+v", steps)
 	}
 	expect(t, e.do("GET", "/api/orchestrations/"+a+"?history=lots", nil, tok), http.StatusBadRequest)
 

@@ -18,11 +18,11 @@ func TestListFiltersAndRecordErrors(t *testing.T) {
 	ctx := context.Background()
 	n := uniq("rec")
 	failed := fakeInstance(t, e, n, "", false)
-	if _, err := e.app.CMS.UpdateState(ctx, failed, cms.StateFailed, cms.StateUpdate{FailureReason: "deploy failed: test"}); err != nil {
+	if _, err := e.app.CMS().UpdateState(ctx, failed, cms.StateFailed, cms.StateUpdate{FailureReason: "deploy failed: test"}); err != nil {
 		t.Fatal(err)
 	}
 	live := fakeInstance(t, e, n, "", true)
-	if err := e.app.CMS.SetProblem(ctx, live, "unreadable: test damage"); err != nil {
+	if err := e.app.CMS().SetProblem(ctx, live, "unreadable: test damage"); err != nil {
 		t.Fatal(err)
 	}
 	list := func(q string) []Instance {
@@ -75,13 +75,13 @@ func TestListFiltersAndRecordErrors(t *testing.T) {
 	if msg := r.errMsg(t); !strings.Contains(msg, "still broken") {
 		t.Fatalf("repair 409 message: %q", msg)
 	}
-	if got, _ := e.app.CMS.GetByInternalName(ctx, live); !strings.HasPrefix(got.Problem, "repair failed: ") {
+	if got, _ := e.app.CMS().GetByInternalName(ctx, live); !strings.HasPrefix(got.Problem, "repair failed: ") {
 		t.Fatalf("problem after a failed repair: %q", got.Problem)
 	}
 	// Repair of a failed instance: 409 with the way out.
 	m := uniq("fail")
 	fi := fakeInstance(t, e, m, "", false)
-	if _, err := e.app.CMS.UpdateState(ctx, fi, cms.StateFailed, cms.StateUpdate{FailureReason: "x"}); err != nil {
+	if _, err := e.app.CMS().UpdateState(ctx, fi, cms.StateFailed, cms.StateUpdate{FailureReason: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	r = e.do("POST", "/api/instances/"+m+"/repair", nil, tok)

@@ -16,6 +16,7 @@ import (
 	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cms"
+	"github.com/toygres/toygres/internal/redact"
 )
 
 // apiError is an error with the HTTP status and the one-line message the
@@ -193,67 +194,9 @@ func jsonKind(k string) string {
 	return "of another type"
 }
 
-// secretKeys are JSON keys whose values are masked in payloads shown to clients.
-var secretKeys = []string{"password", "passwd", "secret", "token", "credential"}
-
-func isSecretKey(k string) bool {
-	k = strings.ToLower(k)
-	for _, s := range secretKeys {
-		if strings.Contains(k, s) {
-			return true
-		}
-	}
-	return false
-}
-
-// payload turns a stored payload into JSON for a response: JSON stays JSON
-// (with secret-looking keys masked), other text becomes a JSON string.
-func payload(s string) json.RawMessage {
-	if s == "" {
-		return nil
-	}
-	if json.Valid([]byte(s)) {
-		var v any
-		dec := json.NewDecoder(strings.NewReader(s))
-		dec.UseNumber()
-		if err := dec.Decode(&v); err == nil && mask(v) {
-			if b, err := json.Marshal(v); err == nil {
-				return b
-			}
-		}
-		return json.RawMessage(s)
-	}
-	b, _ := json.Marshal(s)
-	return b
-}
-
-// mask replaces the values of secret-looking keys in place and reports
-// whether it changed anything.
-func mask(v any) bool {
-	changed := false
-	switch x := v.(type) {
-	case map[string]any:
-		for k, val := range x {
-			if isSecretKey(k) {
-				if s, ok := val.(string); !ok || s != "" {
-					x[k] = "***"
-					changed = true
-				}
-				continue
-			}
-			if mask(val) {
-				changed = true
-			}
-		}
-	case []any:
-		for _, e := range x {
-			if mask(e) {
-				changed = true
-			}
-		}
-	}
-	return changed
-}
+// payload turns a stored payload into JSON for a response (secrets masked:
+// see redact.JSON).
+func payload(s string) json.RawMessage { return redact.JSON(s) }
 
 // queryInt reads an integer query parameter within [lo, hi]; def if absent.
 func queryInt(r *http.Request, name string, def, lo, hi int) (int, error) {

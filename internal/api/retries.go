@@ -23,12 +23,12 @@ func (s *Server) effectiveConfig() *config.Config {
 		return &config.Config{}
 	}
 	for i, p := range cfg.Retry {
-		if o, ok := s.app.Config.RetryPolicies[p.Activity]; ok {
+		if o, ok := s.app.Config().RetryPolicies[p.Activity]; ok {
 			cfg.Retry[i].Policy, cfg.Retry[i].Source = o, "options"
 		}
 	}
 	for _, name := range activities.DataPlaneActivities {
-		if b, ok := s.app.Config.CircuitBreakers[name]; ok {
+		if b, ok := s.app.Config().CircuitBreakers[name]; ok {
 			cfg.Breaker.Config, cfg.Breaker.Source = b, "options"
 			break
 		}
@@ -89,7 +89,7 @@ func (s *Server) handleServerRetries(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serverRetries() ServerRetries {
 	cfg := s.effectiveConfig()
 	circuits := map[string][]CircuitInfo{}
-	for _, c := range s.app.Runtime.CircuitBreakers() {
+	for _, c := range s.app.Runtime().CircuitBreakers() {
 		ci := CircuitInfo{Key: c.Key, State: c.State.String()}
 		if !c.HalfOpenAt.IsZero() {
 			t := c.HalfOpenAt.UTC()
@@ -99,7 +99,7 @@ func (s *Server) serverRetries() ServerRetries {
 	}
 	out := ServerRetries{GeneratedAt: s.now().UTC(), Activities: []ActivityRetries{}}
 	seen := map[string]bool{}
-	for _, st := range s.app.Runtime.RetryStats() {
+	for _, st := range s.app.Runtime().RetryStats() {
 		a := ActivityRetries{Activity: st.Activity, Policies: st.Policies, Sequences: st.Sequences, Succeeded: st.Succeeded,
 			Exhausted: st.Exhausted, FailedEarly: st.FailedEarly, Attempts: st.Attempts, Failures: st.Failures, Timeouts: st.Timeouts,
 			SuccessByAttempt: []AttemptCount{}, Circuits: circuits[st.Activity], Advice: duroxide.Suggest(st)}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/toygres/toygres/internal/cms"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -19,13 +18,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/toygres/toygres/internal/cms"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/config"
-	"github.com/toygres/toygres/internal/web"
 )
 
 // Options configure a Server. Zero values mean defaults.
@@ -97,23 +96,25 @@ type Server struct {
 	durations *prometheus.HistogramVec
 	logins    *prometheus.CounterVec
 
+	api     *http.ServeMux // the /api endpoints, without authentication
+	pages   *http.ServeMux // the browser pages (see Pages)
 	handler http.Handler
 }
 
 // New builds the server over a running App: it loads or creates the admin
 // credential and the session store in StateDir.
 func New(a *app.App, opts Options) (*Server, error) {
-	if a == nil || a.CMS == nil || a.Client == nil || a.Driver == nil {
-		return nil, errors.New("api: the app must be open (CMS, client and driver set)")
+	if a == nil {
+		return nil, errors.New("api: the app must be open")
 	}
 	if opts.AdminUser == "" {
 		opts.AdminUser = DefaultAdminUser
 	}
 	if opts.StateDir == "" {
-		if a.Config.DataDir == "" {
+		if a.Config().DataDir == "" {
 			return nil, errors.New("api: no StateDir and no data dir")
 		}
-		opts.StateDir = filepath.Join(a.Config.DataDir, "auth")
+		opts.StateDir = filepath.Join(a.Config().DataDir, "auth")
 	}
 	if opts.SessionTTL <= 0 {
 		opts.SessionTTL = DefaultSessionTTL
@@ -124,7 +125,7 @@ func New(a *app.App, opts Options) (*Server, error) {
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
-	log := a.Logger
+	log := a.Logger()
 	if log == nil {
 		log = slog.Default()
 	}
@@ -227,6 +228,27 @@ func (s *Server) IssueToken(ttl time.Duration) (string, error) {
 // Handler is the HTTP handler of every endpoint.
 func (s *Server) Handler() http.Handler { return s.handler }
 
+// Internal serves the /api endpoints without the authentication layer, for
+// in-process callers that are themselves behind the login (the web
+// console submits its forms through it).
+func (s *Server) Internal() http.Handler { return s.api }
+
+// AdminUser is the single account's user name.
+func (s *Server) AdminUser() string { return s.adminUser }
+
+// Pages is the mux of the browser pages (the web console registers its
+// routes on it): it serves every path the API does not claim, behind the
+// browser login (without a session, 303 to /login). Register before
+// serving.
+func (s *Server) Pages() *http.ServeMux { return s.pages }
+
+// ServerConfig is the effective configuration with secrets masked (GET
+// /api/server/config).
+func (s *Server) ServerConfig(ctx context.Context) ServerConfig { return s.serverConfig(ctx) }
+
+// ServerRetries is the retry tuning report (GET /api/server/retries).
+func (s *Server) ServerRetries(context.Context) *ServerRetries { r := s.serverRetries(); return &r }
+
 func (s *Server) initMetrics() {
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "toygres_http_requests_total",
 		Help: "HTTP requests by method, route pattern and status code."}, []string{"method", "route", "code"})
@@ -234,12 +256,12 @@ func (s *Server) initMetrics() {
 		Help: "HTTP request latency by route pattern.", Buckets: prometheus.DefBuckets}, []string{"route"})
 	s.logins = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "toygres_login_attempts_total",
 		Help: "Login attempts by result (success, failure, rate_limited)."}, []string{"result"})
-	if s.app.Metrics == nil {
+	if s.app.Metrics() == nil {
 		return
 	}
-	s.requests = register(s.app.Metrics, s.requests)
-	s.durations = register(s.app.Metrics, s.durations)
-	s.logins = register(s.app.Metrics, s.logins)
+	s.requests = register(s.app.Metrics(), s.requests)
+	s.durations = register(s.app.Metrics(), s.durations)
+	s.logins = register(s.app.Metrics(), s.logins)
 }
 
 // register adds c to reg, or returns the collector already registered (a
@@ -262,30 +284,21 @@ func register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
 //	└ cross-origin protection (unsafe cross-site browser requests → 403)
 //	  ├ public: /health, /metrics (see metricsAllowed), /login, /logout, /api/login
 //	  ├ /api/…: bearer token or session cookie, else 401 JSON
-//	  └ other paths: the web console (package web); session, else 303 to /login
+//	  └ other paths: Pages (the web console, which cmd/toygres registers);
+//	    session, else 303 to /login
 func (s *Server) routes() (http.Handler, error) {
-	api := http.NewServeMux()
+	s.api = http.NewServeMux()
 	for _, rt := range s.apiRoutes() {
-		api.HandleFunc(rt.pattern, rt.handler)
+		s.api.HandleFunc(rt.pattern, rt.handler)
 	}
-
-	// The console submits its forms to the API in-process (the unwrapped
-	// mux: the console is itself behind the login).
-	console, err := web.New(web.Options{App: s.app, API: api, User: s.adminUser, Version: s.opts.Version, Logger: s.log,
-		Config:  func(ctx context.Context) any { return s.serverConfig(ctx) },
-		Retries: func(ctx context.Context) *client.ServerRetries { r := s.serverRetries(); return &r }})
-	if err != nil {
-		return nil, err
-	}
-	pages := http.NewServeMux()
-	console.Register(pages)
+	s.pages = http.NewServeMux()
 
 	root := http.NewServeMux()
 	for _, rt := range s.publicRoutes() {
 		root.HandleFunc(rt.pattern, rt.handler)
 	}
-	root.Handle("/api/", s.requireAPI(api))
-	root.Handle("/", s.requireBrowser(pages))
+	root.Handle("/api/", s.requireAPI(s.api))
+	root.Handle("/", s.requireBrowser(s.pages))
 
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -595,9 +608,9 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "metrics need a bearer token from a non-loopback address")
 		return
 	}
-	if s.app.Metrics == nil {
+	if s.app.Metrics() == nil {
 		writeError(w, http.StatusNotFound, "metrics are not enabled")
 		return
 	}
-	promhttp.HandlerFor(s.app.Metrics, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}).ServeHTTP(w, r)
+	promhttp.HandlerFor(s.app.Metrics(), promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}).ServeHTTP(w, r)
 }

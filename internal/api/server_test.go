@@ -112,16 +112,3 @@ func TestServerStatsAndConfig(t *testing.T) {
 		}
 	}
 }
-
-func TestMaskURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"postgres://toygres:hunter2@db:5432/toygres?sslmode=disable": "postgres://toygres:***@db:5432/toygres?sslmode=disable",
-		"postgres://db/toygres?password=hunter2&user=u":              "postgres://db/toygres?password=***&user=u",
-		"postgres://toygres@db/toygres":                              "postgres://toygres@db/toygres",
-		"host=db password=hunter2":                                   "***",
-	} {
-		if got := maskURL(in); got != want {
-			t.Errorf("maskURL(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

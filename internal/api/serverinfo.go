@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cms"
+	"github.com/toygres/toygres/internal/redact"
 )
 
 // maxLogScan bounds how much of the log file one request reads (from the end).
@@ -102,12 +102,12 @@ func tailMatching(path string, limit int, maxScan int64, match func(string) bool
 // handleServerStats is GET /api/server/stats.
 func (s *Server) handleServerStats(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	c, err := s.app.CMS.Counts(ctx)
+	c, err := s.app.InstanceCounts(ctx)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	st, err := s.app.Client.Stats(ctx)
+	st, err := s.app.Orchestrations().Stats(ctx)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -135,30 +135,6 @@ func (s *Server) handleServerStats(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// maskURL hides credentials in a database URL.
-func maskURL(raw string) string {
-	if raw == "" {
-		return ""
-	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" {
-		return "***"
-	}
-	if u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), maskMark)
-		}
-	}
-	q := u.Query()
-	for k := range q {
-		if isSecretKey(k) || strings.EqualFold(k, "pass") {
-			q.Set(k, maskMark)
-		}
-	}
-	u.RawQuery = q.Encode()
-	return strings.ReplaceAll(u.String(), maskMark, "***")
-}
-
 // handleServerConfig is GET /api/server/config: the effective
 // configuration, with secrets masked.
 func (s *Server) handleServerConfig(w http.ResponseWriter, r *http.Request) {
@@ -168,10 +144,10 @@ func (s *Server) handleServerConfig(w http.ResponseWriter, r *http.Request) {
 // serverConfig is the effective configuration, with secrets masked (the
 // API's config endpoint and the console's System page).
 func (s *Server) serverConfig(ctx context.Context) ServerConfig {
-	cfg := s.app.Config
+	cfg := s.app.Config()
 	db := "sqlite:" + filepath.Join(cfg.DataDir, "toygres.db")
 	if cfg.DatabaseURL != "" {
-		db = maskURL(cfg.DatabaseURL)
+		db = redact.URL(cfg.DatabaseURL)
 	}
 	metrics := "loopback clients and logged-in sessions"
 	switch {
@@ -182,14 +158,14 @@ func (s *Server) serverConfig(ctx context.Context) ServerConfig {
 	}
 	out := ServerConfig{
 		Version: s.opts.Version, GoVersion: runtime.Version(), StartedAt: s.startedAt.UTC(),
-		DataDir: cfg.DataDir, Database: db, Dataplane: s.app.Driver.Name(),
+		DataDir: cfg.DataDir, Database: db, Dataplane: s.app.DataplaneName(),
 		ActorInterval:            cfg.ActorInterval.String(),
 		OrchestrationConcurrency: cfg.OrchestrationConcurrency, ActivityConcurrency: cfg.ActivityConcurrency,
-		AdminUser: s.adminUser, AdminPassword: "***", StateDir: s.opts.StateDir, LogFile: s.opts.LogFile,
+		AdminUser: s.adminUser, AdminPassword: redact.Mark, StateDir: s.opts.StateDir, LogFile: s.opts.LogFile,
 		SessionTTL: s.opts.SessionTTL.String(), TokenTTL: s.opts.TokenTTL.String(), Metrics: metrics,
 		LoginRateLimit: fmt.Sprintf("%d failures per %s per client address", loginMaxFailures, loginWindow),
 	}
-	if v, err := s.app.Driver.Versions(ctx); err == nil {
+	if v, err := s.app.Versions(ctx); err == nil {
 		out.PostgresVersions = v
 	}
 	out.Retention = retentionConfig(cfg.Retention)
@@ -214,5 +190,3 @@ func retentionConfig(r app.Retention) RetentionConfig {
 	return RetentionConfig{ExecutionsPerChain: n(r.KeepExecutions), JanitorInterval: r.JanitorInterval.String(),
 		Orchestrations: d(r.Orchestrations), HealthChecks: d(r.HealthChecks), HealthChecksPerInstance: n(r.HealthChecksPerInstance)}
 }
-
-const maskMark = "TOYGRESMASKEDSECRET"

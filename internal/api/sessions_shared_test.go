@@ -16,7 +16,7 @@ func TestSharedSessionsAcrossReplicas(t *testing.T) {
 	a, b := newEnv(t, Options{}), newEnv(t, Options{})
 	expect(t, b.do("GET", "/api/instances", nil, a.token()), http.StatusUnauthorized)
 
-	shared := sharedApp(t).CMS
+	shared := sharedApp(t).CMS()
 	a, b = newEnv(t, Options{SharedSessions: shared}), newEnv(t, Options{SharedSessions: shared})
 	tok := a.token()
 	expect(t, b.do("GET", "/api/instances", nil, tok), http.StatusOK)

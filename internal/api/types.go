@@ -39,6 +39,9 @@ type (
 	OrchestrationError    = client.OrchestrationError
 	Execution             = client.Execution
 	HistoryEvent          = client.HistoryEvent
+	HistoryStep           = client.HistoryStep
+	HistoryAttempt        = client.HistoryAttempt
+	HistoryTimer          = client.HistoryTimer
 	CarriedEvent          = client.CarriedEvent
 	CancelRequest         = client.CancelRequest
 	CancelResponse        = client.CancelResponse

@@ -9,12 +9,12 @@ import (
 
 // handleServerWorkers is GET /api/server/workers.
 func (s *Server) handleServerWorkers(w http.ResponseWriter, r *http.Request) {
-	rt := s.app.Runtime
-	if rt == nil {
+	rt := s.app.Runtime()
+	if !rt.Running() {
 		writeError(w, http.StatusServiceUnavailable, "the durable runtime is not running")
 		return
 	}
-	st, err := s.app.Client.Stats(r.Context())
+	st, err := s.app.Orchestrations().Stats(r.Context())
 	if err != nil {
 		s.fail(w, r, err)
 		return

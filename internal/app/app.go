@@ -13,17 +13,20 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/duroxide/postgres"
 	"github.com/toygres/toygres/duroxide/sqlite"
 	"github.com/toygres/toygres/internal/activities"
 	"github.com/toygres/toygres/internal/cms"
+	"github.com/toygres/toygres/internal/datadir"
 	"github.com/toygres/toygres/internal/dataplane"
 	"github.com/toygres/toygres/internal/dataplane/kubernetes"
 	"github.com/toygres/toygres/internal/dataplane/local"
@@ -33,7 +36,7 @@ import (
 // Config configures an App. Zero values mean defaults.
 type Config struct {
 	// DataDir holds the SQLite database, the secret key, instance data (local
-	// driver), logs and the server's credential file. Default: DefaultDataDir().
+	// driver), logs and the server's credential file. Default: datadir.Default().
 	DataDir string
 	// DatabaseURL selects PostgreSQL for the durable store and the CMS
 	// (postgres://…); empty means the embedded SQLite file in DataDir.
@@ -88,33 +91,22 @@ type Config struct {
 // waits (a Kubernetes backup Job) hold up creates and deletes.
 const DefaultActivityConcurrency = 32
 
-// DefaultDataDir is $TOYGRES_HOME, or /var/lib/toygres for root (the
-// unprivileged postgres account that runs local instances cannot enter
-// /root), or ~/.toygres.
-func DefaultDataDir() string {
-	if d := os.Getenv("TOYGRES_HOME"); d != "" {
-		return d
-	}
-	if os.Geteuid() == 0 {
-		return "/var/lib/toygres"
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".toygres")
-	}
-	return ".toygres"
-}
-
 // App is a running Toygres control plane (without its HTTP server).
+//
+// Its state is its own: callers use its operations (CreateInstance,
+// DeleteByNameWith, Restore…) and services (Orchestrations, Runtime; see
+// services.go), and the few accessors below where a caller needs the object
+// itself.
 type App struct {
-	Config   Config
-	Store    duroxide.Store
-	Runtime  *duroxide.Runtime
-	Client   *duroxide.Client
-	CMS      cms.Store
-	Driver   dataplane.Driver
-	Metrics  *prometheus.Registry
-	Logger   *slog.Logger
-	Registry *duroxide.Registry
+	cfg      Config
+	store    duroxide.Store
+	runtime  *duroxide.Runtime
+	client   *duroxide.Client
+	cms      cms.Store
+	driver   dataplane.Driver
+	metrics  *prometheus.Registry
+	logger   *slog.Logger
+	registry *duroxide.Registry
 
 	closeDriver func() error // set when Open made the driver
 	localLock   *localLock   // local data plane on a shared store
@@ -125,7 +117,7 @@ type App struct {
 // sure every running instance has a live health actor.
 func Open(ctx context.Context, cfg Config) (*App, error) {
 	if cfg.DataDir == "" {
-		cfg.DataDir = DefaultDataDir()
+		cfg.DataDir = datadir.Default()
 	}
 	if cfg.Dataplane == "" {
 		cfg.Dataplane = "local"
@@ -153,7 +145,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if err := secureDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	a := &App{Config: cfg, Metrics: cfg.Metrics, Logger: cfg.Logger}
+	a := &App{cfg: cfg, metrics: cfg.Metrics, logger: cfg.Logger}
 	ok := false
 	defer func() {
 		if !ok {
@@ -172,30 +164,30 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open durable store: %w", err)
 		}
-		a.Store = st
+		a.store = st
 		c, err := cms.OpenSQLite(ctx, path, keyOpts)
 		if err != nil {
 			return nil, fmt.Errorf("open cms: %w", explainKeyMismatch(err))
 		}
-		a.CMS = c
+		a.cms = c
 	} else {
 		st, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.WithSchema("toygres_duroxide"))
 		if err != nil {
 			return nil, fmt.Errorf("open durable store: %w", err)
 		}
-		a.Store = st
+		a.store = st
 		c, err := cms.OpenPostgres(ctx, cfg.DatabaseURL, keyOpts)
 		if err != nil {
 			return nil, fmt.Errorf("open cms: %w", explainKeyMismatch(err))
 		}
-		a.CMS = c
+		a.cms = c
 	}
-	a.Client = duroxide.NewClient(a.Store)
+	a.client = duroxide.NewClient(a.store)
 
 	hostID := "" // set when local instances must be pinned to this server's host
 	switch {
 	case cfg.Driver != nil:
-		a.Driver = cfg.Driver
+		a.driver = cfg.Driver
 	case cfg.Dataplane == "local":
 		if cfg.DatabaseURL != "" {
 			hostID = HostID(cfg.DataDir)
@@ -203,7 +195,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 				return nil, err
 			}
 		}
-		d, err := local.New(local.Options{Dir: filepath.Join(cfg.DataDir, "instances"), Logger: cfg.Logger, Metrics: cfg.Metrics,
+		d, err := local.New(local.Options{Dir: datadir.Instances(cfg.DataDir), Logger: cfg.Logger, Metrics: cfg.Metrics,
 			OnEvent: a.recordDriverEvent})
 		if err != nil {
 			return nil, fmt.Errorf("local data plane: %w", err)
@@ -224,7 +216,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 			return nil, fmt.Errorf("check local instances: %w", err)
 		}
 		a.recordAdoptionProblems(ctx, append(report.Problems, problems...))
-		a.Driver = d
+		a.driver = d
 	case cfg.Dataplane == "kubernetes":
 		o := cfg.Kubernetes
 		if o.Logger == nil {
@@ -237,27 +229,27 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		if err := d.Check(ctx); err != nil {
 			return nil, fmt.Errorf("kubernetes data plane: %w", err)
 		}
-		a.Driver = d
+		a.driver = d
 	default:
 		return nil, fmt.Errorf("unknown data plane %q (want local or kubernetes)", cfg.Dataplane)
 	}
 
 	if cfg.WrapDriver != nil {
-		a.Driver = cfg.WrapDriver(a.Driver)
+		a.driver = cfg.WrapDriver(a.driver)
 	}
 
 	reg := duroxide.NewRegistry()
-	if err := activities.Register(reg, activities.Deps{CMS: a.CMS, Driver: a.Driver, Client: a.Client, Logger: cfg.Logger, Metrics: cfg.Metrics, Host: hostID}); err != nil {
+	if err := activities.Register(reg, activities.Deps{CMS: a.cms, Driver: a.driver, Client: a.client, Logger: cfg.Logger, Metrics: cfg.Metrics, Host: hostID}); err != nil {
 		return nil, err
 	}
-	if err := orchestrations.Register(reg, a.Driver.Name()); err != nil {
+	if err := orchestrations.Register(reg, a.driver.Name()); err != nil {
 		return nil, err
 	}
-	a.Registry = reg
-	if err := cfg.Metrics.Register(newInstanceGauges(a.CMS)); err != nil {
+	a.registry = reg
+	if err := cfg.Metrics.Register(newInstanceGauges(a.cms)); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
-	rt, err := duroxide.Start(ctx, a.Store, reg, duroxide.Options{
+	rt, err := duroxide.Start(ctx, a.store, reg, duroxide.Options{
 		Logger: cfg.Logger, Metrics: cfg.Metrics,
 		OrchestrationConcurrency: cfg.OrchestrationConcurrency, ActivityConcurrency: cfg.ActivityConcurrency,
 		ExclusiveStore:           cfg.DatabaseURL == "", // the server holds the data dir's lock: older leases are a dead incarnation's
@@ -268,7 +260,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start runtime: %w", err)
 	}
-	a.Runtime = rt
+	a.runtime = rt
 	ok = true
 	if err := a.superviseActors(ctx); err != nil {
 		cfg.Logger.Warn("checking health actors failed", "error", err)
@@ -286,8 +278,8 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 // the stores. Local instances keep running.
 func (a *App) Close(ctx context.Context) error {
 	var err error
-	if a.Runtime != nil {
-		err = a.Runtime.Shutdown(ctx)
+	if a.runtime != nil {
+		err = a.runtime.Shutdown(ctx)
 	}
 	a.closeStores()
 	return err
@@ -297,11 +289,11 @@ func (a *App) closeStores() {
 	if a.closeDriver != nil {
 		_ = a.closeDriver()
 	}
-	if a.CMS != nil {
-		_ = a.CMS.Close()
+	if a.cms != nil {
+		_ = a.cms.Close()
 	}
-	if a.Store != nil {
-		_ = a.Store.Close()
+	if a.store != nil {
+		_ = a.store.Close()
 	}
 	a.localLock.Close()
 }
@@ -309,13 +301,13 @@ func (a *App) closeStores() {
 // superviseActors starts a health actor for every running instance whose
 // actor is missing or has ended (the Rust version never restarted them).
 func (a *App) superviseActors(ctx context.Context) error {
-	running, err := a.CMS.List(ctx, cms.ListOptions{States: []cms.State{cms.StateRunning}})
+	running, err := a.cms.List(ctx, cms.ListOptions{States: []cms.State{cms.StateRunning}})
 	if err != nil {
 		return err
 	}
 	for _, inst := range running {
 		id := orchestrations.ActorID(inst.InternalName)
-		st, err := a.Client.GetStatus(ctx, id)
+		st, err := a.client.GetStatus(ctx, id)
 		switch {
 		case errors.Is(err, duroxide.ErrNotFound):
 		case err != nil:
@@ -323,14 +315,14 @@ func (a *App) superviseActors(ctx context.Context) error {
 		case !st.Status.IsTerminal():
 			continue
 		default:
-			if _, err := a.Client.DeleteInstance(ctx, id, true); err != nil {
+			if _, err := a.client.DeleteInstance(ctx, id, true); err != nil {
 				return err
 			}
 		}
-		a.Logger.Info("starting health actor", "instance", inst.Name, "actor", id)
-		if err := a.Client.StartOrchestration(ctx, id, orchestrations.InstanceActor,
-			orchestrations.ActorInput{InternalName: inst.InternalName, Interval: a.Config.ActorInterval,
-				FailoverInterval: a.Config.FailoverCheckInterval, FailoverThreshold: a.Config.FailoverThreshold}); err != nil {
+		a.logger.Info("starting health actor", "instance", inst.Name, "actor", id)
+		if err := a.client.StartOrchestration(ctx, id, orchestrations.InstanceActor,
+			orchestrations.ActorInput{InternalName: inst.InternalName, Interval: a.cfg.ActorInterval,
+				FailoverInterval: a.cfg.FailoverCheckInterval, FailoverThreshold: a.cfg.FailoverThreshold}); err != nil {
 			return err
 		}
 	}
@@ -354,21 +346,9 @@ func invalidField(field, format string, args ...any) error {
 	return &ValidationError{Msg: fmt.Sprintf(format, args...), Field: field}
 }
 
-// CreateRequest asks for a new instance.
-type CreateRequest struct {
-	Name            string `json:"name"`
-	Password        string `json:"password"`
-	PostgresVersion string `json:"postgres_version,omitempty"`
-	StorageGB       int    `json:"storage_gb,omitempty"`
-	Internal        bool   `json:"internal,omitempty"`
-	DNSLabel        string `json:"dns_label,omitempty"`
-	// NoBackups turns WAL archiving and scheduled backups off.
-	NoBackups bool `json:"no_backups,omitempty"`
-	// Replicas standby servers (0..dataplane.MaxReplicas), one of them
-	// synchronous with SyncReplica (see replicas.go).
-	Replicas    int  `json:"replicas,omitempty"`
-	SyncReplica bool `json:"sync_replica,omitempty"`
-}
+// CreateRequest asks for a new instance: the API's request body, one
+// definition for the API, the console and the CLI.
+type CreateRequest = client.CreateInstanceRequest
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$`)
 
@@ -378,8 +358,41 @@ const (
 	MaxPasswordLength = 128
 )
 
-// ValidateCreate checks a request without side effects.
+// DefaultStorageGB is an instance's storage when the request names none.
+const DefaultStorageGB = 10
+
+// ValidateCreate prepares a request without side effects, in two steps:
+// CreateDefaults fills what it leaves out, then checkCreate validates it
+// (a *ValidationError names the field at fault).
 func (a *App) ValidateCreate(ctx context.Context, r *CreateRequest) error {
+	versions, err := a.driver.Versions(ctx)
+	if err != nil {
+		return fmt.Errorf("list PostgreSQL versions: %w", err)
+	}
+	if err := createDefaults(r, versions); err != nil {
+		return err
+	}
+	return a.checkCreate(r, versions)
+}
+
+// createDefaults fills what a create request leaves out: DefaultStorageGB,
+// and the newest PostgreSQL version the data plane offers (versions, newest
+// first).
+func createDefaults(r *CreateRequest, versions []string) error {
+	if r.StorageGB == 0 {
+		r.StorageGB = DefaultStorageGB
+	}
+	if r.PostgresVersion == "" {
+		if len(versions) == 0 {
+			return errors.New("no PostgreSQL version is available on this data plane")
+		}
+		r.PostgresVersion = versions[0]
+	}
+	return nil
+}
+
+// checkCreate validates a create request whose defaults are filled.
+func (a *App) checkCreate(r *CreateRequest, versions []string) error {
 	if r.Name == "" {
 		return invalidField("name", "name is required")
 	}
@@ -398,9 +411,6 @@ func (a *App) ValidateCreate(ctx context.Context, r *CreateRequest) error {
 	if strings.ContainsAny(r.Password, "\x00\n\r") {
 		return invalidField("password", "password must not contain control characters")
 	}
-	if r.StorageGB == 0 {
-		r.StorageGB = 10
-	}
 	if r.StorageGB < 1 || r.StorageGB > 16384 {
 		return invalidField("storage_gb", "storage must be between 1 and 16384 GB, got %d", r.StorageGB)
 	}
@@ -411,34 +421,17 @@ func (a *App) ValidateCreate(ctx context.Context, r *CreateRequest) error {
 		// A driver that knows internal endpoints are out of this server's
 		// reach says so now, rather than every such create failing its
 		// connection test minutes later.
-		if d, ok := a.Driver.(interface{ InternalEndpointsReachable() error }); ok {
+		if d, ok := a.driver.(interface{ InternalEndpointsReachable() error }); ok {
 			if err := d.InternalEndpointsReachable(); err != nil {
-				return invalid("%v", err)
+				return invalidField("internal", "%v", err)
 			}
 		}
 	}
 	if err := a.validateReplicas(r.Replicas, r.SyncReplica); err != nil {
 		return err
 	}
-	versions, err := a.Driver.Versions(ctx)
-	if err != nil {
-		return fmt.Errorf("list PostgreSQL versions: %w", err)
-	}
-	if r.PostgresVersion == "" {
-		if len(versions) == 0 {
-			return errors.New("no PostgreSQL version is available on this data plane")
-		}
-		r.PostgresVersion = versions[0]
-	} else {
-		found := false
-		for _, v := range versions {
-			if v == r.PostgresVersion {
-				found = true
-			}
-		}
-		if !found {
-			return invalidField("postgres_version", "PostgreSQL version %q is not available (available: %s)", r.PostgresVersion, strings.Join(versions, ", "))
-		}
+	if !slices.Contains(versions, r.PostgresVersion) {
+		return invalidField("postgres_version", "PostgreSQL version %q is not available (available: %s)", r.PostgresVersion, strings.Join(versions, ", "))
 	}
 	return nil
 }
@@ -457,36 +450,36 @@ func (a *App) createInstance(ctx context.Context, r CreateRequest, from *datapla
 	}
 	internal := r.Name + "-" + randomHex(4)
 	orchID := orchestrations.CreateID(internal)
-	inst, err := a.CMS.CreateInstance(ctx, cms.Instance{
-		Name: r.Name, InternalName: internal, Driver: a.Driver.Name(), PostgresVersion: r.PostgresVersion,
+	inst, err := a.cms.CreateInstance(ctx, cms.Instance{
+		Name: r.Name, InternalName: internal, Driver: a.driver.Name(), PostgresVersion: r.PostgresVersion,
 		StorageGB: r.StorageGB, Internal: r.Internal, DNSLabel: r.DNSLabel, CreateOrchestrationID: orchID,
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := a.CMS.SetPassword(ctx, internal, r.Password); err != nil {
-		_, _ = a.CMS.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "storing the password failed", Message: err.Error()})
+	if err := a.cms.SetPassword(ctx, internal, r.Password); err != nil {
+		_, _ = a.cms.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "storing the password failed", Message: err.Error()})
 		return nil, fmt.Errorf("store password: %w", err)
 	}
 	if r.NoBackups {
-		if err := a.CMS.SetBackupSettings(ctx, internal, cms.BackupSettings{Interval: cms.DefaultBackupInterval, Retention: cms.DefaultBackupRetention}); err != nil {
+		if err := a.cms.SetBackupSettings(ctx, internal, cms.BackupSettings{Interval: cms.DefaultBackupInterval, Retention: cms.DefaultBackupRetention}); err != nil {
 			return nil, fmt.Errorf("record backup settings: %w", err)
 		}
 	}
 	in := orchestrations.CreateInput{InternalName: internal, Name: r.Name, PostgresVersion: r.PostgresVersion,
-		StorageGB: r.StorageGB, Internal: r.Internal, DNSLabel: r.DNSLabel, ActorInterval: a.Config.ActorInterval, NoBackups: r.NoBackups, Restore: from,
-		Replicas: r.Replicas, SyncReplica: r.SyncReplica, FailoverInterval: a.Config.FailoverCheckInterval, FailoverThreshold: a.Config.FailoverThreshold}
-	if err := a.Client.StartOrchestration(ctx, orchID, orchestrations.CreateInstance, in); err != nil {
-		_, _ = a.CMS.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "starting the create orchestration failed", Message: err.Error()})
+		StorageGB: r.StorageGB, Internal: r.Internal, DNSLabel: r.DNSLabel, ActorInterval: a.cfg.ActorInterval, NoBackups: r.NoBackups, Restore: from,
+		Replicas: r.Replicas, SyncReplica: r.SyncReplica, FailoverInterval: a.cfg.FailoverCheckInterval, FailoverThreshold: a.cfg.FailoverThreshold}
+	if err := a.client.StartOrchestration(ctx, orchID, orchestrations.CreateInstance, in); err != nil {
+		_, _ = a.cms.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "starting the create orchestration failed", Message: err.Error()})
 		return nil, fmt.Errorf("start create orchestration: %w", err)
 	}
-	a.Logger.Info("instance create requested", "instance", r.Name, "internal_name", internal, "orchestration_id", orchID)
+	a.logger.Info("instance create requested", "instance", r.Name, "internal_name", internal, "orchestration_id", orchID)
 	return inst, nil
 }
 
 // GetInstance returns the instance with this name (active, or the latest).
 func (a *App) GetInstance(ctx context.Context, name string) (*cms.Instance, error) {
-	return a.CMS.Get(ctx, name)
+	return a.cms.Get(ctx, name)
 }
 
 // ConnectionURL returns the instance's connection URL with its password,
@@ -495,7 +488,7 @@ func (a *App) ConnectionURL(ctx context.Context, inst *cms.Instance) (string, er
 	if inst.ConnectionString == "" {
 		return "", nil
 	}
-	pw, err := a.CMS.Password(ctx, inst.InternalName)
+	pw, err := a.cms.Password(ctx, inst.InternalName)
 	if err != nil {
 		return "", err
 	}

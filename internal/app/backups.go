@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/dataplane"
@@ -16,9 +17,9 @@ import (
 var ErrNoBackups = errors.New("this data plane takes no backups")
 
 func (a *App) backuper() (dataplane.Backuper, error) {
-	bk, ok := a.Driver.(dataplane.Backuper)
+	bk, ok := a.driver.(dataplane.Backuper)
 	if !ok {
-		return nil, invalid("the %s data plane takes no backups", a.Driver.Name())
+		return nil, invalid("the %s data plane takes no backups", a.driver.Name())
 	}
 	return bk, nil
 }
@@ -30,7 +31,7 @@ func (a *App) StartBackup(ctx context.Context, name string) (*cms.Backup, error)
 	if _, err := a.backuper(); err != nil {
 		return nil, err
 	}
-	inst, err := a.CMS.Get(ctx, name)
+	inst, err := a.cms.Get(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -39,34 +40,34 @@ func (a *App) StartBackup(ctx context.Context, name string) (*cms.Backup, error)
 	}
 	id := "m" + time.Now().UTC().Format("20060102t150405") + "-" + randomHex(4)
 	orchID := orchestrations.BackupID(id)
-	rec, err := a.CMS.CreateBackup(ctx, cms.Backup{ID: id, InternalName: inst.InternalName, InstanceName: inst.Name, Kind: cms.BackupManual, OrchestrationID: orchID})
+	rec, err := a.cms.CreateBackup(ctx, cms.Backup{ID: id, InternalName: inst.InternalName, InstanceName: inst.Name, Kind: cms.BackupManual, OrchestrationID: orchID})
 	if err != nil {
 		return nil, err
 	}
-	if err := a.Client.StartOrchestration(ctx, orchID, orchestrations.BackupInstance,
+	if err := a.client.StartOrchestration(ctx, orchID, orchestrations.BackupInstance,
 		orchestrations.BackupInput{InternalName: inst.InternalName, BackupID: id, Kind: cms.BackupManual}); err != nil {
-		_ = a.CMS.FailBackup(ctx, id, "starting the backup orchestration failed: "+err.Error())
+		_ = a.cms.FailBackup(ctx, id, "starting the backup orchestration failed: "+err.Error())
 		return nil, fmt.Errorf("start backup orchestration: %w", err)
 	}
-	a.Logger.Info("backup requested", "instance", name, "backup", id)
+	a.logger.Info("backup requested", "instance", name, "backup", id)
 	return rec, nil
 }
 
 // ListBackups lists the backups (not deleted) of every instance that had
 // this name, newest first, or of all instances when name is "".
 func (a *App) ListBackups(ctx context.Context, name string) ([]cms.Backup, error) {
-	return a.CMS.ListBackups(ctx, cms.BackupFilter{InstanceName: name})
+	return a.cms.ListBackups(ctx, cms.BackupFilter{InstanceName: name})
 }
 
 // GetBackup returns one backup record.
 func (a *App) GetBackup(ctx context.Context, id string) (*cms.Backup, error) {
-	return a.CMS.GetBackup(ctx, id)
+	return a.cms.GetBackup(ctx, id)
 }
 
 // DeleteBackup starts removing a backup (the delete-backup orchestration).
 // A running backup cannot be deleted.
 func (a *App) DeleteBackup(ctx context.Context, id string) (*cms.Backup, error) {
-	rec, err := a.CMS.GetBackup(ctx, id)
+	rec, err := a.cms.GetBackup(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -77,12 +78,12 @@ func (a *App) DeleteBackup(ctx context.Context, id string) (*cms.Backup, error) 
 		return rec, nil
 	}
 	orchID := orchestrations.DeleteBackupID(id)
-	if st, err := a.Client.GetStatus(ctx, orchID); err == nil && st.Status.IsTerminal() {
-		if _, err := a.Client.DeleteInstance(ctx, orchID, true); err != nil {
+	if st, err := a.client.GetStatus(ctx, orchID); err == nil && st.Status.IsTerminal() {
+		if _, err := a.client.DeleteInstance(ctx, orchID, true); err != nil {
 			return nil, err
 		}
 	}
-	err = a.Client.StartOrchestration(ctx, orchID, orchestrations.DeleteBackupOrch, orchestrations.DeleteBackupInput{InternalName: rec.InternalName, BackupID: id})
+	err = a.client.StartOrchestration(ctx, orchID, orchestrations.DeleteBackupOrch, orchestrations.DeleteBackupInput{InternalName: rec.InternalName, BackupID: id})
 	if err != nil {
 		return nil, fmt.Errorf("start delete-backup orchestration: %w", err)
 	}
@@ -103,12 +104,12 @@ type RestoreWindow struct {
 // RestoreWindowOf returns the restore window of the instance (by internal
 // name) and its verified backups, newest first.
 func (a *App) RestoreWindowOf(ctx context.Context, inst *cms.Instance) (RestoreWindow, []cms.Backup, error) {
-	done, err := a.CMS.ListBackups(ctx, cms.BackupFilter{InternalName: inst.InternalName, States: []cms.BackupState{cms.BackupCompleted}})
+	done, err := a.cms.ListBackups(ctx, cms.BackupFilter{InternalName: inst.InternalName, States: []cms.BackupState{cms.BackupCompleted}})
 	if err != nil || len(done) == 0 {
 		return RestoreWindow{}, done, err
 	}
 	w := RestoreWindow{Earliest: done[len(done)-1].FinishedAt, Latest: done[0].FinishedAt, Backups: len(done)}
-	settings, err := a.CMS.BackupSettings(ctx, inst.InternalName)
+	settings, err := a.cms.BackupSettings(ctx, inst.InternalName)
 	if err != nil {
 		return w, done, err
 	}
@@ -121,25 +122,9 @@ func (a *App) RestoreWindowOf(ctx context.Context, inst *cms.Instance) (RestoreW
 	return w, done, nil
 }
 
-// RestoreRequest asks for a new instance restored from another's backups.
-type RestoreRequest struct {
-	// Name of the new instance.
-	Name string `json:"name"`
-	// From is the name of the instance to restore (it may be deleted).
-	From string `json:"from"`
-	// At is the moment to restore to; BackupID a backup to restore from.
-	// With neither: as far as the archive goes. With BackupID alone: the
-	// data as of that backup.
-	At       *time.Time `json:"at,omitempty"`
-	BackupID string     `json:"backup_id,omitempty"`
-	// Password of the new instance's user; empty: the source's, while
-	// Toygres still holds it (a deleted instance's is forgotten).
-	Password  string `json:"password,omitempty"`
-	Internal  bool   `json:"internal,omitempty"`
-	DNSLabel  string `json:"dns_label,omitempty"`
-	StorageGB int    `json:"storage_gb,omitempty"`
-	NoBackups bool   `json:"no_backups,omitempty"`
-}
+// RestoreRequest asks for a new instance restored from another's backups
+// (the API's request body).
+type RestoreRequest = client.RestoreRequest
 
 // Restore picks the backup and target of a restore, reserves the new
 // instance and starts its create-instance orchestration, which restores
@@ -149,9 +134,9 @@ func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, err
 		return nil, err
 	}
 	if r.From == "" {
-		return nil, invalid("from (the instance to restore) is required")
+		return nil, invalidField("from", "from (the instance to restore) is required")
 	}
-	src, err := a.CMS.Get(ctx, r.From)
+	src, err := a.cms.Get(ctx, r.From)
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +145,7 @@ func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, err
 		return nil, err
 	}
 	if len(backups) == 0 {
-		return nil, invalid("instance %q has no verified backup to restore from", r.From)
+		return nil, invalidField("from", "instance %q has no verified backup to restore from", r.From)
 	}
 	from := dataplane.RestoreSource{Instance: src.InternalName}
 	var chosen *cms.Backup
@@ -171,13 +156,13 @@ func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, err
 			}
 		}
 		if chosen == nil {
-			return nil, invalid("backup %q is not a verified backup of %q", r.BackupID, r.From)
+			return nil, invalidField("backup_id", "backup %q is not a verified backup of %q", r.BackupID, r.From)
 		}
 	}
 	if r.At != nil {
 		at := r.At.UTC()
 		if at.Before(win.Earliest) || at.After(win.Latest) {
-			return nil, invalid("%s is outside the restore window of %q (%s to %s)", at.Format(time.RFC3339), r.From,
+			return nil, invalidField("at", "%s is outside the restore window of %q (%s to %s)", at.Format(time.RFC3339), r.From,
 				win.Earliest.Format(time.RFC3339), win.Latest.Format(time.RFC3339))
 		}
 		if chosen == nil {
@@ -189,7 +174,7 @@ func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, err
 			}
 		}
 		if chosen.FinishedAt.After(at) {
-			return nil, invalid("backup %s finished at %s, after %s", chosen.ID, chosen.FinishedAt.Format(time.RFC3339), at.Format(time.RFC3339))
+			return nil, invalidField("at", "backup %s finished at %s, after %s", chosen.ID, chosen.FinishedAt.Format(time.RFC3339), at.Format(time.RFC3339))
 		}
 		from.Target = at
 	} else if chosen != nil {
@@ -199,9 +184,9 @@ func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, err
 	}
 	from.BackupID = chosen.ID
 	if r.Password == "" {
-		pw, err := a.CMS.Password(ctx, src.InternalName)
+		pw, err := a.cms.Password(ctx, src.InternalName)
 		if err != nil {
-			return nil, invalid("password is required: Toygres no longer holds the password of %q", r.From)
+			return nil, invalidField("password", "password is required: Toygres no longer holds the password of %q", r.From)
 		}
 		r.Password = pw
 	}
@@ -216,10 +201,10 @@ func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, err
 // superviseSchedules starts the backup schedule of every running instance
 // with backups enabled whose schedule is missing or has ended.
 func (a *App) superviseSchedules(ctx context.Context) error {
-	if _, ok := a.Driver.(dataplane.Backuper); !ok {
+	if _, ok := a.driver.(dataplane.Backuper); !ok {
 		return nil
 	}
-	running, err := a.CMS.List(ctx, cms.ListOptions{States: []cms.State{cms.StateRunning}})
+	running, err := a.cms.List(ctx, cms.ListOptions{States: []cms.State{cms.StateRunning}})
 	if err != nil {
 		return err
 	}
@@ -234,12 +219,12 @@ func (a *App) superviseSchedules(ctx context.Context) error {
 // ensureSchedule starts an instance's backup schedule unless it runs or
 // backups are off.
 func (a *App) ensureSchedule(ctx context.Context, internalName string) error {
-	settings, err := a.CMS.BackupSettings(ctx, internalName)
+	settings, err := a.cms.BackupSettings(ctx, internalName)
 	if err != nil || !settings.Enabled {
 		return err
 	}
 	id := orchestrations.ScheduleID(internalName)
-	st, err := a.Client.GetStatus(ctx, id)
+	st, err := a.client.GetStatus(ctx, id)
 	switch {
 	case errors.Is(err, duroxide.ErrNotFound):
 	case err != nil:
@@ -247,12 +232,12 @@ func (a *App) ensureSchedule(ctx context.Context, internalName string) error {
 	case !st.Status.IsTerminal():
 		return nil
 	default:
-		if _, err := a.Client.DeleteInstance(ctx, id, true); err != nil {
+		if _, err := a.client.DeleteInstance(ctx, id, true); err != nil {
 			return err
 		}
 	}
-	a.Logger.Info("starting backup schedule", "internal_name", internalName, "schedule", id)
-	return a.Client.StartOrchestration(ctx, id, orchestrations.BackupSchedule, orchestrations.ScheduleInput{InternalName: internalName})
+	a.logger.Info("starting backup schedule", "internal_name", internalName, "schedule", id)
+	return a.client.StartOrchestration(ctx, id, orchestrations.BackupSchedule, orchestrations.ScheduleInput{InternalName: internalName})
 }
 
 // BackupSettingsRequest changes an instance's backup settings; nil fields
@@ -270,11 +255,11 @@ func (a *App) SetBackupSettings(ctx context.Context, name string, r BackupSettin
 	if err != nil {
 		return cms.BackupSettings{}, err
 	}
-	inst, err := a.CMS.Get(ctx, name)
+	inst, err := a.cms.Get(ctx, name)
 	if err != nil {
 		return cms.BackupSettings{}, err
 	}
-	s, err := a.CMS.BackupSettings(ctx, inst.InternalName)
+	s, err := a.cms.BackupSettings(ctx, inst.InternalName)
 	if err != nil {
 		return s, err
 	}
@@ -283,17 +268,17 @@ func (a *App) SetBackupSettings(ctx context.Context, name string, r BackupSettin
 	}
 	if r.Interval != nil {
 		if *r.Interval < time.Second {
-			return s, invalid("the backup interval must be at least a second")
+			return s, invalidField("interval", "the backup interval must be at least a second")
 		}
 		s.Interval = *r.Interval
 	}
 	if r.Retention != nil {
 		if *r.Retention < time.Second {
-			return s, invalid("the retention must be at least a second")
+			return s, invalidField("retention", "the retention must be at least a second")
 		}
 		s.Retention = *r.Retention
 	}
-	if err := a.CMS.SetBackupSettings(ctx, inst.InternalName, s); err != nil {
+	if err := a.cms.SetBackupSettings(ctx, inst.InternalName, s); err != nil {
 		return s, err
 	}
 	if inst.State == cms.StateRunning {
@@ -303,7 +288,7 @@ func (a *App) SetBackupSettings(ctx context.Context, name string, r BackupSettin
 		if err := a.ensureSchedule(ctx, inst.InternalName); err != nil {
 			return s, err
 		}
-		_ = a.Client.RaiseEvent(ctx, orchestrations.ScheduleID(inst.InternalName), orchestrations.EventBackupSettings, nil)
+		_ = a.client.RaiseEvent(ctx, orchestrations.ScheduleID(inst.InternalName), orchestrations.EventBackupSettings, nil)
 	}
 	return s, nil
 }

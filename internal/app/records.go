@@ -64,7 +64,7 @@ type DeleteOptions struct {
 
 // DeleteByNameWith is DeleteByName with options.
 func (a *App) DeleteByNameWith(ctx context.Context, name string, opts DeleteOptions) (*Deletion, error) {
-	recs, err := a.CMS.List(ctx, cms.ListOptions{Name: name})
+	recs, err := a.cms.List(ctx, cms.ListOptions{Name: name})
 	if err != nil {
 		return nil, err
 	}
@@ -89,12 +89,12 @@ func (a *App) DeleteByNameWith(ctx context.Context, name string, opts DeleteOpti
 // deleteRecord starts (or restarts) the delete orchestration of one record.
 func (a *App) deleteRecord(ctx context.Context, inst *cms.Instance, opts DeleteOptions) error {
 	if inst.State == cms.StateCreating && inst.CreateOrchestrationID != "" {
-		if err := a.Client.CancelInstance(ctx, inst.CreateOrchestrationID, "instance deleted while being created"); err != nil {
+		if err := a.client.CancelInstance(ctx, inst.CreateOrchestrationID, "instance deleted while being created"); err != nil {
 			return fmt.Errorf("cancel create: %w", err)
 		}
 	}
 	id := orchestrations.DeleteID(inst.InternalName)
-	st, err := a.Client.GetStatus(ctx, id)
+	st, err := a.client.GetStatus(ctx, id)
 	switch {
 	case errors.Is(err, duroxide.ErrNotFound):
 	case err != nil:
@@ -104,14 +104,14 @@ func (a *App) deleteRecord(ctx context.Context, inst *cms.Instance, opts DeleteO
 	default:
 		// An earlier delete ended, yet the record is not deleted: it failed
 		// (or was interrupted). Start a fresh one.
-		if _, err := a.Client.DeleteInstance(ctx, id, true); err != nil {
+		if _, err := a.client.DeleteInstance(ctx, id, true); err != nil {
 			return fmt.Errorf("reset delete orchestration: %w", err)
 		}
 	}
-	if err := a.Client.StartOrchestration(ctx, id, orchestrations.DeleteInstance, orchestrations.DeleteInput{InternalName: inst.InternalName, PurgeBackups: opts.PurgeBackups}); err != nil {
+	if err := a.client.StartOrchestration(ctx, id, orchestrations.DeleteInstance, orchestrations.DeleteInput{InternalName: inst.InternalName, PurgeBackups: opts.PurgeBackups}); err != nil {
 		return fmt.Errorf("start delete orchestration: %w", err)
 	}
-	a.Logger.Info("instance delete requested", "instance", inst.Name, "internal_name", inst.InternalName,
+	a.logger.Info("instance delete requested", "instance", inst.Name, "internal_name", inst.InternalName,
 		"state", string(inst.State), "orchestration_id", id)
 	return nil
 }
@@ -138,7 +138,7 @@ type PurgeResult struct {
 // untouched. ErrNotFound (wrapped) if the name has no record; a
 // ConflictError when there were records but none could be purged.
 func (a *App) Purge(ctx context.Context, name string) (*PurgeResult, error) {
-	recs, err := a.CMS.List(ctx, cms.ListOptions{Name: name, IncludeDeleted: true})
+	recs, err := a.cms.List(ctx, cms.ListOptions{Name: name, IncludeDeleted: true})
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +152,7 @@ func (a *App) Purge(ctx context.Context, name string) (*PurgeResult, error) {
 			return nil, err
 		}
 		if reason == "" {
-			err = a.CMS.Purge(ctx, r.InternalName)
+			err = a.cms.Purge(ctx, r.InternalName)
 			if errors.Is(err, cms.ErrActive) || errors.Is(err, cms.ErrNotFound) {
 				reason = "its state changed"
 			} else if err != nil {
@@ -165,7 +165,7 @@ func (a *App) Purge(ctx context.Context, name string) (*PurgeResult, error) {
 		}
 		a.forgetOrchestrations(ctx, r.InternalName)
 		res.Purged = append(res.Purged, r.InternalName)
-		a.Logger.Info("instance record purged", "instance", r.Name, "internal_name", r.InternalName, "state", string(r.State))
+		a.logger.Info("instance record purged", "instance", r.Name, "internal_name", r.InternalName, "state", string(r.State))
 	}
 	if len(res.Purged) == 0 {
 		s := res.Skipped[0]
@@ -186,7 +186,7 @@ func (a *App) purgeBlocker(ctx context.Context, r *cms.Instance) (string, error)
 		if id == "" {
 			continue
 		}
-		st, err := a.Client.GetStatus(ctx, id)
+		st, err := a.client.GetStatus(ctx, id)
 		switch {
 		case errors.Is(err, duroxide.ErrNotFound):
 		case err != nil:
@@ -197,7 +197,7 @@ func (a *App) purgeBlocker(ctx context.Context, r *cms.Instance) (string, error)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	_, err := a.Driver.Status(sctx, r.InternalName)
+	_, err := a.driver.Status(sctx, r.InternalName)
 	switch {
 	case errors.Is(err, dataplane.ErrNotFound):
 		return "", nil
@@ -216,8 +216,8 @@ func (a *App) purgeBlocker(ctx context.Context, r *cms.Instance) (string, error)
 // instance; failures only leave history behind.
 func (a *App) forgetOrchestrations(ctx context.Context, internalName string) {
 	for _, id := range []string{orchestrations.CreateID(internalName), orchestrations.DeleteID(internalName), orchestrations.ActorID(internalName)} {
-		if _, err := a.Client.DeleteInstance(ctx, id, false); err != nil && !errors.Is(err, duroxide.ErrNotFound) {
-			a.Logger.Debug("purge: orchestration kept", "orchestration_id", id, "error", err.Error())
+		if _, err := a.client.DeleteInstance(ctx, id, false); err != nil && !errors.Is(err, duroxide.ErrNotFound) {
+			a.logger.Debug("purge: orchestration kept", "orchestration_id", id, "error", err.Error())
 		}
 	}
 }
@@ -236,7 +236,7 @@ func problemReason(p *dataplane.Problem) string {
 // instance and returns those that are missing, unreadable or stopped. It
 // runs after Adopt, which starts the servers it can.
 func (a *App) checkLocalInstances(ctx context.Context, d dataplane.Driver) ([]*dataplane.Problem, error) {
-	running, err := a.CMS.List(ctx, cms.ListOptions{States: []cms.State{cms.StateRunning}})
+	running, err := a.cms.List(ctx, cms.ListOptions{States: []cms.State{cms.StateRunning}})
 	if err != nil {
 		return nil, err
 	}
@@ -270,40 +270,40 @@ func (a *App) recordAdoptionProblems(ctx context.Context, problems []*dataplane.
 			continue
 		}
 		seen[p.Instance] = true
-		inst, err := a.CMS.GetByInternalName(ctx, p.Instance)
+		inst, err := a.cms.GetByInternalName(ctx, p.Instance)
 		if errors.Is(err, cms.ErrNotFound) {
-			a.Logger.Warn("data-plane resources of an unknown instance could not be adopted", "internal_name", p.Instance, "problem", problemReason(p))
+			a.logger.Warn("data-plane resources of an unknown instance could not be adopted", "internal_name", p.Instance, "problem", problemReason(p))
 			continue
 		}
 		if err != nil {
-			a.Logger.Error("recording an adoption problem failed", "internal_name", p.Instance, "problem", problemReason(p), "error", err.Error())
+			a.logger.Error("recording an adoption problem failed", "internal_name", p.Instance, "problem", problemReason(p), "error", err.Error())
 			continue
 		}
 		if inst.State == cms.StateDeleted {
-			a.Logger.Warn("a deleted instance left data-plane resources", "instance", inst.Name, "internal_name", p.Instance, "problem", problemReason(p))
+			a.logger.Warn("a deleted instance left data-plane resources", "instance", inst.Name, "internal_name", p.Instance, "problem", problemReason(p))
 			continue
 		}
-		if err := a.CMS.SetProblem(ctx, p.Instance, problemReason(p)); err != nil {
-			a.Logger.Error("recording an adoption problem failed", "internal_name", p.Instance, "problem", problemReason(p), "error", err.Error())
+		if err := a.cms.SetProblem(ctx, p.Instance, problemReason(p)); err != nil {
+			a.logger.Error("recording an adoption problem failed", "internal_name", p.Instance, "problem", problemReason(p), "error", err.Error())
 			continue
 		}
-		a.Logger.Error("instance is broken: its data-plane resources could not be adopted; repair or delete it",
+		a.logger.Error("instance is broken: its data-plane resources could not be adopted; repair or delete it",
 			"instance", inst.Name, "internal_name", p.Instance, "state", string(inst.State), "kind", string(p.Kind), "problem", problemReason(p))
 	}
-	broken, err := a.CMS.List(ctx, cms.ListOptions{Broken: true})
+	broken, err := a.cms.List(ctx, cms.ListOptions{Broken: true})
 	if err != nil {
-		a.Logger.Error("listing broken instances failed", "error", err.Error())
+		a.logger.Error("listing broken instances failed", "error", err.Error())
 		return
 	}
 	for _, inst := range broken {
 		if seen[inst.InternalName] {
 			continue
 		}
-		if err := a.CMS.SetProblem(ctx, inst.InternalName, ""); err != nil {
-			a.Logger.Error("clearing an instance problem failed", "internal_name", inst.InternalName, "error", err.Error())
+		if err := a.cms.SetProblem(ctx, inst.InternalName, ""); err != nil {
+			a.logger.Error("clearing an instance problem failed", "internal_name", inst.InternalName, "error", err.Error())
 			continue
 		}
-		a.Logger.Info("instance no longer broken", "instance", inst.Name, "internal_name", inst.InternalName)
+		a.logger.Info("instance no longer broken", "instance", inst.Name, "internal_name", inst.InternalName)
 	}
 }
 
@@ -315,7 +315,7 @@ func (a *App) recordAdoptionProblems(ctx context.Context, problems []*dataplane.
 // ConflictError. ErrNotFound (wrapped) for an unknown name; ConflictError
 // for an instance that is not running.
 func (a *App) RepairInstance(ctx context.Context, name string) (*cms.Instance, error) {
-	inst, err := a.CMS.Get(ctx, name)
+	inst, err := a.cms.Get(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -330,27 +330,27 @@ func (a *App) RepairInstance(ctx context.Context, name string) (*cms.Instance, e
 	}
 	if err := a.readopt(ctx, inst.InternalName); err != nil {
 		reason := "repair failed: " + err.Error()
-		if serr := a.CMS.SetProblem(ctx, inst.InternalName, reason); serr != nil {
-			a.Logger.Error("recording a repair failure failed", "internal_name", inst.InternalName, "error", serr.Error())
+		if serr := a.cms.SetProblem(ctx, inst.InternalName, reason); serr != nil {
+			a.logger.Error("recording a repair failure failed", "internal_name", inst.InternalName, "error", serr.Error())
 		}
-		a.Logger.Warn("instance repair failed", "instance", name, "internal_name", inst.InternalName, "error", err.Error())
+		a.logger.Warn("instance repair failed", "instance", name, "internal_name", inst.InternalName, "error", err.Error())
 		return nil, conflict("instance %q is still broken: %v", name, err)
 	}
-	if err := a.CMS.SetProblem(ctx, inst.InternalName, ""); err != nil {
+	if err := a.cms.SetProblem(ctx, inst.InternalName, ""); err != nil {
 		return nil, err
 	}
-	a.Logger.Info("instance repaired", "instance", name, "internal_name", inst.InternalName, "was", inst.Problem)
-	return a.CMS.GetByInternalName(ctx, inst.InternalName)
+	a.logger.Info("instance repaired", "instance", name, "internal_name", inst.InternalName, "was", inst.Problem)
+	return a.cms.GetByInternalName(ctx, inst.InternalName)
 }
 
 func (a *App) readopt(ctx context.Context, internalName string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if r, ok := a.Driver.(dataplane.Repairer); ok {
+	if r, ok := a.driver.(dataplane.Repairer); ok {
 		_, err := r.Readopt(ctx, internalName)
 		return err
 	}
-	st, err := a.Driver.Status(ctx, internalName)
+	st, err := a.driver.Status(ctx, internalName)
 	if errors.Is(err, dataplane.ErrNotFound) {
 		return errors.New("its data-plane resources are gone")
 	}
@@ -358,7 +358,7 @@ func (a *App) readopt(ctx context.Context, internalName string) error {
 		return err
 	}
 	if !st.Ready {
-		return fmt.Errorf("the server is %s (%s); the %s data plane cannot restart it", st.Phase, st.Message, a.Driver.Name())
+		return fmt.Errorf("the server is %s (%s); the %s data plane cannot restart it", st.Phase, st.Message, a.driver.Name())
 	}
 	return nil
 }
@@ -377,11 +377,11 @@ func (a *App) recordDriverEvent(ev dataplane.Event) {
 	var err error
 	switch ev.Kind {
 	case dataplane.EventCrashLoop:
-		err = a.CMS.SetProblem(ctx, ev.Instance, fmt.Sprintf("%s: the server died %d times in a short time; restarts stopped (repair restarts it): %s", ev.Kind, ev.Attempt, msg))
+		err = a.cms.SetProblem(ctx, ev.Instance, fmt.Sprintf("%s: the server died %d times in a short time; restarts stopped (repair restarts it): %s", ev.Kind, ev.Attempt, msg))
 	default:
-		err = a.CMS.AddEvent(ctx, ev.Instance, fmt.Sprintf("supervisor %s (crash %d in the window): %s", ev.Kind, ev.Attempt, msg))
+		err = a.cms.AddEvent(ctx, ev.Instance, fmt.Sprintf("supervisor %s (crash %d in the window): %s", ev.Kind, ev.Attempt, msg))
 	}
 	if err != nil && !errors.Is(err, cms.ErrNotFound) {
-		a.Logger.Error("recording a data-plane event failed", "internal_name", ev.Instance, "kind", string(ev.Kind), "error", err.Error())
+		a.logger.Error("recording a data-plane event failed", "internal_name", ev.Instance, "kind", string(ev.Kind), "error", err.Error())
 	}
 }

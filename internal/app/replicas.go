@@ -21,8 +21,8 @@ func (a *App) validateReplicas(n int, sync bool) error {
 	if sync && n == 0 {
 		return invalidField("sync_replica", "sync_replica needs at least one replica")
 	}
-	if _, ok := a.Driver.(dataplane.Replicator); !ok && n > 0 {
-		return invalidField("replicas", "the %s data plane does not support replicas", a.Driver.Name())
+	if _, ok := a.driver.(dataplane.Replicator); !ok && n > 0 {
+		return invalidField("replicas", "the %s data plane does not support replicas", a.driver.Name())
 	}
 	return nil
 }
@@ -30,7 +30,7 @@ func (a *App) validateReplicas(n int, sync bool) error {
 // runningInstance returns the running instance with this name, or a
 // conflict error naming its state.
 func (a *App) runningInstance(ctx context.Context, name, what string) (*cms.Instance, error) {
-	inst, err := a.CMS.Get(ctx, name)
+	inst, err := a.cms.Get(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -60,11 +60,11 @@ func (a *App) Scale(ctx context.Context, name string, n int, sync bool) (Operati
 		return Operation{}, err
 	}
 	id := orchestrations.ScaleID(inst.InternalName, time.Now().UTC().Format("20060102t150405")+"-"+randomHex(2))
-	if err := a.Client.StartOrchestration(ctx, id, orchestrations.ScaleInstance,
+	if err := a.client.StartOrchestration(ctx, id, orchestrations.ScaleInstance,
 		orchestrations.ScaleInput{InternalName: inst.InternalName, Replicas: n, Sync: sync}); err != nil {
 		return Operation{}, fmt.Errorf("start scale orchestration: %w", err)
 	}
-	a.Logger.Info("scale requested", "instance", name, "replicas", n, "sync", sync, "orchestration_id", id)
+	a.logger.Info("scale requested", "instance", name, "replicas", n, "sync", sync, "orchestration_id", id)
 	return Operation{OrchestrationID: id, Started: true}, nil
 }
 
@@ -78,14 +78,14 @@ func (a *App) Failover(ctx context.Context, name string, planned bool) (Operatio
 	if planned {
 		what, orch = "switched over", orchestrations.SwitchoverInstance
 	}
-	if _, ok := a.Driver.(dataplane.Replicator); !ok {
-		return Operation{}, invalid("the %s data plane does not support replicas", a.Driver.Name())
+	if _, ok := a.driver.(dataplane.Replicator); !ok {
+		return Operation{}, invalid("the %s data plane does not support replicas", a.driver.Name())
 	}
 	inst, err := a.runningInstance(ctx, name, what)
 	if err != nil {
 		return Operation{}, err
 	}
-	r, err := a.CMS.Replicas(ctx, inst.InternalName)
+	r, err := a.cms.Replicas(ctx, inst.InternalName)
 	if err != nil {
 		return Operation{}, err
 	}
@@ -93,12 +93,12 @@ func (a *App) Failover(ctx context.Context, name string, planned bool) (Operatio
 		return Operation{}, conflict("instance %q has no standby to promote (scale it first)", name)
 	}
 	reason := "requested through the API"
-	id, started, err := activities.StartFailoverOrchestration(ctx, a.CMS, a.Client, inst.InternalName, orch,
+	id, started, err := activities.StartFailoverOrchestration(ctx, a.cms, a.client, inst.InternalName, orch,
 		orchestrations.FailoverInput{InternalName: inst.InternalName, Reason: reason})
 	if err != nil {
 		return Operation{}, fmt.Errorf("start %s: %w", orch, err)
 	}
-	a.Logger.Info(orch+" requested", "instance", name, "orchestration_id", id, "started", started)
+	a.logger.Info(orch+" requested", "instance", name, "orchestration_id", id, "started", started)
 	return Operation{OrchestrationID: id, Started: started}, nil
 }
 
@@ -115,13 +115,13 @@ type ReplicaView struct {
 // instance whose resources exist, its servers as the data plane sees them
 // now.
 func (a *App) Replicas(ctx context.Context, inst *cms.Instance) (ReplicaView, error) {
-	r, err := a.CMS.Replicas(ctx, inst.InternalName)
+	r, err := a.cms.Replicas(ctx, inst.InternalName)
 	if err != nil {
 		return ReplicaView{}, err
 	}
 	v := ReplicaView{Replicas: r}
-	rep, ok := a.Driver.(dataplane.Replicator)
-	if !ok || inst.State != cms.StateRunning || inst.Driver != a.Driver.Name() {
+	rep, ok := a.driver.(dataplane.Replicator)
+	if !ok || inst.State != cms.StateRunning || inst.Driver != a.driver.Name() {
 		return v, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -143,7 +143,7 @@ func (a *App) ReadOnlyURL(ctx context.Context, inst *cms.Instance, r cms.Replica
 	if r.ReadOnlyConnectionString == "" {
 		return "", nil
 	}
-	pw, err := a.CMS.Password(ctx, inst.InternalName)
+	pw, err := a.cms.Password(ctx, inst.InternalName)
 	if err != nil {
 		return "", err
 	}

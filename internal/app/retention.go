@@ -67,26 +67,26 @@ func (r Retention) JanitorInput() orchestrations.JanitorInput {
 // ended, and otherwise sends the running one the current settings (it
 // applies them and sweeps at once). Open calls it.
 func (a *App) StartJanitor(ctx context.Context) error {
-	in := a.Config.Retention.JanitorInput()
-	st, err := a.Client.GetStatus(ctx, orchestrations.JanitorID)
+	in := a.cfg.Retention.JanitorInput()
+	st, err := a.client.GetStatus(ctx, orchestrations.JanitorID)
 	switch {
 	case errors.Is(err, duroxide.ErrNotFound):
 	case err != nil:
 		return fmt.Errorf("janitor status: %w", err)
 	case !st.Status.IsTerminal() || st.Status == duroxide.StatusContinuedAsNew:
-		if err := a.Client.RaiseEvent(ctx, orchestrations.JanitorID, orchestrations.EventJanitorSettings, in); err != nil {
+		if err := a.client.RaiseEvent(ctx, orchestrations.JanitorID, orchestrations.EventJanitorSettings, in); err != nil {
 			return fmt.Errorf("send janitor settings: %w", err)
 		}
 		return nil
 	default:
-		if _, err := a.Client.DeleteInstance(ctx, orchestrations.JanitorID, true); err != nil {
+		if _, err := a.client.DeleteInstance(ctx, orchestrations.JanitorID, true); err != nil {
 			return fmt.Errorf("reset ended janitor: %w", err)
 		}
 	}
-	if err := a.Client.StartOrchestration(ctx, orchestrations.JanitorID, orchestrations.Janitor, in); err != nil {
+	if err := a.client.StartOrchestration(ctx, orchestrations.JanitorID, orchestrations.Janitor, in); err != nil {
 		return fmt.Errorf("start janitor: %w", err)
 	}
-	a.Logger.Info("janitor started", "interval", in.Interval.String(), "orchestration_retention", in.OrchestrationRetention.String(),
+	a.logger.Info("janitor started", "interval", in.Interval.String(), "orchestration_retention", in.OrchestrationRetention.String(),
 		"health_check_retention", in.HealthCheckRetention.String(), "health_checks_per_instance", in.HealthChecksPerInstance,
 		"keep_executions", in.KeepExecutions)
 	return nil

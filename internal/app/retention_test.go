@@ -94,7 +94,7 @@ func createRunning(t *testing.T, a *app.App, name string) *cms.Instance {
 		t.Fatalf("create %s: %v", name, err)
 	}
 	waitUntil(t, 30*time.Second, name+" running", func() bool {
-		got, err := a.CMS.GetByInternalName(t.Context(), inst.InternalName)
+		got, err := a.CMS().GetByInternalName(t.Context(), inst.InternalName)
 		return err == nil && got.State == cms.StateRunning
 	})
 	return inst
@@ -113,12 +113,12 @@ func countRows(t *testing.T, a *app.App, internalName string) rows {
 	var r rows
 	f := duroxide.ListFilter{Limit: 1000}
 	for {
-		page, err := a.Client.ListInstances(ctx, f)
+		page, err := a.Orchestrations().List(ctx, f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, in := range page.Instances {
-			ex, err := a.Client.ListExecutions(ctx, in.Instance)
+			ex, err := a.Orchestrations().Executions(ctx, in.Instance)
 			if errors.Is(err, duroxide.ErrNotFound) {
 				continue
 			}
@@ -136,7 +136,7 @@ func countRows(t *testing.T, a *app.App, internalName string) rows {
 		}
 		f.Cursor = page.NextCursor
 	}
-	hcs, err := a.CMS.HealthChecks(ctx, internalName, 0)
+	hcs, err := a.CMS().HealthChecks(ctx, internalName, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func countRows(t *testing.T, a *app.App, internalName string) rows {
 }
 
 func actorExecution(t *testing.T, a *app.App, internalName string) int64 {
-	st, err := a.Client.GetStatus(t.Context(), orchestrations.ActorID(internalName))
+	st, err := a.Orchestrations().Status(t.Context(), orchestrations.ActorID(internalName))
 	if errors.Is(err, duroxide.ErrNotFound) {
 		return 0
 	}
@@ -205,7 +205,7 @@ func TestRetentionBoundsStore(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		// Every cycle recorded a check; the janitor removed all but the newest.
-		hcs, err := a.CMS.HealthChecks(t.Context(), inst.InternalName, 1)
+		hcs, err := a.CMS().HealthChecks(t.Context(), inst.InternalName, 1)
 		if err != nil || len(hcs) != 1 || time.Since(hcs[0].CheckedAt) > 10*time.Second {
 			t.Fatalf("latest health check %+v, %v: want a recent one", hcs, err)
 		}
@@ -214,7 +214,7 @@ func TestRetentionBoundsStore(t *testing.T) {
 
 func gone(t *testing.T, a *app.App, id string) bool {
 	t.Helper()
-	_, err := a.Client.GetStatus(t.Context(), id)
+	_, err := a.Orchestrations().Status(t.Context(), id)
 	if err != nil && !errors.Is(err, duroxide.ErrNotFound) {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func gone(t *testing.T, a *app.App, id string) bool {
 
 func removedMetric(t *testing.T, a *app.App, kind string) float64 {
 	t.Helper()
-	mfs, err := a.Metrics.Gather()
+	mfs, err := a.Metrics().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func TestJanitorPurgesOldOrchestrations(t *testing.T) {
 		var finished time.Time
 		waitUntil(t, 30*time.Second, "old's orchestrations to finish", func() bool {
 			for _, id := range oldIDs {
-				st, err := a.Client.GetStatus(ctx, id)
+				st, err := a.Orchestrations().Status(ctx, id)
 				if err != nil || !st.Status.IsTerminal() || st.Status == duroxide.StatusContinuedAsNew {
 					return false
 				}
@@ -275,7 +275,7 @@ func TestJanitorPurgesOldOrchestrations(t *testing.T) {
 		fresh := createRunning(t, a, "new")
 		newCreate := orchestrations.CreateID(fresh.InternalName)
 		waitUntil(t, 30*time.Second, "new's create to complete", func() bool {
-			st, err := a.Client.GetStatus(ctx, newCreate)
+			st, err := a.Orchestrations().Status(ctx, newCreate)
 			return err == nil && st.Status == duroxide.StatusCompleted
 		})
 
@@ -293,14 +293,14 @@ func TestJanitorPurgesOldOrchestrations(t *testing.T) {
 		if gone(t, a, newCreate) {
 			t.Fatalf("%s (finished within the retention) was purged", newCreate)
 		}
-		if st, err := a.Client.GetStatus(ctx, orchestrations.ActorID(fresh.InternalName)); err != nil || st.Status.IsTerminal() && st.Status != duroxide.StatusContinuedAsNew {
+		if st, err := a.Orchestrations().Status(ctx, orchestrations.ActorID(fresh.InternalName)); err != nil || st.Status.IsTerminal() && st.Status != duroxide.StatusContinuedAsNew {
 			t.Fatalf("new's health actor: %+v, %v; want it running", st, err)
 		}
 		if n := removedMetric(t, a, "orchestrations"); n < float64(len(oldIDs)) {
 			t.Fatalf("toygres_janitor_removed_total{kind=orchestrations} = %v, want at least %d", n, len(oldIDs))
 		}
 		// The CMS keeps the deleted instance's record.
-		if got, err := a.CMS.GetByInternalName(ctx, old.InternalName); err != nil || got.State != cms.StateDeleted {
+		if got, err := a.CMS().GetByInternalName(ctx, old.InternalName); err != nil || got.State != cms.StateDeleted {
 			t.Fatalf("old's record: %+v, %v", got, err)
 		}
 	})
@@ -324,10 +324,10 @@ func TestJanitorPrunesChainsTheRuntimeMissed(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitUntil(t, 30*time.Second, "the actor to end", func() bool {
-			st, err := a.Client.GetStatus(ctx, actor)
+			st, err := a.Orchestrations().Status(ctx, actor)
 			return err == nil && st.Status == duroxide.StatusCompleted
 		})
-		ex, err := a.Client.ListExecutions(ctx, actor)
+		ex, err := a.Orchestrations().Executions(ctx, actor)
 		if err != nil || len(ex) < 20 {
 			t.Fatalf("actor chain before the restart: %d executions, %v; want at least 20", len(ex), err)
 		}
@@ -338,7 +338,7 @@ func TestJanitorPrunesChainsTheRuntimeMissed(t *testing.T) {
 		cfg.Retention = app.Retention{KeepExecutions: 3}
 		b := openApp(t, cfg)
 		waitUntil(t, 30*time.Second, "the janitor to prune the ended chain", func() bool {
-			ex, err := b.Client.ListExecutions(ctx, actor)
+			ex, err := b.Orchestrations().Executions(ctx, actor)
 			return err == nil && len(ex) == 3
 		})
 		// The activity counts a prune just after the store committed it.

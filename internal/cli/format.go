@@ -4,64 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"strings"
 	"unicode/utf8"
 )
-
-// Masked is what a hidden secret prints as.
-const Masked = "***"
-
-// MaskSecret hides a secret value: "" stays empty (unset), anything else
-// becomes "***".
-func MaskSecret(v string) string {
-	if v == "" {
-		return ""
-	}
-	return Masked
-}
-
-// MaskURL hides the password of a URL (user:***@host) and the values of
-// secret-looking query parameters (password, token, secret, key). A value
-// that does not parse as a URL with a scheme is hidden entirely, since it
-// may be a key=value connection string with a password in it.
-func MaskURL(raw string) string {
-	if raw == "" {
-		return ""
-	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" || u.Opaque != "" {
-		return Masked
-	}
-	const mark = "TOYGRESMASKEDSECRET"
-	if u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), mark)
-		}
-	}
-	if u.RawQuery != "" {
-		q := u.Query()
-		for k := range q {
-			if IsSecretName(k) {
-				q.Set(k, mark)
-			}
-		}
-		u.RawQuery = q.Encode()
-	}
-	return strings.ReplaceAll(u.String(), mark, Masked)
-}
-
-// IsSecretName reports whether a setting's or parameter's name says it
-// holds a secret (password, token, secret, key, credential).
-func IsSecretName(name string) bool {
-	n := strings.ToLower(name)
-	for _, w := range []string{"password", "passwd", "pass", "pwd", "token", "secret", "key", "credential"} {
-		if strings.Contains(n, w) {
-			return true
-		}
-	}
-	return false
-}
 
 // Percent prints n as a share of total ("66.7%"; "-" when total is 0).
 func Percent(n, total int) string {

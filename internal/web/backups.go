@@ -5,13 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cms"
-	"github.com/toygres/toygres/internal/dataplane"
 )
 
 // detailBackups bounds the backups listed on the instance page.
@@ -40,19 +39,16 @@ type restoreForm struct {
 
 func (c *Console) loadBackups(ctx context.Context, inst *cms.Instance) (backupsView, error) {
 	var v backupsView
-	if _, ok := c.app.Driver.(dataplane.Backuper); !ok {
+	if !c.app.TakesBackups() {
 		return v, nil
 	}
 	v.Supported = true
 	var err error
-	if v.Settings, err = c.app.CMS.BackupSettings(ctx, inst.InternalName); err != nil {
+	var list []cms.Backup
+	if v.Settings, list, err = c.app.InstanceBackups(ctx, inst); err != nil {
 		return v, err
 	}
 	if v.Window, v.Completed, err = c.app.RestoreWindowOf(ctx, inst); err != nil {
-		return v, err
-	}
-	list, err := c.app.CMS.ListBackups(ctx, cms.BackupFilter{InternalName: inst.InternalName})
-	if err != nil {
 		return v, err
 	}
 	if len(list) > detailBackups {
@@ -73,20 +69,9 @@ func (c *Console) handleBackupNow(w http.ResponseWriter, r *http.Request) {
 		redirect(w, r, back, "error", "Backup failed to start: "+msg)
 		return
 	}
-	var b struct {
-		ID string `json:"id"`
-	}
+	var b client.Backup
 	_ = res.decode(&b)
 	redirect(w, r, back+"#backups-h", "ok", fmt.Sprintf("Backing up %s (backup %s).", name, b.ID))
-}
-
-// restoreBody mirrors client.RestoreRequest.
-type restoreBody struct {
-	Name     string     `json:"name"`
-	From     string     `json:"from"`
-	At       *time.Time `json:"at,omitempty"`
-	BackupID string     `json:"backup_id,omitempty"`
-	Password string     `json:"password,omitempty"`
 }
 
 // parseAt reads the restore form's moment: RFC 3339, or a date and time
@@ -128,26 +113,14 @@ func (c *Console) handleRestore(w http.ResponseWriter, r *http.Request) {
 		c.renderInstance(w, r, http.StatusBadRequest, form)
 		return
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/restore", restoreBody{Name: form.Name, From: name, At: at, BackupID: form.BackupID, Password: pw})
+	res := c.callAPI(w, r, http.MethodPost, "/api/restore", client.RestoreRequest{Name: form.Name, From: name, At: at, BackupID: form.BackupID, Password: pw})
 	if msg := res.errMsg(); msg != "" {
-		form.Err, form.Field = msg, restoreField(msg)
+		form.Err, form.Field = msg, res.formField()
 		c.renderInstance(w, r, res.status, form)
 		return
 	}
-	var in instanceJSON
+	var in client.Instance
 	_ = res.decode(&in)
 	redirect(w, r, "/instances/"+url.PathEscape(in.Name), "ok",
 		fmt.Sprintf("Restoring %s from %s (orchestration %s).", in.Name, name, in.CreateOrchestrationID))
-}
-
-// restoreField guesses which restore form field an API message is about.
-func restoreField(msg string) string {
-	m := strings.ToLower(msg)
-	switch {
-	case strings.Contains(m, "restore window"), strings.Contains(m, "finished at"):
-		return "at"
-	case strings.Contains(m, "backup"):
-		return "backup"
-	}
-	return fieldOf(msg)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/toygres/toygres/internal/apptest"
 	"github.com/toygres/toygres/internal/dataplane"
 	"github.com/toygres/toygres/internal/dataplane/faulty"
+	"github.com/toygres/toygres/internal/web"
 )
 
 const (
@@ -94,7 +95,7 @@ func startToygres(t *testing.T, artifacts string) (*app.App, *httptest.Server, s
 			os.RemoveAll(dir)
 		}
 	})
-	if v, err := a.Driver.Versions(ctx); err != nil || len(v) == 0 {
+	if v, err := a.Versions(ctx); err != nil || len(v) == 0 {
 		t.Fatalf("no PostgreSQL binaries found (install them: apt-get install -y postgresql): %v", err)
 	}
 	srv, err := api.New(a, api.Options{AdminPassword: adminPassword, StateDir: filepath.Join(t.TempDir(), "auth"),
@@ -102,6 +103,12 @@ func startToygres(t *testing.T, artifacts string) (*app.App, *httptest.Server, s
 	if err != nil {
 		t.Fatal(err)
 	}
+	console, err := web.New(web.Options{App: a, API: srv.Internal(), User: srv.AdminUser(), Version: "test",
+		Config: srv.ServerConfig, Retries: srv.ServerRetries})
+	if err != nil {
+		t.Fatal(err)
+	}
+	console.Register(srv.Pages())
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	return a, ts, logPath
@@ -395,7 +402,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// --- system: the runtime's real settings.
 	b.clickAndLoad(`nav a[href="/system"]`)
-	set := a.Runtime.Settings()
+	set := a.Runtime().Settings()
 	b.waitText("#runtime-settings", set.WorkerID, 10*time.Second)
 	var rs map[string]string
 	b.js(&rs, `const m = {}; document.querySelectorAll('#runtime-settings dt').forEach(dt => { m[dt.textContent.trim()] = dt.nextElementSibling.textContent.trim(); }); return m;`)

@@ -47,11 +47,11 @@ type counts struct {
 }
 
 func (c *Console) counts(ctx context.Context) (*counts, error) {
-	ic, err := c.app.CMS.Counts(ctx)
+	ic, err := c.app.InstanceCounts(ctx)
 	if err != nil {
 		return nil, err
 	}
-	st, err := c.app.Client.Stats(ctx)
+	st, err := c.app.Orchestrations().Stats(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +75,7 @@ func (c *Console) counts(ctx context.Context) (*counts, error) {
 		out.Orchestrations += n
 	}
 	out.RunningOrch = st.Instances[duroxide.StatusRunning]
-	if rt := c.app.Runtime; rt != nil {
+	if rt := c.app.Runtime(); rt.Running() {
 		set := rt.Settings()
 		out.RunningActivity, out.ActiveTurns = rt.RunningActivities(), rt.ActiveTurns()
 		out.ActConcurrency, out.OrchConcurrency = set.ActivityConcurrency, set.OrchestrationConcurrency
@@ -114,7 +114,7 @@ func (c *Console) handleDashboard(w http.ResponseWriter, r *http.Request) {
 		c.internal(w, r, err)
 		return
 	}
-	page, err := c.app.Client.ListInstances(ctx, duroxide.ListFilter{Statuses: []duroxide.Status{duroxide.StatusRunning}, Limit: 10})
+	page, err := c.app.Orchestrations().List(ctx, duroxide.ListFilter{Statuses: []duroxide.Status{duroxide.StatusRunning}, Limit: 10})
 	if err != nil {
 		c.internal(w, r, err)
 		return
@@ -122,7 +122,7 @@ func (c *Console) handleDashboard(w http.ResponseWriter, r *http.Request) {
 	for i := range page.Instances {
 		d.Active = append(d.Active, orchRowOf(&page.Instances[i]))
 	}
-	evs, err := c.app.CMS.RecentEvents(ctx, 15)
+	evs, err := c.app.RecentEvents(ctx, 15)
 	if err != nil {
 		c.internal(w, r, err)
 		return

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/toygres/toygres/internal/historyview"
 )
 
 var funcs = template.FuncMap{
@@ -15,6 +17,8 @@ var funcs = template.FuncMap{
 	"datetime": func(t time.Time) string { return fmtTime(t, "2006-01-02 15:04:05") },
 	"clock":    func(t time.Time) string { return fmtTime(t, "15:04:05") },
 	"dur":      fmtDur,
+	"payload":  stepPayload,
+	"orchURL":  orchURL,
 	"ms":       func(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) },
 	"pathEsc":  url.PathEscape,
 	"bytes":    fmtBytes,
@@ -66,25 +70,7 @@ func fmtTime(t time.Time, layout string) string {
 }
 
 // fmtDur is a compact human duration: 850 ms, 2.5 s, 3m10s, 2h5m.
-func fmtDur(d time.Duration) string {
-	switch {
-	case d < 0:
-		return "–"
-	case d < time.Second:
-		return fmt.Sprintf("%d ms", d.Milliseconds())
-	case d < 10*time.Second:
-		return strings.TrimSuffix(fmt.Sprintf("%.1f", d.Seconds()), ".0") + " s"
-	case d < time.Minute:
-		return fmt.Sprintf("%d s", int(d.Round(time.Second).Seconds()))
-	case d < time.Hour:
-		d = d.Round(time.Second)
-		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
-	case d < 48*time.Hour:
-		d = d.Round(time.Minute)
-		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
-}
+func fmtDur(d time.Duration) string { return historyview.FormatDuration(d) }
 
 func derefStr(s *string) string {
 	if s == nil {
@@ -93,18 +79,7 @@ func derefStr(s *string) string {
 	return *s
 }
 
-func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !isRuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
-
-func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
+func shorten(s string, n int) string { return historyview.Shorten(s, n) }
 
 // fmtBytes is a size in binary units ("4.2 MiB").
 func fmtBytes(n int64) string {

@@ -11,10 +11,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/dataplane"
 	"github.com/toygres/toygres/internal/orchestrations"
+	"github.com/toygres/toygres/internal/redact"
 )
 
 // maxListed bounds the instances table.
@@ -69,7 +71,7 @@ func (c *Console) newInstancesData(r *http.Request) *instancesData {
 		Create: createForm{StorageGB: "10"},
 		Bulk:   bulkForm{Count: "3", StorageGB: "10"}}
 	if !isLive(r) {
-		vs, err := c.app.Driver.Versions(r.Context())
+		vs, err := c.app.Versions(r.Context())
 		if err != nil {
 			d.VerErr = "PostgreSQL versions could not be listed: " + err.Error()
 		}
@@ -105,7 +107,7 @@ func (c *Console) loadInstances(ctx context.Context, d *instancesData) error {
 			opts.States = []cms.State{cms.State(d.State)}
 		}
 	}
-	list, err := c.app.CMS.List(ctx, opts)
+	list, err := c.app.ListInstances(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -124,24 +126,11 @@ func (c *Console) loadInstances(ctx context.Context, d *instancesData) error {
 	return nil
 }
 
-// fieldOf guesses which form field an API validation message is about.
-func fieldOf(msg string) string {
-	m := strings.ToLower(msg)
-	switch {
-	case strings.Contains(m, "password"):
-		return "password"
-	case strings.Contains(m, "storage"):
-		return "storage"
-	case strings.Contains(m, "version"):
-		return "version"
-	case strings.Contains(m, "count"):
-		return "count"
-	case strings.Contains(m, "base_name"), strings.Contains(m, "names"):
-		return "base"
-	case strings.Contains(m, "name"):
-		return "name"
-	}
-	return ""
+// formFields maps the API's request fields (ErrorResponse.Field) to the
+// console's form fields, for aria-invalid.
+var formFields = map[string]string{
+	"name": "name", "password": "password", "storage_gb": "storage", "postgres_version": "version",
+	"base_name": "base", "count": "count", "backup_id": "backup", "at": "at",
 }
 
 // formInt parses an optional whole number field.
@@ -154,46 +143,6 @@ func formInt(v, what string) (int, error) {
 		return 0, fmt.Errorf("%s must be a whole number, got %q", what, shorten(v, 20))
 	}
 	return n, nil
-}
-
-// createBody mirrors api.CreateInstanceRequest.
-type createBody struct {
-	Name            string `json:"name"`
-	Password        string `json:"password"`
-	PostgresVersion string `json:"postgres_version,omitempty"`
-	StorageGB       int    `json:"storage_gb,omitempty"`
-	Internal        bool   `json:"internal,omitempty"`
-}
-
-// bulkBody mirrors api.BulkCreateRequest.
-type bulkBody struct {
-	BaseName        string `json:"base_name"`
-	Count           int    `json:"count"`
-	Password        string `json:"password"`
-	PostgresVersion string `json:"postgres_version,omitempty"`
-	StorageGB       int    `json:"storage_gb,omitempty"`
-	Internal        bool   `json:"internal,omitempty"`
-}
-
-// instanceJSON is the part of api.Instance the console reads back.
-type instanceJSON struct {
-	Name                  string `json:"name"`
-	InternalName          string `json:"internal_name"`
-	CreateOrchestrationID string `json:"create_orchestration_id"`
-	DeleteOrchestrationID string `json:"delete_orchestration_id"`
-}
-
-// bulkResult mirrors api.BulkResponse.
-type bulkResult struct {
-	Requested int `json:"requested"`
-	Succeeded int `json:"succeeded"`
-	Failed    int `json:"failed"`
-	Results   []struct {
-		Name            string `json:"name"`
-		OK              bool   `json:"ok"`
-		Error           string `json:"error"`
-		OrchestrationID string `json:"orchestration_id"`
-	} `json:"results"`
 }
 
 // renderInstancesWithError re-renders the list with a form error.
@@ -229,14 +178,14 @@ func (c *Console) handleCreate(w http.ResponseWriter, r *http.Request) {
 		c.renderInstancesWithError(w, r, http.StatusBadRequest, d)
 		return
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/instances", createBody{Name: d.Create.Name, Password: r.PostForm.Get("password"),
+	res := c.callAPI(w, r, http.MethodPost, "/api/instances", client.CreateInstanceRequest{Name: d.Create.Name, Password: r.PostForm.Get("password"),
 		PostgresVersion: d.Create.Version, StorageGB: storage, Internal: d.Create.Internal})
 	if msg := res.errMsg(); msg != "" {
-		d.Create.Err, d.Create.Field = msg, fieldOf(msg)
+		d.Create.Err, d.Create.Field = msg, res.formField()
 		c.renderInstancesWithError(w, r, res.status, d)
 		return
 	}
-	var in instanceJSON
+	var in client.Instance
 	_ = res.decode(&in)
 	redirect(w, r, "/instances", "ok", fmt.Sprintf("Creating %s (orchestration %s).", in.Name, in.CreateOrchestrationID))
 }
@@ -270,12 +219,12 @@ func (c *Console) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 		c.renderInstancesWithError(w, r, http.StatusBadRequest, d)
 		return
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/instances/bulk", bulkBody{BaseName: d.Bulk.Base, Count: n,
+	res := c.callAPI(w, r, http.MethodPost, "/api/instances/bulk", client.BulkCreateRequest{BaseName: d.Bulk.Base, Count: n,
 		Password: r.PostForm.Get("password"), PostgresVersion: d.Bulk.Version, StorageGB: storage, Internal: d.Bulk.Internal})
-	var br bulkResult
+	var br client.BulkResponse
 	_ = res.decode(&br)
 	if msg := res.errMsg(); msg != "" && br.Succeeded == 0 {
-		d.Bulk.Err, d.Bulk.Field = msg, fieldOf(msg)
+		d.Bulk.Err, d.Bulk.Field = msg, res.formField()
 		c.renderInstancesWithError(w, r, res.status, d)
 		return
 	}
@@ -284,7 +233,7 @@ func (c *Console) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 // bulkSummary is the notice after a bulk operation.
-func bulkSummary(verb string, br bulkResult) (kind, msg string) {
+func bulkSummary(verb string, br client.BulkResponse) (kind, msg string) {
 	var ok, bad []string
 	for _, it := range br.Results {
 		if it.OK {
@@ -315,10 +264,8 @@ func (c *Console) handleBulkDelete(w http.ResponseWriter, r *http.Request) {
 		redirect(w, r, back, "error", "Select at least one instance to delete.")
 		return
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/instances/bulk-delete", struct {
-		Names []string `json:"names"`
-	}{names})
-	var br bulkResult
+	res := c.callAPI(w, r, http.MethodPost, "/api/instances/bulk-delete", client.BulkDeleteRequest{Names: names})
+	var br client.BulkResponse
 	_ = res.decode(&br)
 	if msg := res.errMsg(); msg != "" && br.Succeeded == 0 {
 		redirect(w, r, back, "error", "Nothing was deleted: "+msg)
@@ -337,7 +284,7 @@ func (c *Console) handleDelete(w http.ResponseWriter, r *http.Request) {
 		redirect(w, r, back, "error", "Delete failed: "+msg)
 		return
 	}
-	var in instanceJSON
+	var in client.Instance
 	_ = res.decode(&in)
 	redirect(w, r, back, "ok", fmt.Sprintf("Deleting %s (orchestration %s).", name, in.DeleteOrchestrationID))
 }
@@ -405,13 +352,13 @@ func (c *Console) renderInstance(w http.ResponseWriter, r *http.Request, status 
 	}
 	d := &instanceData{Inst: inst, Name: inst.Name, Deletable: inst.State != cms.StateDeleted && inst.State != cms.StateDeleting}
 	if inst.ConnectionString != "" && inst.State != cms.StateDeleted {
-		d.MaskedConn = maskedConn(inst.ConnectionString)
+		d.MaskedConn = redact.ConnectionURL(inst.ConnectionString, "••••••••")
 	}
-	if d.Events, err = c.app.CMS.Events(ctx, inst.InternalName, detailEvents); err != nil {
+	if d.Events, err = c.app.InstanceEvents(ctx, inst, detailEvents); err != nil {
 		c.internal(w, r, err)
 		return
 	}
-	if d.Checks, err = c.app.CMS.HealthChecks(ctx, inst.InternalName, detailChecks); err != nil {
+	if d.Checks, err = c.app.HealthChecks(ctx, inst, detailChecks); err != nil {
 		c.internal(w, r, err)
 		return
 	}
@@ -435,7 +382,7 @@ func (c *Console) renderInstance(w http.ResponseWriter, r *http.Request, status 
 		if o.id == "" {
 			continue
 		}
-		st, err := c.app.Client.GetStatus(ctx, o.id)
+		st, err := c.app.Orchestrations().Status(ctx, o.id)
 		switch {
 		case errors.Is(err, duroxide.ErrNotFound):
 			if o.role == "delete" {
@@ -465,7 +412,7 @@ func deleteID(inst *cms.Instance) string {
 func (c *Console) instanceLogs(ctx context.Context, inst *cms.Instance) ([]string, string) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	lines, err := c.app.Driver.Logs(ctx, inst.InternalName, detailLogs)
+	lines, err := c.app.InstanceLogs(ctx, inst, detailLogs)
 	if errors.Is(err, dataplane.ErrNotFound) {
 		return nil, fmt.Sprintf("No server on the data plane (state %s).", inst.State)
 	}
@@ -473,29 +420,10 @@ func (c *Console) instanceLogs(ctx context.Context, inst *cms.Instance) ([]strin
 		c.log.Warn("reading instance logs failed", "instance", inst.Name, "error", err.Error())
 		return nil, "The server log could not be read: " + err.Error()
 	}
-	if pw, err := c.app.CMS.Password(ctx, inst.InternalName); err == nil && pw != "" {
-		for i, l := range lines {
-			lines[i] = strings.ReplaceAll(l, pw, "***")
-		}
-	}
 	if len(lines) == 0 {
 		return nil, "The server has logged nothing yet."
 	}
 	return lines, ""
-}
-
-// maskedConn shows a connection URL with a placeholder password.
-func maskedConn(conn string) string {
-	u, err := url.Parse(conn)
-	if err != nil {
-		return "(unparseable connection string)"
-	}
-	user := "postgres"
-	if u.User != nil && u.User.Username() != "" {
-		user = u.User.Username()
-	}
-	u.User = url.UserPassword(user, "PASSWORDMASK")
-	return strings.Replace(u.String(), "PASSWORDMASK", "••••••••", 1)
 }
 
 func summarize(checks []cms.HealthCheck) healthSummary {

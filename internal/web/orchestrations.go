@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/internal/historyview"
 )
 
 // orchRow is one orchestration in a list.
@@ -49,12 +50,7 @@ func (c *Console) handleOrchestrations(w http.ResponseWriter, r *http.Request) {
 	if d.Page < 1 || d.Cursor == "" {
 		d.Page = 1
 	}
-	if c.app.Registry != nil {
-		for n := range c.app.Registry.OrchestrationNames() {
-			d.Names = append(d.Names, n)
-		}
-		sort.Strings(d.Names)
-	}
+	d.Names = c.app.Orchestrations().Names()
 	f := duroxide.ListFilter{OrchestrationName: d.Name, InstancePrefix: d.Prefix, Cursor: d.Cursor, Limit: orchPageSize}
 	switch d.Status {
 	case "":
@@ -66,10 +62,10 @@ func (c *Console) handleOrchestrations(w http.ResponseWriter, r *http.Request) {
 	if len(f.Cursor) > 1024 {
 		f.Cursor, d.Err = "", "The page cursor is invalid; showing the first page."
 	}
-	page, err := c.app.Client.ListInstances(r.Context(), f)
+	page, err := c.app.Orchestrations().List(r.Context(), f)
 	if err != nil && f.Cursor != "" && strings.Contains(err.Error(), "invalid cursor") {
 		d.Err, f.Cursor, d.Cursor, d.Page = "The page cursor is invalid; showing the first page.", "", "", 1
-		page, err = c.app.Client.ListInstances(r.Context(), f)
+		page, err = c.app.Orchestrations().List(r.Context(), f)
 	}
 	if err != nil {
 		c.internal(w, r, err)
@@ -111,8 +107,8 @@ type execView struct {
 	Took        string
 	EventCount  int
 	HasHistory  bool
-	Items       []histItem
-	Raw         []rawEvent
+	Items       []historyview.Step
+	Raw         []historyview.RawEvent
 }
 
 type raiseForm struct {
@@ -153,7 +149,7 @@ func (c *Console) handleOrchestration(w http.ResponseWriter, r *http.Request) {
 func (c *Console) renderOrchestration(w http.ResponseWriter, r *http.Request, status int, raise raiseForm) {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	st, err := c.app.Client.GetStatus(ctx, id)
+	st, err := c.app.Orchestrations().Status(ctx, id)
 	pending := false
 	if errors.Is(err, duroxide.ErrNotFound) {
 		// A start the console just queued (recreate, a create in flight) is
@@ -181,7 +177,7 @@ func (c *Console) renderOrchestration(w http.ResponseWriter, r *http.Request, st
 	}
 	var execs []duroxide.ExecutionInfo
 	if !pending {
-		execs, err = c.app.Client.ListExecutions(ctx, id)
+		execs, err = c.app.Orchestrations().Executions(ctx, id)
 	}
 	if err != nil && !errors.Is(err, duroxide.ErrNotFound) {
 		c.internal(w, r, err)
@@ -195,14 +191,14 @@ func (c *Console) renderOrchestration(w http.ResponseWriter, r *http.Request, st
 		}
 		switch rank := len(execs) - i; {
 		case rank <= d.Shown:
-			hist, err := c.app.Client.ReadHistory(ctx, id, ex.ExecutionID)
+			hist, err := c.app.Orchestrations().History(ctx, id, ex.ExecutionID)
 			if err != nil {
 				c.internal(w, r, err)
 				return
 			}
 			ev.HasHistory = true
-			ev.Items = readableHistory(st.OrchestrationName, hist, ex.Status == duroxide.StatusRunning)
-			ev.Raw = rawEvents(hist)
+			ev.Items = historyview.Steps(hist, ex.Status == duroxide.StatusRunning)
+			ev.Raw = historyview.RawEvents(hist)
 			d.Executions = append(d.Executions, ev)
 		case rank <= d.Shown+olderListed:
 			d.Older = append(d.Older, ev)
@@ -242,9 +238,7 @@ func (c *Console) handleCancel(w http.ResponseWriter, r *http.Request) {
 	if reason == "" {
 		reason = "cancelled from the web console"
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/orchestrations/"+url.PathEscape(id)+"/cancel", struct {
-		Reason string `json:"reason"`
-	}{reason})
+	res := c.callAPI(w, r, http.MethodPost, "/api/orchestrations/"+url.PathEscape(id)+"/cancel", client.CancelRequest{Reason: reason})
 	if msg := res.errMsg(); msg != "" {
 		redirect(w, r, orchURL(id), "error", "Cancel failed: "+msg)
 		return
@@ -261,9 +255,7 @@ func (c *Console) handleRecreate(w http.ResponseWriter, r *http.Request) {
 		redirect(w, r, orchURL(id), "error", "Recreate failed: "+msg)
 		return
 	}
-	var rr struct {
-		NewID string `json:"new_id"`
-	}
+	var rr client.RecreateResponse
 	if err := res.decode(&rr); err != nil || rr.NewID == "" {
 		redirect(w, r, orchURL(id), "error", "Recreate answered without a new id.")
 		return
@@ -294,10 +286,7 @@ func (c *Console) handleRaiseEvent(w http.ResponseWriter, r *http.Request) {
 		}
 		data = json.RawMessage(f.Data)
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/orchestrations/"+url.PathEscape(id)+"/raise-event", struct {
-		EventName string          `json:"event_name"`
-		EventData json.RawMessage `json:"event_data,omitempty"`
-	}{f.Name, data})
+	res := c.callAPI(w, r, http.MethodPost, "/api/orchestrations/"+url.PathEscape(id)+"/raise-event", client.RaiseEventRequest{EventName: f.Name, EventData: data})
 	if msg := res.errMsg(); msg != "" {
 		f.Err = msg
 		c.renderOrchestration(w, r, res.status, f)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cms"
+	"github.com/toygres/toygres/internal/redact"
 )
 
 // replicasView is the instance page's servers section.
@@ -28,7 +29,7 @@ func (c *Console) loadReplicas(ctx context.Context, inst *cms.Instance) (replica
 	}
 	out := replicasView{ReplicaView: v}
 	if v.ReadOnlyConnectionString != "" && inst.State != cms.StateDeleted {
-		out.MaskedReadOnly = maskedConn(v.ReadOnlyConnectionString)
+		out.MaskedReadOnly = redact.ConnectionURL(v.ReadOnlyConnectionString, "••••••••")
 	}
 	return out, nil
 }

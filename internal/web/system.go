@@ -39,7 +39,7 @@ func (c *Console) handleSystem(w http.ResponseWriter, r *http.Request) {
 		c.internal(w, r, err)
 		return
 	}
-	if rt := c.app.Runtime; rt != nil {
+	if rt := c.app.Runtime(); rt.Running() {
 		d.HasRT = true
 		d.Runtime = runtimeSettings(rt.Settings())
 	}

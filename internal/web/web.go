@@ -49,7 +49,7 @@ var staticFS embed.FS
 
 // Options configure the console.
 type Options struct {
-	// App is the running control plane (CMS, Client, Driver, Runtime, Metrics).
+	// App is the running control plane, whose services the console reads.
 	App *app.App
 	// API serves the JSON API without its authentication layer. The console
 	// is itself behind the login and calls it in-process for every change
@@ -57,17 +57,21 @@ type Options struct {
 	API http.Handler
 	// Config returns the effective configuration with secrets masked (the
 	// API's GET /api/server/config data), shown on the System page.
-	Config func(ctx context.Context) any
+	Config func(ctx context.Context) client.ServerConfig
 	// Retries returns the retry tuning report (the API's GET
 	// /api/server/retries data), shown on the System page.
 	Retries func(ctx context.Context) *client.ServerRetries
 	// User is the signed-in account's name; Version the server's version.
 	User, Version string
-	// Logger receives the console's errors (default slog.Default()).
+	// Logger receives the console's errors (default: the app's logger).
 	Logger *slog.Logger
 	// PollInterval is the live-update period (default 1.5 s).
 	PollInterval time.Duration
 }
+
+// statusClientClosed answers a request whose client went away (nginx's
+// 499: no standard code says it).
+const statusClientClosed = 499
 
 // DefaultPollInterval is the live-update period.
 const DefaultPollInterval = 1500 * time.Millisecond
@@ -84,14 +88,14 @@ type Console struct {
 
 // New builds the console.
 func New(opts Options) (*Console, error) {
-	if opts.App == nil || opts.App.CMS == nil || opts.App.Client == nil || opts.App.Driver == nil {
+	if opts.App == nil {
 		return nil, errors.New("web: the app must be open")
 	}
 	if opts.API == nil {
 		return nil, errors.New("web: the API handler is required")
 	}
 	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+		opts.Logger = opts.App.Logger()
 	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = DefaultPollInterval
@@ -104,7 +108,7 @@ func New(opts Options) (*Console, error) {
 	if c.pages, err = parseTemplates(); err != nil {
 		return nil, fmt.Errorf("web: %w", err)
 	}
-	c.retries = newRetrySampler(opts.App.Metrics, c.started)
+	c.retries = newRetrySampler(opts.App.Metrics(), c.started)
 	return c, nil
 }
 
@@ -289,6 +293,13 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, pag
 // internal logs err with the request id and answers 500 without details.
 func (c *Console) internal(w http.ResponseWriter, r *http.Request, err error) {
 	id := w.Header().Get("X-Request-Id")
+	if r.Context().Err() != nil {
+		// The browser went away (it navigated while a live update was in
+		// flight): no server error, and nobody reads the answer.
+		c.log.Debug("console request abandoned by the client", "method", r.Method, "path", r.URL.Path, "request_id", id)
+		w.WriteHeader(statusClientClosed)
+		return
+	}
 	c.log.Error("console request failed", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err.Error())
 	msg := "Internal error (request id " + id + "); see the server log."
 	if isLive(r) {
@@ -323,13 +334,21 @@ func (a apiResult) errMsg() string {
 	if a.status < 400 {
 		return ""
 	}
-	var e struct {
-		Error string `json:"error"`
-	}
+	var e client.ErrorResponse
 	if json.Unmarshal(a.body, &e) == nil && e.Error != "" {
 		return e.Error
 	}
 	return http.StatusText(a.status)
+}
+
+// formField is the console's form field the API's error is about (its
+// ErrorResponse.Field, see formFields), "" when none is.
+func (a apiResult) formField() string {
+	var e client.ErrorResponse
+	if a.status < 400 || json.Unmarshal(a.body, &e) != nil {
+		return ""
+	}
+	return formFields[e.Field]
 }
 
 func (a apiResult) decode(v any) error { return json.Unmarshal(a.body, v) }

@@ -265,9 +265,20 @@ func (b *browser) element(css string) string {
 }
 
 // click clicks an element like a user (scrolled into view, real events).
+// A live update may replace the element between finding and clicking it
+// (WebDriver's "stale element reference"): it is then found again, as a
+// user would see the new one.
 func (b *browser) click(css string) {
 	b.t.Helper()
-	b.cmd("POST", "/element/"+b.element(css)+"/click", map[string]any{})
+	for try := 1; ; try++ {
+		_, err := b.call("POST", "/session/"+b.session+"/element/"+b.element(css)+"/click", map[string]any{})
+		if err == nil {
+			return
+		}
+		if try == 3 || !strings.Contains(err.Error(), "stale element reference") {
+			b.t.Fatal(err)
+		}
+	}
 }
 
 // typeInto clears a field and types text into it.

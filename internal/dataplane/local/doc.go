@@ -165,7 +165,7 @@
 // every directory on the way to Options.Dir must be searchable by others
 // (mode 0711 suffices): New fails with a clear error otherwise (for example
 // under /root, which is mode 0700). The default data directory for root is
-// therefore /var/lib/toygres (see DefaultDataDir), not one under root's
+// therefore /var/lib/toygres (see datadir.Default), not one under root's
 // home.
 //
 // # Surviving a Toygres restart

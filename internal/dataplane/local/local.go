@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/toygres/toygres/internal/datadir"
 	"github.com/toygres/toygres/internal/dataplane"
 )
 
@@ -40,7 +41,7 @@ const (
 	DefaultRunAs = "postgres"
 	// RootDataDir is the default Toygres data directory when running as
 	// root: a directory the unprivileged PostgreSQL account can traverse.
-	RootDataDir = "/var/lib/toygres"
+	RootDataDir = datadir.Root
 )
 
 // Roles and maintenance database of every instance.
@@ -164,25 +165,10 @@ type Driver struct {
 
 var _ dataplane.Driver = (*Driver)(nil)
 
-// DefaultDataDir is Toygres' default data directory: RootDataDir
-// (/var/lib/toygres) when running as root, because the unprivileged account
-// that runs PostgreSQL cannot enter root's home; otherwise
-// $XDG_DATA_HOME/toygres, or ~/.local/share/toygres.
-func DefaultDataDir() string {
-	if os.Geteuid() == 0 {
-		return RootDataDir
-	}
-	if x := os.Getenv("XDG_DATA_HOME"); filepath.IsAbs(x) {
-		return filepath.Join(x, "toygres")
-	}
-	if home, err := os.UserHomeDir(); err == nil && home != "" {
-		return filepath.Join(home, ".local", "share", "toygres")
-	}
-	return filepath.Join(os.TempDir(), "toygres-"+strconv.Itoa(os.Geteuid()))
-}
-
-// DefaultDir is the default Options.Dir: DefaultDataDir()/instances.
-func DefaultDir() string { return filepath.Join(DefaultDataDir(), "instances") }
+// DefaultDir is the default Options.Dir: the instances directory under
+// Toygres' default data directory (datadir.Default), the same one the server
+// uses when given no data directory.
+func DefaultDir() string { return datadir.Instances(datadir.Default()) }
 
 // New returns a driver keeping its instances in opts.Dir, which it creates if
 // needed. When running as root it looks up the account that runs PostgreSQL

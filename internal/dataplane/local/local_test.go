@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/toygres/toygres/internal/datadir"
 	"github.com/toygres/toygres/internal/dataplane"
 )
 
@@ -594,8 +595,8 @@ func TestRootNeedsReachableDir(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(locked, "instances")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("failed New created the directory: %v", err)
 	}
-	if got := DefaultDataDir(); got != RootDataDir {
-		t.Fatalf("DefaultDataDir() as root = %q, want %q", got, RootDataDir)
+	if got := DefaultDir(); os.Getenv(datadir.Env) == "" && got != filepath.Join(RootDataDir, "instances") {
+		t.Fatalf("DefaultDir() as root = %q, want %q", got, filepath.Join(RootDataDir, "instances"))
 	}
 }
 

@@ -1,6 +1,7 @@
-package web
+package historyview
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +31,21 @@ func (h *hist) timer(d time.Duration) int64 {
 	return h.add(duroxide.Event{Kind: duroxide.EventTimerCreated, TimestampMs: ts, FireAtMs: ts + d.Milliseconds()})
 }
 
-func TestReadableHistoryRetries(t *testing.T) {
+// TestStepsRetries: an activity call retried twice is one step with three
+// attempts, each with its timeout and the backoff after it; the maximum of
+// attempts shows when the history records it (newer runtimes) and is left
+// out when it does not (older histories).
+func TestStepsRetries(t *testing.T) {
+	for _, recorded := range []bool{true, false} {
+		t.Run(map[bool]string{true: "recorded", false: "older"}[recorded], func(t *testing.T) { testStepsRetries(t, recorded) })
+	}
+}
+
+func testStepsRetries(t *testing.T, recorded bool) {
+	of := ""
+	if recorded {
+		of = " of 5"
+	}
 	h := &hist{t0: time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC).UnixMilli()}
 	h.add(duroxide.Event{Kind: duroxide.EventOrchestrationStarted, Name: orchestrations.CreateInstance, Input: `{"name":"db","password":"hunter22"}`})
 	cs := "testing connection"
@@ -38,11 +53,21 @@ func TestReadableHistoryRetries(t *testing.T) {
 	in := `{"internal_name":"db-1a2b3c4d"}`
 	fail := &duroxide.ErrorDetails{Category: duroxide.CategoryApplication, Message: "injected test-connection failure"}
 	for attempt := 1; attempt <= 3; attempt++ {
-		s := h.add(duroxide.Event{Kind: duroxide.EventActivityScheduled, Name: activities.TestConnection, Input: in})
+		sched := duroxide.Event{Kind: duroxide.EventActivityScheduled, Name: activities.TestConnection, Input: in}
+		if recorded {
+			sched.Attempt, sched.MaxAttempts, sched.Policy = attempt, 5, "5 attempts"
+		}
+		s := h.add(sched)
 		h.timer(60 * time.Second) // attempt timeout
+		if recorded {
+			h.evs[len(h.evs)-1].Purpose, h.evs[len(h.evs)-1].Attempt = duroxide.TimerAttemptTimeout, attempt
+		}
 		if attempt < 3 {
 			h.add(duroxide.Event{Kind: duroxide.EventActivityFailed, SourceEventID: s, Error: fail})
 			b := h.timer(time.Duration(attempt) * 2 * time.Second) // backoff
+			if recorded {
+				h.evs[len(h.evs)-1].Purpose = duroxide.TimerBackoff
+			}
 			h.add(duroxide.Event{Kind: duroxide.EventTimerFired, SourceEventID: b})
 			continue
 		}
@@ -50,7 +75,7 @@ func TestReadableHistoryRetries(t *testing.T) {
 	}
 	h.add(duroxide.Event{Kind: duroxide.EventOrchestrationCompleted, Result: `{"ok":true}`})
 
-	items := readableHistory(orchestrations.CreateInstance, h.evs, false)
+	items := Steps(h.evs, false)
 	var kinds []string
 	for _, it := range items {
 		kinds = append(kinds, it.Kind)
@@ -58,15 +83,15 @@ func TestReadableHistoryRetries(t *testing.T) {
 	if got := strings.Join(kinds, ","); got != "start,status,activity,completed" {
 		t.Fatalf("items: %s", got)
 	}
-	if strings.Contains(items[0].Payload, "hunter22") || !strings.Contains(items[0].Payload, `"password": "***"`) {
+	if p := string(items[0].Payload); strings.Contains(p, "hunter22") || !strings.Contains(p, `"password":"***"`) {
 		t.Fatalf("the input's password is not masked: %s", items[0].Payload)
 	}
 	act := items[2]
-	if len(act.Attempts) != 3 || !act.Retried || act.Status != "ok" || act.StatusText != "completed on attempt 3 of 5" {
+	if len(act.Attempts) != 3 || !act.Retried || act.Status != "ok" || act.StatusText != "completed on attempt 3"+of {
 		t.Fatalf("activity: %+v", act)
 	}
 	for i, a := range act.Attempts {
-		if a.Label() != []string{"attempt 1 of 5", "attempt 2 of 5", "attempt 3 of 5"}[i] {
+		if a.Label() != fmt.Sprintf("attempt %d%s", i+1, of) {
 			t.Errorf("attempt %d label %q", i, a.Label())
 		}
 		if a.Timeout == nil || a.Timeout.Delay != 60*time.Second || a.Timeout.Fired {
@@ -85,7 +110,11 @@ func TestReadableHistoryRetries(t *testing.T) {
 	}
 }
 
-func TestReadableHistoryTotalTimeoutAndActor(t *testing.T) {
+// TestStepsOlderHistory: a history without recorded purposes is read by
+// its event order: the total timeout before a first attempt, the attempt
+// timeout after it, a pending backoff, and an interval timer that is no
+// backoff.
+func TestStepsOlderHistory(t *testing.T) {
 	h := &hist{t0: time.Now().UnixMilli()}
 	h.add(duroxide.Event{Kind: duroxide.EventOrchestrationStarted, Name: orchestrations.CreateInstance})
 	h.timer(10 * time.Minute) // wait-for-ready's total timeout
@@ -93,7 +122,7 @@ func TestReadableHistoryTotalTimeoutAndActor(t *testing.T) {
 	h.timer(30 * time.Second)
 	h.add(duroxide.Event{Kind: duroxide.EventActivityFailed, SourceEventID: s, Error: &duroxide.ErrorDetails{Message: "not ready"}})
 	h.timer(250 * time.Millisecond) // backoff, still pending
-	items := readableHistory(orchestrations.CreateInstance, h.evs, true)
+	items := Steps(h.evs, true)
 	if len(items) != 2 || items[1].Kind != "activity" {
 		t.Fatalf("items: %+v", items)
 	}
@@ -101,7 +130,7 @@ func TestReadableHistoryTotalTimeoutAndActor(t *testing.T) {
 	if act.Total == nil || act.Total.Delay != 10*time.Minute {
 		t.Fatalf("total timeout: %+v", act.Total)
 	}
-	if act.Status != "waiting" || act.Attempts[0].Backoff == nil || act.Attempts[0].Label() != "attempt 1 of 200" {
+	if act.Status != "waiting" || act.Attempts[0].Backoff == nil || act.Attempts[0].Label() != "attempt 1" {
 		t.Fatalf("pending retry: %+v %+v", act, act.Attempts[0])
 	}
 
@@ -115,7 +144,7 @@ func TestReadableHistoryTotalTimeoutAndActor(t *testing.T) {
 	iv := a.timer(time.Second) // the interval: not a backoff
 	a.add(duroxide.Event{Kind: duroxide.EventTimerFired, SourceEventID: iv})
 	a.add(duroxide.Event{Kind: duroxide.EventOrchestrationContinuedAsNew, Input: `{"checks":3}`})
-	items = readableHistory(orchestrations.InstanceActor, a.evs, false)
+	items = Steps(a.evs, false)
 	var kinds []string
 	for _, it := range items {
 		kinds = append(kinds, it.Kind+":"+it.Status)
@@ -128,31 +157,35 @@ func TestReadableHistoryTotalTimeoutAndActor(t *testing.T) {
 	}
 }
 
-func TestTemplatesParse(t *testing.T) {
-	pages, err := parseTemplates()
-	if err != nil {
-		t.Fatal(err)
+// TestStepsEventsSubsAndFailure: a wait and the event that ends it, a
+// failed sub-orchestration (linked), and the orchestration's failure; raw
+// events mask secrets too.
+func TestStepsEventsSubsAndFailure(t *testing.T) {
+	h := &hist{t0: time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC).UnixMilli()}
+	h.add(duroxide.Event{Kind: duroxide.EventOrchestrationStarted, Name: "parent"})
+	h.add(duroxide.Event{Kind: duroxide.EventExternalSubscribed, Name: "go"})
+	h.add(duroxide.Event{Kind: duroxide.EventExternalEvent, Name: "go", Data: `{"token":"s3cret"}`})
+	s := h.add(duroxide.Event{Kind: duroxide.EventSubOrchestrationScheduled, Name: "child", Instance: "parent::sub::4"})
+	h.add(duroxide.Event{Kind: duroxide.EventSubOrchestrationFailed, SourceEventID: s, Error: &duroxide.ErrorDetails{Category: duroxide.CategoryApplication, Message: "child broke"}})
+	h.add(duroxide.Event{Kind: duroxide.EventOrchestrationFailed, Error: &duroxide.ErrorDetails{Category: duroxide.CategoryApplication, Message: "child broke"}})
+
+	steps := Steps(h.evs, false)
+	var got []string
+	for _, st := range steps {
+		got = append(got, st.Kind+":"+st.Status)
 	}
-	for _, p := range pageNames {
-		if pages[p].Lookup("content") == nil || pages[p].Lookup("layout") == nil {
-			t.Errorf("page %s lacks content or layout", p)
-		}
-		src, err := templateFS.ReadFile("templates/" + p + ".html")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, region := range liveRegions[p] {
-			if pages[p].Lookup(region) == nil {
-				t.Errorf("page %s: live region %s is not defined", p, region)
-			}
-			if !strings.Contains(string(src), `data-live="`+region+`"`) {
-				t.Errorf("page %s: live region %s is not placed on the page", p, region)
-			}
-		}
+	if g := strings.Join(got, ","); g != "start:info,wait:ok,event:ok,sub:failed,failed:failed" {
+		t.Fatalf("steps: %s", g)
 	}
-	for p := range liveRegions {
-		if pages[p] == nil {
-			t.Errorf("live regions for unknown page %s", p)
+	if sub := steps[3]; sub.Link != "parent::sub::4" || !strings.Contains(sub.Error, "child broke") || len(sub.IDs) != 2 {
+		t.Errorf("sub-orchestration step: %+v", sub)
+	}
+	if p := string(steps[2].Payload); strings.Contains(p, "s3cret") {
+		t.Errorf("event payload not masked: %s", p)
+	}
+	for _, r := range RawEvents(h.evs) {
+		if strings.Contains(r.Detail, "s3cret") {
+			t.Errorf("raw event %d shows the secret: %s", r.ID, r.Detail)
 		}
 	}
 }

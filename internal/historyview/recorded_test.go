@@ -1,4 +1,4 @@
-package web
+package historyview
 
 import (
 	"errors"
@@ -10,11 +10,10 @@ import (
 	"github.com/toygres/toygres/duroxide/duroxidetest"
 )
 
-// TestReadableHistoryUsesRecordedDetail: an orchestration the console knows
-// no policies of is read from what its history records: attempt numbers out
+// TestStepsUseRecordedDetail: a history is read from what its history records: attempt numbers out
 // of the policy's maximum, attempt timeouts, the total timeout, and a user
 // timer that follows a failed attempt is not taken for a backoff.
-func TestReadableHistoryUsesRecordedDetail(t *testing.T) {
+func TestStepsUseRecordedDetail(t *testing.T) {
 	reg := duroxide.NewRegistry()
 	duroxide.Must(duroxide.RegisterOrchestration(reg, "other", func(ctx *duroxide.OrchestrationContext, in string) (string, error) {
 		p := duroxide.NewRetryPolicy(3).WithBackoff(duroxide.Fixed{Delay: 5 * time.Second}).WithTimeout(time.Minute).WithTotalTimeout(time.Hour)
@@ -36,7 +35,7 @@ func TestReadableHistoryUsesRecordedDetail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	items := readableHistory("other", res.History, false)
+	items := Steps(res.History, false)
 	var kinds []string
 	for _, it := range items {
 		kinds = append(kinds, it.Kind)
@@ -48,6 +47,9 @@ func TestReadableHistoryUsesRecordedDetail(t *testing.T) {
 	if len(step.Attempts) != 2 || step.Attempts[0].Label() != "attempt 1 of 3" || step.Attempts[1].Label() != "attempt 2 of 3" ||
 		step.Total == nil || step.Attempts[0].Timeout == nil || step.Attempts[0].Backoff == nil || step.Attempts[0].Backoff.Delay != 5*time.Second {
 		t.Fatalf("step: %+v attempts %+v %+v", step, step.Attempts[0], step.Attempts[1])
+	}
+	if step.Policy == "" || step.Attempts[0].Timeout.Delay != time.Minute {
+		t.Fatalf("step policy %q, attempt timeout %+v", step.Policy, step.Attempts[0].Timeout)
 	}
 	if once := items[2]; len(once.Attempts) != 1 || once.Attempts[0].Backoff != nil || once.Status != "failed" {
 		t.Fatalf("once: %+v", once)
