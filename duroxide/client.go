@@ -157,6 +157,43 @@ func (c *Client) applyReuse(ctx context.Context, instanceID string, p IDReusePol
 	return false, fmt.Errorf("%w: unknown IDReusePolicy %d", ErrInvalidInput, int(p))
 }
 
+// Recreate starts a new instance newID of the orchestration that instance
+// ran, with the same name, version and input (those its first execution
+// started with). instance must have ended (ErrInstanceRunning otherwise);
+// newID must not exist (ErrInstanceExists). It returns what it started.
+func (c *Client) Recreate(ctx context.Context, instance, newID string) (StartRequest, error) {
+	info, err := c.store.GetInstance(ctx, instance)
+	if err != nil {
+		return StartRequest{}, fmt.Errorf("recreate %s: %w", instance, err)
+	}
+	if !info.Status.IsTerminal() || info.Status == StatusContinuedAsNew {
+		return StartRequest{}, fmt.Errorf("recreate %s: %w (%s)", instance, ErrInstanceRunning, info.Status)
+	}
+	execs, err := c.store.ListExecutions(ctx, instance)
+	if err != nil || len(execs) == 0 {
+		return StartRequest{}, fmt.Errorf("recreate %s: no stored execution: %w", instance, errors.Join(err, ErrNotFound))
+	}
+	h, err := c.store.ReadHistory(ctx, instance, execs[0].ExecutionID)
+	if err != nil {
+		return StartRequest{}, fmt.Errorf("recreate %s: %w", instance, err)
+	}
+	i := slices.IndexFunc(h, func(e Event) bool { return e.Kind == EventOrchestrationStarted })
+	if i < 0 {
+		return StartRequest{}, fmt.Errorf("recreate %s: no start event in its first execution: %w", instance, ErrNotFound)
+	}
+	req := StartRequest{InstanceID: newID, Name: h[i].Name, Version: h[i].Version, Reuse: ReuseFail}
+	if req.Name == "" {
+		req.Name, req.Version = info.OrchestrationName, info.OrchestrationVersion
+	}
+	if h[i].Input != "" {
+		req.Input = json.RawMessage(h[i].Input)
+	}
+	if err := c.StartOrchestration(ctx, newID, req.Name, req.Input, StartVersion(req.Version), OnExisting(ReuseFail)); err != nil {
+		return StartRequest{}, err
+	}
+	return req, nil
+}
+
 // StartRequest is one instance to start with StartOrchestrations.
 type StartRequest struct {
 	InstanceID string

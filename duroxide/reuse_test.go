@@ -98,3 +98,49 @@ func TestStartIDReusePolicies(t *testing.T) {
 		t.Fatalf("b has %d executions after the restart, want 1", len(n))
 	}
 }
+
+// TestRecreate starts an ended instance's orchestration again under a new
+// id, with its first execution's input; a running one is refused.
+func TestRecreate(t *testing.T) {
+	reg := duroxide.NewRegistry()
+	duroxide.Must(duroxide.RegisterOrchestration(reg, "Echo", func(ctx *duroxide.OrchestrationContext, in string) (string, error) {
+		if in == "wait" {
+			if err := ctx.WaitForEvent("go").Await(nil); err != nil {
+				return "", err
+			}
+		}
+		return in, nil
+	}))
+	e := newEnv(t, reg, duroxide.Options{})
+	ctx := context.Background()
+	e.startOrch("orig", "Echo", "wait")
+	e.waitFor("orig running", func() bool {
+		st, err := e.c.GetStatus(ctx, "orig")
+		return err == nil && st.Status == duroxide.StatusRunning
+	})
+	if _, err := e.c.Recreate(ctx, "orig", "copy"); !errors.Is(err, duroxide.ErrInstanceRunning) {
+		t.Fatalf("Recreate of a running instance = %v", err)
+	}
+	if err := e.c.RaiseEvent(ctx, "orig", "go", nil); err != nil {
+		t.Fatal(err)
+	}
+	expectCompleted(t, e.wait("orig"), nil)
+	req, err := e.c.Recreate(ctx, "orig", "copy")
+	if err != nil || req.Name != "Echo" || req.InstanceID != "copy" {
+		t.Fatalf("Recreate = %+v, %v", req, err)
+	}
+	if err := e.c.RaiseEvent(ctx, "copy", "go", nil); err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	expectCompleted(t, e.wait("copy"), &out)
+	if out != "wait" {
+		t.Fatalf("copy = %q, want the original input", out)
+	}
+	if _, err := e.c.Recreate(ctx, "orig", "copy"); !errors.Is(err, duroxide.ErrInstanceExists) {
+		t.Fatalf("Recreate onto an existing id = %v", err)
+	}
+	if _, err := e.c.Recreate(ctx, "ghost", "copy2"); !errors.Is(err, duroxide.ErrNotFound) {
+		t.Fatalf("Recreate of an unknown instance = %v", err)
+	}
+}

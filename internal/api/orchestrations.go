@@ -3,7 +3,6 @@ package api
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -205,56 +204,13 @@ func (s *Server) handleRecreate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if !st.Status.IsTerminal() {
-		s.fail(w, r, errorf(http.StatusConflict, "orchestration %q is still %s; cancel it before recreating it", st.Instance, st.Status))
-		return
-	}
-	ctx := r.Context()
-	execs, err := s.app.Orchestrations().Executions(ctx, st.Instance)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if len(execs) == 0 {
-		s.fail(w, r, errorf(http.StatusConflict, "orchestration %q has no stored execution to recreate from", st.Instance))
-		return
-	}
-	hist, err := s.app.Orchestrations().History(ctx, st.Instance, execs[0].ExecutionID)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	var started *duroxide.Event
-	for i := range hist {
-		if hist[i].Kind == duroxide.EventOrchestrationStarted {
-			started = &hist[i]
-			break
-		}
-	}
-	if started == nil {
-		s.fail(w, r, errorf(http.StatusConflict, "orchestration %q has no start event to recreate from", st.Instance))
-		return
-	}
-	name, version := started.Name, started.Version
-	if name == "" {
-		name = st.OrchestrationName
-	}
-	if version == "" {
-		version = st.OrchestrationVersion
-	}
-	var opts []duroxide.StartOption
-	if version != "" {
-		opts = append(opts, duroxide.StartVersion(version))
-	}
 	newID := recreateID(st.Instance)
-	var input any
-	if started.Input != "" {
-		input = json.RawMessage(started.Input)
-	}
-	if err := s.app.Orchestrations().Start(ctx, newID, name, input, opts...); err != nil {
+	req, err := s.app.Orchestrations().Recreate(r.Context(), st.Instance, newID)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	name, version := req.Name, req.Version
 	s.log.Info("orchestration recreated", "orchestration_id", st.Instance, "new_id", newID, "name", name)
 	w.Header().Set("Location", "/api/orchestrations/"+url.PathEscape(newID))
 	writeJSON(w, http.StatusAccepted, RecreateResponse{NewID: newID, OriginalID: st.Instance, Name: name, Version: version})

@@ -96,6 +96,10 @@ func (s *Server) classify(err error) (status int, msg, field string) {
 		return http.StatusNotFound, "instance not found", ""
 	case errors.Is(err, duroxide.ErrNotFound):
 		return http.StatusNotFound, "orchestration not found", ""
+	case errors.Is(err, duroxide.ErrInstanceRunning):
+		return http.StatusConflict, "the orchestration is still running; cancel it first", ""
+	case errors.Is(err, duroxide.ErrInstanceExists):
+		return http.StatusConflict, "an orchestration with that id exists", ""
 	case errors.Is(err, duroxide.ErrInvalidInput):
 		return http.StatusBadRequest, strings.TrimPrefix(err.Error(), "duroxide: "), ""
 	case errors.Is(err, context.DeadlineExceeded):

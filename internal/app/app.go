@@ -307,22 +307,16 @@ func (a *App) superviseActors(ctx context.Context) error {
 	}
 	for _, inst := range running {
 		id := orchestrations.ActorID(inst.InternalName)
-		st, err := a.client.GetStatus(ctx, id)
-		switch {
-		case errors.Is(err, duroxide.ErrNotFound):
-		case err != nil:
+		if st, err := a.client.GetStatus(ctx, id); err == nil && !st.Status.IsTerminal() {
+			continue // alive; the status read only spares a log line
+		} else if err != nil && !errors.Is(err, duroxide.ErrNotFound) {
 			return err
-		case !st.Status.IsTerminal():
-			continue
-		default:
-			if _, err := a.client.DeleteInstance(ctx, id, true); err != nil {
-				return err
-			}
 		}
 		a.logger.Info("starting health actor", "instance", inst.Name, "actor", id)
 		if err := a.client.StartOrchestration(ctx, id, orchestrations.InstanceActor,
 			orchestrations.ActorInput{InternalName: inst.InternalName, Interval: a.cfg.ActorInterval,
-				FailoverInterval: a.cfg.FailoverCheckInterval, FailoverThreshold: a.cfg.FailoverThreshold}); err != nil {
+				FailoverInterval: a.cfg.FailoverCheckInterval, FailoverThreshold: a.cfg.FailoverThreshold},
+			duroxide.OnExisting(duroxide.ReuseRestartEnded)); err != nil {
 			return err
 		}
 	}

@@ -77,13 +77,10 @@ func (a *App) DeleteBackup(ctx context.Context, id string) (*cms.Backup, error) 
 	case cms.BackupDeleted:
 		return rec, nil
 	}
-	orchID := orchestrations.DeleteBackupID(id)
-	if st, err := a.client.GetStatus(ctx, orchID); err == nil && st.Status.IsTerminal() {
-		if _, err := a.client.DeleteInstance(ctx, orchID, true); err != nil {
-			return nil, err
-		}
-	}
-	err = a.client.StartOrchestration(ctx, orchID, orchestrations.DeleteBackupOrch, orchestrations.DeleteBackupInput{InternalName: rec.InternalName, BackupID: id})
+	// A removal under way is left alone; one that ended (it failed, since
+	// the backup is not deleted) is started afresh.
+	err = a.client.StartOrchestration(ctx, orchestrations.DeleteBackupID(id), orchestrations.DeleteBackupOrch,
+		orchestrations.DeleteBackupInput{InternalName: rec.InternalName, BackupID: id}, duroxide.OnExisting(duroxide.ReuseRestartEnded))
 	if err != nil {
 		return nil, fmt.Errorf("start delete-backup orchestration: %w", err)
 	}
@@ -224,20 +221,14 @@ func (a *App) ensureSchedule(ctx context.Context, internalName string) error {
 		return err
 	}
 	id := orchestrations.ScheduleID(internalName)
-	st, err := a.client.GetStatus(ctx, id)
-	switch {
-	case errors.Is(err, duroxide.ErrNotFound):
-	case err != nil:
+	if st, err := a.client.GetStatus(ctx, id); err == nil && !st.Status.IsTerminal() {
+		return nil // running; the status read only spares a log line
+	} else if err != nil && !errors.Is(err, duroxide.ErrNotFound) {
 		return err
-	case !st.Status.IsTerminal():
-		return nil
-	default:
-		if _, err := a.client.DeleteInstance(ctx, id, true); err != nil {
-			return err
-		}
 	}
 	a.logger.Info("starting backup schedule", "internal_name", internalName, "schedule", id)
-	return a.client.StartOrchestration(ctx, id, orchestrations.BackupSchedule, orchestrations.ScheduleInput{InternalName: internalName})
+	return a.client.StartOrchestration(ctx, id, orchestrations.BackupSchedule, orchestrations.ScheduleInput{InternalName: internalName},
+		duroxide.OnExisting(duroxide.ReuseRestartEnded))
 }
 
 // BackupSettingsRequest changes an instance's backup settings; nil fields

@@ -93,22 +93,11 @@ func (a *App) deleteRecord(ctx context.Context, inst *cms.Instance, opts DeleteO
 			return fmt.Errorf("cancel create: %w", err)
 		}
 	}
+	// A delete under way is left alone. One that ended while the record is
+	// not deleted failed (or was interrupted): a fresh one starts.
 	id := orchestrations.DeleteID(inst.InternalName)
-	st, err := a.client.GetStatus(ctx, id)
-	switch {
-	case errors.Is(err, duroxide.ErrNotFound):
-	case err != nil:
-		return fmt.Errorf("read delete orchestration: %w", err)
-	case !st.Status.IsTerminal():
-		return nil // under way
-	default:
-		// An earlier delete ended, yet the record is not deleted: it failed
-		// (or was interrupted). Start a fresh one.
-		if _, err := a.client.DeleteInstance(ctx, id, true); err != nil {
-			return fmt.Errorf("reset delete orchestration: %w", err)
-		}
-	}
-	if err := a.client.StartOrchestration(ctx, id, orchestrations.DeleteInstance, orchestrations.DeleteInput{InternalName: inst.InternalName, PurgeBackups: opts.PurgeBackups}); err != nil {
+	if err := a.client.StartOrchestration(ctx, id, orchestrations.DeleteInstance, orchestrations.DeleteInput{InternalName: inst.InternalName, PurgeBackups: opts.PurgeBackups},
+		duroxide.OnExisting(duroxide.ReuseRestartEnded)); err != nil {
 		return fmt.Errorf("start delete orchestration: %w", err)
 	}
 	a.logger.Info("instance delete requested", "instance", inst.Name, "internal_name", inst.InternalName,

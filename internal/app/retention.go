@@ -78,12 +78,9 @@ func (a *App) StartJanitor(ctx context.Context) error {
 			return fmt.Errorf("send janitor settings: %w", err)
 		}
 		return nil
-	default:
-		if _, err := a.client.DeleteInstance(ctx, orchestrations.JanitorID, true); err != nil {
-			return fmt.Errorf("reset ended janitor: %w", err)
-		}
 	}
-	if err := a.client.StartOrchestration(ctx, orchestrations.JanitorID, orchestrations.Janitor, in); err != nil {
+	// Missing, or ended (it never should): a fresh one.
+	if err := a.client.StartOrchestration(ctx, orchestrations.JanitorID, orchestrations.Janitor, in, duroxide.OnExisting(duroxide.ReuseRestartEnded)); err != nil {
 		return fmt.Errorf("start janitor: %w", err)
 	}
 	a.logger.Info("janitor started", "interval", in.Interval.String(), "orchestration_retention", in.OrchestrationRetention.String(),

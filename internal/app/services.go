@@ -115,6 +115,12 @@ func (o Orchestrations) Start(ctx context.Context, id, name string, input any, o
 	return o.client.StartOrchestration(ctx, id, name, input, opts...)
 }
 
+// Recreate starts the orchestration that id ran (name, version, input)
+// again as newID; id must have ended.
+func (o Orchestrations) Recreate(ctx context.Context, id, newID string) (duroxide.StartRequest, error) {
+	return o.client.Recreate(ctx, id, newID)
+}
+
 // Cancel asks a running orchestration to stop.
 func (o Orchestrations) Cancel(ctx context.Context, id, reason string) error {
 	return o.client.CancelInstance(ctx, id, reason)
