@@ -51,7 +51,8 @@ func (c *Client) StartOrchestration(ctx context.Context, instanceID, name string
 	if err != nil {
 		return fmt.Errorf("start %s: %w", instanceID, err)
 	}
-	item := WorkItem{Kind: WorkStartOrchestration, Instance: instanceID, Name: name, Version: cfg.version, Input: in}
+	item := WorkItem{Kind: WorkStartOrchestration, Instance: instanceID, Name: name, Version: cfg.version, Input: in,
+		TraceContext: traceparentOf(ctx)}
 	if c.rt != nil && c.rt.startLocal(ctx, item) {
 		return nil
 	}
@@ -97,7 +98,8 @@ func (c *Client) StartOrchestrations(ctx context.Context, reqs []StartRequest) e
 		if err != nil {
 			return fmt.Errorf("start %s: %w", r.InstanceID, err)
 		}
-		items[i] = WorkItem{Kind: WorkStartOrchestration, Instance: r.InstanceID, Name: r.Name, Version: r.Version, Input: in}
+		items[i] = WorkItem{Kind: WorkStartOrchestration, Instance: r.InstanceID, Name: r.Name, Version: r.Version, Input: in,
+			TraceContext: traceparentOf(ctx)}
 	}
 	if len(items) == 0 {
 		return nil
