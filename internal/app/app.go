@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/duroxide/postgres"
@@ -74,6 +75,9 @@ type Config struct {
 	// (duroxide.Options; see internal/config).
 	RetryPolicies   map[string]duroxide.RetryPolicy
 	CircuitBreakers map[string]duroxide.CircuitBreakerConfig
+	// TracerProvider receives the runtime's spans (duroxide.Options; nil:
+	// none).
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultActivityConcurrency is how many activities run at once by default.
@@ -258,6 +262,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		KeepExecutions:           max(cfg.Retention.KeepExecutions, 0),
 		OrchestrationLockTimeout: cfg.OrchestrationLockTimeout, ActivityLockTimeout: cfg.ActivityLockTimeout,
 		RetryPolicies: cfg.RetryPolicies, CircuitBreakers: cfg.CircuitBreakers,
+		TracerProvider: cfg.TracerProvider,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start runtime: %w", err)
@@ -465,7 +470,7 @@ func (a *App) createInstance(ctx context.Context, r CreateRequest, from *datapla
 		_, _ = a.CMS.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "starting the create orchestration failed", Message: err.Error()})
 		return nil, fmt.Errorf("start create orchestration: %w", err)
 	}
-	a.Logger.Info("instance create requested", "instance", r.Name, "internal_name", internal, "orchestration_id", orchID)
+	a.Logger.InfoContext(ctx, "instance create requested", "instance", r.Name, "internal_name", internal, "orchestration_id", orchID)
 	return inst, nil
 }
 
