@@ -27,8 +27,11 @@ package duroxide
 //     orchestration span (carried on the ActivityExecute message), with the
 //     retry attempt, max attempts, delivery attempt, outcome and error.
 //     Its ctx is the activity function's ctx.
-//   - Sub-orchestrations, detached starts and continue-as-new carry the
-//     orchestration span's traceparent to the next execution's start.
+//   - Sub-orchestrations and detached starts carry the orchestration span's
+//     traceparent to the child's start: the child's orchestration span is
+//     its child. An execution after continue-as-new starts a new trace
+//     whose orchestration span links to the previous execution's (so an
+//     eternal orchestration is a chain of traces, not one without end).
 //   - Histories written without a trace context (before tracing was
 //     enabled) get a deterministic parent derived from instance and
 //     execution id, so their turns and attempts still form one trace.
@@ -140,15 +143,24 @@ const (
 // startOrchSpan opens the orchestration span of a new execution, a child of
 // parent (the starter's span context; invalid: a new root), and returns the
 // traceparent to record on its OrchestrationStarted event.
+//
+// An execution after continue-as-new starts a new trace linked to the
+// previous execution's span instead: an eternal orchestration would
+// otherwise grow one trace without end.
 func (e *engine) startOrchSpan(parent trace.SpanContext, name, version, by string) string {
 	tr := e.rt.tracer
 	ctx := context.Background()
-	if parent.IsValid() {
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithAttributes(attrInstance.String(e.instance), attrExecution.Int64(e.executionID),
+			attrOrchestration.String(name), attrVersion.String(version), attrStartedBy.String(by))}
+	switch {
+	case !parent.IsValid():
+	case by == "continueAsNew":
+		opts = append(opts, trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: parent}))
+	default:
 		ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
 	}
-	_, span := tr.Start(ctx, "orchestration "+name, trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(attrInstance.String(e.instance), attrExecution.Int64(e.executionID),
-			attrOrchestration.String(name), attrVersion.String(version), attrStartedBy.String(by)))
+	_, span := tr.Start(ctx, "orchestration "+name, opts...)
 	e.orchSpan = span
 	e.orchSC = span.SpanContext()
 	e.traceCtx = formatTraceparent(e.orchSC)
@@ -206,7 +218,7 @@ func (rt *Runtime) turnSpan(e *engine, c *TurnCommit) {
 	_, span := rt.tracer.Start(ctx, "turn "+e.name, trace.WithTimestamp(start),
 		trace.WithAttributes(attrInstance.String(e.instance), attrExecution.Int64(e.executionID),
 			attrOrchestration.String(e.name), attrTurnEvents.Int(len(c.HistoryDelta)),
-			attrHistoryEvents.Int64(e.nextID-1), attrStatus.String(string(c.Status))))
+			attrHistoryEvents.Int64(e.nextID-1), attrStatus.String(string(c.Status)), attrWorker.String(rt.opts.WorkerID)))
 	for i := range c.HistoryDelta {
 		ev := &c.HistoryDelta[i]
 		ts := trace.WithTimestamp(time.UnixMilli(ev.TimestampMs))
