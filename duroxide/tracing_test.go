@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -277,4 +278,39 @@ func spanNames(spans []sdktrace.ReadOnlySpan) []string {
 		out[i] = s.Name()
 	}
 	return out
+}
+
+// TestStoreAndHistoryMetrics: the runtime times its store calls by
+// operation and records each execution's history length at every turn.
+func TestStoreAndHistoryMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, flakyRegistry(t, 1, time.Millisecond, nil), duroxide.Options{Metrics: reg, DisableLocalDispatch: true})
+	e.startOrch("m-1", "Flow", "x")
+	expectCompleted(t, e.wait("m-1"), nil)
+	for _, op := range []string{"fetch_orchestration_item", "ack_orchestration_item", "fetch_work_item", "ack_work_item"} {
+		if n := counterValue(t, reg, "duroxide_store_operation_duration_seconds", map[string]string{"op": op}); n == 0 {
+			t.Errorf("no %s call timed", op)
+		}
+		if n := counterValue(t, reg, "duroxide_store_operation_errors_total", map[string]string{"op": op}); n != 0 {
+			t.Errorf("%v failed %s calls counted, want 0", n, op)
+		}
+	}
+	// Turns: start, attempt 1 failed, backoff fired, attempt 2 completed.
+	if n := counterValue(t, reg, "duroxide_orchestration_history_events", map[string]string{"orchestration_name": "Flow"}); n < 4 {
+		t.Errorf("history size observed %v times, want one per turn (at least 4)", n)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var maxLen float64
+	for _, mf := range mfs {
+		if mf.GetName() == "duroxide_orchestration_history_events" {
+			h := mf.GetMetric()[0].GetHistogram()
+			maxLen = h.GetSampleSum()
+		}
+	}
+	if want := float64(len(e.history("m-1"))); maxLen < want {
+		t.Errorf("history size sum %v, want at least the final length %v", maxLen, want)
+	}
 }
