@@ -178,6 +178,16 @@ func (e *engine) adoptTrace(tp string) {
 	e.orchSC, e.traceCtx = sc, tp
 }
 
+// logContext is ctx carrying the execution's orchestration span context
+// when tracing, so log handlers can add its trace and span ids; ctx itself
+// otherwise (or when ctx already has a span).
+func (e *engine) logContext(ctx context.Context) context.Context {
+	if e.rt == nil || e.rt.tracer == nil || !e.orchSC.IsValid() || trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx
+	}
+	return trace.ContextWithRemoteSpanContext(ctx, e.orchSC)
+}
+
 // endOrchSpan ends the live orchestration span, if this process holds one
 // whose first turn committed (a span of a start that never committed is
 // dropped unexported).

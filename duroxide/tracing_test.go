@@ -3,6 +3,8 @@ package duroxide_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/toygres/toygres/duroxide"
 )
@@ -313,4 +316,62 @@ func TestStoreAndHistoryMetrics(t *testing.T) {
 	if want := float64(len(e.history("m-1"))); maxLen < want {
 		t.Errorf("history size sum %v, want at least the final length %v", maxLen, want)
 	}
+}
+
+// TestTracingLogs: the runtime's retry log and the orchestration's own
+// logger (ctx.Logger) log in the execution's trace, so a handler that reads
+// the span context from ctx (Toygres' JSON logs) tags them.
+func TestTracingLogs(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	rec := &ctxRecorder{}
+	reg := flakyRegistry(t, 1, time.Millisecond, nil)
+	if err := duroxide.RegisterOrchestration(reg, "Logs", func(ctx *duroxide.OrchestrationContext, in string) (string, error) {
+		ctx.Logger().Info("orchestration says hello")
+		return in, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, reg, duroxide.Options{TracerProvider: tp, Logger: slog.New(rec)})
+	e.startOrch("lg-1", "Flow", "x")
+	expectCompleted(t, e.wait("lg-1"), nil)
+	e.startOrch("lg-2", "Logs", "x")
+	expectCompleted(t, e.wait("lg-2"), nil)
+	for _, msg := range []string{"activity attempt failed; will retry", "orchestration says hello"} {
+		sc, ok := rec.find(msg)
+		if !ok {
+			t.Errorf("no %q record", msg)
+			continue
+		}
+		if !sc.IsValid() {
+			t.Errorf("%q logged without a span context", msg)
+		}
+	}
+}
+
+// ctxRecorder is a slog handler keeping each record's message and the
+// span context of its ctx.
+type ctxRecorder struct {
+	mu   sync.Mutex
+	recs map[string]trace.SpanContext
+}
+
+func (h *ctxRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (h *ctxRecorder) Handle(ctx context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.recs == nil {
+		h.recs = map[string]trace.SpanContext{}
+	}
+	h.recs[r.Message] = trace.SpanContextFromContext(ctx)
+	return nil
+}
+func (h *ctxRecorder) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *ctxRecorder) WithGroup(string) slog.Handler      { return h }
+func (h *ctxRecorder) find(msg string) (trace.SpanContext, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sc, ok := h.recs[msg]
+	return sc, ok
 }

@@ -119,6 +119,10 @@ func (rt *Runtime) runActivity(lease *WorkItemLease) {
 		if !ok {
 			err := &CircuitOpenError{Activity: item.Name, Key: br.key, HalfOpenAt: halfOpenAt}
 			rt.metrics.circuitRejected(item.Name, br.key)
+			if rt.tracer != nil {
+				_, span := rt.startActivitySpan(rt.ctx, lease)
+				endActivitySpan(span, "circuit_open", err)
+			}
 			log.Info("activity attempt failed fast: circuit breaker open", "circuit_key", br.key, "half_open_at", halfOpenAt)
 			rt.complete(lease, &WorkItem{Kind: WorkActivityFailed, Instance: item.Instance, ExecutionID: item.ExecutionID, ID: item.ID,
 				Error: detailsFromError(err)})
