@@ -107,8 +107,9 @@
 //   - Every activity attempt is a span "activity <name>" under the
 //     orchestration span, with duroxide.attempt, duroxide.max_attempts,
 //     duroxide.delivery_attempt, duroxide.outcome (success, failure,
-//     timeout, cancelled, circuit_open) and the error; the activity function's ctx carries
-//     it, so its logs and outgoing calls join the trace.
+//     timeout, cancelled, circuit_open) and the error; the activity
+//     function's ctx carries it, so its logs and outgoing calls join the
+//     trace.
 //   - Sub-orchestrations and detached starts continue the trace under the
 //     parent's orchestration span; continue-as-new starts a new trace linked
 //     to the previous execution's span.
