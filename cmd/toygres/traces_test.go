@@ -244,8 +244,8 @@ func (j *jaegerServer) trace(operation string) (jTrace, error) {
 // carries the same trace id. (The orchestrations the create starts, the
 // instance actor and the backup schedule, continue the trace too.)
 func TestE2ETraces(t *testing.T) {
-	j := startJaeger(t)
 	e := newE2E(t)
+	j := startJaeger(t)
 	retry := []string{"TOYGRES_RETRY__DEPLOY_POSTGRES__BACKOFF=fixed", "TOYGRES_RETRY__DEPLOY_POSTGRES__BASE=4s",
 		"TOYGRES_RETRY__DEPLOY_POSTGRES__MAX_ATTEMPTS=4"}
 	otlp := []string{"--otlp-endpoint", j.otlpURL}
