@@ -3,6 +3,7 @@ package duroxide_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -374,4 +375,74 @@ func (h *ctxRecorder) find(msg string) (trace.SpanContext, bool) {
 	defer h.mu.Unlock()
 	sc, ok := h.recs[msg]
 	return sc, ok
+}
+
+// TestTracingChildrenAndContinueAsNew: a sub-orchestration's span is a
+// child of its parent's orchestration span (same trace); an execution after
+// continue-as-new starts a new trace linked to the previous execution's span.
+func TestTracingChildrenAndContinueAsNew(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	reg := duroxide.NewRegistry()
+	if err := duroxide.RegisterOrchestration(reg, "Child", func(ctx *duroxide.OrchestrationContext, n int) (int, error) {
+		return n + 1, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := duroxide.RegisterOrchestration(reg, "Parent", func(ctx *duroxide.OrchestrationContext, n int) (int, error) {
+		var out int
+		if err := ctx.CallSubOrchestration("Child", n, duroxide.WithInstanceID(fmt.Sprintf("child-%d", n))).Await(&out); err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			return 0, ctx.ContinueAsNew(out)
+		}
+		return out, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, reg, duroxide.Options{TracerProvider: tp})
+	ctx, root := tp.Tracer("test").Start(context.Background(), "request")
+	if err := e.c.StartOrchestration(ctx, "par", "Parent", 0); err != nil {
+		t.Fatal(err)
+	}
+	root.End()
+	expectCompleted(t, e.wait("par"), nil)
+	e.stop()
+	spans := exp.GetSpans().Snapshots()
+	parents := spansNamed(spans, "orchestration Parent")
+	children := spansNamed(spans, "orchestration Child")
+	if len(parents) != 2 || len(children) != 2 {
+		t.Fatalf("%d Parent and %d Child orchestration spans, want 2 each (two executions): %v", len(parents), len(children), spanNames(spans))
+	}
+	var first, second sdktrace.ReadOnlySpan
+	for _, p := range parents {
+		if ex, _ := spanAttr(p, "duroxide.execution_id"); ex.AsInt64() == 1 {
+			first = p
+		} else {
+			second = p
+		}
+	}
+	if first == nil || second == nil {
+		t.Fatal("no spans of executions 1 and 2")
+	}
+	if first.Parent().SpanID() != root.SpanContext().SpanID() {
+		t.Errorf("execution 1's span is not a child of the caller's span")
+	}
+	if second.SpanContext().TraceID() == first.SpanContext().TraceID() || second.Parent().IsValid() {
+		t.Errorf("execution 2's span continues trace %s (parent %s), want a new root", second.SpanContext().TraceID(), second.Parent().SpanID())
+	}
+	if l := second.Links(); len(l) != 1 || l[0].SpanContext.SpanID() != first.SpanContext().SpanID() {
+		t.Errorf("execution 2's span links %v, want execution 1's span", l)
+	}
+	for _, c := range children {
+		var want sdktrace.ReadOnlySpan = first
+		if c.SpanContext().TraceID() != first.SpanContext().TraceID() {
+			want = second
+		}
+		if c.Parent().SpanID() != want.SpanContext().SpanID() || c.SpanContext().TraceID() != want.SpanContext().TraceID() {
+			t.Errorf("child span %s (parent %s) is not under a Parent execution's span", c.SpanContext().SpanID(), c.Parent().SpanID())
+		}
+	}
 }
