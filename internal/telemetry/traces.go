@@ -78,7 +78,9 @@ func startTraces(ctx context.Context, baseURL string, res *resource.Resource) (f
 // HTTPMiddleware makes every request through h a server span ("<METHOD>
 // <route>") continuing an incoming W3C traceparent, with the span in the
 // request's context, so handlers pass it on (to StartOrchestration, log
-// calls with ctx). Without trace export it returns h itself.
+// calls with ctx). Scrapes and probes (GET /metrics, /health), which come
+// every few seconds and say nothing about work, are not traced. Without
+// trace export it returns h itself.
 func HTTPMiddleware(h http.Handler) http.Handler {
 	tp := TracerProvider()
 	if tp == nil {
@@ -87,6 +89,7 @@ func HTTPMiddleware(h http.Handler) http.Handler {
 	return otelhttp.NewHandler(h, "toygres-api",
 		otelhttp.WithTracerProvider(tp),
 		otelhttp.WithPropagators(propagation.TraceContext{}),
+		otelhttp.WithFilter(func(r *http.Request) bool { return r.URL.Path != "/metrics" && r.URL.Path != "/health" }),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
 			if r.Pattern != "" {
 				return r.Pattern

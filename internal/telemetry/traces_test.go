@@ -51,8 +51,16 @@ func TestTelemetryExportsTraces(t *testing.T) {
 		inHandler = trace.SpanContextFromContext(r.Context())
 		w.WriteHeader(http.StatusAccepted)
 	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if trace.SpanContextFromContext(r.Context()).IsValid() {
+			t.Error("a /metrics scrape is traced")
+		}
+	})
 	srv := httptest.NewServer(HTTPMiddleware(mux))
 	defer srv.Close()
+	if resp, err := http.Get(srv.URL + "/metrics"); err == nil {
+		resp.Body.Close()
+	}
 	const parentTrace, parentSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/api/instances/pg1", nil)
 	req.Header.Set("traceparent", "00-"+parentTrace+"-"+parentSpan+"-01")
