@@ -111,7 +111,8 @@ func (c *Client) StartOrchestration(ctx context.Context, instanceID, name string
 	if err != nil {
 		return fmt.Errorf("start %s: %w", instanceID, err)
 	}
-	item := WorkItem{Kind: WorkStartOrchestration, Instance: instanceID, Name: name, Version: cfg.version, Input: in}
+	item := WorkItem{Kind: WorkStartOrchestration, Instance: instanceID, Name: name, Version: cfg.version, Input: in,
+		TraceContext: traceparentOf(ctx)}
 	if c.rt != nil && c.rt.startLocal(ctx, item) {
 		return nil
 	}
@@ -257,7 +258,8 @@ func (c *Client) startBatch(ctx context.Context, reqs []StartRequest) error {
 		if err != nil {
 			return fmt.Errorf("start %s: %w", r.InstanceID, err)
 		}
-		items[i] = WorkItem{Kind: WorkStartOrchestration, Instance: r.InstanceID, Name: r.Name, Version: r.Version, Input: in}
+		items[i] = WorkItem{Kind: WorkStartOrchestration, Instance: r.InstanceID, Name: r.Name, Version: r.Version, Input: in,
+			TraceContext: traceparentOf(ctx)}
 	}
 	if len(items) == 0 {
 		return nil

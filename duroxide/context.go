@@ -287,7 +287,8 @@ func (c *OrchestrationContext) Join(tasks ...*Task) error {
 // Cancel withdraws interest in a pending task, as a select loser would be.
 func (c *OrchestrationContext) Cancel(t *Task) { c.e.cancelTask(t, "cancelled by orchestration") }
 
-// replayHandler drops log records while the orchestration replays.
+// replayHandler drops log records while the orchestration replays, and
+// logs the others in the execution's trace (see engine.logContext).
 type replayHandler struct {
 	inner slog.Handler
 	e     *engine
@@ -300,7 +301,7 @@ func (h *replayHandler) Handle(ctx context.Context, r slog.Record) error {
 	if h.e.replaying {
 		return nil
 	}
-	return h.inner.Handle(ctx, r)
+	return h.inner.Handle(h.e.logContext(ctx), r)
 }
 func (h *replayHandler) WithAttrs(a []slog.Attr) slog.Handler {
 	return &replayHandler{inner: h.inner.WithAttrs(a), e: h.e}

@@ -81,4 +81,43 @@
 // ([TurnCommit.KeepExecutions]). [Client.PruneExecutions] and
 // [Client.DeleteInstancesBulk] remove old executions and finished instances
 // on demand.
+//
+// # Tracing
+//
+// With [Options.TracerProvider] set the runtime emits OpenTelemetry spans
+// (it depends on the OpenTelemetry API only; the application picks the SDK
+// and exporter). A span cannot be held open across processes, so the model
+// is:
+//
+//   - [Client.StartOrchestration] records the W3C traceparent of the span in
+//     its ctx on the start message ([WorkItem.TraceContext]).
+//   - The turn that starts an execution opens "orchestration <name>", a
+//     child of that span, and records the orchestration span's traceparent
+//     on OrchestrationStarted ([Event.TraceContext]). The span stays open
+//     while the execution's engine is cached in this process and ends with
+//     the execution (attribute duroxide.status); if the engine goes first
+//     (eviction, shutdown, a lost lock, CacheSize < 0) it ends then, with
+//     duroxide.orchestration.open=true.
+//   - Every committed turn, in any process and after any restart, is a
+//     span "turn <name>" whose parent is the orchestration span read from
+//     history; its events list what the turn recorded: "activity
+//     scheduled" (with the retry attempt), "activity failed", "backoff"
+//     (a retry wait: attempt, delay_ms, fire_at_ms), "timer created",
+//     "timer fired".
+//   - Every activity attempt is a span "activity <name>" under the
+//     orchestration span, with duroxide.attempt, duroxide.max_attempts,
+//     duroxide.delivery_attempt, duroxide.outcome (success, failure,
+//     timeout, cancelled, circuit_open) and the error; the activity
+//     function's ctx carries it, so its logs and outgoing calls join the
+//     trace.
+//   - Sub-orchestrations and detached starts continue the trace under the
+//     parent's orchestration span; continue-as-new starts a new trace linked
+//     to the previous execution's span.
+//   - Histories without a trace context get a deterministic stand-in parent
+//     derived from instance and execution id, so their turns and attempts
+//     still share one trace.
+//
+// Without a TracerProvider no span is created: the hooks are nil checks,
+// and the starter's traceparent is still recorded, so a traced process
+// that runs later turns continues the starter's trace.
 package duroxide

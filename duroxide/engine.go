@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // engine replays one execution of one instance. Orchestration code runs on
@@ -84,6 +86,17 @@ type engine struct {
 	// post holds metric updates and log lines of the current turn, emitted
 	// after its commit succeeds.
 	post []func()
+
+	// Tracing (tracing.go). traceCtx is the traceparent recorded on the
+	// execution's OrchestrationStarted (carried to its activities and
+	// children); orchSC its parsed form; orchSpan the live orchestration
+	// span when this process opened it; turnStart when the current turn
+	// began (set only when tracing).
+	traceCtx      string
+	orchSC        trace.SpanContext
+	orchSpan      trace.Span
+	orchCommitted bool
+	turnStart     time.Time
 }
 
 type action struct {
@@ -186,6 +199,9 @@ func (e *engine) maybeResume() {
 
 // close ends the orchestration goroutine if it is still parked.
 func (e *engine) close() {
+	if e.orchSpan != nil {
+		e.endOrchSpan("", true)
+	}
 	if e.started && !e.finished {
 		e.aborting = true
 		e.resumeCh <- struct{}{}
@@ -314,6 +330,7 @@ func (e *engine) apply(ev *Event) {
 		e.parentInstance, e.parentExecutionID, e.parentID = ev.ParentInstance, ev.ParentExecutionID, ev.ParentID
 		e.arrivals = append(e.arrivals[:0], ev.CarryForward...)
 		e.customStat = ev.CustomStatus
+		e.traceCtx = ev.TraceContext
 		e.startCode()
 
 	case EventActivityScheduled, EventTimerCreated, EventExternalSubscribed, EventSubOrchestrationScheduled,
@@ -646,16 +663,18 @@ func (e *engine) emitSideEffects(a *action, ev *Event) {
 	switch ev.Kind {
 	case EventActivityScheduled:
 		e.workItems = append(e.workItems, WorkItem{Kind: WorkActivityExecute, Instance: e.instance, ExecutionID: e.executionID,
-			ID: ev.EventID, Name: ev.Name, Input: ev.Input, OrchestrationName: e.name})
+			ID: ev.EventID, Name: ev.Name, Input: ev.Input, OrchestrationName: e.name,
+			TraceContext: e.traceCtx, Attempt: ev.Attempt, MaxAttempts: ev.MaxAttempts})
 	case EventTimerCreated:
 		e.orchItems = append(e.orchItems, WorkItem{Kind: WorkTimerFired, Instance: e.instance, ExecutionID: e.executionID,
 			ID: ev.EventID, FireAtMs: ev.FireAtMs})
 	case EventSubOrchestrationScheduled:
 		e.orchItems = append(e.orchItems, WorkItem{Kind: WorkStartOrchestration, Instance: ev.Instance, Name: ev.Name,
-			Version: ev.Version, Input: ev.Input, ParentInstance: e.instance, ParentExecutionID: e.executionID, ParentID: ev.EventID})
+			Version: ev.Version, Input: ev.Input, ParentInstance: e.instance, ParentExecutionID: e.executionID, ParentID: ev.EventID,
+			TraceContext: e.traceCtx})
 	case EventOrchestrationChained:
 		e.orchItems = append(e.orchItems, WorkItem{Kind: WorkStartOrchestration, Instance: ev.Instance, Name: ev.Name,
-			Version: ev.Version, Input: ev.Input})
+			Version: ev.Version, Input: ev.Input, TraceContext: e.traceCtx})
 	case EventCustomStatusUpdated:
 		e.setCS = true
 	case EventActivityCancelRequested:
@@ -778,7 +797,8 @@ func (e *engine) continueAsNew(can *continueAsNewError) {
 	// An empty version starts the next execution on the latest registered one.
 	e.orchItems = append(e.orchItems, WorkItem{Kind: WorkContinueAsNew, Instance: e.instance, ExecutionID: e.executionID,
 		Name: e.name, Version: can.version, Input: can.input, CarryForward: carry, CustomStatus: e.customStat,
-		ParentInstance: e.parentInstance, ParentExecutionID: e.parentExecutionID, ParentID: e.parentID})
+		ParentInstance: e.parentInstance, ParentExecutionID: e.parentExecutionID, ParentID: e.parentID,
+		TraceContext: e.traceCtx})
 }
 
 // cancelOutstanding withdraws activities and sub-orchestrations still in

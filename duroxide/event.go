@@ -118,6 +118,13 @@ type Event struct {
 	// CarryForward holds external events that an execution had not consumed
 	// when it continued as new; they are delivered to the next execution.
 	CarryForward []ExternalArrival `json:"carry,omitempty"`
+
+	// TraceContext, on OrchestrationStarted, is the W3C traceparent of the
+	// span this execution's turn and activity spans are children of: the
+	// "orchestration <name>" span when the starting runtime traces, else the
+	// starter's span. Empty when the starter had no span, and in histories
+	// written before the field existed. See the package doc, Tracing.
+	TraceContext string `json:"trace,omitempty"`
 }
 
 // ExternalArrival is an external event carried across continue-as-new.

@@ -173,7 +173,9 @@ func (rt *Runtime) dispatchLocal(leases []WorkItemLease) {
 func (rt *Runtime) runLocal(l *localLease) {
 	defer rt.localFree.Add(1)
 	if time.Since(l.at) > rt.opts.ActivityLockTimeout/3 {
+		begin := time.Now()
 		err := rt.store.RenewWorkItemLock(rt.ctx, l.lease.LockToken, rt.opts.ActivityLockTimeout)
+		rt.metrics.storeCall(opRenewWorkItemLock, begin, err)
 		if errors.Is(err, ErrLockLost) {
 			return
 		}
@@ -215,7 +217,9 @@ func (rt *Runtime) ackTurn(token string, c *TurnCommit) ([]WorkItemLease, error)
 		err    error
 	)
 	for i := 0; i < 5; i++ {
+		begin := time.Now()
 		leases, err = rt.local.AckOrchestrationItemLocal(rt.ctx, token, c, LocalLease{Workers: n, Timeout: rt.opts.ActivityLockTimeout})
+		rt.metrics.storeCall(opAckOrchestrationItemLocal, begin, err)
 		if err == nil || !IsRetryable(err) {
 			break
 		}
@@ -319,6 +323,9 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) {
 	}()
 	last := eng.nextID - 1
 	eng.beginTurn()
+	if rt.tracer != nil {
+		eng.turnStart = time.Now()
+	}
 	var (
 		tokens []string
 		timers []int64
@@ -342,7 +349,9 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) {
 		err error
 	)
 	for i := 0; i < 5; i++ {
+		begin := time.Now()
 		got, err = rt.local.CommitActivityTurn(rt.ctx, ActivityTurnParams{Instance: inst, WorkTokens: tokens, Timers: timers, LastEventID: last, Commit: c, Lease: LocalLease{Workers: reserved, Timeout: rt.opts.ActivityLockTimeout}})
+		rt.metrics.storeCall(opCommitActivityTurn, begin, err)
 		if err == nil || !IsRetryable(err) {
 			break
 		}
@@ -392,7 +401,12 @@ func (rt *Runtime) startLocal(ctx context.Context, item WorkItem) (handled bool)
 		}
 	}()
 	eng.beginTurn()
-	eng.record(Event{Kind: EventOrchestrationStarted, Name: item.Name, Version: version, Input: item.Input})
+	started := Event{Kind: EventOrchestrationStarted, Name: item.Name, Version: version, Input: item.Input, TraceContext: item.TraceContext}
+	if rt.tracer != nil {
+		eng.turnStart = time.Now()
+		started.TraceContext = eng.startOrchSpan(parseTraceparent(item.TraceContext), item.Name, version, "client")
+	}
+	eng.record(started)
 	name := item.Name
 	eng.post = append(eng.post, func() { rt.metrics.start(name, version, "client") })
 	eng.flush()
@@ -401,7 +415,9 @@ func (rt *Runtime) startLocal(ctx context.Context, item WorkItem) (handled bool)
 	if len(c.WorkerItems) > 0 {
 		reserved = rt.reserveLocal(len(c.WorkerItems))
 	}
+	begin := time.Now()
 	res, err := rt.local.StartTurn(ctx, item.Instance, c, LocalLease{Workers: reserved, Timeout: rt.opts.ActivityLockTimeout})
+	rt.metrics.storeCall(opStartTurn, begin, err)
 	leases := res.Leases
 	if err != nil || !res.Created {
 		rt.localFree.Add(int64(reserved))

@@ -30,6 +30,58 @@ type metrics struct {
 	circState       *prometheus.GaugeVec
 	circTransitions *prometheus.CounterVec
 	circRejected    *prometheus.CounterVec
+	historyEvents   *prometheus.HistogramVec
+	storeDuration   *prometheus.HistogramVec
+	storeErrors     *prometheus.CounterVec
+	// Per-operation children of storeDuration and storeErrors, resolved
+	// once so timing a store call looks up no labels.
+	storeObs  [numStoreOps]prometheus.Observer
+	storeErrs [numStoreOps]prometheus.Counter
+}
+
+// storeOp names a store call the runtime times.
+type storeOp int
+
+const (
+	opFetchOrchestrationItem storeOp = iota
+	opAckOrchestrationItem
+	opAbandonOrchestrationItem
+	opRenewOrchestrationItemLock
+	opReadHistory
+	opFetchWorkItem
+	opAckWorkItem
+	opAbandonWorkItem
+	opRenewWorkItemLock
+	opStartTurn
+	opCommitActivityTurn
+	opAckOrchestrationItemLocal
+	numStoreOps
+)
+
+var storeOpNames = [numStoreOps]string{
+	"fetch_orchestration_item", "ack_orchestration_item", "abandon_orchestration_item", "renew_orchestration_item_lock",
+	"read_history", "fetch_work_item", "ack_work_item", "abandon_work_item", "renew_work_item_lock",
+	"start_turn", "commit_activity_turn", "ack_orchestration_item_local",
+}
+
+// storeCall records one store call begun at begin. ErrLockLost is the
+// protocol's answer to a lock that expired or was released, not a store
+// failure, and is not counted as an error.
+func (m *metrics) storeCall(op storeOp, begin time.Time, err error) {
+	if m == nil {
+		return
+	}
+	m.storeObs[op].Observe(time.Since(begin).Seconds())
+	if err != nil && !errors.Is(err, ErrLockLost) {
+		m.storeErrs[op].Inc()
+	}
+}
+
+// historySize records the length of an execution's history after a turn.
+func (m *metrics) historySize(name string, events int64) {
+	if m != nil {
+		m.historyEvents.WithLabelValues(name).Observe(float64(events))
+	}
 }
 
 func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
@@ -87,6 +139,17 @@ func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
 	m.circRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_circuit_rejected_total",
 		Help: "Activity attempts failed fast by an open circuit breaker, without calling the activity."},
 		[]string{"activity_name", "key"})
+	m.historyEvents = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "duroxide_orchestration_history_events",
+		Help:    "Events in an execution's history after each committed turn.",
+		Buckets: []float64{2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}},
+		[]string{"orchestration_name"})
+	m.storeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "duroxide_store_operation_duration_seconds",
+		Help:    "Latency of the runtime's store calls, by operation (every call, failed ones included).",
+		Buckets: []float64{0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}},
+		[]string{"op"})
+	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "duroxide_store_operation_errors_total",
+		Help: "Failed store calls of the runtime, by operation (ErrLockLost is not a failure)."},
+		[]string{"op"})
 	gauges := newStoreGauges(store)
 	// Register each collector; when a previous runtime in this process
 	// already registered one on the same Registerer, keep counting on it.
@@ -121,11 +184,18 @@ func newMetrics(reg prometheus.Registerer, store Store) (*metrics, error) {
 	m.circState = reuse(m.circState).(*prometheus.GaugeVec)
 	m.circTransitions = reuse(m.circTransitions).(*prometheus.CounterVec)
 	m.circRejected = reuse(m.circRejected).(*prometheus.CounterVec)
+	m.historyEvents = reuse(m.historyEvents).(*prometheus.HistogramVec)
+	m.storeDuration = reuse(m.storeDuration).(*prometheus.HistogramVec)
+	m.storeErrors = reuse(m.storeErrors).(*prometheus.CounterVec)
 	if g, ok := reuse(gauges).(*storeGauges); ok {
 		g.setStore(store)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	for op, name := range storeOpNames {
+		m.storeObs[op] = m.storeDuration.WithLabelValues(name)
+		m.storeErrs[op] = m.storeErrors.WithLabelValues(name)
 	}
 	return m, nil
 }

@@ -1,6 +1,7 @@
 package duroxide
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -583,7 +584,7 @@ func (s *retrySeq) attemptFailed(err error, timedOut bool) {
 	if !e.replaying {
 		inst, k, n, delay, msg, kind, name := e.instance, s.attempt, p.MaxAttempts, d, err.Error(), s.kind, s.name
 		e.post = append(e.post, func() {
-			e.rt.logger.Warn("activity attempt failed; will retry",
+			e.rt.logger.WarnContext(e.logContext(context.Background()), "activity attempt failed; will retry",
 				"instance_id", inst, "execution_id", e.executionID, "kind", kind, "activity_name", name,
 				"attempt", k, "max_attempts", n, "retry_delay", delay.String(), "error", msg)
 		})

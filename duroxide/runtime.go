@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options configure a Runtime. The zero value of every field means its default.
@@ -86,6 +87,12 @@ type Options struct {
 	// CircuitBreakers puts circuit breakers in front of activities by name,
 	// overriding WithCircuitBreaker.
 	CircuitBreakers map[string]CircuitBreakerConfig
+	// TracerProvider, when set, receives OpenTelemetry spans: one per
+	// orchestration execution, per committed turn and per activity attempt,
+	// continuing the trace of the span in StartOrchestration's ctx across
+	// processes and restarts (see Tracing in the package doc). Nil (the
+	// default) traces nothing, at the cost of a nil check.
+	TracerProvider trace.TracerProvider
 }
 
 func (o *Options) withDefaults() {
@@ -137,6 +144,7 @@ type Runtime struct {
 	opts    Options
 	logger  *slog.Logger
 	metrics *metrics
+	tracer  trace.Tracer // nil: no tracing
 
 	ctx    context.Context // cancelled at hard stop
 	cancel context.CancelFunc
@@ -217,6 +225,7 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 		stopCh:  make(chan struct{}),
 		cache:   newEngineCache(opts.CacheSize),
 		running: map[ActivityRef]context.CancelFunc{},
+		tracer:  newTracer(opts.TracerProvider),
 	}
 	rt.orchWake.init()
 	rt.workWake.init()

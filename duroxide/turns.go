@@ -22,7 +22,9 @@ func (rt *Runtime) orchestrationLoop() {
 			idle = false
 			continue
 		}
+		begin := time.Now()
 		item, err := rt.store.FetchOrchestrationItem(rt.ctx, rt.opts.OrchestrationLockTimeout)
+		rt.metrics.storeCall(opFetchOrchestrationItem, begin, err)
 		if err != nil {
 			if rt.stopping() {
 				return
@@ -104,7 +106,9 @@ func (rt *Runtime) keepTurnLock(token string) (stop func()) {
 				return
 			case <-t.C:
 			}
+			begin := time.Now()
 			err := rt.store.RenewOrchestrationItemLock(rt.ctx, token, rt.opts.OrchestrationLockTimeout)
+			rt.metrics.storeCall(opRenewOrchestrationItemLock, begin, err)
 			switch {
 			case err == nil:
 			case errors.Is(err, ErrLockLost):
@@ -123,7 +127,9 @@ func (rt *Runtime) keepTurnLock(token string) (stop func()) {
 func (rt *Runtime) ackWithRetry(token string, c *TurnCommit) error {
 	var err error
 	for i := 0; i < 5; i++ {
+		begin := time.Now()
 		err = rt.store.AckOrchestrationItem(rt.ctx, token, c)
+		rt.metrics.storeCall(opAckOrchestrationItem, begin, err)
 		if err == nil || !IsRetryable(err) {
 			return err
 		}
@@ -133,7 +139,10 @@ func (rt *Runtime) ackWithRetry(token string, c *TurnCommit) error {
 }
 
 func (rt *Runtime) abandon(item *OrchestrationItem, delay time.Duration) {
-	if err := rt.store.AbandonOrchestrationItem(rt.ctx, item.LockToken, AbandonParams{Delay: delay, IgnoreAttempt: false}); err != nil && !errors.Is(err, ErrLockLost) {
+	begin := time.Now()
+	err := rt.store.AbandonOrchestrationItem(rt.ctx, item.LockToken, AbandonParams{Delay: delay, IgnoreAttempt: false})
+	rt.metrics.storeCall(opAbandonOrchestrationItem, begin, err)
+	if err != nil && !errors.Is(err, ErrLockLost) {
 		rt.logger.Warn("abandon orchestration item failed", "instance_id", item.Instance, "error", err)
 	}
 }
@@ -157,6 +166,10 @@ func (rt *Runtime) unregisteredDelay(attempt int) time.Duration {
 func (rt *Runtime) runTurn(item *OrchestrationItem) (*engine, *TurnCommit) {
 	msgs := item.Messages
 	var eng *engine
+	var begin time.Time
+	if rt.tracer != nil {
+		begin = time.Now()
+	}
 	keep := 0 // TurnCommit.KeepExecutions: set only when this turn starts a continue-as-new execution
 	switch {
 	case !item.Exists || (item.ExecutionStatus == StatusContinuedAsNew):
@@ -189,25 +202,30 @@ func (rt *Runtime) runTurn(item *OrchestrationItem) (*engine, *TurnCommit) {
 		if old := rt.cache.take(item.Instance); old != nil {
 			old.close()
 		}
+		by := "client"
+		if start.Kind == WorkContinueAsNew {
+			by = "continueAsNew"
+		} else if start.ParentInstance != "" {
+			by = "suborchestration"
+		}
 		eng = newEngine(rt, item.Instance, execID, fn)
 		eng.createdAtMs = item.CreatedAtMs
 		eng.beginTurn()
+		eng.turnStart = begin
 		started := Event{Kind: EventOrchestrationStarted, Name: start.Name, Version: version, Input: start.Input,
-			ParentInstance: start.ParentInstance, ParentExecutionID: start.ParentExecutionID, ParentID: start.ParentID}
+			ParentInstance: start.ParentInstance, ParentExecutionID: start.ParentExecutionID, ParentID: start.ParentID,
+			TraceContext: start.TraceContext}
 		if start.Kind == WorkContinueAsNew {
 			started.CarryForward, started.CustomStatus = start.CarryForward, start.CustomStatus
+		}
+		if rt.tracer != nil {
+			started.TraceContext = eng.startOrchSpan(parseTraceparent(start.TraceContext), start.Name, version, by)
 		}
 		eng.record(started)
 		for i := range msgs {
 			if &msgs[i] != start {
 				eng.applyMessage(&msgs[i])
 			}
-		}
-		by := "client"
-		if start.Kind == WorkContinueAsNew {
-			by = "continueAsNew"
-		} else if start.ParentInstance != "" {
-			by = "suborchestration"
 		}
 		name := start.Name
 		eng.post = append(eng.post, func() { rt.metrics.start(name, version, by) })
@@ -221,7 +239,9 @@ func (rt *Runtime) runTurn(item *OrchestrationItem) (*engine, *TurnCommit) {
 			eng = nil
 		}
 		if eng == nil {
+			readBegin := time.Now()
 			history, err := rt.store.ReadHistory(rt.ctx, item.Instance, item.ExecutionID)
+			rt.metrics.storeCall(opReadHistory, readBegin, err)
 			if err != nil {
 				rt.logger.Warn("read history failed", "instance_id", item.Instance, "error", err)
 				rt.abandon(item, time.Second)
@@ -240,9 +260,13 @@ func (rt *Runtime) runTurn(item *OrchestrationItem) (*engine, *TurnCommit) {
 			eng = newEngine(rt, item.Instance, item.ExecutionID, fn)
 			eng.createdAtMs = item.CreatedAtMs
 			eng.replay(history)
+			if rt.tracer != nil {
+				eng.adoptTrace(eng.traceCtx)
+			}
 		}
 		eng.createdAtMs = item.CreatedAtMs
 		eng.beginTurn()
+		eng.turnStart = begin
 		for i := range msgs {
 			eng.applyMessage(&msgs[i])
 		}
@@ -296,6 +320,10 @@ func (rt *Runtime) afterCommit(item *OrchestrationItem, eng *engine, c *TurnComm
 		f()
 	}
 	rt.metrics.turn(eng.name)
+	rt.metrics.historySize(eng.name, eng.nextID-1)
+	if rt.tracer != nil {
+		rt.turnSpan(eng, c)
+	}
 	if len(c.CancelledTimers) > 0 && rt.local != nil {
 		rt.disarmTimers(item.Instance, c.ExecutionID, c.CancelledTimers)
 	}

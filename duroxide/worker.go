@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // ActivityInfo describes the activity call an activity function is serving.
@@ -57,7 +59,9 @@ func (rt *Runtime) workerLoop() {
 				continue
 			}
 		}
+		begin := time.Now()
 		lease, err := rt.store.FetchWorkItem(rt.ctx, rt.opts.ActivityLockTimeout)
+		rt.metrics.storeCall(opFetchWorkItem, begin, err)
 		if err != nil {
 			if rt.stopping() {
 				return
@@ -115,6 +119,10 @@ func (rt *Runtime) runActivity(lease *WorkItemLease) {
 		if !ok {
 			err := &CircuitOpenError{Activity: item.Name, Key: br.key, HalfOpenAt: halfOpenAt}
 			rt.metrics.circuitRejected(item.Name, br.key)
+			if rt.tracer != nil {
+				_, span := rt.startActivitySpan(rt.ctx, lease)
+				endActivitySpan(span, "circuit_open", err)
+			}
 			log.Info("activity attempt failed fast: circuit breaker open", "circuit_key", br.key, "half_open_at", halfOpenAt)
 			rt.complete(lease, &WorkItem{Kind: WorkActivityFailed, Instance: item.Instance, ExecutionID: item.ExecutionID, ID: item.ID,
 				Error: detailsFromError(err)})
@@ -127,6 +135,10 @@ func (rt *Runtime) runActivity(lease *WorkItemLease) {
 		Instance: item.Instance, ExecutionID: item.ExecutionID, ActivityID: item.ID, ActivityName: item.Name,
 		OrchestrationName: item.OrchestrationName, Attempt: lease.AttemptCount, WorkerID: rt.opts.WorkerID}))
 	defer cancel()
+	var span trace.Span
+	if rt.tracer != nil {
+		ctx, span = rt.startActivitySpan(ctx, lease)
+	}
 	rt.runningMu.Lock()
 	rt.running[ref] = cancel
 	rt.runningMu.Unlock()
@@ -163,7 +175,10 @@ wait:
 		case out = <-done:
 			break wait
 		case <-ticker.C:
-			if err := rt.store.RenewWorkItemLock(rt.ctx, lease.LockToken, rt.opts.ActivityLockTimeout); err != nil {
+			renewBegin := time.Now()
+			err := rt.store.RenewWorkItemLock(rt.ctx, lease.LockToken, rt.opts.ActivityLockTimeout)
+			rt.metrics.storeCall(opRenewWorkItemLock, renewBegin, err)
+			if err != nil {
 				if errors.Is(err, ErrLockLost) {
 					log.Info("activity lock lost (cancelled or expired); cancelling activity")
 					lost = true
@@ -189,6 +204,9 @@ wait:
 			grace.Stop()
 		}
 		rt.metrics.activity(item.Name, "cancelled", time.Since(begin))
+		if span != nil {
+			endActivitySpan(span, "cancelled", out.err)
+		}
 		if br != nil {
 			br.release(probe)
 		}
@@ -212,6 +230,9 @@ wait:
 		comp.Kind, comp.Result = WorkActivityCompleted, out.res
 	}
 	rt.metrics.activity(item.Name, outcomeLabel, time.Since(begin))
+	if span != nil {
+		endActivitySpan(span, outcomeLabel, out.err)
+	}
 	if br != nil {
 		from, to := br.record(probe, out.err != nil && br.cfg.IsFailure(out.err))
 		rt.circuitTransition(br, from, to)
@@ -222,7 +243,9 @@ wait:
 func (rt *Runtime) ackWork(lease *WorkItemLease, comp *WorkItem) {
 	var err error
 	for i := 0; i < 5; i++ {
+		begin := time.Now()
 		err = rt.store.AckWorkItem(rt.ctx, lease.LockToken, comp)
+		rt.metrics.storeCall(opAckWorkItem, begin, err)
 		if err == nil || !IsRetryable(err) {
 			break
 		}

@@ -54,6 +54,16 @@ type WorkItem struct {
 	// ContinueAsNew carries state into the next execution.
 	CarryForward []ExternalArrival `json:"carry,omitempty"`
 	CustomStatus *string           `json:"custom_status,omitempty"`
+
+	// TraceContext is a W3C traceparent: on StartOrchestration and
+	// ContinueAsNew the starter's span (parent of the new execution's
+	// orchestration span), on ActivityExecute the orchestration span the
+	// attempt's span is a child of. Empty without tracing.
+	TraceContext string `json:"trace,omitempty"`
+	// ActivityExecute of a retry sequence carries its attempt (1-based)
+	// and the policy's MaxAttempts, for the attempt's span.
+	Attempt     int `json:"attempt,omitempty"`
+	MaxAttempts int `json:"max_attempts,omitempty"`
 }
 
 // IsWorkerItem reports whether the item belongs on the worker queue.

@@ -7,7 +7,8 @@
 #   chromium, chromium-driver   browser tests of the web console   (--test)
 #   prometheus            the observability acceptance test        (--test)
 # With --test it also builds OpenTofu (scripts/build-tofu.sh) for the
-# provider's acceptance tests.
+# provider's acceptance tests, and Jaeger (scripts/build-jaeger.sh) for the
+# trace acceptance test (cmd/toygres TestE2ETraces); both are cached.
 # Without --test it installs only what running Toygres needs.
 set -euo pipefail
 
@@ -40,4 +41,5 @@ fi
 go version
 if [ "${1:-}" = "--test" ]; then
 	"$(dirname "$0")/build-tofu.sh" >/dev/null
+	"$(dirname "$0")/build-jaeger.sh" >/dev/null
 fi

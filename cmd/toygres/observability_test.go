@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,6 +31,7 @@ import (
 
 	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	colmetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
@@ -805,6 +807,12 @@ func TestRetryLogLines(t *testing.T) {
 		rec["level"] = rec["severity_text"]
 	}
 	check("OTLP log export", exported)
+	// Traces go to the same endpoint (TestE2ETraces reads them back from Jaeger).
+	e.eventually("the create's orchestration span on the OTLP receiver", 30*time.Second, func() bool {
+		rcv.mu.Lock()
+		defer rcv.mu.Unlock()
+		return slices.Contains(rcv.spanNames, "orchestration create-instance") && slices.Contains(rcv.spanNames, "activity test-connection")
+	})
 	if b, err := os.ReadFile(logPath(e.dataDir)); err != nil || !strings.Contains(string(b), "OTLP export enabled") || strings.Contains(string(b), "OTLP export failed") {
 		t.Errorf("server.log should say 'OTLP export enabled' and no 'OTLP export failed' (%v)", err)
 	}
@@ -822,6 +830,7 @@ type otlpReceiver struct {
 	retryVals map[string]float64 // activity/status → value
 	nLogs     int
 	nMetrics  int
+	spanNames []string
 }
 
 func newOTLPReceiver(t *testing.T) *otlpReceiver {
@@ -894,6 +903,22 @@ func newOTLPReceiver(t *testing.T) *otlpReceiver {
 				}
 			}
 			out, _ := proto.Marshal(&colmetrics.ExportMetricsServiceResponse{})
+			w.Header().Set("Content-Type", "application/x-protobuf")
+			_, _ = w.Write(out)
+		case "/v1/traces":
+			var m coltrace.ExportTraceServiceRequest
+			if err := proto.Unmarshal(body, &m); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			for _, rs := range m.GetResourceSpans() {
+				for _, ss := range rs.GetScopeSpans() {
+					for _, s := range ss.GetSpans() {
+						r.spanNames = append(r.spanNames, s.GetName())
+					}
+				}
+			}
+			out, _ := proto.Marshal(&coltrace.ExportTraceServiceResponse{})
 			w.Header().Set("Content-Type", "application/x-protobuf")
 			_, _ = w.Write(out)
 		default:

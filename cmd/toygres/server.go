@@ -215,7 +215,7 @@ deploy/observability/README.md).`,
 	f.StringVar(&o.adminUser, "admin-user", firstNonEmpty(os.Getenv("TOYGRES_ADMIN_USERNAME"), "admin"), "admin user name (env TOYGRES_ADMIN_USERNAME)")
 	f.IntVar(&o.orchConcurrency, "orchestration-concurrency", 10, "orchestration dispatchers")
 	f.IntVar(&o.actConcurrency, "activity-concurrency", app.DefaultActivityConcurrency, "activity workers")
-	f.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "also export metrics and logs over OTLP/HTTP to this receiver, e.g. http://127.0.0.1:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT; default: no export)")
+	f.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "also export metrics, logs and traces over OTLP/HTTP to this receiver, e.g. http://127.0.0.1:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT; default: no export)")
 	f.StringVar(&o.dataplane, "dataplane", firstNonEmpty(os.Getenv("TOYGRES_DATAPLANE"), "local"), "where instances run: local (server processes on this machine) or kubernetes (env TOYGRES_DATAPLANE)")
 	f.StringVar(&o.namespace, "namespace", firstNonEmpty(os.Getenv("TOYGRES_NAMESPACE"), "toygres"), "Kubernetes namespace for instances (env TOYGRES_NAMESPACE)")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account)")
@@ -420,7 +420,7 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 		FailoverCheckInterval: o.failover.interval, FailoverThreshold: o.failover.threshold, Logger: log, WrapDriver: wrapDriver, Metrics: metrics,
 		OrchestrationConcurrency: o.orchConcurrency, ActivityConcurrency: o.actConcurrency,
 		SecretKey: o.secretKey, OrchestrationLockTimeout: o.orchLockTimeout, ActivityLockTimeout: o.actLockTimeout,
-		Dataplane: o.dataplane, Retention: o.retention,
+		Dataplane: o.dataplane, Retention: o.retention, TracerProvider: telemetry.TracerProvider(),
 		RetryPolicies: o.config.RetryPolicies(), CircuitBreakers: dataPlaneBreakers(o.config),
 		Kubernetes: kubernetes.Options{Kubeconfig: o.kubeconfig, Namespace: o.namespace, StorageClass: o.k8sStorageClass,
 			DNSZone: o.k8sDNSZone, Image: o.k8sImage, ServicePort: int32(o.k8sServicePort), LoadBalancerSourceRanges: o.k8sSources},
@@ -483,6 +483,7 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 		}
 	}
 	hs := srv.NewHTTPServer(hopts)
+	hs.Handler = telemetry.HTTPMiddleware(hs.Handler) // the API request span is the root of its trace
 	serveErr := make(chan error, 1)
 	go func() {
 		if hopts.TLS != nil {

@@ -418,19 +418,19 @@ func (a *acts) noteRestarts(ctx context.Context, in TestConnectionInput) int {
 	}
 	n, err := rc.Restarts(ctx, in.InternalName)
 	if err != nil {
-		a.Logger.Warn("reading the restart count failed", "internal_name", in.InternalName, "error", err.Error())
+		a.Logger.WarnContext(ctx, "reading the restart count failed", "internal_name", in.InternalName, "error", err.Error())
 		return in.KnownRestarts
 	}
 	if n <= in.KnownRestarts {
 		return n
 	}
 	msg := fmt.Sprintf("server restarted by the %s data plane (%d restarts since the last check, %d in total)", a.Driver.Name(), n-in.KnownRestarts, n)
-	a.Logger.Warn("instance server restarted", "internal_name", in.InternalName, "restarts", n, "new", n-in.KnownRestarts)
+	a.Logger.WarnContext(ctx, "instance server restarted", "internal_name", in.InternalName, "restarts", n, "new", n-in.KnownRestarts)
 	if a.restarts != nil {
 		a.restarts.WithLabelValues(in.InternalName).Add(float64(n - in.KnownRestarts))
 	}
 	if err := a.CMS.AddEvent(ctx, in.InternalName, msg); err != nil {
-		a.Logger.Warn("recording a restart event failed", "internal_name", in.InternalName, "error", err.Error())
+		a.Logger.WarnContext(ctx, "recording a restart event failed", "internal_name", in.InternalName, "error", err.Error())
 	}
 	return n
 }

@@ -373,7 +373,7 @@ func (b *backupActs) retention(ctx context.Context, in BackupRetentionInput) (Ba
 			}
 			if rec.State == cms.BackupCompleted {
 				out.Backups++
-				b.Logger.Info("backup expired", "internal_name", name, "backup", rec.ID, "finished", rec.FinishedAt)
+				b.Logger.InfoContext(ctx, "backup expired", "internal_name", name, "backup", rec.ID, "finished", rec.FinishedAt)
 			}
 		}
 		switch {
@@ -388,7 +388,7 @@ func (b *backupActs) retention(ctx context.Context, in BackupRetentionInput) (Ba
 				return out, err
 			}
 			out.Archives++
-			b.Logger.Info("archive of a deleted instance expired", "internal_name", name)
+			b.Logger.InfoContext(ctx, "archive of a deleted instance expired", "internal_name", name)
 		}
 	}
 	return out, nil

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/duroxide"
@@ -83,6 +84,9 @@ type Config struct {
 	// (duroxide.Options; see internal/config).
 	RetryPolicies   map[string]duroxide.RetryPolicy
 	CircuitBreakers map[string]duroxide.CircuitBreakerConfig
+	// TracerProvider receives the runtime's spans (duroxide.Options; nil:
+	// none).
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultActivityConcurrency is how many activities run at once by default.
@@ -256,6 +260,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		KeepExecutions:           max(cfg.Retention.KeepExecutions, 0),
 		OrchestrationLockTimeout: cfg.OrchestrationLockTimeout, ActivityLockTimeout: cfg.ActivityLockTimeout,
 		RetryPolicies: cfg.RetryPolicies, CircuitBreakers: cfg.CircuitBreakers,
+		TracerProvider: cfg.TracerProvider,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start runtime: %w", err)
@@ -467,7 +472,7 @@ func (a *App) createInstance(ctx context.Context, r CreateRequest, from *datapla
 		_, _ = a.cms.UpdateState(ctx, internal, cms.StateFailed, cms.StateUpdate{FailureReason: "starting the create orchestration failed", Message: err.Error()})
 		return nil, fmt.Errorf("start create orchestration: %w", err)
 	}
-	a.logger.Info("instance create requested", "instance", r.Name, "internal_name", internal, "orchestration_id", orchID)
+	a.logger.InfoContext(ctx, "instance create requested", "instance", r.Name, "internal_name", internal, "orchestration_id", orchID)
 	return inst, nil
 }
 

@@ -93,7 +93,7 @@ func Setup(o Options) (*Logger, error) {
 	}
 	w := &tee{primary: outs, secondary: o.Stdout}
 	h := slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})
-	l.Logger = slog.New(h).With("service_name", ServiceName)
+	l.Logger = slog.New(WithTrace(h)).With("service_name", ServiceName)
 	return l, nil
 }
 

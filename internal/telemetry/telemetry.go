@@ -1,4 +1,4 @@
-// Package telemetry exports Toygres' metrics and logs over OTLP/HTTP
+// Package telemetry exports Toygres' metrics, logs and traces over OTLP/HTTP
 // (protobuf) when an OpenTelemetry endpoint is configured, for a stack such
 // as an OpenTelemetry Collector in front of Prometheus and Loki, or Grafana
 // Alloy / Loki 3's native OTLP intake.
@@ -100,7 +100,8 @@ func Setup(ctx context.Context, cfg Config) (logger *slog.Logger, shutdown func(
 	metricsOn, logsOn := enabled(cfg.Endpoint)
 	metricsOn = metricsOn && cfg.Gatherer != nil
 	logsOn = logsOn && cfg.Logger != nil
-	if !metricsOn && !logsOn {
+	tracesOn := tracesEnabled(cfg.Endpoint)
+	if !metricsOn && !logsOn && !tracesOn {
 		return logger, noop, nil
 	}
 	base := cfg.Logger
@@ -132,6 +133,15 @@ func Setup(ctx context.Context, cfg Config) (logger *slog.Logger, shutdown func(
 			errs = append(errs, shutdowns[i](ctx))
 		}
 		return errors.Join(errs...)
+	}
+
+	if tracesOn {
+		stop, err := startTraces(ctx, baseURL, res)
+		if err != nil {
+			_ = stopAll(ctx)
+			return logger, noop, err
+		}
+		shutdowns = append(shutdowns, stop)
 	}
 
 	if metricsOn {
@@ -182,7 +192,7 @@ func Setup(ctx context.Context, cfg Config) (logger *slog.Logger, shutdown func(
 	if where == "" {
 		where = "(from " + EnvEndpoint + ")"
 	}
-	base.Info("OTLP export enabled", "endpoint", where, "metrics", metricsOn, "logs", logsOn)
+	base.Info("OTLP export enabled", "endpoint", where, "metrics", metricsOn, "logs", logsOn, "traces", tracesOn)
 	var once sync.Once
 	var serr error
 	return logger, func(ctx context.Context) error {

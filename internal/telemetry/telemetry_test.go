@@ -17,10 +17,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	colmetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -36,6 +38,7 @@ type receiver struct {
 	logPosts    int
 	metrics     []*metricspb.ResourceMetrics
 	logs        []*logspb.ResourceLogs
+	traces      []*tracepb.ResourceSpans
 	bad         []string
 }
 
@@ -90,6 +93,15 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		r.logPosts++
 		r.logs = append(r.logs, l.GetResourceLogs()...)
 		resp = &collogs.ExportLogsServiceResponse{}
+	case "/v1/traces":
+		var tr coltrace.ExportTraceServiceRequest
+		if err := proto.Unmarshal(b, &tr); err != nil {
+			r.bad = append(r.bad, "traces: "+err.Error())
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.traces = append(r.traces, tr.GetResourceSpans()...)
+		resp = &coltrace.ExportTraceServiceResponse{}
 	default:
 		r.bad = append(r.bad, "path "+req.URL.Path)
 		http.NotFound(w, req)
@@ -212,7 +224,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, f func() bool) {
 
 // clearOTelEnv makes the test independent of the machine's OTEL_* settings.
 func clearOTelEnv(t *testing.T) {
-	for _, k := range []string{EnvEndpoint, EnvMetricsEndpoint, EnvLogsEndpoint, EnvProtocol, EnvSDKDisabled,
+	for _, k := range []string{EnvEndpoint, EnvMetricsEndpoint, EnvLogsEndpoint, EnvTracesEndpoint, EnvProtocol, EnvSDKDisabled,
 		"OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_EXPORTER_OTLP_HEADERS",
 		"OTEL_EXPORTER_OTLP_COMPRESSION"} {
 		t.Setenv(k, "")
