@@ -471,6 +471,12 @@ func TestRetryMetricsExact(t *testing.T) {
 				t.Errorf("%s%v = %v, want %v", name, labels, got, want)
 			}
 		}
+		// Metrics are recorded after a turn commits, so a waiter may see the
+		// completion a moment before them: wait for the last completion's.
+		e.waitFor("the last turn's metrics", func() bool {
+			return counterValue(t, promReg, "duroxide_orchestration_completions_total", map[string]string{"orchestration_name": "Retry", "status": "success"}) == 2 &&
+				counterValue(t, promReg, "duroxide_activity_retries_total", map[string]string{"activity_name": "Flaky", "status": "success"}) == 2
+		})
 		// m1: attempt2 failure, attempt3 success. m2: attempts 2,3 failure.
 		// m3: attempt 2 timeout, attempt 3 success.
 		check("duroxide_activity_retries_total", map[string]string{"activity_name": "Flaky", "status": "failure"}, 3)

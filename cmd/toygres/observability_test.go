@@ -502,7 +502,8 @@ func TestObservabilityPrometheus(t *testing.T) {
 		return err == nil && len(s) == 1 && s[0].Value == 1, fmt.Sprint(s, err)
 	})
 
-	out := e.ok("create", "obs-retry", "--password", "test123", "--wait")
+	// One standby, so that the replication lag panel has a series.
+	out := e.ok("create", "obs-retry", "--password", "test123", "--replicas", "1", "--wait")
 	if !strings.Contains(out, "is running") {
 		t.Fatalf("create --wait output:\n%s", out)
 	}

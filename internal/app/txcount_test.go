@@ -20,7 +20,7 @@ import (
 // idling and closing an app costs over the same time is measured alone and
 // subtracted, and so are the test's own polling queries.
 func TestStoreTransactionsPerCreateAndHealthCheck(t *testing.T) {
-	const creates, checks = 10, 200
+	const creates, checks = 10, 50
 	dbURL := cluster.NewDatabase(t)
 	admin, err := pgx.Connect(t.Context(), cluster.URL)
 	if err != nil {

@@ -74,16 +74,21 @@ func New(inner dataplane.Driver, f Faults) *Driver {
 
 // Wrap wraps inner and returns the result as a dataplane.Driver that keeps
 // the optional interfaces of inner (dataplane.Repairer,
-// dataplane.RestartCounter, InternalEndpointsReachable, dataplane.Backuper),
-// so the control plane treats it as it treats inner. Backups and restores
-// pass through without faults.
+// dataplane.RestartCounter, InternalEndpointsReachable, dataplane.Backuper,
+// dataplane.Replicator), so the control plane treats it as it treats inner.
+// Backups, restores and the standby operations pass through without faults.
 func Wrap(inner dataplane.Driver, f Faults) (dataplane.Driver, *Driver) {
 	d := New(inner, f)
 	_, repair := inner.(dataplane.Repairer)
 	_, counter := inner.(dataplane.RestartCounter)
 	_, reach := inner.(interface{ InternalEndpointsReachable() error })
 	bk, backups := inner.(dataplane.Backuper)
+	rp, replicas := inner.(dataplane.Replicator)
 	switch {
+	case repair && counter && reach && backups && replicas:
+		return withAllReplicas{withAll{d}, backupsVia{bk}, replicasVia{rp}}, d
+	case backups && replicas:
+		return withBackupsReplicas{d, backupsVia{bk}, replicasVia{rp}}, d
 	case repair && counter && reach && backups:
 		return withAllBackups{withAll{d}, backupsVia{bk}}, d
 	case backups:
@@ -258,4 +263,37 @@ type withBackups struct {
 type withAllBackups struct {
 	withAll
 	backupsVia
+}
+
+// replicasVia passes dataplane.Replicator through to the inner driver.
+type replicasVia struct{ r dataplane.Replicator }
+
+func (v replicasVia) SetReplicas(ctx context.Context, name string, n int, sync bool) error {
+	return v.r.SetReplicas(ctx, name, n, sync)
+}
+
+func (v replicasVia) Servers(ctx context.Context, name string) ([]dataplane.ServerState, error) {
+	return v.r.Servers(ctx, name)
+}
+
+func (v replicasVia) Fence(ctx context.Context, name, id string) error { return v.r.Fence(ctx, name, id) }
+
+func (v replicasVia) Promote(ctx context.Context, name, id string) error {
+	return v.r.Promote(ctx, name, id)
+}
+
+func (v replicasVia) Rebuild(ctx context.Context, name, id string) error {
+	return v.r.Rebuild(ctx, name, id)
+}
+
+type withBackupsReplicas struct {
+	*Driver
+	backupsVia
+	replicasVia
+}
+
+type withAllReplicas struct {
+	withAll
+	backupsVia
+	replicasVia
 }

@@ -186,3 +186,50 @@ func TestWrapKeepsBackuper(t *testing.T) {
 		t.Fatal("the wrapper claims a Backuper the inner driver lacks")
 	}
 }
+
+// standbys is a Replicator that records its calls.
+type standbys struct{ calls []string }
+
+func (s *standbys) SetReplicas(_ context.Context, name string, n int, sync bool) error {
+	s.calls = append(s.calls, fmt.Sprintf("set %s %d %v", name, n, sync))
+	return nil
+}
+func (s *standbys) Servers(context.Context, string) ([]dataplane.ServerState, error) { return nil, nil }
+func (s *standbys) Fence(_ context.Context, name, id string) error {
+	s.calls = append(s.calls, "fence "+name+" "+id)
+	return nil
+}
+func (s *standbys) Promote(_ context.Context, name, id string) error {
+	s.calls = append(s.calls, "promote "+name+" "+id)
+	return nil
+}
+func (s *standbys) Rebuild(_ context.Context, name, id string) error {
+	s.calls = append(s.calls, "rebuild "+name+" "+id)
+	return nil
+}
+
+func TestWrapKeepsReplicator(t *testing.T) {
+	rp := &standbys{}
+	inner := struct {
+		dataplane.Driver
+		dataplane.Backuper
+		dataplane.Replicator
+	}{&fixed{}, &archiving{}, rp}
+	d, fd := faulty.Wrap(inner, faulty.Faults{})
+	defer fd.Close()
+	r, ok := d.(dataplane.Replicator)
+	if !ok {
+		t.Fatal("the wrapper hides the inner driver's Replicator")
+	}
+	ctx := context.Background()
+	_ = r.SetReplicas(ctx, "a", 1, true)
+	_ = r.Fence(ctx, "a", "0")
+	_ = r.Promote(ctx, "a", "1")
+	_ = r.Rebuild(ctx, "a", "0")
+	if got := strings.Join(rp.calls, ","); got != "set a 1 true,fence a 0,promote a 1,rebuild a 0" {
+		t.Fatalf("calls passed through: %s", got)
+	}
+	if _, ok := d.(dataplane.Backuper); !ok {
+		t.Fatal("the Backuper got lost next to the Replicator")
+	}
+}
