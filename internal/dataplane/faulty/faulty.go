@@ -276,7 +276,9 @@ func (v replicasVia) Servers(ctx context.Context, name string) ([]dataplane.Serv
 	return v.r.Servers(ctx, name)
 }
 
-func (v replicasVia) Fence(ctx context.Context, name, id string) error { return v.r.Fence(ctx, name, id) }
+func (v replicasVia) Fence(ctx context.Context, name, id string) error {
+	return v.r.Fence(ctx, name, id)
+}
 
 func (v replicasVia) Promote(ctx context.Context, name, id string) error {
 	return v.r.Promote(ctx, name, id)
