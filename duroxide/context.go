@@ -201,7 +201,11 @@ const VersionBeforeChange = 0
 //	}
 //
 // An execution that reaches the call for the first time records maxSupported
-// in history (a VersionMarker event) and gets it back on every replay. An
+// in history (a VersionMarker event) and gets it back on every replay;
+// when Options.ChangeVersions (ExecutorOptions.ChangeVersions) pins the
+// change id, it records min(pin, maxSupported) instead. A pin below
+// minSupported fails the execution (a configuration error) when it would be
+// recorded; a pin never alters a version already in history. An
 // execution whose history passed this point before the call existed gets
 // VersionBeforeChange, so it replays the old branch. A recorded (or implied)
 // version outside [minSupported, maxSupported] means the code can no longer
@@ -213,10 +217,23 @@ func (c *OrchestrationContext) GetVersion(changeID string, minSupported, maxSupp
 		panic(fmt.Sprintf("duroxide: GetVersion(%q, %d, %d): need a change id and min ≤ max", changeID, minSupported, maxSupported))
 	}
 	t := c.e.newTask(taskSysCall, changeID)
-	maxText := strconv.Itoa(maxSupported)
-	c.e.emit(&action{ev: Event{Kind: EventVersionMarker, Name: changeID}, task: t, sysFn: func() string { return maxText }})
+	record := maxSupported
+	pin, pinned := c.e.rt.opts.ChangeVersions[changeID]
+	if pinned {
+		record = min(pin, maxSupported)
+	}
+	recorded := false // set when this call records the marker (not replayed from history)
+	c.e.emit(&action{ev: Event{Kind: EventVersionMarker, Name: changeID}, task: t, sysFn: func() string {
+		recorded = true
+		return strconv.Itoa(record)
+	}})
 	c.e.block(func() bool { return t.done })
 	v, err := strconv.Atoi(t.result)
+	if recorded && pinned && pin < minSupported {
+		c.e.fail(&ErrorDetails{Category: CategoryConfiguration, Message: fmt.Sprintf(
+			"change %q: ChangeVersions pins version %d, below the oldest the code supports (%d)", changeID, pin, minSupported)})
+		c.e.block(func() bool { return false })
+	}
 	if err != nil || v < minSupported || v > maxSupported {
 		c.e.nondeterministic("change %q: history has version %q, the code supports %d to %d", changeID, t.result, minSupported, maxSupported)
 		c.e.block(func() bool { return false })

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"time"
 )
@@ -29,6 +30,9 @@ type ExecutorOptions struct {
 	// Clock is the wall clock for event timestamps, timer deadlines and
 	// UtcNow (nil: time.Now). Test kits pass a virtual clock.
 	Clock func() time.Time
+	// ChangeVersions pins the versions GetVersion records, as
+	// Options.ChangeVersions does for a Runtime.
+	ChangeVersions map[string]int
 }
 
 // NewExecutor returns an Executor over the registered orchestrations.
@@ -36,7 +40,8 @@ func NewExecutor(reg *Registry, opts ExecutorOptions) *Executor {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(discardHandler{})
 	}
-	return &Executor{rt: &Runtime{reg: reg, logger: opts.Logger}, clock: opts.Clock}
+	rt := &Runtime{reg: reg, logger: opts.Logger, opts: Options{ChangeVersions: maps.Clone(opts.ChangeVersions)}}
+	return &Executor{rt: rt, clock: opts.Clock}
 }
 
 // Turn runs one turn of an instance as a runtime would: it replays history

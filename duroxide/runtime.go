@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"strconv"
 	"sync"
@@ -93,6 +94,20 @@ type Options struct {
 	// processes and restarts (see Tracing in the package doc). Nil (the
 	// default) traces nothing, at the cost of a nil check.
 	TracerProvider trace.TracerProvider
+	// ChangeVersions pins, by GetVersion change id, the version that new
+	// executions record for that change: min(pin, the code's maxSupported)
+	// instead of maxSupported. It makes a change a two-step rolling
+	// upgrade: first deploy code that supports both versions with the pin
+	// on the old one, so no instance records the new version while workers
+	// running the old code may still replay it; once every worker runs the
+	// new code, drop the pin. (The old code must call GetVersion for the
+	// change already, e.g. when moving from version 1 to 2: code without the
+	// call cannot replay a history holding its marker, whatever version it
+	// records.) A pin of VersionBeforeChange also lets a test run the old
+	// branch on new executions (duroxidetest.WithChangeVersion). A pin applies to every orchestration that uses
+	// the change id and never alters a version already recorded. A pin below
+	// the call's minSupported fails the executions that reach the call.
+	ChangeVersions map[string]int
 }
 
 func (o *Options) withDefaults() {
@@ -194,6 +209,7 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 		return nil, errors.New("duroxide: start runtime: store and registry are required")
 	}
 	opts.withDefaults()
+	opts.ChangeVersions = maps.Clone(opts.ChangeVersions) // turns read it concurrently
 	for name, p := range opts.RetryPolicies {
 		if err := p.Validate(); err != nil {
 			return nil, fmt.Errorf("duroxide: start runtime: retry policy of activity %s: %w", name, err)

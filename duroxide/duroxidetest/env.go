@@ -31,6 +31,7 @@ var DefaultStart = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 type Env struct {
 	reg        *duroxide.Registry
 	x          *duroxide.Executor
+	xopts      duroxide.ExecutorOptions
 	start, now time.Time
 	instanceID string
 	maxExec    int
@@ -93,7 +94,21 @@ func WithMaxVirtualTime(d time.Duration) Option { return func(e *Env) { e.maxTim
 
 // WithLogger sends orchestration logs to l (default: discarded).
 func WithLogger(l *slog.Logger) Option {
-	return func(e *Env) { e.x = duroxide.NewExecutor(e.reg, duroxide.ExecutorOptions{Logger: l, Clock: e.Now}) }
+	return func(e *Env) { e.xopts.Logger = l }
+}
+
+// WithChangeVersion pins the version the run records for a GetVersion
+// change id, as duroxide.Options.ChangeVersions does on a runtime: a
+// GetVersion(id, min, max) reached for the first time records min(v, max).
+// With v = duroxide.VersionBeforeChange the run takes the code path of
+// instances that started before the change, to test the old branch.
+func WithChangeVersion(id string, v int) Option {
+	return func(e *Env) {
+		if e.xopts.ChangeVersions == nil {
+			e.xopts.ChangeVersions = map[string]int{}
+		}
+		e.xopts.ChangeVersions[id] = v
+	}
 }
 
 // New returns an Env over reg, which holds the orchestrations under test
@@ -103,10 +118,11 @@ func WithLogger(l *slog.Logger) Option {
 func New(reg *duroxide.Registry, opts ...Option) *Env {
 	e := &Env{reg: reg, start: DefaultStart, instanceID: "test-instance", maxExec: 1, maxTime: 30 * 24 * time.Hour,
 		maxTurns: 10000, activities: map[string]*Mock{}, subs: map[string]*Mock{}, instances: map[string]*instance{}}
-	e.x = duroxide.NewExecutor(reg, duroxide.ExecutorOptions{Clock: e.Now})
+	e.xopts.Clock = e.Now
 	for _, o := range opts {
 		o(e)
 	}
+	e.x = duroxide.NewExecutor(reg, e.xopts)
 	e.now = e.start
 	return e
 }
