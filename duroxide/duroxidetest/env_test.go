@@ -2,6 +2,9 @@ package duroxidetest_test
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +180,37 @@ func TestNondeterminismIsReported(t *testing.T) {
 	_, err := env.Run("Bad", "x")
 	if !errors.Is(err, duroxide.ErrNondeterminism) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestWithChangeVersion: a pinned change records the pinned version (capped
+// at the code's maximum), whatever the order of the options; other runs
+// record the maximum.
+func TestWithChangeVersion(t *testing.T) {
+	reg := registry(t, "O", func(ctx *duroxide.OrchestrationContext, in string) (string, error) {
+		return fmt.Sprintf("v%d", ctx.GetVersion("c", duroxide.VersionBeforeChange, 2)), nil
+	})
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, c := range []struct {
+		opts []duroxidetest.Option
+		want string
+	}{
+		{nil, "v2"},
+		{[]duroxidetest.Option{duroxidetest.WithChangeVersion("c", 1), duroxidetest.WithLogger(quiet)}, "v1"},
+		{[]duroxidetest.Option{duroxidetest.WithLogger(quiet), duroxidetest.WithChangeVersion("c", duroxide.VersionBeforeChange)}, "v0"},
+		{[]duroxidetest.Option{duroxidetest.WithChangeVersion("c", 7)}, "v2"},
+		{[]duroxidetest.Option{duroxidetest.WithChangeVersion("other", 0)}, "v2"},
+	} {
+		res, err := duroxidetest.New(reg, c.opts...).Run("O", "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out string
+		if err := res.Decode(&out); err != nil || out != c.want {
+			t.Fatalf("options %d: output %q (%v), want %q", len(c.opts), out, err, c.want)
+		}
+		if v := res.History[1]; v.Kind != duroxide.EventVersionMarker || "v"+v.Result != c.want {
+			t.Fatalf("recorded %+v", v)
+		}
 	}
 }

@@ -141,11 +141,18 @@ func TestCreateSuccess(t *testing.T) {
 	}
 }
 
+// TestCreateSetActorFailureIsOnlyLogged: creates recorded before the lean
+// change record the actor id in a step of its own, whose failure is only
+// logged.
 func TestCreateSetActorFailureIsOnlyLogged(t *testing.T) {
-	env := newCreateEnv(t, mocks{activities.SetActor: func(m *duroxidetest.Mock) { m.Fail(duroxide.NonRetryable(errBoom)) }})
+	env := newCreateEnv(t, mocks{activities.SetActor: func(m *duroxidetest.Mock) { m.Fail(duroxide.NonRetryable(errBoom)) }},
+		duroxidetest.WithChangeVersion(orchestrations.ChangeLeanCreate, duroxide.VersionBeforeChange))
 	res := run(t, env, orchestrations.CreateInstance, createInput)
-	if res.Status != duroxide.StatusCompleted {
+	if res.Status != duroxide.StatusCompleted || res.CustomStatus != "running" {
 		t.Fatalf("status %s err %v", res.Status, res.Err)
+	}
+	if c := env.CallsTo(activities.SetActor); len(c) != 1 || c[0].Err == nil {
+		t.Fatalf("calls %v", env.CallNames())
 	}
 }
 
