@@ -53,7 +53,7 @@ const (
 	promoteWait = 2 * time.Minute
 )
 
-func standbySetName(name string) string    { return name + "-r" }
+func standbySetName(name string) string      { return name + "-r" }
 func readOnlyServiceName(name string) string { return name + "-ro" }
 
 // serverPodName is the pod of server id: <name>-0 for server 0 (the
