@@ -51,6 +51,10 @@ const (
 	// promoteWait bounds how long Promote waits for the promoted pod to
 	// be ready.
 	promoteWait = 2 * time.Minute
+	// rolloutWait bounds how long SetReplicas waits for the primary's pod
+	// to be recreated after a template change (its old pod stops first,
+	// within its termination grace period).
+	rolloutWait = 90 * time.Second
 )
 
 func standbySetName(name string) string      { return name + "-r" }
@@ -166,7 +170,7 @@ const roleShell = `role() { sed -n 's/^` + LabelRole + `="\(.*\)"$/\1/p' ` + pod
 // replReadyScript is the readiness check of a replicated server: a primary
 // accepts writes, a standby streams from the primary. Pods are thus ready
 // in the Services only when they do what their label says.
-const replReadyScript = roleShell + `q() { psql -h 127.0.0.1 -U ` + SuperUser + ` -d ` + Database + ` -Atqc "$1"; }
+const replReadyScript = roleShell + `q() { psql -U ` + SuperUser + ` -d ` + Database + ` -Atqc "$1"; }
 case "$(role)" in
 primary) test "$(q 'SELECT pg_is_in_recovery()')" = f ;;
 standby) test "$(q "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")" = 1 ;;
@@ -220,7 +224,7 @@ echo "$r" >"$state"
 (
   while sleep 2; do
     r=$(role)
-    rec=$(psql -h 127.0.0.1 -U ` + SuperUser + ` -d ` + Database + ` -Atqc 'SELECT pg_is_in_recovery()' 2>/dev/null) || continue
+    rec=$(psql -U ` + SuperUser + ` -d ` + Database + ` -Atqc 'SELECT pg_is_in_recovery()' 2>/dev/null) || continue
     case "$r:$rec" in
     primary:t) echo "toygres: promoting"; pg_ctl -D "$PGDATA" promote && echo primary >"$state" ;;
     fenced:*) echo "toygres: fenced: stopping"; echo fenced >"$state"; pg_ctl -D "$PGDATA" stop -m fast ;;
@@ -345,8 +349,23 @@ func (d *Driver) standbySet(p plan, n int) *appsv1.StatefulSet {
 		WhenDeleted: appsv1.DeletePersistentVolumeClaimRetentionPolicyType,
 		WhenScaled:  appsv1.DeletePersistentVolumeClaimRetentionPolicyType,
 	}
+	sts.Spec.Template.Spec.Affinity = d.standbyPlacement(p.name)
 	sts.Annotations[AnnotationConfigHash] = hashOf(sts.Spec.Template)
 	return sts
+}
+
+// standbyPlacement is where standby pods go. They mount the instance's
+// backup storage (a promoted standby archives into it): with a
+// ReadWriteOnce volume they must share the node of the instance's other
+// pods; with shared storage they spread over nodes where they can.
+func (d *Driver) standbyPlacement(name string) *corev1.Affinity {
+	if a := d.sameNode(name, true); a != nil {
+		return a
+	}
+	term := corev1.PodAffinityTerm{LabelSelector: &metav1.LabelSelector{MatchLabels: ownerLabels(name)},
+		TopologyKey: "kubernetes.io/hostname"}
+	return &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+		PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{Weight: 100, PodAffinityTerm: term}}}}
 }
 
 func (d *Driver) ensureStandbySet(ctx context.Context, p plan, n int) error {
@@ -446,7 +465,7 @@ func (d *Driver) SetReplicas(ctx context.Context, name string, n int, sync bool)
 			}
 			return err
 		}},
-		{"labels", func() error { return d.relabel(ctx, name, r) }},
+		{"labels", func() error { return d.awaitPrimaryPod(ctx, name, r) }},
 	}
 	for _, s := range steps {
 		if err := s.run(); err != nil {
@@ -455,6 +474,52 @@ func (d *Driver) SetReplicas(ctx context.Context, name string, n int, sync bool)
 	}
 	d.log.Info("replicas set", "instance", name, "replicas", n, "sync", sync)
 	return nil
+}
+
+// awaitPrimaryPod relabels the pods until the primary's pod runs its
+// StatefulSet's current template: a template change (the first
+// SetReplicas, a sync change) recreates the pods without labels, and the
+// primary's pod does not start postgres, nor is it in the Service, until
+// it has its label. Standbys recreated later get theirs from the next
+// Servers (or any Replicator call). It gives up, leaving that to them,
+// after rolloutWait.
+func (d *Driver) awaitPrimaryPod(ctx context.Context, name string, r *serverRoles) error {
+	if r.Primary == "" {
+		return d.relabel(ctx, name, r)
+	}
+	set := stsName(name)
+	if r.Primary != "0" {
+		set = standbySetName(name)
+	}
+	pod := serverPodName(name, r.Primary)
+	deadline := time.Now().Add(rolloutWait)
+	for {
+		if err := d.relabel(ctx, name, r); err != nil {
+			return err
+		}
+		sts, err := d.client.AppsV1().StatefulSets(d.ns).Get(ctx, set, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("get statefulset %s: %w", set, err)
+		}
+		p, err := d.client.CoreV1().Pods(d.ns).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("get pod %s: %w", pod, err)
+		}
+		if err == nil && sts.Status.ObservedGeneration >= sts.Generation && p.DeletionTimestamp == nil &&
+			p.Labels[appsv1.ControllerRevisionHashLabelKey] == sts.Status.UpdateRevision &&
+			p.Labels[LabelRole] == string(dataplane.RolePrimary) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			d.log.Warn("primary pod not relabelled after its template changed; Servers will", "instance", name, "pod", pod)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // roles returns the instance's recorded roles (those of a single server
@@ -610,6 +675,11 @@ func (d *Driver) Promote(ctx context.Context, name, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, promoteWait)
 	defer cancel()
 	for {
+		// Relabel each time: a pod recreated meanwhile (a rolling update)
+		// comes without labels.
+		if err := d.relabel(ctx, name, r); err != nil {
+			return fmt.Errorf("kubernetes: promote server %s of %s: %w", id, name, err)
+		}
 		pod, err := d.client.CoreV1().Pods(d.ns).Get(ctx, serverPodName(name, id), metav1.GetOptions{})
 		if err == nil && pod.Labels[LabelRole] == string(dataplane.RolePrimary) && podReady(pod) {
 			return nil

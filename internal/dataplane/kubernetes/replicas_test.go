@@ -56,9 +56,18 @@ func TestReplicaLifecycle(t *testing.T) {
 	if err := d.SetReplicas(ctx, name, 1, false); err != nil {
 		t.Fatalf("SetReplicas 1: %v", err)
 	}
+	// The first SetReplicas recreates the primary's pod (its template
+	// changed); SetReplicas returns once the new pod is labelled, so the
+	// Service reaches it without a Servers call.
+	if pod := getPod(t, c, ns, podName(name)); pod.Labels[LabelRole] != "primary" || pod.Labels[LabelServer] != "0" {
+		t.Errorf("pod %s labels after SetReplicas: %v", pod.Name, pod.Labels)
+	}
+	eventually(t, readyTimeout, "pod 0 has an IP", func() (bool, string) { return podIPs(t, c, ns, name)["0"] != "", "" })
+	waitSlices(t, c, ns, serviceName(name), podIPs(t, c, ns, name)["0"])
 	checkReplicatedSets(t, c, ns, name, 1, false)
 	checkServices(t, c, ns, name, true)
 	waitServers(t, d, name, map[string]dataplane.Role{"0": dataplane.RolePrimary, "1": dataplane.RoleStandby})
+	waitRolledOut(t, c, ns, name)
 	ip := podIPs(t, c, ns, name)
 	waitSlices(t, c, ns, serviceName(name), ip["0"])
 	waitSlices(t, c, ns, readOnlyServiceName(name), ip["1"])
@@ -93,6 +102,8 @@ func TestReplicaLifecycle(t *testing.T) {
 			t.Errorf("standby %+v: want sync, streaming (ready), with an address", s)
 		}
 	}
+	waitRolledOut(t, c, ns, name) // the sync setting changed the templates
+	waitServers(t, d, name, map[string]dataplane.Role{"0": dataplane.RolePrimary, "1": dataplane.RoleStandby, "2": dataplane.RoleStandby})
 	ip = podIPs(t, c, ns, name)
 	waitSlices(t, c, ns, serviceName(name), ip["0"])
 	waitSlices(t, c, ns, readOnlyServiceName(name), ip["1"], ip["2"])
@@ -332,6 +343,9 @@ func checkReplicatedSets(t *testing.T, c k8s.Interface, ns, name string, n int, 
 			t.Errorf("%s readiness probe %+v, want the role-aware check", s.Name, ctr.ReadinessProbe)
 		}
 	}
+	if a := b.Spec.Template.Spec.Affinity; a == nil || a.PodAffinity == nil || len(a.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution) != 1 {
+		t.Errorf("%s affinity %+v: want the node of the instance's pods (ReadWriteOnce backup storage)", b.Name, a)
+	}
 	if slices.ContainsFunc(b.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
 		return v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == pvcName(name)
 	}) {
@@ -400,7 +414,26 @@ func slicesOfRoles(m map[string]dataplane.Role) []dataplane.Role {
 	return out
 }
 
-// podIPs maps server ids to pod IPs.
+// waitRolledOut waits until both StatefulSets of the instance run their
+// current template in every pod, all ready.
+func waitRolledOut(t *testing.T, c k8s.Interface, ns, name string) {
+	t.Helper()
+	ctx := testCtx(t)
+	for _, set := range []string{stsName(name), standbySetName(name)} {
+		eventually(t, readyTimeout, set+" rolled out", func() (bool, string) {
+			s, err := c.AppsV1().StatefulSets(ns).Get(ctx, set, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := s.Status
+			return st.ObservedGeneration >= s.Generation && st.UpdateRevision == st.CurrentRevision &&
+				st.UpdatedReplicas == *s.Spec.Replicas && st.ReadyReplicas == *s.Spec.Replicas && st.Replicas == *s.Spec.Replicas,
+				fmt.Sprintf("%+v", st)
+		})
+	}
+}
+
+// podIPs maps server ids to pod IPs (of the pods that have one).
 func podIPs(t *testing.T, c k8s.Interface, ns, name string) map[string]string {
 	t.Helper()
 	pods, err := c.CoreV1().Pods(ns).List(testCtx(t), metav1.ListOptions{LabelSelector: instanceSelector(name)})
@@ -409,10 +442,7 @@ func podIPs(t *testing.T, c k8s.Interface, ns, name string) map[string]string {
 	}
 	out := map[string]string{}
 	for _, p := range pods.Items {
-		if id := serverID(name, p.Name); id != "" && p.DeletionTimestamp == nil {
-			if p.Status.PodIP == "" {
-				t.Fatalf("pod %s has no IP", p.Name)
-			}
+		if id := serverID(name, p.Name); id != "" && p.DeletionTimestamp == nil && p.Status.PodIP != "" {
 			out[id] = p.Status.PodIP
 		}
 	}
