@@ -202,7 +202,9 @@ func TestReplicaLifecycle(t *testing.T) {
 	checkReplicatedSets(t, c, ns, name, 0, false)
 	checkServices(t, c, ns, name, false)
 	waitServers(t, d2, name, map[string]dataplane.Role{"0": dataplane.RolePrimary})
-	waitSlices(t, c, ns, serviceName(name), ip["0"])
+	waitRolledOut(t, c, ns, name) // sync went off at the scale to 1: the pods were recreated
+	waitServers(t, d2, name, map[string]dataplane.Role{"0": dataplane.RolePrimary})
+	waitSlices(t, c, ns, serviceName(name), podIPs(t, c, ns, name)["0"])
 	if ep := waitEndpoint(t, d2, name); ep.ReadOnly != nil || ep.ReadOnlyURL("") != "" {
 		t.Errorf("endpoint after scaling to 0: %+v", ep)
 	}
@@ -427,7 +429,7 @@ func waitRolledOut(t *testing.T, c k8s.Interface, ns, name string) {
 			}
 			st := s.Status
 			return st.ObservedGeneration >= s.Generation && st.UpdateRevision == st.CurrentRevision &&
-				st.UpdatedReplicas == *s.Spec.Replicas && st.ReadyReplicas == *s.Spec.Replicas && st.Replicas == *s.Spec.Replicas,
+					st.UpdatedReplicas == *s.Spec.Replicas && st.ReadyReplicas == *s.Spec.Replicas && st.Replicas == *s.Spec.Replicas,
 				fmt.Sprintf("%+v", st)
 		})
 	}
