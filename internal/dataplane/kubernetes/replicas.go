@@ -155,8 +155,9 @@ func (d *Driver) replicatedContainer(c *corev1.Container, p plan) {
 	if p.repl.Sync {
 		c.Args = append(c.Args, "-c", "synchronous_standby_names="+syncStandbyNames)
 	}
-	c.Env = append(c.Env, corev1.EnvVar{Name: "TOYGRES_PRIMARY_HOST",
-		Value: fmt.Sprintf("%s.%s.svc.%s", serviceName(p.name), d.ns, d.clusterDomain)})
+	c.Env = append(c.Env,
+		corev1.EnvVar{Name: "TOYGRES_PRIMARY_HOST", Value: fmt.Sprintf("%s.%s.svc.%s", serviceName(p.name), d.ns, d.clusterDomain)},
+		corev1.EnvVar{Name: "TOYGRES_PRIMARY_PORT", Value: strconv.Itoa(int(d.svcPort))})
 	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: podInfoVolume_, MountPath: podInfoPath, ReadOnly: true})
 	if c.ReadinessProbe != nil && c.ReadinessProbe.Exec != nil {
 		c.ReadinessProbe.Exec.Command = []string{"/bin/sh", "-c", replReadyScript}
@@ -164,7 +165,7 @@ func (d *Driver) replicatedContainer(c *corev1.Container, p plan) {
 }
 
 // roleShell reads the pod's role label from the downward API file.
-const roleShell = `role() { sed -n 's/^` + LabelRole + `="\(.*\)"$/\1/p' ` + podInfoPath + `/labels 2>/dev/null; }
+const roleShell = `role() { sed -n 's|^` + LabelRole + `="\(.*\)"$|\1|p' ` + podInfoPath + `/labels 2>/dev/null; }
 `
 
 // replReadyScript is the readiness check of a replicated server: a primary
@@ -197,7 +198,7 @@ esac
 // in recovery → a fast shutdown (the container then restarts into the wait
 // or a fresh clone). The role last acted on is kept on the volume
 // (toygres-role) so that a restarted container knows what its data is.
-var replStartScript = roleShell + `state=` + roleStateFile + `
+const replStartScript = roleShell + `state=` + roleStateFile + `
 while :; do
   r=$(role)
   case "$r" in primary|standby) break ;; esac
@@ -212,7 +213,7 @@ if [ "$r" = standby ]; then
   fi
   if [ ! -s "$PGDATA/PG_VERSION" ]; then
     rm -rf "$PGDATA.clone"
-    PGPASSWORD="$POSTGRES_PASSWORD" pg_basebackup -h "$TOYGRES_PRIMARY_HOST" -p ` + strconv.Itoa(Port) + ` -U ` + SuperUser + ` \
+    PGPASSWORD="$POSTGRES_PASSWORD" pg_basebackup -h "$TOYGRES_PRIMARY_HOST" -p "$TOYGRES_PRIMARY_PORT" -U ` + SuperUser + ` \
       -D "$PGDATA.clone" -R -X stream -c fast -d "application_name=$HOSTNAME" || exit 1
     mv "$PGDATA.clone" "$PGDATA"
   fi

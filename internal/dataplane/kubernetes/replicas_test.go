@@ -334,6 +334,9 @@ func checkReplicatedSets(t *testing.T, c k8s.Interface, ns, name string, n int, 
 			if e.Name == "TOYGRES_PRIMARY_HOST" {
 				host = e.Value
 			}
+			if e.Name == "TOYGRES_PRIMARY_PORT" && e.Value != "5432" {
+				t.Errorf("%s clones from port %s, want the Service's 5432", s.Name, e.Value)
+			}
 			if e.Value == testPassword {
 				t.Errorf("%s carries the password as a literal", s.Name)
 			}
