@@ -19,13 +19,14 @@ import (
 
 // The replicated container's scripts cannot run under kwok. This test runs
 // them for real on this machine, with PostgreSQL 15, as the postgres
-// account: two "pods" (a directory standing for each one's volume, a file
+// account: three "pods" (a directory standing for each one's volume, a file
 // for each one's downward API labels) and a TCP forwarder standing for the
-// primary's Service. It goes through a whole failover: a primary, a
-// standby cloned through the "Service" and streaming, fencing the primary
-// (its watcher stops it; a restarted container waits), promoting the
-// standby (its watcher promotes), and rebuilding the old primary, which
-// re-clones from the new one.
+// primary's Service. It goes through a whole failover: a primary, two
+// standbys cloned through the "Service" and streaming, fencing the primary
+// (its watcher stops it; a restarted container waits), promoting a
+// standby (its watcher promotes; the other standby follows it onto the new
+// timeline), and rebuilding the old primary, which re-clones from the new
+// one.
 
 const pgBin = "/usr/lib/postgresql/15/bin"
 
@@ -253,7 +254,7 @@ exec postgres "$@"
 		t.Fatal(err)
 	}
 	defer logs.Close()
-	pods := make([]*fakePod, 2)
+	pods := make([]*fakePod, 3)
 	for i := range pods {
 		dir := filepath.Join(base, "pod"+strconv.Itoa(i))
 		p := &fakePod{t: t, name: strconv.Itoa(i), mount: filepath.Join(dir, "data"), info: filepath.Join(dir, "info"),
@@ -284,7 +285,7 @@ exec postgres "$@"
 			t.Logf("container output:\n%s", readLog(logs))
 		}
 	})
-	p0, p1 := pods[0], pods[1]
+	p0, p1, p2 := pods[0], pods[1], pods[2]
 
 	// Server 0, primary: initdb and start; the "Service" reaches it.
 	p0.setRole("primary")
@@ -305,6 +306,9 @@ exec postgres "$@"
 	p1.awaitSQL("SELECT pg_is_in_recovery()", "t")
 	p0.awaitSQL("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND application_name = 'rep-1'", "1")
 	p1.awaitSQL("SELECT count(*) FROM t", "1")
+	p2.setRole("standby")
+	p2.start()
+	p2.awaitSQL("SELECT count(*) FROM t", "1")
 	for _, p := range pods {
 		p.await("ready", func() (bool, string) { err := p.ready(); return err == nil, fmt.Sprint(err) })
 	}
@@ -333,6 +337,11 @@ exec postgres "$@"
 		t.Fatal(err)
 	}
 	p1.await("ready as primary", func() (bool, string) { err := p1.ready(); return err == nil, fmt.Sprint(err) })
+	// The other standby follows the new primary through the Service, onto
+	// its timeline.
+	p2.awaitSQL("SELECT count(*) FROM t", "2")
+	p1.awaitSQL("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND application_name = 'rep-2'", "1")
+	p2.awaitSQL("SELECT received_tli FROM pg_stat_wal_receiver", "2")
 
 	// Rebuild 0: the waiting container re-clones from the new primary.
 	p0.setRole("standby")
