@@ -351,4 +351,28 @@ exec postgres "$@"
 	if !strings.Contains(readLog(logs), "data was not a standby's (fenced): cloning again") {
 		t.Error("the rebuilt server did not re-clone")
 	}
+
+	// Switch back to 0 without fencing 1 first, then label 1 standby while
+	// it still runs as a primary (a demotion): its watcher stops it, and
+	// the restarted container re-clones from the new primary.
+	svc.target.Store(int64(p0.port))
+	p0.setRole("primary")
+	p0.awaitSQL("SELECT pg_is_in_recovery()", "f")
+	if _, err := p0.sql("INSERT INTO t VALUES (3)"); err != nil {
+		t.Fatal(err)
+	}
+	p1.setRole("standby")
+	p1.stopped(30 * time.Second)
+	if p1.state() != "demoted" {
+		t.Errorf("demoted server's recorded role %q, want demoted", p1.state())
+	}
+	p1.start()
+	p1.awaitSQL("SELECT count(*) FROM t", "3")
+	// (Server 2 is not checked here: 1's shutdown checkpoint, written after
+	// 0 was promoted, reached it, so its history left 0's; this is why
+	// Promote fences any other primary first.)
+	p0.awaitSQL("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND application_name = 'rep-1'", "1")
+	if !strings.Contains(readLog(logs), "data was not a standby's (demoted): cloning again") {
+		t.Error("the demoted server did not re-clone")
+	}
 }
