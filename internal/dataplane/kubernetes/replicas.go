@@ -420,6 +420,17 @@ func (d *Driver) SetReplicas(ctx context.Context, name string, n int, sync bool)
 		return fmt.Errorf("kubernetes: set replicas of %s: standbys need a name of at most %d bytes", name, maxReplicatedNameLen)
 	}
 	sync = sync && n > 0
+	if n == 0 {
+		// An instance that never had standbys stays as it is (its pod is
+		// not recreated for nothing).
+		_, sts, err := d.roles(ctx, name)
+		if err != nil {
+			return fmt.Errorf("kubernetes: set replicas of %s: %w", name, err)
+		}
+		if _, ok := sts.Annotations[AnnotationServers]; !ok {
+			return nil
+		}
+	}
 	r, err := d.updateRoles(ctx, name, func(r *serverRoles) error {
 		if id, _ := strconv.Atoi(r.Primary); r.Primary != "" && id > n {
 			return fmt.Errorf("the primary is server %s: promote a server of 0..%d first", r.Primary, n)
@@ -557,12 +568,14 @@ func (d *Driver) Servers(ctx context.Context, name string) ([]dataplane.ServerSt
 	if err := validName(name); err != nil {
 		return nil, err
 	}
-	r, _, err := d.roles(ctx, name)
+	r, sts, err := d.roles(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes: servers of %s: %w", name, err)
 	}
-	if err := d.relabel(ctx, name, r); err != nil {
-		d.log.Warn("relabelling pods failed", "instance", name, "err", err)
+	if _, ok := sts.Annotations[AnnotationServers]; ok {
+		if err := d.relabel(ctx, name, r); err != nil {
+			d.log.Warn("relabelling pods failed", "instance", name, "err", err)
+		}
 	}
 	pods, err := d.client.CoreV1().Pods(d.ns).List(ctx, metav1.ListOptions{LabelSelector: instanceSelector(name)})
 	if err != nil {

@@ -51,6 +51,17 @@ func TestReplicaLifecycle(t *testing.T) {
 	if cmd := getSTS(t, c, ns, name).Spec.Template.Spec.Containers[0].Command; slices.Contains(cmd, replStartScript) {
 		t.Error("a single-server instance runs the replicated start script")
 	}
+	// SetReplicas 0 leaves a single-server instance as it is.
+	before := objectVersions(t, c, ns, name)
+	if err := d.SetReplicas(ctx, name, 0, false); err != nil {
+		t.Fatalf("SetReplicas 0 of a single server: %v", err)
+	}
+	if after := objectVersions(t, c, ns, name); !mapsEqual(before, after) {
+		t.Errorf("SetReplicas 0 of a single server rewrote objects:\nbefore %v\nafter  %v", before, after)
+	}
+	if err := d.SetReplicas(ctx, instanceName("none"), 1, false); !errors.Is(err, dataplane.ErrNotFound) {
+		t.Errorf("SetReplicas of a missing instance: %v, want ErrNotFound", err)
+	}
 
 	// 0 → 1.
 	if err := d.SetReplicas(ctx, name, 1, false); err != nil {
@@ -83,7 +94,7 @@ func TestReplicaLifecycle(t *testing.T) {
 		t.Errorf("URL = %q, want %q", got, want)
 	}
 	// Idempotent: again writes nothing.
-	before := objectVersions(t, c, ns, name)
+	before = objectVersions(t, c, ns, name)
 	if err := d.SetReplicas(ctx, name, 1, false); err != nil {
 		t.Fatalf("SetReplicas 1 again: %v", err)
 	}
