@@ -59,7 +59,8 @@
 //
 // # Readiness and endpoints
 //
-// Status follows pod <name>-0's Ready condition: Pending, Running, Ready
+// Status follows the primary's pod's Ready condition (<name>-0 unless a
+// standby was promoted): Pending, Running, Ready
 // (plus Failed and Deleting). Endpoint reports the load balancer's address
 // for public instances (ErrNotReady until it has one) and
 // <name>-svc.<namespace>.svc.cluster.local for internal ones. Connection
