@@ -136,7 +136,9 @@ func joinNonEmpty(parts ...string) string {
 // <name>-svc.<namespace>.svc.<cluster domain>. While a load balancer has no
 // address it polls for up to Options.LoadBalancerWait, then returns an
 // error wrapping ErrNotReady (retry later); without a Service, one wrapping
-// dataplane.ErrNotFound.
+// dataplane.ErrNotFound. With standbys, ReadOnly is the address of the
+// read-only Service <name>-ro, found the same way; MultiHost stays false
+// (the Service follows the primary).
 func (d *Driver) Endpoint(ctx context.Context, name string) (dataplane.Endpoint, error) {
 	if err := validName(name); err != nil {
 		return dataplane.Endpoint{}, err
