@@ -293,7 +293,13 @@ func (d *Driver) SetArchiving(ctx context.Context, name string, on bool) error {
 		return fmt.Errorf("kubernetes: set archiving of %s: %w", name, err)
 	}
 	p.archiving = on
-	return d.ensureStatefulSet(ctx, p)
+	if err := d.ensureStatefulSet(ctx, p); err != nil {
+		return err
+	}
+	if p.repl != nil { // the standbys archive once promoted
+		return d.ensureStandbySet(ctx, p, p.repl.Replicas)
+	}
+	return nil
 }
 
 // jobSpec describes one Job the driver runs against an instance's backups.

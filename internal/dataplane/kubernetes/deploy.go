@@ -104,6 +104,9 @@ func (d *Driver) plan(ctx context.Context, spec dataplane.Spec) (plan, error) {
 			p.restore = decodeRestore(r)
 		}
 		p.restoredFrom = have.Annotations[AnnotationRestoredFrom]
+		if p.repl, err = decodeRoles(have); err != nil {
+			return p, err
+		}
 		running := have.Annotations[AnnotationVersion]
 		if p.version == "" {
 			p.version = running
@@ -234,7 +237,11 @@ func (d *Driver) ensureStatefulSet(ctx context.Context, p plan) error {
 }
 
 func (d *Driver) ensureService(ctx context.Context, p plan) error {
-	want := d.service(p)
+	return d.ensureServiceObject(ctx, p, d.service(p))
+}
+
+// ensureServiceObject creates or converges the Service want of instance p.
+func (d *Driver) ensureServiceObject(ctx context.Context, p plan, want *corev1.Service) error {
 	return ensure(ctx, d, "service", d.client.CoreV1().Services(d.ns), want, p.name, func(have *corev1.Service) (*corev1.Service, bool) {
 		if have.Annotations[AnnotationConfigHash] == want.Annotations[AnnotationConfigHash] {
 			return have, false

@@ -533,7 +533,7 @@ func RequiredPermissions() []Permission {
 		{"", "secrets", []string{"get", "list", "create", "update", "delete"}},
 		{"", "persistentvolumeclaims", []string{"get", "list", "create", "delete"}},
 		{"", "services", []string{"get", "list", "create", "update", "delete"}},
-		{"", "pods", []string{"get", "list", "delete"}},
+		{"", "pods", []string{"get", "list", "patch", "delete"}},
 		{"", "pods/log", []string{"get"}},
 		{"apps", "statefulsets", []string{"get", "list", "create", "update", "delete"}},
 		{"batch", "jobs", []string{"get", "list", "create", "update", "delete"}},

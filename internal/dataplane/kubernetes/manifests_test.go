@@ -276,6 +276,22 @@ func TestManifestsAndLeastPrivilege(t *testing.T) {
 	if err := d2.Deploy(ctx, dataplane.Spec{Name: pub.Name, StorageGB: 1, Internal: true}, testPassword+"x"); err != nil {
 		t.Fatalf("converging Deploy as the ServiceAccount: %v", err)
 	}
+	// Standbys: the second StatefulSet, the read-only Service and the
+	// pods' role labels (patch), then a failover.
+	if err := d.SetReplicas(ctx, in.Name, 1, false); err != nil {
+		t.Fatalf("SetReplicas as the ServiceAccount: %v", err)
+	}
+	waitServers(t, d, in.Name, map[string]dataplane.Role{"0": dataplane.RolePrimary, "1": dataplane.RoleStandby})
+	if err := d.Fence(ctx, in.Name, "0"); err != nil {
+		t.Fatalf("Fence as the ServiceAccount: %v", err)
+	}
+	if err := d.Promote(ctx, in.Name, "1"); err != nil {
+		t.Fatalf("Promote as the ServiceAccount: %v", err)
+	}
+	if err := d.Rebuild(ctx, in.Name, "0"); err != nil {
+		t.Fatalf("Rebuild as the ServiceAccount: %v", err)
+	}
+	waitServers(t, d, in.Name, map[string]dataplane.Role{"0": dataplane.RoleStandby, "1": dataplane.RolePrimary})
 	if names, err := d.Instances(ctx); err != nil || len(names) != 2 {
 		t.Errorf("Instances as the ServiceAccount: %v, %v", names, err)
 	}

@@ -75,6 +75,10 @@ type plan struct {
 	restore *restorePlan
 	// restoredFrom is "<instance>/<backup id>" of a restored instance.
 	restoredFrom string
+	// repl, once the instance has had standbys (SetReplicas), is its
+	// servers' roles: the pods then run replStartScript and the Service
+	// selects the primary only (see replicas.go).
+	repl *serverRoles
 }
 
 func (d *Driver) imageFor(version string) string {
@@ -172,6 +176,9 @@ func (d *Driver) statefulSet(p plan) *appsv1.StatefulSet {
 		},
 		SecurityContext: containerSecurity(),
 	}
+	if p.repl != nil {
+		d.replicatedContainer(&c, p)
+	}
 	spec := corev1.PodSpec{
 		Containers:                    []corev1.Container{c},
 		TerminationGracePeriodSeconds: &grace,
@@ -184,6 +191,9 @@ func (d *Driver) statefulSet(p plan) *appsv1.StatefulSet {
 			{Name: "dshm", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
 			{Name: backupVolume, VolumeSource: d.backups.Volume(p.name, false)},
 		},
+	}
+	if p.repl != nil {
+		spec.Volumes = append(spec.Volumes, podInfoVolume())
 	}
 	if p.restore != nil {
 		d.addRestore(&spec, p)
@@ -241,7 +251,7 @@ func (d *Driver) service(p plan) *corev1.Service {
 		ObjectMeta: metav1.ObjectMeta{Name: serviceName(p.name), Namespace: d.ns, Labels: resourceLabels(p.name), Annotations: annots},
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeClusterIP,
-			Selector: ownerLabels(p.name),
+			Selector: primarySelector(p),
 			Ports: []corev1.ServicePort{{Name: "postgres", Port: d.svcPort, TargetPort: intstr.FromString("postgres"),
 				Protocol: corev1.ProtocolTCP}},
 		},

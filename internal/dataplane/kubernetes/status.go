@@ -16,7 +16,8 @@ import (
 	"github.com/toygres/toygres/internal/dataplane"
 )
 
-// Status reports the readiness of the instance's pod <name>-0: Ready when
+// Status reports the readiness of the instance's primary pod (<name>-0
+// unless another server was promoted; see Servers): Ready when
 // its Ready condition is true (the readiness probe passes), Running while
 // the container runs but is not ready, Pending before that. It returns
 // dataplane.ErrNotFound (wrapped) when the instance has no resources, and
@@ -47,10 +48,10 @@ func (d *Driver) Status(ctx context.Context, name string) (dataplane.Status, err
 		return dataplane.Status{Phase: PhaseDeleting, Message: "statefulset is being deleted"}, nil
 	}
 
-	pod, err := d.client.CoreV1().Pods(d.ns).Get(ctx, podName(name), metav1.GetOptions{})
+	pod, err := d.client.CoreV1().Pods(d.ns).Get(ctx, primaryPod(sts, name), metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		return dataplane.Status{Phase: PhasePending, Message: fmt.Sprintf("pod %s not created yet", podName(name))}, nil
+		return dataplane.Status{Phase: PhasePending, Message: fmt.Sprintf("pod %s not created yet", primaryPod(sts, name))}, nil
 	case err != nil:
 		return dataplane.Status{}, fmt.Errorf("kubernetes: status of %s: %w", name, err)
 	case !ownedBy(pod, name):
@@ -135,7 +136,9 @@ func joinNonEmpty(parts ...string) string {
 // <name>-svc.<namespace>.svc.<cluster domain>. While a load balancer has no
 // address it polls for up to Options.LoadBalancerWait, then returns an
 // error wrapping ErrNotReady (retry later); without a Service, one wrapping
-// dataplane.ErrNotFound.
+// dataplane.ErrNotFound. With standbys, ReadOnly is the address of the
+// read-only Service <name>-ro, found the same way; MultiHost stays false
+// (the Service follows the primary).
 func (d *Driver) Endpoint(ctx context.Context, name string) (dataplane.Endpoint, error) {
 	if err := validName(name); err != nil {
 		return dataplane.Endpoint{}, err
@@ -173,21 +176,24 @@ func (d *Driver) endpoint(ctx context.Context, name string) (dataplane.Endpoint,
 			ep.Port = int(p.Port)
 		}
 	}
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
-		ep.Host = fmt.Sprintf("%s.%s.svc.%s", svc.Name, d.ns, d.clusterDomain)
-		return ep, nil
-	}
-	for _, in := range svc.Status.LoadBalancer.Ingress {
-		if in.IP != "" {
-			ep.Host, ep.ExternalIP = in.IP, in.IP
-			break
-		}
-		if in.Hostname != "" && ep.Host == "" {
-			ep.Host = in.Hostname
-		}
-	}
+	ep.Host, ep.ExternalIP = d.serviceAddress(svc)
 	if ep.Host == "" {
 		return dataplane.Endpoint{}, fmt.Errorf("kubernetes: endpoint of %s: %w: load balancer of service %s has no address", name, ErrNotReady, svc.Name)
+	}
+	ro, err := d.client.CoreV1().Services(d.ns).Get(ctx, readOnlyServiceName(name), metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return dataplane.Endpoint{}, fmt.Errorf("kubernetes: endpoint of %s: %w", name, err)
+	case ownedBy(ro, name) && ro.DeletionTimestamp == nil:
+		host, _ := d.serviceAddress(ro)
+		if host == "" {
+			return dataplane.Endpoint{}, fmt.Errorf("kubernetes: endpoint of %s: %w: load balancer of service %s has no address", name, ErrNotReady, ro.Name)
+		}
+		ep.ReadOnly = &dataplane.HostPort{Host: host, Port: ep.Port}
+	}
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return ep, nil
 	}
 	if label := svc.Annotations[AnnotationDNSLabel]; label != "" && d.dnsZone != "" {
 		ep.DNSName = label + "." + d.dnsZone
@@ -195,11 +201,39 @@ func (d *Driver) endpoint(ctx context.Context, name string) (dataplane.Endpoint,
 	return ep, nil
 }
 
+// serviceAddress is where clients reach svc: the load balancer's IP (also
+// returned as external) or host name, "" while it has none; the cluster
+// DNS name of a ClusterIP Service.
+func (d *Driver) serviceAddress(svc *corev1.Service) (host, externalIP string) {
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return fmt.Sprintf("%s.%s.svc.%s", svc.Name, d.ns, d.clusterDomain), ""
+	}
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		if in.IP != "" {
+			return in.IP, in.IP
+		}
+		if in.Hostname != "" && host == "" {
+			host = in.Hostname
+		}
+	}
+	return host, ""
+}
+
+// primaryPodName is the pod of the instance's primary (see primaryPod),
+// <name>-0 when its StatefulSet cannot be read.
+func (d *Driver) primaryPodName(ctx context.Context, name string) string {
+	sts, err := d.client.AppsV1().StatefulSets(d.ns).Get(ctx, stsName(name), metav1.GetOptions{})
+	if err != nil {
+		return podName(name)
+	}
+	return primaryPod(sts, name)
+}
+
 // maxLogBytes bounds what Logs reads.
 const maxLogBytes = 4 << 20
 
-// Logs returns up to tail of the last lines the PostgreSQL container of pod
-// <name>-0 wrote (all when tail <= 0). It fails with an error wrapping
+// Logs returns up to tail of the last lines the PostgreSQL container of the
+// primary's pod (<name>-0 unless another server was promoted) wrote (all when tail <= 0). It fails with an error wrapping
 // ErrLogsUnavailable when the API server cannot serve them: the pod does
 // not exist or has not started, or its node's kubelet does not answer.
 func (d *Driver) Logs(ctx context.Context, name string, tail int) ([]string, error) {
@@ -208,7 +242,7 @@ func (d *Driver) Logs(ctx context.Context, name string, tail int) ([]string, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.logsTimeout)
 	defer cancel()
-	pod, err := d.client.CoreV1().Pods(d.ns).Get(ctx, podName(name), metav1.GetOptions{})
+	pod, err := d.client.CoreV1().Pods(d.ns).Get(ctx, d.primaryPodName(ctx, name), metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		if _, err := d.client.AppsV1().StatefulSets(d.ns).Get(ctx, stsName(name), metav1.GetOptions{}); apierrors.IsNotFound(err) {
@@ -260,14 +294,15 @@ func containerStarted(pod *corev1.Pod) bool {
 }
 
 // Restarts implements dataplane.RestartCounter: the restart count of the
-// containers of the instance's pod <name>-0 (kubelet restarts a container
+// containers of the instance's primary pod (<name>-0 unless another server
+// was promoted) (kubelet restarts a container
 // whose process died or whose liveness probe failed). A recreated pod
 // starts counting from zero again.
 func (d *Driver) Restarts(ctx context.Context, name string) (int, error) {
 	if err := validName(name); err != nil {
 		return 0, err
 	}
-	pod, err := d.client.CoreV1().Pods(d.ns).Get(ctx, podName(name), metav1.GetOptions{})
+	pod, err := d.client.CoreV1().Pods(d.ns).Get(ctx, d.primaryPodName(ctx, name), metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		return 0, nil
