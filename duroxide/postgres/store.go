@@ -37,6 +37,7 @@ type options struct {
 	poolCfg   func(*pgxpool.Config)
 	heartbeat time.Duration
 	deadAfter time.Duration
+	group     int
 }
 
 // Default liveness settings (see WithLiveness).
@@ -67,6 +68,18 @@ func WithLiveness(heartbeat, deadAfter time.Duration) Option {
 // database are fully isolated. The name must match [a-z_][a-z0-9_]* and be
 // at most 48 bytes long; the schema is created if missing.
 func WithSchema(name string) Option { return func(o *options) { o.schema = name } }
+
+// DefaultGroupCommit is the number of group-commit transactions a handle
+// runs at once when WithGroupCommit is not given.
+const DefaultGroupCommit = 2
+
+// WithGroupCommit sets how many transactions at once carry the handle's
+// write calls (turn commits, acks, enqueues; default 2). A call that finds
+// one of them idle runs at once; calls that arrive while all are busy share
+// the next transaction (one WAL flush), each in its own savepoint, so each
+// still succeeds or fails alone. 0 runs every call as its own transaction.
+// Each uses one pooled connection while it runs.
+func WithGroupCommit(n int) Option { return func(o *options) { o.group = max(n, 0) } }
 
 // WithPoolSize sets the maximum number of pooled connections (default 10).
 func WithPoolSize(n int) Option { return func(o *options) { o.poolSize = n } }
@@ -118,6 +131,9 @@ type Store struct {
 	beatNow   chan struct{} // a heartbeat now, to recount the other handles
 	hbDone    chan struct{}
 	hbOnce    sync.Once
+
+	// group runs the write calls as group commits (nil: each alone).
+	group *committer
 }
 
 const (
@@ -219,7 +235,7 @@ var (
 // store. Migrations are serialized with an advisory lock, so several
 // processes may open the same schema at once.
 func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
-	o := options{schema: DefaultSchema, poolSize: DefaultPoolSize, heartbeat: DefaultHeartbeat, deadAfter: DefaultDeadAfter}
+	o := options{schema: DefaultSchema, poolSize: DefaultPoolSize, heartbeat: DefaultHeartbeat, deadAfter: DefaultDeadAfter, group: DefaultGroupCommit}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -270,6 +286,9 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	s.alone.Store(others == 0)
 	if _, err := pool.Exec(ctx, "SELECT pg_notify($1, 'h')", s.channel); err != nil {
 		slog.Warn("postgres store: hello notification failed", "schema", s.schema, "error", err)
+	}
+	if o.group > 0 {
+		s.group = newCommitter(pool, o.group)
 	}
 	go s.notifier()
 	go s.heartbeatLoop(since)
@@ -399,6 +418,9 @@ func (s *Store) Close() error {
 		close(s.stopNotify)
 		<-s.notifyDone
 	}
+	if s.group != nil {
+		s.group.close()
+	}
 	s.pool.Close()
 	return nil
 }
@@ -448,6 +470,42 @@ func (s *Store) query(ctx context.Context, sql string, args []any, reset func(),
 		}
 		return rows.Err()
 	})
+}
+
+// write runs a write statement through do, as a group commit when the
+// handle has a committer. dest receives the first row's columns (none:
+// the rows are discarded); no row is pgx.ErrNoRows.
+func (s *Store) write(ctx context.Context, sql string, args []any, dest ...any) error {
+	if s.group == nil {
+		if len(dest) == 0 {
+			return s.exec(ctx, sql, args...)
+		}
+		return s.queryRow(ctx, sql, args...).Scan(dest...)
+	}
+	var read func(pgx.Rows) error
+	if len(dest) > 0 {
+		read = func(rows pgx.Rows) error {
+			if !rows.Next() {
+				if err := rows.Err(); err != nil {
+					return err
+				}
+				return pgx.ErrNoRows
+			}
+			return rows.Scan(dest...)
+		}
+	}
+	return s.do(ctx, func() error { return s.group.run(ctx, sql, args, read) })
+}
+
+// GroupCommitStats returns what the handle's committer did so far (zero
+// without group commit).
+func (s *Store) GroupCommitStats() GroupCommitStats {
+	if s.group == nil {
+		return GroupCommitStats{}
+	}
+	s.group.statsMu.Lock()
+	defer s.group.statsMu.Unlock()
+	return s.group.stats
 }
 
 // queryRow is pool.QueryRow run through do when scanned.
@@ -514,8 +572,8 @@ func (s *Store) EnqueueOrchestratorItem(ctx context.Context, item duroxide.WorkI
 	if err != nil {
 		return &Error{Op: op, Err: err}
 	}
-	err = s.exec(ctx, "SELECT "+s.fn("enqueue_orchestrator")+"($1, $2, $3, $4)",
-		item.Instance, string(data), ms(delay), parentOf(&item))
+	err = s.write(ctx, "SELECT "+s.fn("enqueue_orchestrator")+"($1, $2, $3, $4)",
+		[]any{item.Instance, string(data), ms(delay), parentOf(&item)})
 	if err == nil {
 		s.announce(bitOrch)
 	}
@@ -535,12 +593,12 @@ func (s *Store) EnqueueStarts(ctx context.Context, items []duroxide.WorkItem) er
 		}
 		inst[i], data[i], parent[i] = items[i].Instance, string(b), parentOf(&items[i])
 	}
-	err := s.exec(ctx, `INSERT INTO `+s.q+`.orchestrator_queue (instance_id, work_item, visible_at, parent_instance_id, created_at)
+	err := s.write(ctx, `INSERT INTO `+s.q+`.orchestrator_queue (instance_id, work_item, visible_at, parent_instance_id, created_at)
 		SELECT x.inst, x.data, n.now, nullif(x.parent, ''), n.now
 		FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(inst, data, parent, ord)
 		CROSS JOIN (SELECT `+s.fn("now_ms")+`() AS now) n
 		WHERE NOT EXISTS (SELECT 1 FROM `+s.q+`.instances i WHERE i.instance_id = x.inst)
-		ORDER BY x.ord`, inst, data, parent)
+		ORDER BY x.ord`, []any{inst, data, parent})
 	if err == nil {
 		s.announce(bitOrch)
 	}
@@ -554,8 +612,8 @@ func (s *Store) EnqueueWorkItem(ctx context.Context, item duroxide.WorkItem) err
 	if err != nil {
 		return &Error{Op: op, Err: err}
 	}
-	err = s.exec(ctx, "SELECT "+s.fn("enqueue_worker")+"($1, $2, $3, $4)",
-		item.Instance, item.ExecutionID, item.ID, string(data))
+	err = s.write(ctx, "SELECT "+s.fn("enqueue_worker")+"($1, $2, $3, $4)",
+		[]any{item.Instance, item.ExecutionID, item.ID, string(data)})
 	if err == nil {
 		s.announce(bitWorker)
 	}
@@ -623,7 +681,7 @@ func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string,
 	}
 	var pending bool
 	args["token"] = lockToken
-	err = s.queryRow(ctx, "SELECT "+s.fn("ack_turn")+"(p_token => @token, "+turnCall+")", args).Scan(&pending)
+	err = s.write(ctx, "SELECT "+s.fn("ack_turn")+"(p_token => @token, "+turnCall+")", []any{args}, &pending)
 	if err != nil {
 		return nil, wrap(op, err)
 	}
@@ -651,8 +709,8 @@ func (s *Store) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnP
 		timers = []int64{}
 	}
 	args["instance"], args["tokens"], args["timers"], args["last_event"] = instance, workTokens, timers, lastEventID
-	err = s.queryRow(ctx, "SELECT "+s.fn("commit_activity_turn")+
-		"(p_instance => @instance, p_tokens => @tokens, p_timers => @timers, p_last_event => @last_event, "+turnCall+")", args).Scan(&pending)
+	err = s.write(ctx, "SELECT "+s.fn("commit_activity_turn")+
+		"(p_instance => @instance, p_tokens => @tokens, p_timers => @timers, p_last_event => @last_event, "+turnCall+")", []any{args}, &pending)
 	if err != nil {
 		return nil, wrap(op, err)
 	}
@@ -678,7 +736,7 @@ func (s *Store) startTurn(ctx context.Context, instance string, c *duroxide.Turn
 	}
 	var created bool
 	args["instance"] = instance
-	err = s.queryRow(ctx, "SELECT "+s.fn("start_turn")+"(p_instance => @instance, "+turnCall+")", args).Scan(&created)
+	err = s.write(ctx, "SELECT "+s.fn("start_turn")+"(p_instance => @instance, "+turnCall+")", []any{args}, &created)
 	if err != nil {
 		return nil, false, wrap(op, err)
 	}
@@ -861,7 +919,7 @@ func (s *Store) AckWorkItem(ctx context.Context, lockToken string, completion *d
 		d := string(b)
 		inst, data = &completion.Instance, &d
 	}
-	err := s.exec(ctx, "SELECT "+s.fn("ack_work_item")+"($1, $2, $3)", lockToken, inst, data)
+	err := s.write(ctx, "SELECT "+s.fn("ack_work_item")+"($1, $2, $3)", []any{lockToken, inst, data})
 	if err == nil && completion != nil {
 		s.announce(bitOrch)
 	}
