@@ -35,7 +35,7 @@ import (
 // call, RELEASE for every call, then COMMIT. When a call fails, PostgreSQL
 // skips the rest until the pipeline's end; the committer then rolls back to
 // that call's savepoint (keeping the calls before it) and sends the rest
-// again, so a batch with f failures takes f+1 round trips.
+// again, so a batch with f failures takes 2f+1 round trips.
 //
 // Ordering: calls of one batch run in the order they were submitted, so
 // the batch is equivalent to running them one after the other; calls in
@@ -296,9 +296,12 @@ func (c *committer) runTogether(ctx context.Context, conn *pgxpool.Conn, calls [
 		if next == 0 {
 			b.Queue("BEGIN")
 		} else {
-			// The previous call failed: undo it alone.
-			b.Queue("ROLLBACK TO SAVEPOINT g")
-			b.Queue("RELEASE SAVEPOINT g")
+			// The previous call failed: undo it alone. (Before the batch:
+			// pgx may prepare its statements first, which an aborted
+			// transaction refuses.)
+			if _, err := conn.Exec(ctx, "ROLLBACK TO SAVEPOINT g; RELEASE SAVEPOINT g"); err != nil {
+				return failAll(fmt.Errorf("group commit of %d calls: %w", len(calls), err))
+			}
 		}
 		for _, call := range calls[next:] {
 			b.Queue("SAVEPOINT g")
@@ -313,11 +316,7 @@ func (c *committer) runTogether(ctx context.Context, conn *pgxpool.Conn, calls [
 		}
 		var stepErr error
 		if next == 0 {
-			stepErr = control()
-		} else {
-			if stepErr = control(); stepErr == nil {
-				stepErr = control()
-			}
+			stepErr = control() // BEGIN
 		}
 		failedAt := -1
 		for i := next; stepErr == nil && i < len(calls); i++ {
