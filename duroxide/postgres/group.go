@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -80,9 +81,10 @@ type committer struct {
 	pending []*groupCall
 	closed  bool
 
-	wake chan struct{}
-	stop chan struct{}
-	wg   sync.WaitGroup
+	wake     chan struct{}
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	inflight atomic.Int32 // batches running
 
 	// stats (tests and diagnostics)
 	statsMu sync.Mutex
@@ -178,9 +180,17 @@ func (c *committer) loop() {
 			}
 			c.mu.Unlock()
 			if n == 0 {
+				// Idle: give the connection back, so that a committer
+				// holds one only while it has work, as any caller would.
+				if conn != nil {
+					conn.Release()
+					conn = nil
+				}
 				break
 			}
+			c.inflight.Add(1)
 			conn = c.runBatch(conn, batch)
+			c.inflight.Add(-1)
 		}
 	}
 }

@@ -78,7 +78,7 @@ const DefaultGroupCommit = 2
 // one of them idle runs at once; calls that arrive while all are busy share
 // the next transaction (one WAL flush), each in its own savepoint, so each
 // still succeeds or fails alone. 0 runs every call as its own transaction.
-// Each uses one pooled connection while it runs.
+// Each uses one pooled connection while it runs; at most half the pool.
 func WithGroupCommit(n int) Option { return func(o *options) { o.group = max(n, 0) } }
 
 // WithPoolSize sets the maximum number of pooled connections (default 10).
@@ -288,7 +288,8 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		slog.Warn("postgres store: hello notification failed", "schema", s.schema, "error", err)
 	}
 	if o.group > 0 {
-		s.group = newCommitter(pool, o.group)
+		// Leave connections to the fetches, the heartbeat and the notifier.
+		s.group = newCommitter(pool, min(o.group, max(1, int(cfg.MaxConns)/2)))
 	}
 	go s.notifier()
 	go s.heartbeatLoop(since)
