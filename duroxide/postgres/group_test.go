@@ -168,7 +168,8 @@ func TestGroupCommitLoneCallAlone(t *testing.T) {
 	st := openStore(t, WithGroupCommit(1))
 	before := st.GroupCommitStats()
 	for i := range 3 {
-		if err := st.EnqueueOrchestratorItem(ctx, start(fmt.Sprintf("l%d", i)), 0); err != nil {
+		w := duroxide.WorkItem{Kind: duroxide.WorkActivityExecute, Instance: fmt.Sprintf("l%d", i), ExecutionID: 1, ID: 1, Name: "A"}
+		if err := st.EnqueueWorkItem(ctx, w); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -73,12 +73,19 @@ func WithSchema(name string) Option { return func(o *options) { o.schema = name 
 // runs at once when WithGroupCommit is not given.
 const DefaultGroupCommit = 2
 
-// WithGroupCommit sets how many transactions at once carry the handle's
-// write calls (turn commits, acks, enqueues; default 2). A call that finds
-// one of them idle runs at once; calls that arrive while all are busy share
-// the next transaction (one WAL flush), each in its own savepoint, so each
-// still succeeds or fails alone. 0 runs every call as its own transaction.
-// Each uses one pooled connection while it runs; at most half the pool.
+// WithGroupCommit sets how many transactions at once carry the runtime's
+// write calls (AckOrchestrationItem, CommitActivityTurn, AckWorkItem,
+// EnqueueWorkItem; default 2). A call that finds one of them idle runs at
+// once; calls that arrive while all are busy share the next transaction
+// (one WAL flush), each in its own savepoint, so each still succeeds or
+// fails alone. 0 runs every call as its own transaction. Each uses one
+// pooled connection while it runs; at most half the pool.
+//
+// A client's calls (StartTurn, EnqueueStarts, EnqueueOrchestratorItem) run
+// on their own connection at once: a client usually waits for each before
+// the next, and queueing it behind a transaction in flight would add that
+// transaction's time to its latency; PostgreSQL may still share its WAL
+// flush with the group's.
 func WithGroupCommit(n int) Option { return func(o *options) { o.group = max(n, 0) } }
 
 // WithPoolSize sets the maximum number of pooled connections (default 10).
@@ -573,8 +580,8 @@ func (s *Store) EnqueueOrchestratorItem(ctx context.Context, item duroxide.WorkI
 	if err != nil {
 		return &Error{Op: op, Err: err}
 	}
-	err = s.write(ctx, "SELECT "+s.fn("enqueue_orchestrator")+"($1, $2, $3, $4)",
-		[]any{item.Instance, string(data), ms(delay), parentOf(&item)})
+	err = s.exec(ctx, "SELECT "+s.fn("enqueue_orchestrator")+"($1, $2, $3, $4)",
+		item.Instance, string(data), ms(delay), parentOf(&item))
 	if err == nil {
 		s.announce(bitOrch)
 	}
@@ -594,12 +601,12 @@ func (s *Store) EnqueueStarts(ctx context.Context, items []duroxide.WorkItem) er
 		}
 		inst[i], data[i], parent[i] = items[i].Instance, string(b), parentOf(&items[i])
 	}
-	err := s.write(ctx, `INSERT INTO `+s.q+`.orchestrator_queue (instance_id, work_item, visible_at, parent_instance_id, created_at)
+	err := s.exec(ctx, `INSERT INTO `+s.q+`.orchestrator_queue (instance_id, work_item, visible_at, parent_instance_id, created_at)
 		SELECT x.inst, x.data, n.now, nullif(x.parent, ''), n.now
 		FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(inst, data, parent, ord)
 		CROSS JOIN (SELECT `+s.fn("now_ms")+`() AS now) n
 		WHERE NOT EXISTS (SELECT 1 FROM `+s.q+`.instances i WHERE i.instance_id = x.inst)
-		ORDER BY x.ord`, []any{inst, data, parent})
+		ORDER BY x.ord`, inst, data, parent)
 	if err == nil {
 		s.announce(bitOrch)
 	}
@@ -737,7 +744,8 @@ func (s *Store) startTurn(ctx context.Context, instance string, c *duroxide.Turn
 	}
 	var created bool
 	args["instance"] = instance
-	err = s.write(ctx, "SELECT "+s.fn("start_turn")+"(p_instance => @instance, "+turnCall+")", []any{args}, &created)
+	// A start is a client's call, on its own connection (see WithGroupCommit).
+	err = s.queryRow(ctx, "SELECT "+s.fn("start_turn")+"(p_instance => @instance, "+turnCall+")", args).Scan(&created)
 	if err != nil {
 		return nil, false, wrap(op, err)
 	}
