@@ -40,20 +40,36 @@ func (a *acks) submit(t *testing.T, label, token string, c *duroxide.TurnCommit)
 	})
 }
 
-// occupy keeps the store's only committer busy for d; the returned channel
+// occupy keeps the store's only committer busy until release is called
+// (it waits for an advisory lock the test holds); the returned channel
 // yields the busy call's error.
-func occupy(t *testing.T, st *Store, d time.Duration) <-chan error {
+func occupy(t *testing.T, st *Store) (busy <-chan error, release func()) {
 	t.Helper()
-	busy := make(chan error, 1)
+	ctx := t.Context()
+	conn, err := st.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = 4242
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", key); err != nil {
+		t.Fatal(err)
+	}
+	release = func() {
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", key); err != nil {
+			t.Error(err)
+		}
+		conn.Release()
+	}
+	done := make(chan error, 1)
 	go func() {
-		busy <- st.group.run(t.Context(), fmt.Sprintf("SELECT pg_sleep(%g)", d.Seconds()), nil, nil)
+		done <- st.group.run(ctx, "SELECT pg_advisory_lock($1), pg_advisory_unlock($1)", []any{int64(key)}, nil)
 	}()
 	waitFor(t, "the committer to be busy", func() bool {
 		st.group.mu.Lock()
 		defer st.group.mu.Unlock()
 		return st.group.inflight.Load() == 1 && len(st.group.pending) == 0
 	})
-	return busy
+	return done, release
 }
 
 func firstTurn(eventID int64) *duroxide.TurnCommit {
@@ -85,7 +101,7 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 	}
 
 	before := st.GroupCommitStats()
-	busy := occupy(t, st, 300*time.Millisecond)
+	busy, release := occupy(t, st)
 	a := &acks{st: st, results: map[string]error{}}
 	a.submit(t, "bogus-first", "no-such-token-1", firstTurn(1))
 	for i := range n {
@@ -96,6 +112,7 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 		}
 	}
 	a.submit(t, "bogus-last", "no-such-token-3", firstTurn(1))
+	release()
 	if err := <-busy; err != nil {
 		t.Fatalf("busy call: %v", err)
 	}
@@ -136,11 +153,12 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 		it := mustFetch(t, st, time.Minute)
 		tokens[it.Instance] = it.LockToken
 	}
-	busy = occupy(t, st, 200*time.Millisecond)
+	busy, release = occupy(t, st)
 	a = &acks{st: st, results: map[string]error{}}
 	a.submit(t, "g00", tokens["g00"], firstTurn(2))
 	a.submit(t, "g01", tokens["g01"], firstTurn(1)) // event 1 exists
 	a.submit(t, "g02", tokens["g02"], firstTurn(2))
+	release()
 	if err := <-busy; err != nil {
 		t.Fatalf("busy call: %v", err)
 	}
@@ -162,7 +180,8 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 }
 
 // TestGroupCommitLoneCallAlone checks that a call that finds the committer
-// idle runs at once as its own transaction.
+// idle runs at once as its own transaction, and that calls after Close
+// fail for good.
 func TestGroupCommitLoneCallAlone(t *testing.T) {
 	ctx := testCtx(t)
 	st := openStore(t, WithGroupCommit(1))
@@ -176,6 +195,11 @@ func TestGroupCommitLoneCallAlone(t *testing.T) {
 	after := st.GroupCommitStats()
 	if after.Calls-before.Calls != 3 || after.Transactions-before.Transactions != 3 || after.Batched != before.Batched {
 		t.Errorf("three calls one after the other: %+v → %+v, want three lone transactions", before, after)
+	}
+	st.Close()
+	w := duroxide.WorkItem{Kind: duroxide.WorkActivityExecute, Instance: "closed", ExecutionID: 1, ID: 1, Name: "A"}
+	if err := st.EnqueueWorkItem(ctx, w); err == nil || duroxide.IsRetryable(err) {
+		t.Errorf("grouped call on a closed store: %v, want a permanent error", err)
 	}
 }
 
