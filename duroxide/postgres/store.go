@@ -141,6 +141,8 @@ type Store struct {
 
 	// group runs the write calls as group commits (nil: each alone).
 	group *committer
+
+	turnSQL sync.Map // turn function name → its call (turnCall)
 }
 
 const (
@@ -689,7 +691,8 @@ func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string,
 	}
 	var pending bool
 	args["token"] = lockToken
-	err = s.write(ctx, "SELECT "+s.fn("ack_turn")+"(p_token => @token, "+turnCall+")", []any{args}, &pending)
+	sql, vals := s.turnCall("ack_turn", args, "token")
+	err = s.write(ctx, sql, vals, &pending)
 	if err != nil {
 		return nil, wrap(op, err)
 	}
@@ -717,8 +720,8 @@ func (s *Store) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnP
 		timers = []int64{}
 	}
 	args["instance"], args["tokens"], args["timers"], args["last_event"] = instance, workTokens, timers, lastEventID
-	err = s.write(ctx, "SELECT "+s.fn("commit_activity_turn")+
-		"(p_instance => @instance, p_tokens => @tokens, p_timers => @timers, p_last_event => @last_event, "+turnCall+")", []any{args}, &pending)
+	sql, vals := s.turnCall("commit_activity_turn", args, "instance", "tokens", "timers", "last_event")
+	err = s.write(ctx, sql, vals, &pending)
 	if err != nil {
 		return nil, wrap(op, err)
 	}
@@ -745,7 +748,8 @@ func (s *Store) startTurn(ctx context.Context, instance string, c *duroxide.Turn
 	var created bool
 	args["instance"] = instance
 	// A start is a client's call, on its own connection (see WithGroupCommit).
-	err = s.queryRow(ctx, "SELECT "+s.fn("start_turn")+"(p_instance => @instance, "+turnCall+")", args).Scan(&created)
+	sql, vals := s.turnCall("start_turn", args, "instance")
+	err = s.queryRow(ctx, sql, vals...).Scan(&created)
 	if err != nil {
 		return nil, false, wrap(op, err)
 	}
@@ -770,20 +774,33 @@ func (s *Store) ReleaseTimer(ctx context.Context, instance string, executionID, 
 }
 
 // turnArgNames are the parameters of the turn functions (ack_turn,
-// commit_activity_turn, start_turn) that turnArgs fills, and turnCall passes
-// them in named notation (p_name => @name), so the call sites never depend
-// on the functions' parameter order.
+// commit_activity_turn, start_turn) that turnArgs fills; turnCall passes
+// them in named notation (p_name => $n), so the call sites never depend on
+// the functions' parameter order.
 var turnArgNames = []string{"execution", "name", "version", "parent", "status", "output", "set_custom", "custom",
 	"ev_ids", "ev_types", "ev_data", "w_instance", "w_execution", "w_activity", "w_data", "w_token", "lock_ms", "owner",
 	"o_instance", "o_data", "o_visible_at", "o_parent", "c_instance", "c_execution", "c_activity", "ct_ids", "keep"}
 
-var turnCall = func() string {
-	p := make([]string, len(turnArgNames))
-	for i, n := range turnArgNames {
-		p[i] = "p_" + n + " => @" + n
+// turnCall returns the call of turn function fn with the parameters
+// first… then turnArgNames, numbered ($1, $2, …; pgx would rewrite @name
+// placeholders on every call), and args in that order. The statement text
+// is built once per function and handle.
+func (s *Store) turnCall(fn string, args pgx.NamedArgs, first ...string) (string, []any) {
+	names := append(append(make([]string, 0, len(first)+len(turnArgNames)), first...), turnArgNames...)
+	v, ok := s.turnSQL.Load(fn)
+	if !ok {
+		p := make([]string, len(names))
+		for i, n := range names {
+			p[i] = "p_" + n + " => $" + strconv.Itoa(i+1)
+		}
+		v, _ = s.turnSQL.LoadOrStore(fn, "SELECT "+s.fn(fn)+"("+strings.Join(p, ", ")+")")
 	}
-	return strings.Join(p, ", ")
-}()
+	vals := make([]any, len(names))
+	for i, n := range names {
+		vals[i] = args[n]
+	}
+	return v.(string), vals
+}
 
 func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) (pgx.NamedArgs, []duroxide.WorkItemLease, error) {
 	n := len(c.HistoryDelta)
