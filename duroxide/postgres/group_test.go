@@ -177,6 +177,14 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 	if h, err := st.ReadHistory(ctx, "g01", 1); err != nil || len(h) != 1 {
 		t.Errorf("history of the colliding instance: %d events, %v; want 1", len(h), err)
 	}
+	// Nothing of the colliding call stayed: its lock and message are still
+	// there, so the same token commits a valid turn.
+	if err := st.AckOrchestrationItem(ctx, tokens["g01"], firstTurn(2)); err != nil {
+		t.Errorf("ack after the rolled-back collision: %v", err)
+	}
+	if h, err := st.ReadHistory(ctx, "g01", 1); err != nil || len(h) != 2 {
+		t.Errorf("history of g01 after the valid ack: %d events, %v; want 2", len(h), err)
+	}
 }
 
 // TestGroupCommitLoneCallAlone checks that a call that finds the committer
