@@ -29,6 +29,9 @@ type result struct {
 	Partial                 int       `json:",omitempty"` // long: activities done when the budget ran out (0: finished)
 	Curve                   []float64 `json:",omitempty"` // long: median ms per activity in each window of 200 activities
 	PgCommits               int64     `json:",omitempty"` // postgres: transactions committed in the run's database
+	StartWall               float64   `json:",omitempty"` // seconds the starts took (seq, fan, timer, retry, long)
+	CPUProcess              float64   `json:",omitempty"` // seconds of CPU of the engine's process in the timed part (seq, fan, timer, retry)
+	CPUServer               float64   `json:",omitempty"` // postgres: seconds of CPU of the server's processes in the same part
 	Load1                   float64   // 1-minute load average when the run started
 }
 
@@ -182,12 +185,18 @@ func runScenario(ctx context.Context, e Engine, f childFlags, res *result) error
 			inputs[i] = i
 		}
 	}
+	pm := 0
+	if f.pgURL != "" {
+		pm = postmasterOf(ctx, f.pgURL)
+	}
+	cpu0, srv0 := processCPU(), serverCPU(pm)
 	start := time.Now()
 	for i, id := range ids {
 		if err := e.StartWorkflow(ctx, kind, id, inputs[i]); err != nil {
 			return fmt.Errorf("start %s: %w", id, err)
 		}
 	}
+	res.StartWall = time.Since(start).Seconds()
 	wctx := ctx
 	if f.scenario == "long" && f.longBudget > 0 {
 		var cancel context.CancelFunc
@@ -201,6 +210,10 @@ func runScenario(ctx context.Context, e Engine, f childFlags, res *result) error
 		return err
 	}
 	res.Wall = time.Since(start).Seconds()
+	res.CPUProcess = (processCPU() - cpu0).Seconds()
+	if pm != 0 {
+		res.CPUServer = (serverCPU(pm) - srv0).Seconds()
+	}
 	res.Activities = n * acts
 	if f.scenario == "retry" {
 		res.Activities = int(attempts.Load())

@@ -60,8 +60,8 @@ func wrapCounting(s duroxide.Store) (duroxide.Store, *countingStore) {
 	return cs, cs
 }
 
-func (c *countingStore) write(path string) {
+func (c *countingStore) write(path, extra string) {
 	s := fmt.Sprintf("FetchOrchestrationItem: %d found work, %d empty\nFetchWorkItem: %d found work, %d empty\n",
-		c.orchFound.Load(), c.orchEmpty.Load(), c.workFound.Load(), c.workEmpty.Load())
+		c.orchFound.Load(), c.orchEmpty.Load(), c.workFound.Load(), c.workEmpty.Load()) + extra
 	_ = os.WriteFile(path, []byte(s), 0o644)
 }

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/toygres/toygres/duroxide"
@@ -22,8 +24,9 @@ type duroxideEngine struct {
 	c      *duroxide.Client
 	errs   lastErr
 
-	counter *countingStore // profile mode only
-	counted string         // where to write its counts
+	counter *countingStore  // profile mode only
+	counted string          // where to write its counts
+	pg      *postgres.Store // PostgreSQL runs: for the group-commit counts
 }
 
 func (e *duroxideEngine) Start(ctx context.Context, cfg runConfig) error {
@@ -44,9 +47,14 @@ func (e *duroxideEngine) Start(ctx context.Context, cfg runConfig) error {
 		}
 	case "postgres", "postgres-nosync":
 		var st *postgres.Store
-		st, err = postgres.Open(ctx, cfg.PgURL, postgres.WithPoolSize(poolSize))
+		opts := []postgres.Option{postgres.WithPoolSize(poolSize)}
+		if v := os.Getenv("BENCH_PG_GROUP"); v != "" { // diagnosis: group-commit transactions at once
+			n, _ := strconv.Atoi(v)
+			opts = append(opts, postgres.WithGroupCommit(n))
+		}
+		st, err = postgres.Open(ctx, cfg.PgURL, opts...)
 		if err == nil {
-			e.store, e.closer = st, st.Close
+			e.store, e.closer, e.pg = st, st.Close, st
 		}
 	default:
 		return fmt.Errorf("duroxide: unknown store %q", cfg.Store)
@@ -150,7 +158,13 @@ func (e *duroxideEngine) Result(ctx context.Context, id string) (int, error) {
 
 func (e *duroxideEngine) Stop(ctx context.Context) error {
 	if e.counter != nil {
-		e.counter.write(e.counted)
+		extra := ""
+		if e.pg != nil {
+			g := e.pg.GroupCommitStats()
+			extra = fmt.Sprintf("group commit: %d write calls in %d transactions (%d calls shared one, largest %d, %d failed alone)\n",
+				g.Calls, g.Transactions, g.Batched, g.MaxBatch, g.Failed)
+		}
+		e.counter.write(e.counted, extra)
 	}
 	if e.rt != nil {
 		_ = e.rt.Shutdown(ctx)

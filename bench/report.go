@@ -42,6 +42,8 @@ type cell struct {
 	partial                 []int
 	winFirst, winLast       []float64 // long: median ms/activity over activities 2–200 and 1801–2000
 	commits                 []float64
+	cpuProc, cpuServer      []float64 // CPU seconds of the timed part
+	starts                  []float64 // seconds the starts took
 	err, na                 string
 }
 
@@ -85,6 +87,13 @@ func (r *report) cells() map[string]*cell {
 			}
 			if res.PgCommits > 0 {
 				c.commits = append(c.commits, float64(res.PgCommits))
+			}
+			if res.StartWall > 0 {
+				c.starts = append(c.starts, res.StartWall)
+			}
+			if res.CPUProcess > 0 {
+				c.cpuProc = append(c.cpuProc, res.CPUProcess)
+				c.cpuServer = append(c.cpuServer, res.CPUServer)
 			}
 			c.lat = append(c.lat, res.Lat...)
 		}
@@ -179,6 +188,18 @@ func notes(c *cell) string {
 	}
 	if len(c.commits) > 0 && c.wf > 0 {
 		parts = append(parts, fmt.Sprintf("%.1f PG transactions/workflow", percentile(c.commits, 50)/float64(c.wf)))
+	}
+	if len(c.starts) > 0 && c.scenario != "long" {
+		parts = append(parts, fmt.Sprintf("starts %.3f s", percentile(c.starts, 50)))
+	}
+	if len(c.cpuProc) > 0 && c.wf > 0 {
+		p := 1000 * percentile(c.cpuProc, 50) / float64(c.wf)
+		if sv := percentile(c.cpuServer, 50); sv > 0 {
+			s := 1000 * sv / float64(c.wf)
+			parts = append(parts, fmt.Sprintf("CPU ms/workflow: %.2f (process %.2f + server %.2f)", p+s, p, s))
+		} else {
+			parts = append(parts, fmt.Sprintf("CPU ms/workflow: %.2f (process)", p))
+		}
 	}
 	return strings.Join(parts, "; ")
 }

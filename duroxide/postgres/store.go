@@ -37,6 +37,7 @@ type options struct {
 	poolCfg   func(*pgxpool.Config)
 	heartbeat time.Duration
 	deadAfter time.Duration
+	group     int
 }
 
 // Default liveness settings (see WithLiveness).
@@ -67,6 +68,25 @@ func WithLiveness(heartbeat, deadAfter time.Duration) Option {
 // database are fully isolated. The name must match [a-z_][a-z0-9_]* and be
 // at most 48 bytes long; the schema is created if missing.
 func WithSchema(name string) Option { return func(o *options) { o.schema = name } }
+
+// DefaultGroupCommit is the number of group-commit transactions a handle
+// runs at once when WithGroupCommit is not given.
+const DefaultGroupCommit = 2
+
+// WithGroupCommit sets how many transactions at once carry the runtime's
+// write calls (AckOrchestrationItem, CommitActivityTurn, AckWorkItem,
+// EnqueueWorkItem; default 2). A call that finds one of them idle runs at
+// once; calls that arrive while all are busy share the next transaction
+// (one WAL flush), each in its own savepoint, so each still succeeds or
+// fails alone. 0 runs every call as its own transaction. Each uses one
+// pooled connection while it runs; at most half the pool.
+//
+// A client's calls (StartTurn, EnqueueStarts, EnqueueOrchestratorItem) run
+// on their own connection at once: a client usually waits for each before
+// the next, and queueing it behind a transaction in flight would add that
+// transaction's time to its latency; PostgreSQL may still share its WAL
+// flush with the group's.
+func WithGroupCommit(n int) Option { return func(o *options) { o.group = max(n, 0) } }
 
 // WithPoolSize sets the maximum number of pooled connections (default 10).
 func WithPoolSize(n int) Option { return func(o *options) { o.poolSize = n } }
@@ -118,6 +138,11 @@ type Store struct {
 	beatNow   chan struct{} // a heartbeat now, to recount the other handles
 	hbDone    chan struct{}
 	hbOnce    sync.Once
+
+	// group runs the write calls as group commits (nil: each alone).
+	group *committer
+
+	turnSQL sync.Map // turn function name → its call (turnCall)
 }
 
 const (
@@ -219,7 +244,7 @@ var (
 // store. Migrations are serialized with an advisory lock, so several
 // processes may open the same schema at once.
 func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
-	o := options{schema: DefaultSchema, poolSize: DefaultPoolSize, heartbeat: DefaultHeartbeat, deadAfter: DefaultDeadAfter}
+	o := options{schema: DefaultSchema, poolSize: DefaultPoolSize, heartbeat: DefaultHeartbeat, deadAfter: DefaultDeadAfter, group: DefaultGroupCommit}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -270,6 +295,10 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	s.alone.Store(others == 0)
 	if _, err := pool.Exec(ctx, "SELECT pg_notify($1, 'h')", s.channel); err != nil {
 		slog.Warn("postgres store: hello notification failed", "schema", s.schema, "error", err)
+	}
+	if o.group > 0 {
+		// Leave connections to the fetches, the heartbeat and the notifier.
+		s.group = newCommitter(pool, min(o.group, max(1, int(cfg.MaxConns)/2)))
 	}
 	go s.notifier()
 	go s.heartbeatLoop(since)
@@ -399,6 +428,9 @@ func (s *Store) Close() error {
 		close(s.stopNotify)
 		<-s.notifyDone
 	}
+	if s.group != nil {
+		s.group.close()
+	}
 	s.pool.Close()
 	return nil
 }
@@ -448,6 +480,42 @@ func (s *Store) query(ctx context.Context, sql string, args []any, reset func(),
 		}
 		return rows.Err()
 	})
+}
+
+// write runs a write statement through do, as a group commit when the
+// handle has a committer. dest receives the first row's columns (none:
+// the rows are discarded); no row is pgx.ErrNoRows.
+func (s *Store) write(ctx context.Context, sql string, args []any, dest ...any) error {
+	if s.group == nil {
+		if len(dest) == 0 {
+			return s.exec(ctx, sql, args...)
+		}
+		return s.queryRow(ctx, sql, args...).Scan(dest...)
+	}
+	var read func(pgx.Rows) error
+	if len(dest) > 0 {
+		read = func(rows pgx.Rows) error {
+			if !rows.Next() {
+				if err := rows.Err(); err != nil {
+					return err
+				}
+				return pgx.ErrNoRows
+			}
+			return rows.Scan(dest...)
+		}
+	}
+	return s.do(ctx, func() error { return s.group.run(ctx, sql, args, read) })
+}
+
+// GroupCommitStats returns what the handle's committer did so far (zero
+// without group commit).
+func (s *Store) GroupCommitStats() GroupCommitStats {
+	if s.group == nil {
+		return GroupCommitStats{}
+	}
+	s.group.statsMu.Lock()
+	defer s.group.statsMu.Unlock()
+	return s.group.stats
 }
 
 // queryRow is pool.QueryRow run through do when scanned.
@@ -554,8 +622,8 @@ func (s *Store) EnqueueWorkItem(ctx context.Context, item duroxide.WorkItem) err
 	if err != nil {
 		return &Error{Op: op, Err: err}
 	}
-	err = s.exec(ctx, "SELECT "+s.fn("enqueue_worker")+"($1, $2, $3, $4)",
-		item.Instance, item.ExecutionID, item.ID, string(data))
+	err = s.write(ctx, "SELECT "+s.fn("enqueue_worker")+"($1, $2, $3, $4)",
+		[]any{item.Instance, item.ExecutionID, item.ID, string(data)})
 	if err == nil {
 		s.announce(bitWorker)
 	}
@@ -623,7 +691,8 @@ func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string,
 	}
 	var pending bool
 	args["token"] = lockToken
-	err = s.queryRow(ctx, "SELECT "+s.fn("ack_turn")+"(p_token => @token, "+turnCall+")", args).Scan(&pending)
+	sql, vals := s.turnCall("ack_turn", args, "token")
+	err = s.write(ctx, sql, vals, &pending)
 	if err != nil {
 		return nil, wrap(op, err)
 	}
@@ -651,8 +720,8 @@ func (s *Store) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnP
 		timers = []int64{}
 	}
 	args["instance"], args["tokens"], args["timers"], args["last_event"] = instance, workTokens, timers, lastEventID
-	err = s.queryRow(ctx, "SELECT "+s.fn("commit_activity_turn")+
-		"(p_instance => @instance, p_tokens => @tokens, p_timers => @timers, p_last_event => @last_event, "+turnCall+")", args).Scan(&pending)
+	sql, vals := s.turnCall("commit_activity_turn", args, "instance", "tokens", "timers", "last_event")
+	err = s.write(ctx, sql, vals, &pending)
 	if err != nil {
 		return nil, wrap(op, err)
 	}
@@ -678,7 +747,9 @@ func (s *Store) startTurn(ctx context.Context, instance string, c *duroxide.Turn
 	}
 	var created bool
 	args["instance"] = instance
-	err = s.queryRow(ctx, "SELECT "+s.fn("start_turn")+"(p_instance => @instance, "+turnCall+")", args).Scan(&created)
+	// A start is a client's call, on its own connection (see WithGroupCommit).
+	sql, vals := s.turnCall("start_turn", args, "instance")
+	err = s.queryRow(ctx, sql, vals...).Scan(&created)
 	if err != nil {
 		return nil, false, wrap(op, err)
 	}
@@ -703,20 +774,33 @@ func (s *Store) ReleaseTimer(ctx context.Context, instance string, executionID, 
 }
 
 // turnArgNames are the parameters of the turn functions (ack_turn,
-// commit_activity_turn, start_turn) that turnArgs fills, and turnCall passes
-// them in named notation (p_name => @name), so the call sites never depend
-// on the functions' parameter order.
+// commit_activity_turn, start_turn) that turnArgs fills; turnCall passes
+// them in named notation (p_name => $n), so the call sites never depend on
+// the functions' parameter order.
 var turnArgNames = []string{"execution", "name", "version", "parent", "status", "output", "set_custom", "custom",
 	"ev_ids", "ev_types", "ev_data", "w_instance", "w_execution", "w_activity", "w_data", "w_token", "lock_ms", "owner",
 	"o_instance", "o_data", "o_visible_at", "o_parent", "c_instance", "c_execution", "c_activity", "ct_ids", "keep"}
 
-var turnCall = func() string {
-	p := make([]string, len(turnArgNames))
-	for i, n := range turnArgNames {
-		p[i] = "p_" + n + " => @" + n
+// turnCall returns the call of turn function fn with the parameters
+// first… then turnArgNames, numbered ($1, $2, …; pgx would rewrite @name
+// placeholders on every call), and args in that order. The statement text
+// is built once per function and handle.
+func (s *Store) turnCall(fn string, args pgx.NamedArgs, first ...string) (string, []any) {
+	names := append(append(make([]string, 0, len(first)+len(turnArgNames)), first...), turnArgNames...)
+	v, ok := s.turnSQL.Load(fn)
+	if !ok {
+		p := make([]string, len(names))
+		for i, n := range names {
+			p[i] = "p_" + n + " => $" + strconv.Itoa(i+1)
+		}
+		v, _ = s.turnSQL.LoadOrStore(fn, "SELECT "+s.fn(fn)+"("+strings.Join(p, ", ")+")")
 	}
-	return strings.Join(p, ", ")
-}()
+	vals := make([]any, len(names))
+	for i, n := range names {
+		vals[i] = args[n]
+	}
+	return v.(string), vals
+}
 
 func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) (pgx.NamedArgs, []duroxide.WorkItemLease, error) {
 	n := len(c.HistoryDelta)
@@ -861,7 +945,7 @@ func (s *Store) AckWorkItem(ctx context.Context, lockToken string, completion *d
 		d := string(b)
 		inst, data = &completion.Instance, &d
 	}
-	err := s.exec(ctx, "SELECT "+s.fn("ack_work_item")+"($1, $2, $3)", lockToken, inst, data)
+	err := s.write(ctx, "SELECT "+s.fn("ack_work_item")+"($1, $2, $3)", []any{lockToken, inst, data})
 	if err == nil && completion != nil {
 		s.announce(bitOrch)
 	}
