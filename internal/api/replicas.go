@@ -55,9 +55,6 @@ func (s *Server) handleFailover(planned bool) http.HandlerFunc {
 }
 
 func (s *Server) writeOperation(w http.ResponseWriter, r *http.Request, name string, op app.Operation, err error) {
-	if errors.Is(err, cms.ErrNotFound) {
-		err = notFound(name)
-	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
