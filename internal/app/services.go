@@ -160,6 +160,9 @@ func (o Orchestrations) Recreate(ctx context.Context, id string) (Recreated, err
 	}
 	newID := RecreateID(st.Instance)
 	req, err := o.client.Recreate(ctx, st.Instance, newID)
+	if errors.Is(err, duroxide.ErrInstanceRunning) {
+		return Recreated{}, &ConflictError{Msg: fmt.Sprintf("orchestration %q is still %s; cancel it before recreating it", st.Instance, st.Status), Err: err}
+	}
 	if err != nil {
 		return Recreated{}, err
 	}
