@@ -19,8 +19,12 @@ import (
 )
 
 // The API and the web console are siblings over the services of this file
-// and the operations of App (CreateInstance, DeleteByNameWith, Restore…):
-// neither reaches into the stores, the runtime or the driver.
+// and the operations of App (CreateInstance, BulkCreate, BulkDelete,
+// DeleteByNameWith, StartBackup, Restore…): neither reaches into the
+// stores, the runtime or the driver, and each of their actions is one
+// call here. Errors come back as *ValidationError, *ConflictError or
+// *NotFoundError (or a store's sentinel), which Describe turns into the
+// message both show.
 
 // ListInstances lists instance records.
 func (a *App) ListInstances(ctx context.Context, opts cms.ListOptions) ([]cms.Instance, error) {
