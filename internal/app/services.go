@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -196,12 +197,15 @@ func isHex8(s string) bool {
 // MaxCancelReason bounds a cancellation's reason.
 const MaxCancelReason = 1000
 
-// Cancel asks a running orchestration to stop, for reason (at most
-// MaxCancelReason bytes). A NotFoundError for an unknown id; a
+// Cancel asks a running orchestration to stop, for reason (UTF-8 text of
+// at most MaxCancelReason bytes). A NotFoundError for an unknown id; a
 // ConflictError once it has finished.
 func (o Orchestrations) Cancel(ctx context.Context, id, reason string) error {
 	if len(reason) > MaxCancelReason {
 		return invalid("reason must be at most %d characters", MaxCancelReason)
+	}
+	if !utf8.ValidString(reason) {
+		return invalidField("reason", "reason is not valid UTF-8 text")
 	}
 	st, err := o.running(ctx, id)
 	if err != nil {
@@ -216,7 +220,7 @@ func (o Orchestrations) Cancel(ctx context.Context, id, reason string) error {
 
 // Raise delivers the external event name with data (JSON; empty or null:
 // none) to a running orchestration. The name is required, at most 256
-// bytes without control characters. A NotFoundError for an unknown id; a
+// bytes without control characters; both are UTF-8 text. A NotFoundError for an unknown id; a
 // ConflictError once it has finished.
 func (o Orchestrations) Raise(ctx context.Context, id, name string, data json.RawMessage) error {
 	if strings.TrimSpace(name) == "" {
@@ -224,6 +228,11 @@ func (o Orchestrations) Raise(ctx context.Context, id, name string, data json.Ra
 	}
 	if len(name) > 256 || strings.ContainsAny(name, "\x00\r\n") {
 		return invalid("event_name must be at most 256 characters without control characters")
+	}
+	if !utf8.ValidString(name) || !utf8.Valid(data) {
+		// The API's JSON decoding refuses these first; the console's
+		// form values arrive unchecked.
+		return invalid("event_name and event_data must be valid UTF-8 text")
 	}
 	st, err := o.running(ctx, id)
 	if err != nil {
