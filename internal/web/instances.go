@@ -126,8 +126,8 @@ func (c *Console) loadInstances(ctx context.Context, d *instancesData) error {
 	return nil
 }
 
-// formFields maps the API's request fields (ErrorResponse.Field) to the
-// console's form fields, for aria-invalid.
+// formFields maps the request fields errors name (app.Problem.Field, the
+// API's JSON field names) to the console's form fields, for aria-invalid.
 var formFields = map[string]string{
 	"name": "name", "password": "password", "storage_gb": "storage", "postgres_version": "version",
 	"base_name": "base", "count": "count", "backup_id": "backup", "at": "at",
