@@ -453,7 +453,7 @@ func runServer(ctx context.Context, g *globals, o *serverOptions) (err error) {
 	// The API and the web console are siblings over the app: the API serves
 	// /api and guards every path with its login; the console's pages fill
 	// the rest and submit their forms to the API in-process.
-	console, err := web.New(web.Options{App: a, API: srv.Internal(), User: srv.AdminUser(), Version: version, Logger: log,
+	console, err := web.New(web.Options{App: a, User: srv.AdminUser(), Version: version, Logger: log,
 		Config: srv.ServerConfig, Retries: srv.ServerRetries})
 	if err != nil {
 		return fmt.Errorf("start web console: %w", err)

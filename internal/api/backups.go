@@ -52,13 +52,6 @@ func settingsView(s cms.BackupSettings) BackupSettings {
 	return BackupSettings{Enabled: s.Enabled, Interval: s.Interval.String(), Retention: s.Retention.String()}
 }
 
-func backupNotFound(err error) error {
-	if errors.Is(err, cms.ErrBackupNotFound) {
-		return errorf(http.StatusNotFound, "backup not found")
-	}
-	return err
-}
-
 // handleListBackups is GET /api/backups?instance=NAME: the backups (not
 // deleted) of every instance, or of those that had the name, newest first.
 func (s *Server) handleListBackups(w http.ResponseWriter, r *http.Request) {
@@ -74,7 +67,7 @@ func (s *Server) handleListBackups(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleGetBackup(w http.ResponseWriter, r *http.Request) {
 	b, err := s.app.GetBackup(r.Context(), r.PathValue("id"))
 	if err != nil {
-		s.fail(w, r, backupNotFound(err))
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, backupView(b))
@@ -87,7 +80,7 @@ func (s *Server) handleDeleteBackup(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	b, err := s.app.DeleteBackup(ctx, r.PathValue("id"))
 	if err != nil {
-		s.fail(w, r, backupNotFound(err))
+		s.fail(w, r, err)
 		return
 	}
 	w.Header().Set("Location", "/api/orchestrations/"+url.PathEscape(orchestrations.DeleteBackupID(b.ID)))
@@ -101,9 +94,6 @@ func (s *Server) handleCreateBackup(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := detached(r)
 	defer cancel()
 	b, err := s.app.StartBackup(ctx, name)
-	if errors.Is(err, cms.ErrNotFound) {
-		err = notFound(name)
-	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -162,9 +152,6 @@ func (s *Server) handleBackupSettings(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := detached(r)
 	defer cancel()
 	set, err := s.app.SetBackupSettings(ctx, name, ar)
-	if errors.Is(err, cms.ErrNotFound) {
-		err = notFound(name)
-	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -183,12 +170,6 @@ func (s *Server) handleRestore(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := detached(r)
 	defer cancel()
 	inst, err := s.app.Restore(ctx, req)
-	switch {
-	case errors.Is(err, cms.ErrNameTaken):
-		err = s.nameTaken(req.Name)
-	case errors.Is(err, cms.ErrNotFound):
-		err = notFound(req.From)
-	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

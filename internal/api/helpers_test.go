@@ -256,7 +256,7 @@ func uniq(prefix string) string {
 // does, for the tests of the login and limits that guard its forms.
 func mountConsole(t *testing.T, a *app.App, srv *Server) {
 	t.Helper()
-	console, err := web.New(web.Options{App: a, API: srv.Internal(), User: srv.AdminUser(), Version: "test",
+	console, err := web.New(web.Options{App: a, User: srv.AdminUser(), Version: "test",
 		Config: srv.ServerConfig, Retries: srv.ServerRetries})
 	if err != nil {
 		t.Fatal(err)

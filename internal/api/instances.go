@@ -3,10 +3,8 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
@@ -16,21 +14,9 @@ import (
 	"github.com/toygres/toygres/internal/orchestrations"
 )
 
-// nameRE is the instance name rule of app.ValidateCreate (1–40 lower-case
-// letters, digits and hyphens, starting with a letter, not ending with a
-// hyphen), used to reject bad names in bulk deletes before any work.
-var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,38}[a-z0-9]$|^[a-z]$`)
-
-// Bulk limits.
-const maxBulk = 50
-
-// mutationTimeout bounds a create or delete; it runs detached from the
-// client's connection so that a client hanging up does not leave a half-made
-// request behind.
-const mutationTimeout = 30 * time.Second
-
+// detached is the request's context for a mutation (see app.Detached).
 func detached(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(r.Context()), mutationTimeout)
+	return app.Detached(r.Context())
 }
 
 var states = []cms.State{cms.StateCreating, cms.StateRunning, cms.StateFailed, cms.StateDeleting, cms.StateDeleted}
@@ -105,10 +91,6 @@ func (s *Server) handleListInstances(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) nameTaken(name string) error {
-	return fieldErrorf(http.StatusConflict, "name", "instance name %q is already in use by an active instance", name)
-}
-
 func notFound(name string) error {
 	return errorf(http.StatusNotFound, "instance %q not found", name)
 }
@@ -123,9 +105,6 @@ func (s *Server) handleCreateInstance(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := detached(r)
 	defer cancel()
 	inst, err := s.app.CreateInstance(ctx, req)
-	if errors.Is(err, cms.ErrNameTaken) {
-		err = s.nameTaken(req.Name)
-	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -141,145 +120,63 @@ type bulkBody struct {
 	BulkResponse
 }
 
-func writeBulk(w http.ResponseWriter, verb string, res BulkResponse) {
-	if res.Succeeded > 0 {
-		writeJSON(w, http.StatusAccepted, res)
+// writeBulk answers a bulk request: 202 when an item succeeded, else the
+// first failure's status with its message.
+func (s *Server) writeBulk(w http.ResponseWriter, r *http.Request, res *app.BulkResult) {
+	out := BulkResponse{Requested: len(res.Items), Results: make([]BulkItemResult, 0, len(res.Items))}
+	for _, it := range res.Items {
+		if it.Err != nil {
+			status, msg, _ := s.problem(r, it.Err)
+			out.Results = append(out.Results, BulkItemResult{Name: it.Name, Status: status, Error: msg})
+			out.Failed++
+			continue
+		}
+		v := instanceView(it.Instance)
+		out.Results = append(out.Results, BulkItemResult{Name: it.Name, OK: true, Status: http.StatusAccepted, OrchestrationID: it.OrchestrationID, Instance: &v})
+		out.Succeeded++
+	}
+	if out.Succeeded > 0 {
+		writeJSON(w, http.StatusAccepted, out)
 		return
 	}
 	status, first := http.StatusInternalServerError, ""
-	for _, it := range res.Results {
+	for _, it := range out.Results {
 		if !it.OK {
 			status, first = it.Status, it.Error
 			break
 		}
 	}
-	writeJSON(w, status, bulkBody{Error: "no instance was " + verb + ": " + first, BulkResponse: res})
+	writeJSON(w, status, bulkBody{Error: res.NothingDone(first), BulkResponse: out})
 }
 
-// handleBulkCreate is POST /api/instances/bulk. Every request is validated
-// (including that no name is taken) before anything is created; then each
-// instance is created and reported on its own.
+// handleBulkCreate is POST /api/instances/bulk (see app.BulkCreate).
 func (s *Server) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 	var req BulkCreateRequest
 	if err := decodeJSON(w, r, &req); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if req.BaseName == "" {
-		s.fail(w, r, fieldErrorf(http.StatusBadRequest, "base_name", "base_name is required"))
-		return
-	}
-	if req.Count < 1 || req.Count > maxBulk {
-		s.fail(w, r, fieldErrorf(http.StatusBadRequest, "count", "count must be between 1 and %d, got %d", maxBulk, req.Count))
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), mutationTimeout+time.Duration(req.Count)*time.Second)
-	defer cancel()
-	reqs := make([]app.CreateRequest, req.Count)
-	for i := range reqs {
-		reqs[i] = app.CreateRequest{Name: fmt.Sprintf("%s-%d", req.BaseName, i+1), Password: req.Password,
-			PostgresVersion: req.PostgresVersion, StorageGB: req.StorageGB, Internal: req.Internal}
-		if err := s.app.ValidateCreate(ctx, &reqs[i]); err != nil {
-			var ve *app.ValidationError
-			if errors.As(err, &ve) && ve.Field == "name" {
-				err = fieldErrorf(http.StatusBadRequest, "base_name", "invalid base_name %q: the names %s-1 … %s-%d must be 1-40 lower-case letters, digits and hyphens, starting with a letter",
-					req.BaseName, req.BaseName, req.BaseName, req.Count)
-			}
-			s.fail(w, r, err)
-			return
-		}
-	}
-	var taken []string
-	for _, cr := range reqs {
-		inst, err := s.app.GetInstance(ctx, cr.Name)
-		switch {
-		case errors.Is(err, cms.ErrNotFound):
-		case err != nil:
-			s.fail(w, r, err)
-			return
-		case inst.State.Active():
-			taken = append(taken, cr.Name)
-		}
-	}
-	if len(taken) > 0 {
-		s.fail(w, r, fieldErrorf(http.StatusConflict, "base_name", "names already in use by active instances: %s", strings.Join(taken, ", ")))
-		return
-	}
-	res := BulkResponse{Requested: req.Count, Results: make([]BulkItemResult, 0, req.Count)}
-	for _, cr := range reqs {
-		inst, err := s.app.CreateInstance(ctx, cr)
-		if errors.Is(err, cms.ErrNameTaken) {
-			err = s.nameTaken(cr.Name)
-		}
-		res.Results = append(res.Results, s.bulkItem(r, cr.Name, inst, err, func(in *cms.Instance) string { return in.CreateOrchestrationID }))
-	}
-	for _, it := range res.Results {
-		if it.OK {
-			res.Succeeded++
-		} else {
-			res.Failed++
-		}
-	}
-	writeBulk(w, "created", res)
-}
-
-func (s *Server) bulkItem(r *http.Request, name string, inst *cms.Instance, err error, orch func(*cms.Instance) string) BulkItemResult {
+	res, err := s.app.BulkCreate(r.Context(), req)
 	if err != nil {
-		status, msg, _ := s.classify(err)
-		if status == http.StatusInternalServerError {
-			s.log.Error("bulk item failed", "name", name, "path", r.URL.Path, "request_id", info(r).id, "error", err.Error())
-			msg = "internal error (request id " + info(r).id + "); see the server log"
-		}
-		if status == http.StatusNotFound {
-			msg = fmt.Sprintf("instance %q not found or already deleted", name)
-		}
-		return BulkItemResult{Name: name, Status: status, Error: msg}
+		s.fail(w, r, err)
+		return
 	}
-	v := instanceView(inst)
-	return BulkItemResult{Name: name, OK: true, Status: http.StatusAccepted, OrchestrationID: orch(inst), Instance: &v}
+	s.writeBulk(w, r, res)
 }
 
-// handleBulkDelete is POST /api/instances/bulk-delete: each name is deleted
-// and reported on its own.
+// handleBulkDelete is POST /api/instances/bulk-delete (see app.BulkDelete).
 func (s *Server) handleBulkDelete(w http.ResponseWriter, r *http.Request) {
 	var req BulkDeleteRequest
 	if err := decodeJSON(w, r, &req); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if len(req.Names) < 1 || len(req.Names) > maxBulk {
-		s.fail(w, r, errorf(http.StatusBadRequest, "names must hold between 1 and %d names, got %d", maxBulk, len(req.Names)))
+	res, err := s.app.BulkDelete(r.Context(), req.Names)
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
-	seen := map[string]bool{}
-	for _, n := range req.Names {
-		if !nameRE.MatchString(n) {
-			s.fail(w, r, errorf(http.StatusBadRequest, "invalid instance name %q", n))
-			return
-		}
-		if seen[n] {
-			s.fail(w, r, errorf(http.StatusBadRequest, "name %q is listed twice", n))
-			return
-		}
-		seen[n] = true
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), mutationTimeout+time.Duration(len(req.Names))*time.Second)
-	defer cancel()
-	res := BulkResponse{Requested: len(req.Names), Results: make([]BulkItemResult, 0, len(req.Names))}
-	for _, n := range req.Names {
-		inst, err := s.app.DeleteInstance(ctx, n)
-		it := s.bulkItem(r, n, inst, err, func(in *cms.Instance) string { return orchestrations.DeleteID(in.InternalName) })
-		if it.Instance != nil {
-			it.Instance.DeleteOrchestrationID = it.OrchestrationID
-		}
-		res.Results = append(res.Results, it)
-		if it.OK {
-			res.Succeeded++
-		} else {
-			res.Failed++
-		}
-	}
-	writeBulk(w, "deleted", res)
+	s.writeBulk(w, r, res)
 }
 
 // instance looks up the {name} of the path.
@@ -357,9 +254,6 @@ func (s *Server) handleDeleteInstance(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := detached(r)
 	defer cancel()
 	d, err := s.app.DeleteByNameWith(ctx, name, app.DeleteOptions{PurgeBackups: purge})
-	if errors.Is(err, cms.ErrNotFound) {
-		err = errorf(http.StatusNotFound, "instance %q not found or already deleted", name)
-	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -381,9 +275,6 @@ func (s *Server) handlePurgeInstance(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := detached(r)
 	defer cancel()
 	res, err := s.app.Purge(ctx, name)
-	if errors.Is(err, cms.ErrNotFound) {
-		err = notFound(name)
-	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -403,9 +294,6 @@ func (s *Server) handleRepairInstance(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 3*time.Minute)
 	defer cancel()
 	inst, err := s.app.RepairInstance(ctx, name)
-	if errors.Is(err, cms.ErrNotFound) {
-		err = notFound(name)
-	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -1,8 +1,6 @@
 package api
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/url"
@@ -128,10 +126,6 @@ func (s *Server) handleGetOrchestration(w http.ResponseWriter, r *http.Request) 
 	writeJSON(w, http.StatusOK, d)
 }
 
-func alreadyFinished(st *duroxide.OrchestrationStatus) error {
-	return errorf(http.StatusConflict, "orchestration %q has already finished (%s)", st.Instance, st.Status)
-}
-
 // handleCancel is POST /api/orchestrations/{id}/cancel with an optional
 // {"reason": …}: 202 once the cancellation is queued; 409 if finished.
 func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
@@ -142,29 +136,16 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if len(req.Reason) > 1000 {
-		s.fail(w, r, errorf(http.StatusBadRequest, "reason must be at most 1000 characters"))
-		return
-	}
-	st, err := s.status(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if st.Status.IsTerminal() {
-		s.fail(w, r, alreadyFinished(st))
-		return
-	}
 	reason := req.Reason
 	if reason == "" {
 		reason = "cancelled through the API"
 	}
-	if err := s.app.Orchestrations().Cancel(r.Context(), st.Instance, reason); err != nil {
+	id := r.PathValue("id")
+	if err := s.app.Orchestrations().Cancel(r.Context(), id, reason); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.log.Info("orchestration cancel requested", "orchestration_id", st.Instance)
-	writeJSON(w, http.StatusAccepted, CancelResponse{ID: st.Instance, Status: "cancel_requested"})
+	writeJSON(w, http.StatusAccepted, CancelResponse{ID: id, Status: "cancel_requested"})
 }
 
 // decodeJSONOptional decodes a body that may be empty.
@@ -175,45 +156,17 @@ func decodeJSONOptional(w http.ResponseWriter, r *http.Request, v any) error {
 	return decodeJSONBody(w, r, v, true)
 }
 
-// recreateID derives a new id from id: a trailing 8-hex-digit segment is
-// replaced, otherwise one is appended (create-db-1a2b3c4d → create-db-<new>).
-func recreateID(id string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	base := id
-	if i := strings.LastIndexByte(id, '-'); i > 0 && isHex8(id[i+1:]) {
-		base = id[:i]
-	}
-	return base + "-" + hex.EncodeToString(b[:])
-}
-
-func isHex8(s string) bool {
-	if len(s) != 8 {
-		return false
-	}
-	_, err := hex.DecodeString(s)
-	return err == nil && strings.ToLower(s) == s
-}
-
 // handleRecreate is POST /api/orchestrations/{id}/recreate: it starts the
 // same orchestration (name, version, original input) under a new id. The
 // original must have finished (409 otherwise: cancel it first).
 func (s *Server) handleRecreate(w http.ResponseWriter, r *http.Request) {
-	st, err := s.status(r)
+	rc, err := s.app.Orchestrations().Recreate(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	newID := recreateID(st.Instance)
-	req, err := s.app.Orchestrations().Recreate(r.Context(), st.Instance, newID)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	name, version := req.Name, req.Version
-	s.log.Info("orchestration recreated", "orchestration_id", st.Instance, "new_id", newID, "name", name)
-	w.Header().Set("Location", "/api/orchestrations/"+url.PathEscape(newID))
-	writeJSON(w, http.StatusAccepted, RecreateResponse{NewID: newID, OriginalID: st.Instance, Name: name, Version: version})
+	w.Header().Set("Location", "/api/orchestrations/"+url.PathEscape(rc.NewID))
+	writeJSON(w, http.StatusAccepted, RecreateResponse{NewID: rc.NewID, OriginalID: rc.OriginalID, Name: rc.Name, Version: rc.Version})
 }
 
 // handleRaiseEvent is POST /api/orchestrations/{id}/raise-event with
@@ -224,31 +177,10 @@ func (s *Server) handleRaiseEvent(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if strings.TrimSpace(req.EventName) == "" {
-		s.fail(w, r, errorf(http.StatusBadRequest, "event_name is required"))
-		return
-	}
-	if len(req.EventName) > 256 || strings.ContainsAny(req.EventName, "\x00\r\n") {
-		s.fail(w, r, errorf(http.StatusBadRequest, "event_name must be at most 256 characters without control characters"))
-		return
-	}
-	st, err := s.status(r)
-	if err != nil {
+	id := r.PathValue("id")
+	if err := s.app.Orchestrations().Raise(r.Context(), id, req.EventName, req.EventData); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if st.Status.IsTerminal() {
-		s.fail(w, r, alreadyFinished(st))
-		return
-	}
-	var data any
-	if len(req.EventData) > 0 && string(req.EventData) != "null" {
-		data = req.EventData
-	}
-	if err := s.app.Orchestrations().Raise(r.Context(), st.Instance, req.EventName, data); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.log.Info("orchestration event raised", "orchestration_id", st.Instance, "event", req.EventName)
-	writeJSON(w, http.StatusAccepted, RaiseEventResponse{ID: st.Instance, EventName: req.EventName, Raised: true})
+	writeJSON(w, http.StatusAccepted, RaiseEventResponse{ID: id, EventName: req.EventName, Raised: true})
 }

@@ -187,20 +187,6 @@ func TestOrchestrationOperations(t *testing.T) {
 	expect(t, e.do("POST", "/api/orchestrations/"+ghost+"/raise-event", RaiseEventRequest{EventName: "x"}, tok), http.StatusNotFound)
 }
 
-func TestRecreateID(t *testing.T) {
-	for in, wantPrefix := range map[string]string{
-		"create-mydb-1a2b3c4d": "create-mydb-",
-		"my-test":              "my-test-",
-		"plain":                "plain-",
-		"x-1A2B3C4D":           "x-1A2B3C4D-",
-	} {
-		got := recreateID(in)
-		if !strings.HasPrefix(got, wantPrefix) || len(got) != len(wantPrefix)+8 || !isHex8(got[len(wantPrefix):]) {
-			t.Errorf("recreateID(%q) = %q", in, got)
-		}
-	}
-}
-
 func TestPayloadMasksSecrets(t *testing.T) {
 	got := string(payload(`{"name":"db","password":"hunter22","nested":{"api_token":"t0k"},"list":[{"Secret":"s"}],"n":12345678901234567890}`))
 	for _, s := range []string{"hunter22", "t0k", `"s"`} {

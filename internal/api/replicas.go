@@ -38,7 +38,7 @@ func (s *Server) handleScale(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := detached(r)
 	defer cancel()
 	op, err := s.app.Scale(ctx, name, req.Replicas, req.SyncReplica)
-	s.writeOperation(w, r, name, op, err)
+	s.writeOperation(w, r, op, err)
 }
 
 // handleFailover is POST /api/instances/{name}/failover (planned false) and
@@ -50,14 +50,11 @@ func (s *Server) handleFailover(planned bool) http.HandlerFunc {
 		ctx, cancel := detached(r)
 		defer cancel()
 		op, err := s.app.Failover(ctx, name, planned)
-		s.writeOperation(w, r, name, op, err)
+		s.writeOperation(w, r, op, err)
 	}
 }
 
-func (s *Server) writeOperation(w http.ResponseWriter, r *http.Request, name string, op app.Operation, err error) {
-	if errors.Is(err, cms.ErrNotFound) {
-		err = notFound(name)
-	}
+func (s *Server) writeOperation(w http.ResponseWriter, r *http.Request, op app.Operation, err error) {
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,9 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/internal/app"
-	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/redact"
 )
 
@@ -68,44 +65,26 @@ func oneLine(s string) string {
 // fail maps err to a status and message, logging internal errors in full
 // (with the request id the client sees) but never returning them.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	status, msg, field := s.classify(err)
-	if status == http.StatusInternalServerError {
-		id := w.Header().Get("X-Request-Id")
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err.Error())
-		msg = "internal error (request id " + id + "); see the server log"
-	}
+	status, msg, field := s.problem(r, err)
 	writeJSON(w, status, ErrorResponse{Error: oneLine(msg), Field: field})
 }
 
-func (s *Server) classify(err error) (status int, msg, field string) {
+// problem is err's status, message and field: the API's own errors
+// (apiError: bad JSON, query parameters…) as they are, the others as
+// app.Describe says. An internal error is logged in full and answered
+// with the request id only.
+func (s *Server) problem(r *http.Request, err error) (status int, msg, field string) {
 	var ae *apiError
-	var ve *app.ValidationError
-	var ce *app.ConflictError
-	switch {
-	case errors.As(err, &ce):
-		return http.StatusConflict, ce.Msg, ""
-	case errors.As(err, &ae):
+	if errors.As(err, &ae) {
 		return ae.status, ae.msg, ae.field
-	case errors.As(err, &ve):
-		return http.StatusBadRequest, ve.Msg, ve.Field
-	case errors.Is(err, cms.ErrNameTaken):
-		return http.StatusConflict, "the name is already in use by an active instance", ""
-	case errors.Is(err, cms.ErrInvalidTransition):
-		return http.StatusConflict, "the instance cannot make that state change", ""
-	case errors.Is(err, cms.ErrNotFound):
-		return http.StatusNotFound, "instance not found", ""
-	case errors.Is(err, duroxide.ErrNotFound):
-		return http.StatusNotFound, "orchestration not found", ""
-	case errors.Is(err, duroxide.ErrInstanceRunning):
-		return http.StatusConflict, "the orchestration is still running; cancel it first", ""
-	case errors.Is(err, duroxide.ErrInstanceExists):
-		return http.StatusConflict, "an orchestration with that id exists", ""
-	case errors.Is(err, duroxide.ErrInvalidInput):
-		return http.StatusBadRequest, strings.TrimPrefix(err.Error(), "duroxide: "), ""
-	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable, "the request timed out", ""
 	}
-	return http.StatusInternalServerError, "", ""
+	p := app.Describe(err)
+	if p.Kind == app.KindInternal {
+		id := info(r).id
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err.Error())
+		return http.StatusInternalServerError, "internal error (request id " + id + "); see the server log", ""
+	}
+	return p.HTTPStatus(), p.Msg, p.Field
 }
 
 // decodeJSON reads a JSON body into v: at most 1 MiB, one value, no unknown

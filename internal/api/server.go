@@ -228,11 +228,6 @@ func (s *Server) IssueToken(ttl time.Duration) (string, error) {
 // Handler is the HTTP handler of every endpoint.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Internal serves the /api endpoints without the authentication layer, for
-// in-process callers that are themselves behind the login (the web
-// console submits its forms through it).
-func (s *Server) Internal() http.Handler { return s.api }
-
 // AdminUser is the single account's user name.
 func (s *Server) AdminUser() string { return s.adminUser }
 

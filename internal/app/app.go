@@ -453,6 +453,9 @@ func (a *App) createInstance(ctx context.Context, r CreateRequest, from *datapla
 		Name: r.Name, InternalName: internal, Driver: a.driver.Name(), PostgresVersion: r.PostgresVersion,
 		StorageGB: r.StorageGB, Internal: r.Internal, DNSLabel: r.DNSLabel, CreateOrchestrationID: orchID,
 	})
+	if errors.Is(err, cms.ErrNameTaken) {
+		return nil, &ConflictError{Msg: fmt.Sprintf("instance name %q is already in use by an active instance", r.Name), Field: "name", Err: err}
+	}
 	if err != nil {
 		return nil, err
 	}

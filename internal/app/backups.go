@@ -27,7 +27,8 @@ func (a *App) backuper() (dataplane.Backuper, error) {
 // StartBackup records an on-demand base backup of a running instance and
 // starts the backup-instance orchestration that takes it. The record is
 // running until the backup is verified (completed) or failed.
-func (a *App) StartBackup(ctx context.Context, name string) (*cms.Backup, error) {
+func (a *App) StartBackup(ctx context.Context, name string) (_ *cms.Backup, err error) {
+	defer func() { err = instanceNotFound(name, err) }()
 	if _, err := a.backuper(); err != nil {
 		return nil, err
 	}
@@ -126,7 +127,8 @@ type RestoreRequest = client.RestoreRequest
 // Restore picks the backup and target of a restore, reserves the new
 // instance and starts its create-instance orchestration, which restores
 // instead of running initdb.
-func (a *App) Restore(ctx context.Context, r RestoreRequest) (*cms.Instance, error) {
+func (a *App) Restore(ctx context.Context, r RestoreRequest) (_ *cms.Instance, err error) {
+	defer func() { err = instanceNotFound(r.From, err) }()
 	if _, err := a.backuper(); err != nil {
 		return nil, err
 	}
@@ -241,7 +243,8 @@ type BackupSettingsRequest struct {
 
 // SetBackupSettings changes an instance's schedule, retention and
 // archiving, and wakes its schedule to apply them.
-func (a *App) SetBackupSettings(ctx context.Context, name string, r BackupSettingsRequest) (cms.BackupSettings, error) {
+func (a *App) SetBackupSettings(ctx context.Context, name string, r BackupSettingsRequest) (_ cms.BackupSettings, err error) {
+	defer func() { err = instanceNotFound(name, err) }()
 	bk, err := a.backuper()
 	if err != nil {
 		return cms.BackupSettings{}, err

@@ -14,10 +14,16 @@ import (
 )
 
 // ConflictError is a request the instance's current state does not allow
-// (HTTP 409).
-type ConflictError struct{ Msg string }
+// (HTTP 409). Field is the request field at fault, if one is; Err the
+// store's error, if one caused it (for errors.Is).
+type ConflictError struct {
+	Msg   string
+	Field string
+	Err   error
+}
 
 func (e *ConflictError) Error() string { return e.Msg }
+func (e *ConflictError) Unwrap() error { return e.Err }
 
 func conflict(format string, args ...any) error {
 	return &ConflictError{Msg: fmt.Sprintf(format, args...)}
@@ -63,7 +69,8 @@ type DeleteOptions struct {
 }
 
 // DeleteByNameWith is DeleteByName with options.
-func (a *App) DeleteByNameWith(ctx context.Context, name string, opts DeleteOptions) (*Deletion, error) {
+func (a *App) DeleteByNameWith(ctx context.Context, name string, opts DeleteOptions) (_ *Deletion, err error) {
+	defer func() { err = notFoundAs(err, "instance %q not found or already deleted", name) }()
 	recs, err := a.cms.List(ctx, cms.ListOptions{Name: name})
 	if err != nil {
 		return nil, err
@@ -126,7 +133,8 @@ type PurgeResult struct {
 // orchestration works on them. The active instance of the name, if any, is
 // untouched. ErrNotFound (wrapped) if the name has no record; a
 // ConflictError when there were records but none could be purged.
-func (a *App) Purge(ctx context.Context, name string) (*PurgeResult, error) {
+func (a *App) Purge(ctx context.Context, name string) (_ *PurgeResult, err error) {
+	defer func() { err = instanceNotFound(name, err) }()
 	recs, err := a.cms.List(ctx, cms.ListOptions{Name: name, IncludeDeleted: true})
 	if err != nil {
 		return nil, err
@@ -303,7 +311,8 @@ func (a *App) recordAdoptionProblems(ctx context.Context, problems []*dataplane.
 // cleared; on failure the new reason is recorded and returned in a
 // ConflictError. ErrNotFound (wrapped) for an unknown name; ConflictError
 // for an instance that is not running.
-func (a *App) RepairInstance(ctx context.Context, name string) (*cms.Instance, error) {
+func (a *App) RepairInstance(ctx context.Context, name string) (_ *cms.Instance, err error) {
+	defer func() { err = instanceNotFound(name, err) }()
 	inst, err := a.cms.Get(ctx, name)
 	if err != nil {
 		return nil, err

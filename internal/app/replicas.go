@@ -51,7 +51,8 @@ type Operation struct {
 // Scale starts the scale-instance orchestration, which converges a running
 // instance to n standbys (synchronous when sync) and records its new
 // connection strings.
-func (a *App) Scale(ctx context.Context, name string, n int, sync bool) (Operation, error) {
+func (a *App) Scale(ctx context.Context, name string, n int, sync bool) (_ Operation, err error) {
+	defer func() { err = instanceNotFound(name, err) }()
 	if err := a.validateReplicas(n, sync); err != nil {
 		return Operation{}, err
 	}
@@ -73,7 +74,8 @@ func (a *App) Scale(ctx context.Context, name string, n int, sync bool) (Operati
 // cleanly first, nothing is lost) of a running instance with standbys. At
 // most one runs per instance: when one runs already, its id is returned
 // with Started false.
-func (a *App) Failover(ctx context.Context, name string, planned bool) (Operation, error) {
+func (a *App) Failover(ctx context.Context, name string, planned bool) (_ Operation, err error) {
+	defer func() { err = instanceNotFound(name, err) }()
 	what, orch := "failed over", orchestrations.FailoverInstance
 	if planned {
 		what, orch = "switched over", orchestrations.SwitchoverInstance

@@ -2,8 +2,14 @@ package app
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -14,8 +20,12 @@ import (
 )
 
 // The API and the web console are siblings over the services of this file
-// and the operations of App (CreateInstance, DeleteByNameWith, Restore…):
-// neither reaches into the stores, the runtime or the driver.
+// and the operations of App (CreateInstance, BulkCreate, BulkDelete,
+// DeleteByNameWith, StartBackup, Restore…): neither reaches into the
+// stores, the runtime or the driver, and each of their actions is one
+// call here. Errors come back as *ValidationError, *ConflictError or
+// *NotFoundError (or a store's sentinel), which Describe turns into the
+// message both show.
 
 // ListInstances lists instance records.
 func (a *App) ListInstances(ctx context.Context, opts cms.ListOptions) ([]cms.Instance, error) {
@@ -83,11 +93,12 @@ func (a *App) InstanceBackups(ctx context.Context, inst *cms.Instance) (cms.Back
 type Orchestrations struct {
 	client   *duroxide.Client
 	registry *duroxide.Registry
+	log      *slog.Logger
 }
 
 // Orchestrations is the orchestration service.
 func (a *App) Orchestrations() Orchestrations {
-	return Orchestrations{client: a.client, registry: a.registry}
+	return Orchestrations{client: a.client, registry: a.registry, log: a.logger}
 }
 
 // List lists orchestration instances (one page).
@@ -98,6 +109,27 @@ func (o Orchestrations) List(ctx context.Context, f duroxide.ListFilter) (*durox
 // Status returns an orchestration's status (duroxide.ErrNotFound: none).
 func (o Orchestrations) Status(ctx context.Context, id string) (*duroxide.OrchestrationStatus, error) {
 	return o.client.GetStatus(ctx, id)
+}
+
+// status is Status with a NotFoundError naming the id.
+func (o Orchestrations) status(ctx context.Context, id string) (*duroxide.OrchestrationStatus, error) {
+	st, err := o.client.GetStatus(ctx, id)
+	if errors.Is(err, duroxide.ErrNotFound) {
+		return nil, &NotFoundError{Msg: fmt.Sprintf("orchestration %q not found", id), Err: err}
+	}
+	return st, err
+}
+
+// running is status, with a ConflictError for an orchestration that ended.
+func (o Orchestrations) running(ctx context.Context, id string) (*duroxide.OrchestrationStatus, error) {
+	st, err := o.status(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if st.Status.IsTerminal() {
+		return nil, conflict("orchestration %q has already finished (%s)", st.Instance, st.Status)
+	}
+	return st, nil
 }
 
 // Executions lists an orchestration's executions, oldest first.
@@ -115,20 +147,106 @@ func (o Orchestrations) Start(ctx context.Context, id, name string, input any, o
 	return o.client.StartOrchestration(ctx, id, name, input, opts...)
 }
 
-// Recreate starts the orchestration that id ran (name, version, input)
-// again as newID; id must have ended.
-func (o Orchestrations) Recreate(ctx context.Context, id, newID string) (duroxide.StartRequest, error) {
-	return o.client.Recreate(ctx, id, newID)
+// Recreated is what Recreate started.
+type Recreated struct {
+	NewID, OriginalID string
+	// Name and Version are the orchestration's (Version "" for the latest).
+	Name, Version string
 }
 
-// Cancel asks a running orchestration to stop.
+// Recreate starts the orchestration that id ran (name, version, original
+// input) again under a new id derived from id (see RecreateID). The
+// original must have ended (a ConflictError otherwise: cancel it first);
+// a NotFoundError for an unknown id.
+func (o Orchestrations) Recreate(ctx context.Context, id string) (Recreated, error) {
+	st, err := o.status(ctx, id)
+	if err != nil {
+		return Recreated{}, err
+	}
+	newID := RecreateID(st.Instance)
+	req, err := o.client.Recreate(ctx, st.Instance, newID)
+	if errors.Is(err, duroxide.ErrInstanceRunning) {
+		return Recreated{}, &ConflictError{Msg: fmt.Sprintf("orchestration %q is still %s; cancel it before recreating it", st.Instance, st.Status), Err: err}
+	}
+	if err != nil {
+		return Recreated{}, err
+	}
+	o.log.Info("orchestration recreated", "orchestration_id", st.Instance, "new_id", newID, "name", req.Name)
+	return Recreated{NewID: newID, OriginalID: st.Instance, Name: req.Name, Version: req.Version}, nil
+}
+
+// RecreateID derives a new orchestration id from id: a trailing
+// 8-hex-digit segment is replaced, otherwise one is appended
+// (create-db-1a2b3c4d → create-db-<new>).
+func RecreateID(id string) string {
+	base := id
+	if i := strings.LastIndexByte(id, '-'); i > 0 && isHex8(id[i+1:]) {
+		base = id[:i]
+	}
+	return base + "-" + randomHex(4)
+}
+
+func isHex8(s string) bool {
+	if len(s) != 8 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil && strings.ToLower(s) == s
+}
+
+// MaxCancelReason bounds a cancellation's reason.
+const MaxCancelReason = 1000
+
+// Cancel asks a running orchestration to stop, for reason (UTF-8 text of
+// at most MaxCancelReason bytes). A NotFoundError for an unknown id; a
+// ConflictError once it has finished.
 func (o Orchestrations) Cancel(ctx context.Context, id, reason string) error {
-	return o.client.CancelInstance(ctx, id, reason)
+	if len(reason) > MaxCancelReason {
+		return invalid("reason must be at most %d characters", MaxCancelReason)
+	}
+	if !utf8.ValidString(reason) {
+		return invalidField("reason", "reason is not valid UTF-8 text")
+	}
+	st, err := o.running(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := o.client.CancelInstance(ctx, st.Instance, reason); err != nil {
+		return err
+	}
+	o.log.Info("orchestration cancel requested", "orchestration_id", st.Instance)
+	return nil
 }
 
-// Raise delivers an external event.
-func (o Orchestrations) Raise(ctx context.Context, id, name string, data any) error {
-	return o.client.RaiseEvent(ctx, id, name, data)
+// Raise delivers the external event name with data (JSON; empty or null:
+// none) to a running orchestration. The name is required, at most 256
+// bytes without control characters; both are UTF-8 text. A NotFoundError for an unknown id; a
+// ConflictError once it has finished.
+func (o Orchestrations) Raise(ctx context.Context, id, name string, data json.RawMessage) error {
+	if strings.TrimSpace(name) == "" {
+		return invalid("event_name is required")
+	}
+	if len(name) > 256 || strings.ContainsAny(name, "\x00\r\n") {
+		return invalid("event_name must be at most 256 characters without control characters")
+	}
+	if !utf8.ValidString(name) || !utf8.Valid(data) {
+		// The API's JSON decoding refuses these first; the console's
+		// form values arrive unchecked.
+		return invalid("event_name and event_data must be valid UTF-8 text")
+	}
+	st, err := o.running(ctx, id)
+	if err != nil {
+		return err
+	}
+	var payload any
+	if len(data) > 0 && string(data) != "null" {
+		payload = data
+	}
+	if err := o.client.RaiseEvent(ctx, st.Instance, name, payload); err != nil {
+		return err
+	}
+	o.log.Info("orchestration event raised", "orchestration_id", st.Instance, "event", name)
+	return nil
 }
 
 // Stats counts orchestrations by status and the queues' depths.

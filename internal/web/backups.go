@@ -8,7 +8,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cms"
 )
@@ -64,13 +63,14 @@ func (c *Console) loadBackups(ctx context.Context, inst *cms.Instance) (backupsV
 func (c *Console) handleBackupNow(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	back := "/instances/" + url.PathEscape(name)
-	res := c.callAPI(w, r, http.MethodPost, "/api/instances/"+url.PathEscape(name)+"/backups", nil)
-	if msg := res.errMsg(); msg != "" {
+	ctx, cancel := app.Detached(r.Context())
+	defer cancel()
+	b, err := c.app.StartBackup(ctx, name)
+	if err != nil {
+		_, msg, _ := c.problem(w, r, err)
 		redirect(w, r, back, "error", "Backup failed to start: "+msg)
 		return
 	}
-	var b client.Backup
-	_ = res.decode(&b)
 	redirect(w, r, back+"#backups-h", "ok", fmt.Sprintf("Backing up %s (backup %s).", name, b.ID))
 }
 
@@ -113,14 +113,15 @@ func (c *Console) handleRestore(w http.ResponseWriter, r *http.Request) {
 		c.renderInstance(w, r, http.StatusBadRequest, form)
 		return
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/restore", client.RestoreRequest{Name: form.Name, From: name, At: at, BackupID: form.BackupID, Password: pw})
-	if msg := res.errMsg(); msg != "" {
-		form.Err, form.Field = msg, res.formField()
-		c.renderInstance(w, r, res.status, form)
+	ctx, cancel := app.Detached(r.Context())
+	defer cancel()
+	in, err := c.app.Restore(ctx, app.RestoreRequest{Name: form.Name, From: name, At: at, BackupID: form.BackupID, Password: pw})
+	if err != nil {
+		var status int
+		status, form.Err, form.Field = c.problem(w, r, err)
+		c.renderInstance(w, r, status, form)
 		return
 	}
-	var in client.Instance
-	_ = res.decode(&in)
 	redirect(w, r, "/instances/"+url.PathEscape(in.Name), "ok",
 		fmt.Sprintf("Restoring %s from %s (orchestration %s).", in.Name, name, in.CreateOrchestrationID))
 }

@@ -103,7 +103,7 @@ func startToygres(t *testing.T, artifacts string) (*app.App, *httptest.Server, s
 	if err != nil {
 		t.Fatal(err)
 	}
-	console, err := web.New(web.Options{App: a, API: srv.Internal(), User: srv.AdminUser(), Version: "test",
+	console, err := web.New(web.Options{App: a, User: srv.AdminUser(), Version: "test",
 		Config: srv.ServerConfig, Retries: srv.ServerRetries})
 	if err != nil {
 		t.Fatal(err)

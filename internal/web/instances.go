@@ -11,8 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/internal/app"
 	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/dataplane"
 	"github.com/toygres/toygres/internal/orchestrations"
@@ -126,8 +126,8 @@ func (c *Console) loadInstances(ctx context.Context, d *instancesData) error {
 	return nil
 }
 
-// formFields maps the API's request fields (ErrorResponse.Field) to the
-// console's form fields, for aria-invalid.
+// formFields maps the request fields errors name (app.Problem.Field, the
+// API's JSON field names) to the console's form fields, for aria-invalid.
 var formFields = map[string]string{
 	"name": "name", "password": "password", "storage_gb": "storage", "postgres_version": "version",
 	"base_name": "base", "count": "count", "backup_id": "backup", "at": "at",
@@ -154,8 +154,8 @@ func (c *Console) renderInstancesWithError(w http.ResponseWriter, r *http.Reques
 	c.render(w, r, status, "instances", "Instances", "instances", d)
 }
 
-// errInvalidPassword refuses a password that is not UTF-8 text (encoding it
-// as JSON for the API would silently replace the bad bytes).
+// errInvalidPassword refuses a password that is not UTF-8 text, as the API
+// does (its JSON decoding would silently replace the bad bytes).
 const errInvalidPassword = "password is not valid UTF-8 text"
 
 // handleCreate is the create form: POST /instances.
@@ -178,15 +178,16 @@ func (c *Console) handleCreate(w http.ResponseWriter, r *http.Request) {
 		c.renderInstancesWithError(w, r, http.StatusBadRequest, d)
 		return
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/instances", client.CreateInstanceRequest{Name: d.Create.Name, Password: r.PostForm.Get("password"),
+	ctx, cancel := app.Detached(r.Context())
+	defer cancel()
+	in, err := c.app.CreateInstance(ctx, app.CreateRequest{Name: d.Create.Name, Password: r.PostForm.Get("password"),
 		PostgresVersion: d.Create.Version, StorageGB: storage, Internal: d.Create.Internal})
-	if msg := res.errMsg(); msg != "" {
-		d.Create.Err, d.Create.Field = msg, res.formField()
-		c.renderInstancesWithError(w, r, res.status, d)
+	if err != nil {
+		var status int
+		status, d.Create.Err, d.Create.Field = c.problem(w, r, err)
+		c.renderInstancesWithError(w, r, status, d)
 		return
 	}
-	var in client.Instance
-	_ = res.decode(&in)
 	redirect(w, r, "/instances", "ok", fmt.Sprintf("Creating %s (orchestration %s).", in.Name, in.CreateOrchestrationID))
 }
 
@@ -219,30 +220,36 @@ func (c *Console) handleBulkCreate(w http.ResponseWriter, r *http.Request) {
 		c.renderInstancesWithError(w, r, http.StatusBadRequest, d)
 		return
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/instances/bulk", client.BulkCreateRequest{BaseName: d.Bulk.Base, Count: n,
+	res, err := c.app.BulkCreate(r.Context(), app.BulkCreateRequest{BaseName: d.Bulk.Base, Count: n,
 		Password: r.PostForm.Get("password"), PostgresVersion: d.Bulk.Version, StorageGB: storage, Internal: d.Bulk.Internal})
-	var br client.BulkResponse
-	_ = res.decode(&br)
-	if msg := res.errMsg(); msg != "" && br.Succeeded == 0 {
-		d.Bulk.Err, d.Bulk.Field = msg, res.formField()
-		c.renderInstancesWithError(w, r, res.status, d)
+	if err != nil {
+		var status int
+		status, d.Bulk.Err, d.Bulk.Field = c.problem(w, r, err)
+		c.renderInstancesWithError(w, r, status, d)
 		return
 	}
-	kind, msg := bulkSummary("Creating", br)
+	if res.Succeeded() == 0 {
+		status, msg, _ := c.problem(w, r, res.FirstFailure().Err)
+		d.Bulk.Err = res.NothingDone(msg)
+		c.renderInstancesWithError(w, r, status, d)
+		return
+	}
+	kind, msg := c.bulkSummary(w, r, "Creating", res)
 	redirect(w, r, "/instances", kind, msg)
 }
 
 // bulkSummary is the notice after a bulk operation.
-func bulkSummary(verb string, br client.BulkResponse) (kind, msg string) {
+func (c *Console) bulkSummary(w http.ResponseWriter, r *http.Request, verb string, res *app.BulkResult) (kind, msg string) {
 	var ok, bad []string
-	for _, it := range br.Results {
-		if it.OK {
+	for _, it := range res.Items {
+		if it.Err == nil {
 			ok = append(ok, it.Name)
 		} else {
-			bad = append(bad, it.Name+": "+it.Error)
+			_, m, _ := c.problem(w, r, it.Err)
+			bad = append(bad, it.Name+": "+m)
 		}
 	}
-	msg = fmt.Sprintf("%s %d of %d: %s.", verb, br.Succeeded, br.Requested, strings.Join(ok, ", "))
+	msg = fmt.Sprintf("%s %d of %d: %s.", verb, res.Succeeded(), len(res.Items), strings.Join(ok, ", "))
 	if len(bad) > 0 {
 		return "error", msg + " Failed: " + strings.Join(bad, "; ") + "."
 	}
@@ -264,14 +271,18 @@ func (c *Console) handleBulkDelete(w http.ResponseWriter, r *http.Request) {
 		redirect(w, r, back, "error", "Select at least one instance to delete.")
 		return
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/instances/bulk-delete", client.BulkDeleteRequest{Names: names})
-	var br client.BulkResponse
-	_ = res.decode(&br)
-	if msg := res.errMsg(); msg != "" && br.Succeeded == 0 {
+	res, err := c.app.BulkDelete(r.Context(), names)
+	if err != nil {
+		_, msg, _ := c.problem(w, r, err)
 		redirect(w, r, back, "error", "Nothing was deleted: "+msg)
 		return
 	}
-	kind, msg := bulkSummary("Deleting", br)
+	if res.Succeeded() == 0 {
+		_, msg, _ := c.problem(w, r, res.FirstFailure().Err)
+		redirect(w, r, back, "error", "Nothing was deleted: "+res.NothingDone(msg))
+		return
+	}
+	kind, msg := c.bulkSummary(w, r, "Deleting", res)
 	redirect(w, r, back, kind, msg)
 }
 
@@ -279,14 +290,15 @@ func (c *Console) handleBulkDelete(w http.ResponseWriter, r *http.Request) {
 func (c *Console) handleDelete(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	back := "/instances/" + url.PathEscape(name)
-	res := c.callAPI(w, r, http.MethodDelete, "/api/instances/"+url.PathEscape(name), nil)
-	if msg := res.errMsg(); msg != "" {
+	ctx, cancel := app.Detached(r.Context())
+	defer cancel()
+	d, err := c.app.DeleteByName(ctx, name)
+	if err != nil {
+		_, msg, _ := c.problem(w, r, err)
 		redirect(w, r, back, "error", "Delete failed: "+msg)
 		return
 	}
-	var in client.Instance
-	_ = res.decode(&in)
-	redirect(w, r, back, "ok", fmt.Sprintf("Deleting %s (orchestration %s).", name, in.DeleteOrchestrationID))
+	redirect(w, r, back, "ok", fmt.Sprintf("Deleting %s (orchestration %s).", name, orchestrations.DeleteID(d.Instance.InternalName)))
 }
 
 // orchLink is an orchestration of an instance with its current status.

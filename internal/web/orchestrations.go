@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/toygres/toygres/client"
 	"github.com/toygres/toygres/duroxide"
 	"github.com/toygres/toygres/internal/historyview"
 )
@@ -238,29 +237,25 @@ func (c *Console) handleCancel(w http.ResponseWriter, r *http.Request) {
 	if reason == "" {
 		reason = "cancelled from the web console"
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/orchestrations/"+url.PathEscape(id)+"/cancel", client.CancelRequest{Reason: reason})
-	if msg := res.errMsg(); msg != "" {
+	if err := c.app.Orchestrations().Cancel(r.Context(), id, reason); err != nil {
+		_, msg, _ := c.problem(w, r, err)
 		redirect(w, r, orchURL(id), "error", "Cancel failed: "+msg)
 		return
 	}
 	redirect(w, r, orchURL(id), "ok", "Cancellation requested.")
 }
 
-// handleRecreate is POST /orchestrations/{id}/recreate: the API starts the
+// handleRecreate is POST /orchestrations/{id}/recreate: it starts the
 // same orchestration with the same input under a new id.
 func (c *Console) handleRecreate(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	res := c.callAPI(w, r, http.MethodPost, "/api/orchestrations/"+url.PathEscape(id)+"/recreate", nil)
-	if msg := res.errMsg(); msg != "" {
+	rc, err := c.app.Orchestrations().Recreate(r.Context(), id)
+	if err != nil {
+		_, msg, _ := c.problem(w, r, err)
 		redirect(w, r, orchURL(id), "error", "Recreate failed: "+msg)
 		return
 	}
-	var rr client.RecreateResponse
-	if err := res.decode(&rr); err != nil || rr.NewID == "" {
-		redirect(w, r, orchURL(id), "error", "Recreate answered without a new id.")
-		return
-	}
-	redirect(w, r, orchURL(rr.NewID)+"?pending=1", "ok", "Recreated "+id+" as "+rr.NewID+".")
+	redirect(w, r, orchURL(rc.NewID)+"?pending=1", "ok", "Recreated "+id+" as "+rc.NewID+".")
 }
 
 // handleRaiseEvent is POST /orchestrations/{id}/raise-event with an event
@@ -286,10 +281,10 @@ func (c *Console) handleRaiseEvent(w http.ResponseWriter, r *http.Request) {
 		}
 		data = json.RawMessage(f.Data)
 	}
-	res := c.callAPI(w, r, http.MethodPost, "/api/orchestrations/"+url.PathEscape(id)+"/raise-event", client.RaiseEventRequest{EventName: f.Name, EventData: data})
-	if msg := res.errMsg(); msg != "" {
-		f.Err = msg
-		c.renderOrchestration(w, r, res.status, f)
+	if err := c.app.Orchestrations().Raise(r.Context(), id, f.Name, data); err != nil {
+		var status int
+		status, f.Err, _ = c.problem(w, r, err)
+		c.renderOrchestration(w, r, status, f)
 		return
 	}
 	redirect(w, r, orchURL(id), "ok", "Event "+f.Name+" raised.")

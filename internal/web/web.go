@@ -7,8 +7,9 @@
 // The console is mounted by package api behind its login: every page needs a
 // session cookie, and unauthenticated requests are redirected to /login.
 // Forms post with the session cookie (SameSite=Strict) and pass through the
-// API server's cross-origin protection. Mutations are submitted to the JSON
-// API in-process, so validation, error messages and logging are exactly the
+// API server's cross-origin protection. Changes go through the same
+// services of package app as the JSON API's (the two are siblings; neither
+// calls the other), so validation and error messages (app.Describe) are the
 // API's; passwords travel only in request bodies, never in URLs or logs.
 //
 // # Live updates
@@ -51,10 +52,6 @@ var staticFS embed.FS
 type Options struct {
 	// App is the running control plane, whose services the console reads.
 	App *app.App
-	// API serves the JSON API without its authentication layer. The console
-	// is itself behind the login and calls it in-process for every change
-	// (create, delete, cancel, recreate, raise event).
-	API http.Handler
 	// Config returns the effective configuration with secrets masked (the
 	// API's GET /api/server/config data), shown on the System page.
 	Config func(ctx context.Context) client.ServerConfig
@@ -90,9 +87,6 @@ type Console struct {
 func New(opts Options) (*Console, error) {
 	if opts.App == nil {
 		return nil, errors.New("web: the app must be open")
-	}
-	if opts.API == nil {
-		return nil, errors.New("web: the API handler is required")
 	}
 	if opts.Logger == nil {
 		opts.Logger = opts.App.Logger()
@@ -322,86 +316,18 @@ func (c *Console) notFound(w http.ResponseWriter, r *http.Request, what string) 
 	c.render(w, r, http.StatusNotFound, "notfound", "Not found", "", struct{ Path, What string }{r.URL.Path, what})
 }
 
-// apiResult is the outcome of an in-process API call.
-type apiResult struct {
-	status int
-	body   []byte
-	header http.Header
-}
-
-// errMsg is the API's {"error": …} line ("" on success).
-func (a apiResult) errMsg() string {
-	if a.status < 400 {
-		return ""
+// problem describes err for the user as app.Describe does (the API's
+// error body says the same): the status code, the one-line message and the
+// console form field it is about ("" when none is). An internal error is
+// logged in full and described by its request id only.
+func (c *Console) problem(w http.ResponseWriter, r *http.Request, err error) (status int, msg, field string) {
+	p := app.Describe(err)
+	if p.Kind == app.KindInternal {
+		id := w.Header().Get("X-Request-Id")
+		c.log.Error("console request failed", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err.Error())
+		return http.StatusInternalServerError, "internal error (request id " + id + "); see the server log", ""
 	}
-	var e client.ErrorResponse
-	if json.Unmarshal(a.body, &e) == nil && e.Error != "" {
-		return e.Error
-	}
-	return http.StatusText(a.status)
-}
-
-// formField is the console's form field the API's error is about (its
-// ErrorResponse.Field, see formFields), "" when none is.
-func (a apiResult) formField() string {
-	var e client.ErrorResponse
-	if a.status < 400 || json.Unmarshal(a.body, &e) != nil {
-		return ""
-	}
-	return formFields[e.Field]
-}
-
-func (a apiResult) decode(v any) error { return json.Unmarshal(a.body, v) }
-
-// recorder captures an in-process API response.
-type recorder struct {
-	header http.Header
-	status int
-	buf    bytes.Buffer
-}
-
-func (rec *recorder) Header() http.Header { return rec.header }
-func (rec *recorder) Write(b []byte) (int, error) {
-	if rec.status == 0 {
-		rec.status = http.StatusOK
-	}
-	return rec.buf.Write(b)
-}
-func (rec *recorder) WriteHeader(code int) {
-	if rec.status == 0 {
-		rec.status = code
-	}
-}
-
-// callAPI submits a JSON request to the API in-process, in the context of
-// the browser's (authenticated) request. The body may hold a password: it
-// is never logged (the API logs method, path and status only).
-func (c *Console) callAPI(w http.ResponseWriter, r *http.Request, method, path string, body any) apiResult {
-	var rd io.Reader = http.NoBody
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return apiResult{status: http.StatusInternalServerError, body: []byte(`{"error":"encoding the request failed"}`)}
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(r.Context(), method, path, rd)
-	if err != nil {
-		return apiResult{status: http.StatusBadRequest, body: []byte(`{"error":"invalid request"}`)}
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.RemoteAddr = r.RemoteAddr
-	rec := &recorder{header: http.Header{}}
-	if id := w.Header().Get("X-Request-Id"); id != "" {
-		rec.header.Set("X-Request-Id", id)
-	}
-	c.opts.API.ServeHTTP(rec, req)
-	if rec.status == 0 {
-		rec.status = http.StatusOK
-	}
-	return apiResult{status: rec.status, body: rec.buf.Bytes(), header: rec.header}
+	return p.HTTPStatus(), p.Msg, formFields[p.Field]
 }
 
 // redirect answers a form post with 303 and a flash notice.
