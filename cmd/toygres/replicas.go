@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -136,6 +137,9 @@ func runOperation(ctx context.Context, g *globals, o *operationOptions, name, wh
 		switch {
 		case err != nil && wctx.Err() != nil:
 			return fmt.Errorf("%s of %q: still not done after %v (it goes on; see 'toygres server orchestration %s')", what, name, o.timeout, op.OrchestrationID)
+		case err != nil && cli.StatusOf(err) == http.StatusNotFound:
+			// Queued: an orchestration exists once a dispatcher ran its
+			// first turn.
 		case err != nil:
 			return c.Explain(err)
 		case st.Status == "Completed":

@@ -156,8 +156,8 @@ func (d *Driver) replicatedContainer(c *corev1.Container, p plan) {
 		c.Args = append(c.Args, "-c", "synchronous_standby_names="+syncStandbyNames)
 	}
 	c.Env = append(c.Env,
-		corev1.EnvVar{Name: "TOYGRES_PRIMARY_HOST", Value: fmt.Sprintf("%s.%s.svc.%s", serviceName(p.name), d.ns, d.clusterDomain)},
-		corev1.EnvVar{Name: "TOYGRES_PRIMARY_PORT", Value: strconv.Itoa(int(d.svcPort))})
+		corev1.EnvVar{Name: "REPLICATE_FROM_HOST", Value: fmt.Sprintf("%s.%s.svc.%s", serviceName(p.name), d.ns, d.clusterDomain)},
+		corev1.EnvVar{Name: "REPLICATE_FROM_PORT", Value: strconv.Itoa(int(d.svcPort))})
 	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: podInfoVolume_, MountPath: podInfoPath, ReadOnly: true})
 	if c.ReadinessProbe != nil && c.ReadinessProbe.Exec != nil {
 		c.ReadinessProbe.Exec.Command = []string{"/bin/sh", "-c", replReadyScript}
@@ -213,7 +213,7 @@ if [ "$r" = standby ]; then
   fi
   if [ ! -s "$PGDATA/PG_VERSION" ]; then
     rm -rf "$PGDATA.clone"
-    PGPASSWORD="$POSTGRES_PASSWORD" pg_basebackup -h "$TOYGRES_PRIMARY_HOST" -p "$TOYGRES_PRIMARY_PORT" -U ` + SuperUser + ` \
+    PGPASSWORD="$POSTGRES_PASSWORD" pg_basebackup -h "$REPLICATE_FROM_HOST" -p "$REPLICATE_FROM_PORT" -U ` + SuperUser + ` \
       -D "$PGDATA.clone" -R -X stream -c fast -d "application_name=$HOSTNAME" || exit 1
     mv "$PGDATA.clone" "$PGDATA"
   fi

@@ -274,8 +274,8 @@ exec postgres "$@"
 			"PGPORT=" + strconv.Itoa(p.port),
 			"POSTGRES_USER=" + SuperUser,
 			"POSTGRES_PASSWORD=" + testPassword,
-			"TOYGRES_PRIMARY_HOST=127.0.0.1",
-			"TOYGRES_PRIMARY_PORT=" + strconv.Itoa(svc.port),
+			"REPLICATE_FROM_HOST=127.0.0.1",
+			"REPLICATE_FROM_PORT=" + strconv.Itoa(svc.port),
 		}
 		pods[i] = p
 		t.Cleanup(p.kill)

@@ -292,7 +292,7 @@ func TestReplicaScripts(t *testing.T) {
 			t.Errorf("%s script does not parse: %v\n%s", what, err, out)
 		}
 	}
-	for _, want := range []string{"pg_basebackup -h \"$TOYGRES_PRIMARY_HOST\"", " -R ", "standby.signal", "pg_ctl -D \"$PGDATA\" promote",
+	for _, want := range []string{"pg_basebackup -h \"$REPLICATE_FROM_HOST\"", " -R ", "standby.signal", "pg_ctl -D \"$PGDATA\" promote",
 		"stop -m fast", podInfoPath + "/labels", "exec docker-entrypoint.sh postgres"} {
 		if !strings.Contains(replStartScript, want) {
 			t.Errorf("start script lacks %q", want)
@@ -342,10 +342,10 @@ func checkReplicatedSets(t *testing.T, c k8s.Interface, ns, name string, n int, 
 		}
 		host := ""
 		for _, e := range ctr.Env {
-			if e.Name == "TOYGRES_PRIMARY_HOST" {
+			if e.Name == "REPLICATE_FROM_HOST" {
 				host = e.Value
 			}
-			if e.Name == "TOYGRES_PRIMARY_PORT" && e.Value != "5432" {
+			if e.Name == "REPLICATE_FROM_PORT" && e.Value != "5432" {
 				t.Errorf("%s clones from port %s, want the Service's 5432", s.Name, e.Value)
 			}
 			if e.Value == testPassword {
