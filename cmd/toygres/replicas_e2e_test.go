@@ -335,6 +335,10 @@ func TestFailoverEndToEnd(t *testing.T) {
 		t.Fatal("the read-only connection string reaches the primary after the failover")
 	}
 	e.ok("delete", "ha", "--wait")
+	// A deleted instance's servers leave the lag metric.
+	if m := scrape(t, e.port); strings.Contains(m, fmt.Sprintf(`toygres_replication_lag_bytes{instance=%q`, r.InternalName)) {
+		t.Fatalf("lag series of the deleted instance remain:\n%s", m)
+	}
 }
 
 // TestFailoverSurvivesServerKill: the Toygres server is SIGKILLed while a

@@ -261,6 +261,9 @@ type acts struct {
 	Deps
 	healthCheckDuration *prometheus.HistogramVec // nil: not recorded
 	restarts            *prometheus.CounterVec   // nil: not recorded
+	// forgetServers drops a deleted instance's per-server series (nil:
+	// nothing recorded); set by registerReplicas.
+	forgetServers func(internalName string)
 }
 
 func (a *acts) createRecord(ctx context.Context, in CreateRecordInput) (InstanceView, error) {
@@ -439,7 +442,13 @@ func (a *acts) deletePostgres(ctx context.Context, in InstanceRef) (struct{}, er
 	if err := a.checkHost(ctx, in.InternalName, false); err != nil {
 		return struct{}{}, err
 	}
-	return struct{}{}, a.Driver.Delete(ctx, in.InternalName)
+	if err := a.Driver.Delete(ctx, in.InternalName); err != nil {
+		return struct{}{}, err
+	}
+	if a.forgetServers != nil {
+		a.forgetServers(in.InternalName) // no stale lag for servers that are gone
+	}
+	return struct{}{}, nil
 }
 
 func (a *acts) raiseEvent(ctx context.Context, in RaiseEventInput) (struct{}, error) {

@@ -229,6 +229,8 @@ func registerReplicas(reg *duroxide.Registry, a *acts) error {
 		if err != nil {
 			return fmt.Errorf("register replication lag metric: %w", err)
 		}
+		lag := r.lag
+		a.forgetServers = func(name string) { lag.DeletePartialMatch(prometheus.Labels{"instance": name}) }
 		r.failovers, err = registerCollector(a.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricFailovers,
 			Help: "Promotions of a standby, by instance and kind (failover: the primary had failed; switchover: planned)."},
 			[]string{"instance", "kind"}))
