@@ -612,10 +612,7 @@ func newStatsCmd(g *globals) *cobra.Command {
 		Short: "Show counts: instances by state and health, orchestrations by status, queue depths",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := validOutput(output); err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, err := g.outputClient(output)
 			if err != nil {
 				return err
 			}
@@ -807,10 +804,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 		Short: "Show the server's effective configuration (secrets masked), retry policies and their sources included",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := validOutput(output); err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, err := g.outputClient(output)
 			if err != nil {
 				return err
 			}

@@ -37,10 +37,7 @@ func newBackupCreateCmd(g *globals) *cobra.Command {
 		Example: "  toygres backup create db1 --wait",
 		Args:    exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := validOutput(output); err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, err := g.outputClient(output)
 			if err != nil {
 				return err
 			}
@@ -83,25 +80,13 @@ func waitBackup(ctx context.Context, c *cli.Client, id string, timeout time.Dura
 func printBackup(g *globals, b *client.Backup) {
 	fields := []string{"Backup", b.ID, "Instance", b.Instance, "Kind", b.Kind, "State", b.State}
 	if b.FinishedAt != nil && b.State == "completed" {
-		fields = append(fields, "Finished", b.FinishedAt.Local().Format(time.RFC3339), "Size", byteSize(b.SizeBytes),
+		fields = append(fields, "Finished", b.FinishedAt.Local().Format(time.RFC3339), "Size", cli.Bytes(b.SizeBytes),
 			"Duration", (time.Duration(b.DurationMs) * time.Millisecond).String())
 	}
 	if b.Error != "" {
 		fields = append(fields, "Error", b.Error)
 	}
 	cli.Fields(g.stdout, "", fields...)
-}
-
-func byteSize(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 func newBackupListCmd(g *globals) *cobra.Command {
@@ -111,10 +96,7 @@ func newBackupListCmd(g *globals) *cobra.Command {
 		Short: "List base backups (of every instance, or of those named NAME, deleted ones included)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := validOutput(output); err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, err := g.outputClient(output)
 			if err != nil {
 				return err
 			}
@@ -152,7 +134,7 @@ func newBackupListCmd(g *globals) *cobra.Command {
 				if b.FinishedAt != nil {
 					fin = b.FinishedAt.Local().Format(time.RFC3339)
 				}
-				t.Row(b.ID, b.Instance, b.Kind, b.State, fin, byteSize(b.SizeBytes), (time.Duration(b.DurationMs) * time.Millisecond).String())
+				t.Row(b.ID, b.Instance, b.Kind, b.State, fin, cli.Bytes(b.SizeBytes), (time.Duration(b.DurationMs) * time.Millisecond).String())
 			}
 			return t.Flush()
 		},

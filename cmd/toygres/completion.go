@@ -76,27 +76,23 @@ func completeInstances(g *globals, all bool) cobra.CompletionFunc {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		c, err := g.client()
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
-		defer cancel()
-		l, err := c.API.ListInstances(ctx, client.ListInstancesOptions{All: all})
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
-		}
-		seen := map[string]bool{}
-		var out []cobra.Completion
-		for _, in := range l.Instances { // newest first: a name's newest state
-			if seen[in.Name] || !strings.HasPrefix(in.Name, toComplete) {
-				continue
+		return ask(g, func(ctx context.Context, api *client.Client) ([]cobra.Completion, error) {
+			l, err := api.ListInstances(ctx, client.ListInstancesOptions{All: all})
+			if err != nil {
+				return nil, err
 			}
-			seen[in.Name] = true
-			out = append(out, cobra.CompletionWithDesc(in.Name, in.State))
-		}
-		sort.Strings(out)
-		return out, cobra.ShellCompDirectiveNoFileComp
+			seen := map[string]bool{}
+			var out []cobra.Completion
+			for _, in := range l.Instances { // newest first: a name's newest state
+				if seen[in.Name] || !strings.HasPrefix(in.Name, toComplete) {
+					continue
+				}
+				seen[in.Name] = true
+				out = append(out, cobra.CompletionWithDesc(in.Name, in.State))
+			}
+			sort.Strings(out)
+			return out, nil
+		})
 	}
 }
 
@@ -107,21 +103,17 @@ func completeOrchestrations(g *globals) cobra.CompletionFunc {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		c, err := g.client()
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
-		defer cancel()
-		l, err := c.API.ListOrchestrations(ctx, client.ListOrchestrationsOptions{Prefix: toComplete, Limit: 200})
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
-		}
-		out := make([]cobra.Completion, 0, len(l.Orchestrations))
-		for _, o := range l.Orchestrations {
-			out = append(out, cobra.CompletionWithDesc(o.ID, o.Status+" "+o.Name))
-		}
-		return out, cobra.ShellCompDirectiveNoFileComp
+		return ask(g, func(ctx context.Context, api *client.Client) ([]cobra.Completion, error) {
+			l, err := api.ListOrchestrations(ctx, client.ListOrchestrationsOptions{Prefix: toComplete, Limit: 200})
+			if err != nil {
+				return nil, err
+			}
+			out := make([]cobra.Completion, 0, len(l.Orchestrations))
+			for _, o := range l.Orchestrations {
+				out = append(out, cobra.CompletionWithDesc(o.ID, o.Status+" "+o.Name))
+			}
+			return out, nil
+		})
 	}
 }
 
@@ -132,26 +124,39 @@ func completeBackups(g *globals) cobra.CompletionFunc {
 		if cmd.Flags().Lookup("from") == nil && len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		c, err := g.client()
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
-		defer cancel()
 		name := ""
 		if f := cmd.Flags().Lookup("from"); f != nil {
 			name = f.Value.String()
 		}
-		l, err := c.API.ListBackups(ctx, name)
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
-		}
-		var out []cobra.Completion
-		for _, b := range l.Backups {
-			if strings.HasPrefix(b.ID, toComplete) {
-				out = append(out, cobra.CompletionWithDesc(b.ID, b.Instance+" "+b.State))
+		return ask(g, func(ctx context.Context, api *client.Client) ([]cobra.Completion, error) {
+			l, err := api.ListBackups(ctx, name)
+			if err != nil {
+				return nil, err
 			}
-		}
-		return out, cobra.ShellCompDirectiveNoFileComp
+			var out []cobra.Completion
+			for _, b := range l.Backups {
+				if strings.HasPrefix(b.ID, toComplete) {
+					out = append(out, cobra.CompletionWithDesc(b.ID, b.Instance+" "+b.State))
+				}
+			}
+			return out, nil
+		})
 	}
+}
+
+// ask runs one completion query against the server, bounded by
+// completionTimeout; any failure completes nothing (and says so to the
+// shell) rather than printing an error into the command line.
+func ask(g *globals, query func(ctx context.Context, api *client.Client) ([]cobra.Completion, error)) ([]cobra.Completion, cobra.ShellCompDirective) {
+	c, err := g.client()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
+	defer cancel()
+	out, err := query(ctx, c.API)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
 }

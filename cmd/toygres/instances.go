@@ -298,10 +298,7 @@ func newListCmd(g *globals) *cobra.Command {
 		Short:   "List live instances (creating, running, deleting; --all: failed and deleted too)",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := validOutput(output); err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, err := g.outputClient(output)
 			if err != nil {
 				return err
 			}
@@ -341,10 +338,7 @@ func newGetCmd(g *globals) *cobra.Command {
 instance's user "postgres" (only authenticated callers can read it).`,
 		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := validOutput(output); err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, err := g.outputClient(output)
 			if err != nil {
 				return err
 			}

@@ -240,6 +240,15 @@ func getView[T any](ctx context.Context, g *globals, c *cli.Client, path, output
 	return v, nil
 }
 
+// outputClient checks an -o value (table or json: a usage error otherwise)
+// and returns the API client, the start of every command that prints.
+func (g *globals) outputClient(output string) (*cli.Client, error) {
+	if err := validOutput(output); err != nil {
+		return nil, err
+	}
+	return g.client()
+}
+
 func (g *globals) client() (*cli.Client, error) {
 	token := g.token
 	if token == "" {

@@ -231,10 +231,7 @@ A failed instance that still has resources must be deleted first
 An active instance of the name is not touched.`,
 		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := validOutput(output); err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, err := g.outputClient(output)
 			if err != nil {
 				return err
 			}
@@ -274,10 +271,7 @@ plane re-reads the instance and starts its server. If it cannot be repaired,
 delete it.`,
 		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := validOutput(output); err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, err := g.outputClient(output)
 			if err != nil {
 				return err
 			}

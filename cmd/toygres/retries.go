@@ -113,10 +113,7 @@ unless --all. Policies are set with 'server start --config' and
 TOYGRES_RETRY__<ACTIVITY>__<FIELD> (see 'toygres server config').`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := validOutput(output); err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, err := g.outputClient(output)
 			if err != nil {
 				return err
 			}

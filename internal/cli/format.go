@@ -50,3 +50,16 @@ func IndentJSON(raw json.RawMessage, prefix string) string {
 	}
 	return prefix + buf.String()
 }
+
+// Bytes is a size in binary units ("4.2 MiB", "512 B").
+func Bytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/toygres/toygres/internal/cli"
 	"github.com/toygres/toygres/internal/historyview"
 )
 
@@ -21,7 +22,7 @@ var funcs = template.FuncMap{
 	"orchURL":  orchURL,
 	"ms":       func(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) },
 	"pathEsc":  url.PathEscape,
-	"bytes":    fmtBytes,
+	"bytes":    cli.Bytes,
 	"queryEsc": url.QueryEscape,
 	"add":      func(a, b int) int { return a + b },
 	"pct": func(n, total int) string {
@@ -80,16 +81,3 @@ func derefStr(s *string) string {
 }
 
 func shorten(s string, n int) string { return historyview.Shorten(s, n) }
-
-// fmtBytes is a size in binary units ("4.2 MiB").
-func fmtBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}

@@ -224,16 +224,11 @@ func (d *Driver) adminConn(ctx context.Context, p paths, m *metadata) (*pgx.Conn
 // SetArchiving turns WAL archiving of an instance on or off; a running
 // server reloads its configuration.
 func (d *Driver) SetArchiving(ctx context.Context, name string, on bool) error {
-	p, err := d.existing(name)
+	p, m, unlock, err := d.lockedMeta(name)
 	if err != nil {
 		return err
 	}
-	unlock := d.lock(name)
 	defer unlock()
-	m, err := readMeta(p.meta)
-	if err != nil {
-		return err
-	}
 	if m.NoArchive == !on {
 		return nil
 	}

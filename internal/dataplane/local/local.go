@@ -1146,6 +1146,20 @@ type nameLock struct {
 	refs int
 }
 
+// lockedMeta locks an existing instance and reads its metadata; the caller
+// calls unlock when done (on error nothing is held).
+func (d *Driver) lockedMeta(name string) (p paths, m *metadata, unlock func(), err error) {
+	if p, err = d.existing(name); err != nil {
+		return paths{}, nil, nil, err
+	}
+	unlock = d.lock(name)
+	if m, err = readMeta(p.meta); err != nil {
+		unlock()
+		return paths{}, nil, nil, err
+	}
+	return p, m, unlock, nil
+}
+
 func (d *Driver) lock(name string) (unlock func()) {
 	d.locksMu.Lock()
 	l := d.locks[name]

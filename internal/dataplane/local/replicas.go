@@ -396,16 +396,11 @@ func (d *Driver) SetReplicas(ctx context.Context, name string, n int, sync bool)
 	if n < 0 || n > dataplane.MaxReplicas {
 		return fmt.Errorf("local: set replicas of %s: %d standbys; want 0..%d", name, n, dataplane.MaxReplicas)
 	}
-	p, err := d.existing(name)
+	p, m, unlock, err := d.lockedMeta(name)
 	if err != nil {
 		return err
 	}
-	unlock := d.lock(name)
 	defer unlock()
-	m, err := readMeta(p.meta)
-	if err != nil {
-		return err
-	}
 	if !m.Initialized || (m.Restore != nil && !m.Restore.Promoted) {
 		return fmt.Errorf("local: set replicas of %s: deployment incomplete", name)
 	}
@@ -634,16 +629,11 @@ func (d *Driver) build(ctx context.Context, m *metadata, p paths, in install, id
 // SIGKILL) after recording it fenced, so that no supervisor, Adopt or
 // Readopt starts it again; its data directory gets a standby.signal.
 func (d *Driver) Fence(ctx context.Context, name, id string) error {
-	p, err := d.existing(name)
+	p, m, unlock, err := d.lockedMeta(name)
 	if err != nil {
 		return err
 	}
-	unlock := d.lock(name)
 	defer unlock()
-	m, err := readMeta(p.meta)
-	if err != nil {
-		return err
-	}
 	srv, ok := m.lookup(id)
 	if !ok {
 		return nil
@@ -686,16 +676,11 @@ func (d *Driver) fenceStop(ctx context.Context, m *metadata, id string) error {
 // the new roles are recorded before the promotion, so a crash leaves at
 // most one primary, which the next start brings up as such.
 func (d *Driver) Promote(ctx context.Context, name, id string) error {
-	p, err := d.existing(name)
+	p, m, unlock, err := d.lockedMeta(name)
 	if err != nil {
 		return err
 	}
-	unlock := d.lock(name)
 	defer unlock()
-	m, err := readMeta(p.meta)
-	if err != nil {
-		return err
-	}
 	srv, ok := m.lookup(id)
 	if !ok || (srv.Role != dataplane.RoleStandby && srv.Role != dataplane.RolePrimary) {
 		return fmt.Errorf("local: promote %s/%s (role %q): %w", name, id, srv.Role, dataplane.ErrNotStandby)
@@ -789,16 +774,11 @@ func (d *Driver) Promote(ctx context.Context, name, id string) error {
 // else (or when the rewound server does not stream within
 // rebuildStreamWait) a fresh base backup.
 func (d *Driver) Rebuild(ctx context.Context, name, id string) error {
-	p, err := d.existing(name)
+	p, m, unlock, err := d.lockedMeta(name)
 	if err != nil {
 		return err
 	}
-	unlock := d.lock(name)
 	defer unlock()
-	m, err := readMeta(p.meta)
-	if err != nil {
-		return err
-	}
 	srv, ok := m.lookup(id)
 	if !ok {
 		return fmt.Errorf("local: rebuild %s/%s: no such server: %w", name, id, dataplane.ErrNotFound)
