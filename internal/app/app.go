@@ -266,6 +266,11 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		return nil, fmt.Errorf("start runtime: %w", err)
 	}
 	a.runtime = rt
+	// From now on, starts go through the runtime: a new instance's first
+	// turn is committed with its creation, so it is visible (and running)
+	// when the start returns, instead of queued until a dispatcher takes
+	// it. Updated in place: the activities hold the same *Client.
+	*a.client = *rt.Client()
 	ok = true
 	if err := a.superviseActors(ctx); err != nil {
 		cfg.Logger.Warn("checking health actors failed", "error", err)
