@@ -316,8 +316,11 @@ func TestFailoverEndToEnd(t *testing.T) {
 		t.Fatalf("%d acknowledged writes are missing after the failover: %v", len(miss), miss)
 	}
 
+	// The servers settle when the rebuild's activity returns; the event
+	// that records it is written by the orchestration's next step.
 	e.eventually("a rebuilt standby streaming from the new primary", 3*time.Minute, func() bool {
-		return e.settled(e.getReplicas("ha"), 1, old)
+		r := e.getReplicas("ha")
+		return e.settled(r, 1, old) && e.hasEvent(r, `^failover done`)
 	})
 	t.Logf("a rebuilt standby streams %.1fs after the primary was killed", time.Since(killed).Seconds())
 	r = e.getReplicas("ha")
@@ -362,7 +365,8 @@ func TestFailoverSurvivesServerKill(t *testing.T) {
 	}
 	e.startServer("--failover-check-interval", "1s", "--failover-threshold", "3")
 	e.eventually("the failover to complete after the restart", 3*time.Minute, func() bool {
-		return e.settled(e.getReplicas("hk"), 1, old) // fails at once on two ready primaries
+		r := e.getReplicas("hk") // fails at once on two ready primaries
+		return e.settled(r, 1, old) && e.hasEvent(r, `^failover done`)
 	})
 	r = e.getReplicas("hk")
 	promotions := 0
