@@ -48,9 +48,9 @@
 // With synchronous_commit on, each committed write transaction waits for
 // a WAL flush. The runtime's write calls of one handle that run at the same
 // moment (turn commits, worker acks; see [WithGroupCommit]) therefore
-// share transactions: up to two run at once, a call that finds one idle
-// goes out at once on its own, and calls that arrive while both are busy
-// go together into the next, one savepoint each, so that each call still
+// share transactions: one runs at a time (by default), a call that finds
+// the committer idle goes out at once on its own, and calls that arrive
+// while it is busy go together into the next, one savepoint each, so that each call still
 // succeeds or fails alone (a lost lock, a turn conflict, a duplicate event)
 // while the others commit. Each caller learns its outcome after the shared
 // COMMIT. Fetches and a client's starts and enqueues do not wait in this

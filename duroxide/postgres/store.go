@@ -71,11 +71,11 @@ func WithSchema(name string) Option { return func(o *options) { o.schema = name 
 
 // DefaultGroupCommit is the number of group-commit transactions a handle
 // runs at once when WithGroupCommit is not given.
-const DefaultGroupCommit = 2
+const DefaultGroupCommit = 1
 
 // WithGroupCommit sets how many transactions at once carry the runtime's
 // write calls (AckOrchestrationItem, CommitActivityTurn, AckWorkItem,
-// EnqueueWorkItem; default 2). A call that finds one of them idle runs at
+// EnqueueWorkItem; default 1). A call that finds one of them idle runs at
 // once; calls that arrive while all are busy share the next transaction
 // (one WAL flush), each in its own savepoint, so each still succeeds or
 // fails alone. 0 runs every call as its own transaction. Each uses one
@@ -720,7 +720,7 @@ func (s *Store) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnP
 		timers = []int64{}
 	}
 	args["instance"], args["tokens"], args["timers"], args["last_event"] = instance, workTokens, timers, lastEventID
-	sql, vals := s.turnCall("commit_activity_turn", args, "instance", "tokens", "timers", "last_event")
+	sql, vals := s.turnCall("commit_activity_turn2", args, "instance", "tokens", "timers", "last_event")
 	err = s.write(ctx, sql, vals, &pending)
 	if err != nil {
 		return nil, wrap(op, err)
@@ -748,7 +748,7 @@ func (s *Store) startTurn(ctx context.Context, instance string, c *duroxide.Turn
 	var created bool
 	args["instance"] = instance
 	// A start is a client's call, on its own connection (see WithGroupCommit).
-	sql, vals := s.turnCall("start_turn", args, "instance")
+	sql, vals := s.turnCall("start_turn2", args, "instance")
 	err = s.queryRow(ctx, sql, vals...).Scan(&created)
 	if err != nil {
 		return nil, false, wrap(op, err)
@@ -919,7 +919,7 @@ func (s *Store) FetchWorkItem(ctx context.Context, lockTimeout time.Duration) (*
 		lease duroxide.WorkItemLease
 		data  string
 	)
-	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("fetch_work_item")+"($1, $2)", lockMs(lockTimeout), s.owner).Scan(
+	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("fetch_work_item2")+"($1, $2)", lockMs(lockTimeout), s.owner).Scan(
 		&data, &lease.LockToken, &lease.AttemptCount)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
