@@ -296,6 +296,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	if _, err := pool.Exec(ctx, "SELECT pg_notify($1, 'h')", s.channel); err != nil {
 		slog.Warn("postgres store: hello notification failed", "schema", s.schema, "error", err)
 	}
+	s.warm(ctx)
 	if o.group > 0 {
 		// Leave connections to the fetches, the heartbeat and the notifier.
 		s.group = newCommitter(pool, min(o.group, max(1, int(cfg.MaxConns)/2)))
@@ -303,6 +304,30 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	go s.notifier()
 	go s.heartbeatLoop(since)
 	return s, nil
+}
+
+// warm opens the pool's connections at once, in parallel, so that the
+// first calls after Open do not each wait for a new connection (tens of
+// milliseconds against a database whose caches are cold). Best effort: a
+// connection that cannot be opened now is opened when first needed.
+func (s *Store) warm(ctx context.Context) {
+	n := int(s.pool.Config().MaxConns)
+	conns := make(chan *pgxpool.Conn, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c, err := s.pool.Acquire(ctx); err == nil {
+				conns <- c
+			}
+		}()
+	}
+	wg.Wait()
+	close(conns)
+	for c := range conns {
+		c.Release()
+	}
 }
 
 // uuid returns a random (version 4) UUID string.
