@@ -54,17 +54,13 @@ END $$;
 -- common case written out instead of a call of write_turn: a start inserts
 -- its instance and execution rows with their final values, and an activity
 -- turn checks and touches its instance row in one UPDATE. What few turns
--- write (cancellations, orchestrator messages, cancelled timers, the
--- KeepExecutions prune) is done by write_turn_rest, called only then.
+-- write (cancelled activities and timers, the KeepExecutions prune) is done
+-- by write_turn_rest, called only then.
 
 CREATE FUNCTION {{s}}.write_turn_rest(
     p_instance       text,
     p_now            bigint,
     p_execution      bigint,
-    p_o_instance     text[],
-    p_o_data         text[],
-    p_o_visible_at   bigint[],
-    p_o_parent       text[],
     p_c_instance     text[],
     p_c_execution    bigint[],
     p_c_activity     bigint[],
@@ -77,11 +73,6 @@ BEGIN
         DELETE FROM {{s}}.worker_queue w
         USING unnest(p_c_instance, p_c_execution, p_c_activity) AS c(inst, exec, act)
         WHERE w.instance_id = c.inst AND w.execution_id = c.exec AND w.activity_id = c.act;
-    END IF;
-    IF cardinality(p_o_data) > 0 THEN
-        INSERT INTO {{s}}.orchestrator_queue (instance_id, work_item, visible_at, parent_instance_id, created_at)
-        SELECT o.inst, o.data, CASE WHEN o.vis > 0 THEN o.vis ELSE p_now END, nullif(o.parent, ''), p_now
-        FROM unnest(p_o_instance, p_o_data, p_o_visible_at, p_o_parent) AS o(inst, data, vis, parent);
     END IF;
     IF cardinality(p_ct_ids) > 0 THEN
         DELETE FROM {{s}}.orchestrator_queue q
@@ -160,9 +151,13 @@ BEGIN
                CASE WHEN w.tok IS NULL THEN 0 ELSE 1 END, v_now
         FROM unnest(p_w_instance, p_w_execution, p_w_activity, p_w_data, p_w_token) AS w(inst, exec, act, data, tok);
     END IF;
-    IF cardinality(p_o_data) > 0 OR cardinality(p_c_instance) > 0 OR cardinality(p_ct_ids) > 0 OR p_keep > 0 THEN
-        PERFORM {{s}}.write_turn_rest(p_instance, v_now, p_execution, p_o_instance, p_o_data, p_o_visible_at, p_o_parent,
-            p_c_instance, p_c_execution, p_c_activity, p_ct_ids, p_keep);
+    IF cardinality(p_o_data) > 0 THEN
+        INSERT INTO {{s}}.orchestrator_queue (instance_id, work_item, visible_at, parent_instance_id, created_at)
+        SELECT o.inst, o.data, CASE WHEN o.vis > 0 THEN o.vis ELSE v_now END, nullif(o.parent, ''), v_now
+        FROM unnest(p_o_instance, p_o_data, p_o_visible_at, p_o_parent) AS o(inst, data, vis, parent);
+    END IF;
+    IF cardinality(p_c_instance) > 0 OR cardinality(p_ct_ids) > 0 OR p_keep > 0 THEN
+        PERFORM {{s}}.write_turn_rest(p_instance, v_now, p_execution, p_c_instance, p_c_execution, p_c_activity, p_ct_ids, p_keep);
     END IF;
     RETURN true;
 END $$;
@@ -267,9 +262,13 @@ BEGIN
                CASE WHEN w.tok IS NULL THEN 0 ELSE 1 END, v_now
         FROM unnest(p_w_instance, p_w_execution, p_w_activity, p_w_data, p_w_token) AS w(inst, exec, act, data, tok);
     END IF;
-    IF cardinality(p_o_data) > 0 OR cardinality(p_c_instance) > 0 OR cardinality(p_ct_ids) > 0 OR p_keep > 0 THEN
-        PERFORM {{s}}.write_turn_rest(p_instance, v_now, p_execution, p_o_instance, p_o_data, p_o_visible_at, p_o_parent,
-            p_c_instance, p_c_execution, p_c_activity, p_ct_ids, p_keep);
+    IF cardinality(p_o_data) > 0 THEN
+        INSERT INTO {{s}}.orchestrator_queue (instance_id, work_item, visible_at, parent_instance_id, created_at)
+        SELECT o.inst, o.data, CASE WHEN o.vis > 0 THEN o.vis ELSE v_now END, nullif(o.parent, ''), v_now
+        FROM unnest(p_o_instance, p_o_data, p_o_visible_at, p_o_parent) AS o(inst, data, vis, parent);
+    END IF;
+    IF cardinality(p_c_instance) > 0 OR cardinality(p_ct_ids) > 0 OR p_keep > 0 THEN
+        PERFORM {{s}}.write_turn_rest(p_instance, v_now, p_execution, p_c_instance, p_c_execution, p_c_activity, p_ct_ids, p_keep);
     END IF;
 
     RETURN EXISTS (SELECT 1 FROM {{s}}.orchestrator_queue q
