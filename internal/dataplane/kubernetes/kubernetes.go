@@ -293,6 +293,13 @@ type Driver struct {
 
 var _ dataplane.Driver = (*Driver)(nil)
 
+// Client-side request limits of the driver's API client (when the
+// configuration sets none).
+const (
+	clientQPS   = 50
+	clientBurst = 100
+)
+
 // New returns a driver for the cluster that opts designates. It does not
 // contact the API server; Check does.
 func New(opts Options) (*Driver, error) {
@@ -307,6 +314,18 @@ func New(opts Options) (*Driver, error) {
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "toygres"
+	}
+	// client-go's default client-side limit (5 requests/s, bursts of 10)
+	// is meant for kubectl; a control plane that deploys, checks and backs
+	// up many instances at once queued its calls for seconds behind it (a
+	// takeover of six creates waited 5 s between two calls). The API
+	// server's priority and fairness protects it; this only bounds a
+	// runaway loop.
+	if cfg.QPS == 0 {
+		cfg.QPS = clientQPS
+	}
+	if cfg.Burst == 0 {
+		cfg.Burst = clientBurst
 	}
 	client, err := k8s.NewForConfig(cfg)
 	if err != nil {
