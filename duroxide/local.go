@@ -75,7 +75,7 @@ func (rt *Runtime) armTimers(instance string, c *TurnCommit) {
 			rt.timersMu.Lock()
 			delete(rt.timers, key)
 			rt.timersMu.Unlock()
-			rt.submitInline(inlineItem{msg: &w})
+			rt.dispatchLocal(rt.submitInline(inlineItem{msg: &w}))
 		})}
 		rt.timersMu.Unlock()
 	}
@@ -169,21 +169,22 @@ func (rt *Runtime) dispatchLocal(leases []WorkItemLease) {
 // runLocal runs an activity handed over by dispatchLocal and frees its slot.
 // A lease that waited for a third of its lock timeout is renewed first (the
 // running activity renews it from then on); one lost meanwhile is dropped:
-// another worker has the activity.
-func (rt *Runtime) runLocal(l *localLease) {
+// another worker has the activity. It returns the leases the activity's
+// completion took (see complete).
+func (rt *Runtime) runLocal(l *localLease) []WorkItemLease {
 	defer rt.localFree.Add(1)
 	if time.Since(l.at) > rt.opts.ActivityLockTimeout/3 {
 		begin := time.Now()
 		err := rt.store.RenewWorkItemLock(rt.ctx, l.lease.LockToken, rt.opts.ActivityLockTimeout)
 		rt.metrics.storeCall(opRenewWorkItemLock, begin, err)
 		if errors.Is(err, ErrLockLost) {
-			return
+			return nil
 		}
 		if err != nil {
 			rt.logger.Warn("renew waiting activity lease failed; running it anyway", "instance_id", l.lease.Item.Instance, "activity", l.lease.Item.Name, "error", err)
 		}
 	}
-	rt.runActivity(l.lease)
+	return rt.runActivity(l.lease)
 }
 
 // releaseLocal gives back leased activities no worker took (at shutdown),
@@ -235,21 +236,25 @@ func (rt *Runtime) ackTurn(token string, c *TurnCommit) ([]WorkItemLease, error)
 }
 
 // complete reports an activity's outcome: inline with the next turn when
-// possible, else through the orchestrator queue.
-func (rt *Runtime) complete(lease *WorkItemLease, comp *WorkItem) {
+// possible, else through the orchestrator queue. It returns the leases of
+// the activities that turn scheduled for this runtime, for the calling
+// worker to run (the first) and hand over (the rest): a worker that goes on
+// with the next step of its own instance saves a hand-over to another.
+func (rt *Runtime) complete(lease *WorkItemLease, comp *WorkItem) []WorkItemLease {
 	if rt.local == nil {
 		rt.ackWork(lease, comp)
-		return
+		return nil
 	}
-	rt.submitInline(inlineItem{lease: lease, msg: comp})
+	return rt.submitInline(inlineItem{lease: lease, msg: comp})
 }
 
 // submitInline commits it in an inline turn of its instance, together with
-// whatever else arrives for the instance meanwhile.
-func (rt *Runtime) submitInline(it inlineItem) {
+// whatever else arrives for the instance meanwhile, and returns the leases
+// those turns took for this runtime (to run or dispatchLocal).
+func (rt *Runtime) submitInline(it inlineItem) []WorkItemLease {
 	if rt.stopping() {
 		rt.viaQueue([]inlineItem{it})
-		return
+		return nil
 	}
 	inst := it.msg.Instance
 	rt.inlineMu.Lock()
@@ -258,19 +263,20 @@ func (rt *Runtime) submitInline(it inlineItem) {
 		// takes this item into the next one.
 		b.items = append(b.items, it)
 		rt.inlineMu.Unlock()
-		return
+		return nil
 	}
 	rt.inline[inst] = &inlineBatch{}
 	rt.inlineMu.Unlock()
 	items := []inlineItem{it}
+	var leases []WorkItemLease
 	for {
-		rt.commitInline(inst, items)
+		leases = append(leases, rt.commitInline(inst, items)...)
 		rt.inlineMu.Lock()
 		b := rt.inline[inst]
 		if len(b.items) == 0 {
 			delete(rt.inline, inst)
 			rt.inlineMu.Unlock()
-			return
+			return leases
 		}
 		items = b.items
 		b.items = nil
@@ -294,12 +300,13 @@ func (rt *Runtime) viaQueue(items []inlineItem) {
 
 // commitInline runs the turn of cached instance inst caused by items and
 // commits it with the acks of their leases and the removal of their timer
-// messages; on any failure the items go through the queue.
-func (rt *Runtime) commitInline(inst string, items []inlineItem) {
+// messages; on any failure the items go through the queue. It returns the
+// leases the turn took for this runtime (each holds a slot of reserveLocal).
+func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkItemLease) {
 	eng := rt.cache.take(inst)
 	if eng == nil {
 		rt.viaQueue(items)
-		return
+		return nil
 	}
 	usable := !eng.terminal && eng.failure == nil && !rt.stopping()
 	for _, it := range items {
@@ -310,7 +317,7 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) {
 			evicted.close()
 		}
 		rt.viaQueue(items)
-		return
+		return nil
 	}
 	reserved := 0
 	defer func() {
@@ -319,6 +326,7 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) {
 			rt.localFree.Add(int64(reserved))
 			eng.close()
 			rt.viaQueue(items)
+			leases = nil
 		}
 	}()
 	last := eng.nextID - 1
@@ -365,14 +373,14 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) {
 			rt.logger.Warn("inline turn commit failed; delivering through the queue", "instance_id", inst, "error", err)
 		}
 		rt.viaQueue(items)
-		return
+		return nil
 	}
 	if len(got) < reserved {
 		rt.localFree.Add(int64(reserved - len(got)))
 	}
 	reserved = 0
 	rt.afterCommit(&OrchestrationItem{Instance: inst}, eng, c)
-	rt.dispatchLocal(got)
+	return got
 }
 
 // startLocal runs the first turn of a new instance in the caller's

@@ -42,7 +42,7 @@ func (rt *Runtime) workerLoop() {
 	for !rt.stopping() {
 		select {
 		case l := <-rt.localWork:
-			rt.runLocal(l)
+			rt.runChain(l)
 			idle = true
 			continue
 		default:
@@ -53,7 +53,7 @@ func (rt *Runtime) workerLoop() {
 			case <-rt.workWake.ch:
 				idle = false
 			case l := <-rt.localWork:
-				rt.runLocal(l)
+				rt.runChain(l)
 				continue
 			case <-rt.stopCh:
 				continue
@@ -78,9 +78,36 @@ func (rt *Runtime) workerLoop() {
 		}
 		rt.workWake.notify()
 		rt.localFree.Add(-1)
-		rt.runActivity(lease)
+		next := rt.runActivity(lease)
 		rt.localFree.Add(1)
+		if len(next) > 0 {
+			rt.runChain(rt.takeFirst(next))
+		}
 	}
+}
+
+// runChain runs a leased activity and then, one after the other, the first
+// of the activities that each completion's turn leased to this runtime (the
+// others are handed to the other workers): the next step of a sequence
+// stays on this goroutine.
+func (rt *Runtime) runChain(l *localLease) {
+	for l != nil {
+		next := rt.runLocal(l)
+		l = nil
+		if len(next) > 0 {
+			if rt.stopping() {
+				rt.dispatchLocal(next)
+				return
+			}
+			l = rt.takeFirst(next)
+		}
+	}
+}
+
+// takeFirst dispatches all leases but the first and returns that one.
+func (rt *Runtime) takeFirst(leases []WorkItemLease) *localLease {
+	rt.dispatchLocal(leases[1:])
+	return &localLease{lease: &leases[0], at: time.Now()}
 }
 
 func (rt *Runtime) cancelLocal(refs []ActivityRef) {
@@ -93,7 +120,9 @@ func (rt *Runtime) cancelLocal(refs []ActivityRef) {
 	}
 }
 
-func (rt *Runtime) runActivity(lease *WorkItemLease) {
+// runActivity runs a leased activity and reports its outcome; it returns
+// the leases its completion's turn took for this runtime (see complete).
+func (rt *Runtime) runActivity(lease *WorkItemLease) []WorkItemLease {
 	item := &lease.Item
 	log := rt.logger.With("instance_id", item.Instance, "activity", item.Name, "activity_id", item.ID)
 	if lease.AttemptCount > rt.opts.MaxAttempts {
@@ -101,7 +130,7 @@ func (rt *Runtime) runActivity(lease *WorkItemLease) {
 		log.Error("poison activity message", "attempts", lease.AttemptCount)
 		rt.metrics.poison("activity")
 		rt.ackWork(lease, &WorkItem{Kind: WorkActivityFailed, Instance: item.Instance, ExecutionID: item.ExecutionID, ID: item.ID, Error: d})
-		return
+		return nil
 	}
 	fn, ok := rt.reg.activity(item.Name)
 	if !ok {
@@ -109,7 +138,7 @@ func (rt *Runtime) runActivity(lease *WorkItemLease) {
 		if err := rt.store.AbandonWorkItem(rt.ctx, lease.LockToken, AbandonParams{Delay: rt.unregisteredDelay(lease.AttemptCount), IgnoreAttempt: false}); err != nil {
 			log.Warn("abandon work item failed", "error", err)
 		}
-		return
+		return nil
 	}
 	br := rt.breakerFor(item.Name, item.Input)
 	probe := false
@@ -124,9 +153,8 @@ func (rt *Runtime) runActivity(lease *WorkItemLease) {
 				endActivitySpan(span, "circuit_open", err)
 			}
 			log.Info("activity attempt failed fast: circuit breaker open", "circuit_key", br.key, "half_open_at", halfOpenAt)
-			rt.complete(lease, &WorkItem{Kind: WorkActivityFailed, Instance: item.Instance, ExecutionID: item.ExecutionID, ID: item.ID,
+			return rt.complete(lease, &WorkItem{Kind: WorkActivityFailed, Instance: item.Instance, ExecutionID: item.ExecutionID, ID: item.ID,
 				Error: detailsFromError(err)})
-			return
 		}
 		probe = p
 	}
@@ -213,10 +241,10 @@ wait:
 		if rt.ctx.Err() != nil && !lost {
 			// Runtime stopping: release the message for another worker now.
 			_ = rt.store.AbandonWorkItem(context.Background(), lease.LockToken, AbandonParams{Delay: 0, IgnoreAttempt: true})
-			return
+			return nil
 		}
 		_ = rt.store.AckWorkItem(rt.ctx, lease.LockToken, nil)
-		return
+		return nil
 	}
 	comp := &WorkItem{Instance: item.Instance, ExecutionID: item.ExecutionID, ID: item.ID}
 	outcomeLabel := "success"
@@ -237,7 +265,7 @@ wait:
 		from, to := br.record(probe, out.err != nil && br.cfg.IsFailure(out.err))
 		rt.circuitTransition(br, from, to)
 	}
-	rt.complete(lease, comp)
+	return rt.complete(lease, comp)
 }
 
 func (rt *Runtime) ackWork(lease *WorkItemLease, comp *WorkItem) {
