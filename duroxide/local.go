@@ -166,13 +166,15 @@ func (rt *Runtime) dispatchLocal(leases []WorkItemLease) {
 	}
 }
 
-// runLocal runs an activity handed over by dispatchLocal and frees its slot.
+// runLocal runs an activity handed over by dispatchLocal and frees its slot
+// (see slot).
 // A lease that waited for a third of its lock timeout is renewed first (the
 // running activity renews it from then on); one lost meanwhile is dropped:
 // another worker has the activity. It returns the leases the activity's
 // completion took (see complete).
 func (rt *Runtime) runLocal(l *localLease) []WorkItemLease {
-	defer rt.localFree.Add(1)
+	sl := &slot{rt: rt}
+	defer sl.release()
 	if time.Since(l.at) > rt.opts.ActivityLockTimeout/3 {
 		begin := time.Now()
 		err := rt.store.RenewWorkItemLock(rt.ctx, l.lease.LockToken, rt.opts.ActivityLockTimeout)
@@ -184,7 +186,7 @@ func (rt *Runtime) runLocal(l *localLease) []WorkItemLease {
 			rt.logger.Warn("renew waiting activity lease failed; running it anyway", "instance_id", l.lease.Item.Instance, "activity", l.lease.Item.Name, "error", err)
 		}
 	}
-	return rt.runActivity(l.lease)
+	return rt.runActivity(l.lease, sl)
 }
 
 // releaseLocal gives back leased activities no worker took (at shutdown),

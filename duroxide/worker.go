@@ -78,8 +78,9 @@ func (rt *Runtime) workerLoop() {
 		}
 		rt.workWake.notify()
 		rt.localFree.Add(-1)
-		next := rt.runActivity(lease)
-		rt.localFree.Add(1)
+		sl := &slot{rt: rt}
+		next := rt.runActivity(lease, sl)
+		sl.release()
 		if len(next) > 0 {
 			rt.runChain(rt.takeFirst(next))
 		}
@@ -104,6 +105,22 @@ func (rt *Runtime) runChain(l *localLease) {
 	}
 }
 
+// slot is the place among localFree that a running activity holds; it is
+// given back once, when the activity's function has returned and before
+// its completion's turn leases the next activities (so that the next step
+// of a sequence always finds one), or at the latest when the run ends.
+type slot struct {
+	rt   *Runtime
+	done bool
+}
+
+func (s *slot) release() {
+	if !s.done {
+		s.done = true
+		s.rt.localFree.Add(1)
+	}
+}
+
 // takeFirst dispatches all leases but the first and returns that one.
 func (rt *Runtime) takeFirst(leases []WorkItemLease) *localLease {
 	rt.dispatchLocal(leases[1:])
@@ -120,9 +137,10 @@ func (rt *Runtime) cancelLocal(refs []ActivityRef) {
 	}
 }
 
-// runActivity runs a leased activity and reports its outcome; it returns
-// the leases its completion's turn took for this runtime (see complete).
-func (rt *Runtime) runActivity(lease *WorkItemLease) []WorkItemLease {
+// runActivity runs a leased activity that holds sl and reports its
+// outcome; it returns the leases its completion's turn took for this
+// runtime (see complete).
+func (rt *Runtime) runActivity(lease *WorkItemLease, sl *slot) []WorkItemLease {
 	item := &lease.Item
 	log := rt.logger.With("instance_id", item.Instance, "activity", item.Name, "activity_id", item.ID)
 	if lease.AttemptCount > rt.opts.MaxAttempts {
@@ -153,6 +171,7 @@ func (rt *Runtime) runActivity(lease *WorkItemLease) []WorkItemLease {
 				endActivitySpan(span, "circuit_open", err)
 			}
 			log.Info("activity attempt failed fast: circuit breaker open", "circuit_key", br.key, "half_open_at", halfOpenAt)
+			sl.release()
 			return rt.complete(lease, &WorkItem{Kind: WorkActivityFailed, Instance: item.Instance, ExecutionID: item.ExecutionID, ID: item.ID,
 				Error: detailsFromError(err)})
 		}
@@ -265,6 +284,7 @@ wait:
 		from, to := br.record(probe, out.err != nil && br.cfg.IsFailure(out.err))
 		rt.circuitTransition(br, from, to)
 	}
+	sl.release()
 	return rt.complete(lease, comp)
 }
 

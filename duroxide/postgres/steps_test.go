@@ -142,7 +142,7 @@ func TestStatementsPerActivity(t *testing.T) {
 	// The start with the first turn, then 1 per activity = 4, plus a few
 	// empty fetches and heartbeats.
 	if limit := 5.5; perWorkflow > limit {
-		t.Errorf("%.2f statements per workflow of %d activities, want at most %.0f", perWorkflow, acts, limit)
+		t.Errorf("%.2f statements per workflow of %d activities, want at most %.1f", perWorkflow, acts, limit)
 	}
 }
 
