@@ -167,11 +167,10 @@ func (rt *Runtime) dispatchLocal(leases []WorkItemLease) {
 }
 
 // runLocal runs an activity handed over by dispatchLocal and frees its slot
-// (see slot).
-// A lease that waited for a third of its lock timeout is renewed first (the
-// running activity renews it from then on); one lost meanwhile is dropped:
-// another worker has the activity. It returns the leases the activity's
-// completion took (see complete).
+// (see slot). A lease that waited for a third of its lock timeout is renewed
+// first (the running activity renews it from then on); one lost meanwhile is
+// dropped: another worker has the activity. It returns the leases the
+// activity's completion took (see complete).
 func (rt *Runtime) runLocal(l *localLease) []WorkItemLease {
 	sl := &slot{rt: rt}
 	defer sl.release()
