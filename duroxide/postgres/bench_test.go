@@ -9,20 +9,27 @@ import (
 	"github.com/toygres/toygres/duroxide"
 )
 
+// benchStore opens a store in a fresh schema, dropped when b ends.
+func benchStore(b *testing.B) *Store {
+	b.Helper()
+	ctx := context.Background()
+	st, err := Open(ctx, cluster.URL, WithSchema(fmt.Sprintf("bench_%d", time.Now().UnixNano()%1e9)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		st.pool.Exec(ctx, "DROP SCHEMA "+st.q+" CASCADE")
+		st.Close()
+	})
+	return st
+}
+
 // BenchmarkTurn measures one orchestration turn plus one activity round
 // trip: enqueue, fetch, ack with an event and an activity, worker fetch,
 // worker ack with the completion, and the completing turn (6 calls).
 func BenchmarkTurn(b *testing.B) {
 	ctx := context.Background()
-	schema := fmt.Sprintf("bench_%d", time.Now().UnixNano()%1e9)
-	st, err := Open(ctx, cluster.URL, WithSchema(schema))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		st.pool.Exec(ctx, "DROP SCHEMA "+st.q+" CASCADE")
-		st.Close()
-	}()
+	st := benchStore(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		id := fmt.Sprintf("b-%d", i)
@@ -65,15 +72,7 @@ func BenchmarkTurn(b *testing.B) {
 // check per leased row.
 func BenchmarkFetchAmongLeased(b *testing.B) {
 	ctx := context.Background()
-	schema := fmt.Sprintf("bench_%d", time.Now().UnixNano()%1e9)
-	st, err := Open(ctx, cluster.URL, WithSchema(schema))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		st.pool.Exec(ctx, "DROP SCHEMA "+st.q+" CASCADE")
-		st.Close()
-	}()
+	st := benchStore(b)
 	const leased = 2000
 	items := make([]duroxide.WorkItem, leased)
 	for i := range items {
