@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
 
@@ -42,6 +43,30 @@ func TestNewDefaults(t *testing.T) {
 	}
 	if len(d.resources.Limits) != 0 || d.resources.Requests.Cpu().String() != "1" {
 		t.Errorf("resources %+v", d.resources)
+	}
+}
+
+// TestClientRateLimit: the API client is not held to client-go's kubectl
+// default of 5 requests/s (a takeover of six creates queued its calls for
+// seconds behind it), unless the configuration sets its own limit.
+func TestClientRateLimit(t *testing.T) {
+	qps := func(cfg *rest.Config) float32 {
+		t.Helper()
+		d, err := New(Options{RESTConfig: cfg})
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		cs, ok := d.client.(*k8s.Clientset)
+		if !ok {
+			t.Fatalf("client is a %T", d.client)
+		}
+		return cs.CoreV1().RESTClient().GetRateLimiter().QPS()
+	}
+	if got := qps(&rest.Config{Host: "https://127.0.0.1:1"}); got != clientQPS {
+		t.Errorf("default client QPS %v, want %v", got, float32(clientQPS))
+	}
+	if got := qps(&rest.Config{Host: "https://127.0.0.1:1", QPS: 7, Burst: 9}); got != 7 {
+		t.Errorf("configured client QPS %v, want 7", got)
 	}
 }
 
