@@ -8,11 +8,10 @@ import (
 	"github.com/toygres/toygres/duroxide"
 )
 
-// TestStartIDReusePolicies starts an id that exists, running and ended,
-// under each IDReusePolicy.
-func TestStartIDReusePolicies(t *testing.T) {
+// echoRegistry registers Echo, which returns its input; with the input
+// "wait" it first waits for the event "go".
+func echoRegistry() *duroxide.Registry {
 	reg := duroxide.NewRegistry()
-	// Echo returns its input; "wait" first waits for the event "go".
 	duroxide.Must(duroxide.RegisterOrchestration(reg, "Echo", func(ctx *duroxide.OrchestrationContext, in string) (string, error) {
 		if in == "wait" {
 			if err := ctx.WaitForEvent("go").Await(nil); err != nil {
@@ -21,7 +20,13 @@ func TestStartIDReusePolicies(t *testing.T) {
 		}
 		return in, nil
 	}))
-	e := newEnv(t, reg, duroxide.Options{})
+	return reg
+}
+
+// TestStartIDReusePolicies starts an id that exists, running and ended,
+// under each IDReusePolicy.
+func TestStartIDReusePolicies(t *testing.T) {
+	e := newEnv(t, echoRegistry(), duroxide.Options{})
 	ctx := context.Background()
 	start := func(id, in string, p duroxide.IDReusePolicy) error {
 		return e.c.StartOrchestration(ctx, id, "Echo", in, duroxide.OnExisting(p))
@@ -102,16 +107,7 @@ func TestStartIDReusePolicies(t *testing.T) {
 // TestRecreate starts an ended instance's orchestration again under a new
 // id, with its first execution's input; a running one is refused.
 func TestRecreate(t *testing.T) {
-	reg := duroxide.NewRegistry()
-	duroxide.Must(duroxide.RegisterOrchestration(reg, "Echo", func(ctx *duroxide.OrchestrationContext, in string) (string, error) {
-		if in == "wait" {
-			if err := ctx.WaitForEvent("go").Await(nil); err != nil {
-				return "", err
-			}
-		}
-		return in, nil
-	}))
-	e := newEnv(t, reg, duroxide.Options{})
+	e := newEnv(t, echoRegistry(), duroxide.Options{})
 	ctx := context.Background()
 	e.startOrch("orig", "Echo", "wait")
 	e.waitFor("orig running", func() bool {

@@ -17,17 +17,7 @@ import (
 func TestConsoleSaysWhatTheAPISays(t *testing.T) {
 	e := newEnv(t, Options{})
 	tok := e.token()
-	login := e.postForm("/login", url.Values{"username": {"admin"}, "password": {testAdminPassword}})
-	expect(t, login, http.StatusSeeOther)
-	cookie := ""
-	for _, c := range (&http.Response{Header: login.header}).Cookies() {
-		if c.Name == SessionCookie {
-			cookie = c.Name + "=" + c.Value
-		}
-	}
-	if cookie == "" {
-		t.Fatal("no session cookie")
-	}
+	cookie := e.consoleCookie(t)
 	ghost := uniq("ghost")
 
 	// Forms re-rendered with the error: the page's status is the API's.

@@ -358,23 +358,28 @@ func TestTLSCookiesAndHSTS(t *testing.T) {
 	}
 }
 
+// consoleCookie logs in to the console as admin and returns the session
+// cookie as a Cookie header value.
+func (e *env) consoleCookie(t *testing.T) string {
+	t.Helper()
+	login := e.postForm("/login", url.Values{"username": {"admin"}, "password": {testAdminPassword}})
+	expect(t, login, http.StatusSeeOther)
+	for _, c := range (&http.Response{Header: login.header}).Cookies() {
+		if c.Name == SessionCookie {
+			return c.Name + "=" + c.Value
+		}
+	}
+	t.Fatal("no session cookie")
+	return ""
+}
+
 // TestInvalidUTF8ConsoleCreate: the console's create and bulk-create forms
 // refuse a password that is not UTF-8 (the API would otherwise receive it
 // with the bad bytes replaced by U+FFFD) with 400 naming the field, and
 // nothing is created.
 func TestInvalidUTF8ConsoleCreate(t *testing.T) {
 	e := newEnv(t, Options{})
-	login := e.postForm("/login", url.Values{"username": {"admin"}, "password": {testAdminPassword}})
-	expect(t, login, http.StatusSeeOther)
-	cookie := ""
-	for _, c := range (&http.Response{Header: login.header}).Cookies() {
-		if c.Name == SessionCookie {
-			cookie = c.Name + "=" + c.Value
-		}
-	}
-	if cookie == "" {
-		t.Fatal("no session cookie")
-	}
+	cookie := e.consoleCookie(t)
 	name := uniq("utf")
 	for path, form := range map[string]url.Values{
 		"/instances":      {"name": {name}, "password": {"long-\xff-enough"}},
