@@ -616,6 +616,76 @@ func TestRetryBackoffSurvivesSIGKILL(t *testing.T) {
 	}
 }
 
+// TestHeldFailureLostToSIGKILL kills the runtime while a failed attempt is
+// held for a short backoff (see hold.go): the failure was never committed,
+// so after the restart the attempt runs again (here it then succeeds) and
+// history shows one attempt; nothing else is lost or doubled.
+func TestHeldFailureLostToSIGKILL(t *testing.T) {
+	const id = "retry-held"
+	dbPath, logPath := crashPaths(t)
+	store := openCrashStore(t, dbPath)
+	client := duroxide.NewClient(store)
+	// 500 ms is below the hold limit of the helper (a third of its 2 s
+	// activity lock timeout).
+	if err := client.StartOrchestration(context.Background(), id, "CrashRetry", retryInput{Payload: id, BackoffMs: 500}); err != nil {
+		t.Fatal(err)
+	}
+	child := startCrashChild(t, "retry", dbPath, logPath)
+	child.poll("the first attempt", 30*time.Second, 2*time.Millisecond, func() bool {
+		lines, err := readActivityLog(logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(lines) == 1
+	})
+	// The attempt fails right after its log line; a committed failure would
+	// be in history within milliseconds, a held one not before 500 ms.
+	time.Sleep(150 * time.Millisecond)
+	if h := readHistory(t, client, id); countKind(h, duroxide.EventActivityFailed) != 0 {
+		t.Fatalf("the failure was committed before its backoff ended (no hold to lose): %v", h)
+	}
+	child.kill()
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	store = openCrashStore(t, dbPath)
+	defer store.Close()
+	alog, err := openActivityLog(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alog.Close()
+	rt := restartRuntime(t, store, alog)
+	client = rt.Client()
+	var out string
+	expectCompleted(t, waitDone(t, client, id, 30*time.Second), &out)
+	if want := id + " ok on attempt 2"; out != want {
+		t.Errorf("output %q, want %q", out, want)
+	}
+	checkQueuesDrain(t, client, 0)
+	lines, err := readActivityLog(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 2 || lines[0].Pid != child.cmd.Process.Pid || lines[1].Pid != os.Getpid() {
+		t.Errorf("Flaky executions %+v, want one in the helper (pid %d) and one after the restart (pid %d)", lines, child.cmd.Process.Pid, os.Getpid())
+	}
+	h := readHistory(t, client, id)
+	checkWellFormed(t, id, h)
+	checkSingleExecution(t, client, id, h)
+	for kind, want := range map[duroxide.EventKind]int{
+		duroxide.EventActivityScheduled: 1,
+		duroxide.EventActivityFailed:    0,
+		duroxide.EventTimerCreated:      0,
+		duroxide.EventActivityCompleted: 1,
+	} {
+		if n := countKind(h, kind); n != want {
+			t.Errorf("%d %s events, want %d (history %v)", n, kind, want, h)
+		}
+	}
+}
+
 // TestCrashDuringTimerRecovery kills the runtime process while instances
 // wait on durable timers and external events, raises some events while no
 // runtime runs and others after the restart, and checks that every timer

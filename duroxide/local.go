@@ -58,27 +58,33 @@ type timerKey struct {
 // armTimers schedules the local firing of the timers of a committed turn
 // that set TimerBackstop.
 func (rt *Runtime) armTimers(instance string, c *TurnCommit) {
-	for i := range c.OrchestratorItems {
-		w := c.OrchestratorItems[i]
-		if w.Kind != WorkTimerFired || w.Instance != instance {
-			continue
-		}
-		key := timerKey{w.Instance, w.ExecutionID, w.ID}
-		rt.timersMu.Lock()
-		if rt.timersStopped {
-			rt.timersMu.Unlock()
-			return
-		}
-		rt.timersWG.Add(1)
-		rt.timers[key] = localTimer{fireAtMs: w.FireAtMs, t: time.AfterFunc(time.Until(time.UnixMilli(w.FireAtMs)), func() {
-			defer rt.timersWG.Done()
-			rt.timersMu.Lock()
-			delete(rt.timers, key)
-			rt.timersMu.Unlock()
-			rt.dispatchLocal(rt.submitInline(inlineItem{msg: &w}))
-		})}
-		rt.timersMu.Unlock()
+	rt.timersMu.Lock()
+	defer rt.timersMu.Unlock()
+	if rt.timersStopped {
+		return
 	}
+	for i := range c.OrchestratorItems {
+		if w := c.OrchestratorItems[i]; w.Kind == WorkTimerFired && w.Instance == instance {
+			rt.armTimerLocked(w)
+		}
+	}
+}
+
+// armTimerLocked arms the local firing of timer w unless it is armed
+// already (a held turn's timer). timersMu is held, timers not stopped.
+func (rt *Runtime) armTimerLocked(w WorkItem) {
+	key := timerKey{w.Instance, w.ExecutionID, w.ID}
+	if _, armed := rt.timers[key]; armed {
+		return
+	}
+	rt.timersWG.Add(1)
+	rt.timers[key] = localTimer{fireAtMs: w.FireAtMs, t: time.AfterFunc(time.Until(time.UnixMilli(w.FireAtMs)), func() {
+		defer rt.timersWG.Done()
+		rt.timersMu.Lock()
+		delete(rt.timers, key)
+		rt.timersMu.Unlock()
+		rt.dispatchLocal(rt.submitInline(inlineItem{msg: &w}))
+	})}
 }
 
 // disarmTimers cancels local timers whose firing the orchestration no
@@ -304,8 +310,11 @@ func (rt *Runtime) viaQueue(items []inlineItem) {
 // messages; on any failure the items go through the queue. It returns the
 // leases the turn took for this runtime (each holds a slot of reserveLocal).
 func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkItemLease) {
-	eng := rt.cache.take(inst)
-	if eng == nil {
+	h := rt.takeHeld(inst)
+	var eng *engine
+	if h != nil {
+		eng = h.eng
+	} else if eng = rt.cache.take(inst); eng == nil {
 		rt.viaQueue(items)
 		return nil
 	}
@@ -314,41 +323,66 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkI
 		usable = usable && it.msg.ExecutionID == eng.executionID
 	}
 	if !usable {
-		if evicted := rt.cache.put(inst, eng); evicted != nil {
+		if h != nil {
+			eng.close()
+			rt.viaQueue(h.items)
+		} else if evicted := rt.cache.put(inst, eng); evicted != nil {
 			evicted.close()
 		}
 		rt.viaQueue(items)
 		return nil
 	}
 	reserved := 0
+	all := items // what a failure gives to the queue
 	defer func() {
 		if r := recover(); r != nil {
 			rt.logger.Error("inline orchestration turn panicked; delivering through the queue", "instance_id", inst, "panic", r)
 			rt.localFree.Add(int64(reserved))
 			eng.close()
-			rt.viaQueue(items)
+			rt.viaQueue(all)
 			leases = nil
 		}
 	}()
-	last := eng.nextID - 1
-	eng.beginTurn()
-	if rt.tracer != nil {
-		eng.turnStart = time.Now()
-	}
 	var (
 		tokens []string
 		timers []int64
+		last   int64
+		fired  bool // the held turn's timer is among items
 	)
+	if h != nil {
+		// Go on from the held turn: its history delta and effects are
+		// still pending in eng, and commit with this turn's.
+		all = append(append([]inlineItem(nil), h.items...), items...)
+		last = h.last
+		for _, it := range h.items {
+			tokens = append(tokens, it.lease.LockToken)
+		}
+	} else {
+		last = eng.nextID - 1
+		eng.beginTurn()
+		if rt.tracer != nil {
+			eng.turnStart = time.Now()
+		}
+	}
 	for _, it := range items {
 		eng.applyMessage(it.msg)
-		if it.lease != nil {
+		switch {
+		case it.lease != nil:
 			tokens = append(tokens, it.lease.LockToken)
-		} else {
+		case h != nil && timerKey{inst, it.msg.ExecutionID, it.msg.ID} == h.timer:
+			fired = true // never queued
+		default:
 			timers = append(timers, it.msg.ID)
 		}
 	}
 	eng.flush()
+	if h == nil && rt.canHold(eng, items) && rt.hold(inst, eng, items, last) {
+		return nil
+	}
 	c := eng.commit()
+	if fired {
+		c.OrchestratorItems = withoutFired(c.OrchestratorItems, h.timer)
+	}
 	c.TimerBackstop = localTimerBackstop
 	if len(c.WorkerItems) > 0 {
 		reserved = rt.reserveLocal(len(c.WorkerItems))
@@ -373,7 +407,7 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkI
 		if !errors.Is(err, ErrTurnConflict) && !errors.Is(err, ErrLockLost) {
 			rt.logger.Warn("inline turn commit failed; delivering through the queue", "instance_id", inst, "error", err)
 		}
-		rt.viaQueue(items)
+		rt.viaQueue(all)
 		return nil
 	}
 	if len(got) < reserved {

@@ -191,6 +191,7 @@ type Runtime struct {
 	localFree atomic.Int64
 	inlineMu  sync.Mutex
 	inline    map[string]*inlineBatch // instance → completions waiting for the instance's in-flight inline turn
+	held      map[string]*heldTurn    // instance → its turn waiting for a short timer (see hold.go); under inlineMu
 
 	// Local timers: timers of this runtime's turns, fired in process.
 	timersMu      sync.Mutex
@@ -251,6 +252,7 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 	rt.localWork = make(chan *localLease, 2*opts.ActivityConcurrency)
 	rt.localFree.Store(int64(2 * opts.ActivityConcurrency))
 	rt.inline = map[string]*inlineBatch{}
+	rt.held = map[string]*heldTurn{}
 	rt.timers = map[timerKey]localTimer{}
 	rt.timerHint = make(chan struct{}, 1)
 	m, err := newMetrics(opts.Metrics, store)
@@ -321,6 +323,7 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 		close(rt.stopCh)
 		if rt.local != nil {
 			rt.stopTimers()
+			rt.releaseHeld()
 		}
 		done := make(chan struct{})
 		go func() { rt.wg.Wait(); close(done) }()

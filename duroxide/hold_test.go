@@ -1,0 +1,245 @@
+package duroxide_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/duroxide/sqlite"
+)
+
+// turnCounter is a SQLite store that counts the inline commits of
+// activity completions.
+type turnCounter struct {
+	*sqlite.Store
+	turns atomic.Int64
+}
+
+func (s *turnCounter) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnParams) ([]duroxide.WorkItemLease, error) {
+	s.turns.Add(1)
+	return s.Store.CommitActivityTurn(ctx, p)
+}
+
+// heldRetryRegistry registers "Flaky", which fails its first fails executions
+// (counted in runs), and "Retry", which calls it with policy.
+func heldRetryRegistry(runs *atomic.Int64, fails int64, policy duroxide.RetryPolicy) *duroxide.Registry {
+	reg := duroxide.NewRegistry()
+	duroxide.Must(duroxide.RegisterActivity(reg, "Flaky", func(_ context.Context, s string) (string, error) {
+		if n := runs.Add(1); n <= fails {
+			return "", fmt.Errorf("transient failure %d", n)
+		}
+		return s + " ok", nil
+	}))
+	duroxide.Must(duroxide.RegisterOrchestration(reg, "Retry", func(ctx *duroxide.OrchestrationContext, s string) (string, error) {
+		return duroxide.CallActivityWithRetryTyped[string](ctx, "Flaky", s, policy)
+	}))
+	return reg
+}
+
+func eventKinds(h []duroxide.Event) []duroxide.EventKind {
+	ks := make([]duroxide.EventKind, len(h))
+	for i, ev := range h {
+		ks[i] = ev.Kind
+	}
+	return ks
+}
+
+// TestHeldFailuresCommitWithTheRetry checks that a failed attempt followed
+// by a short backoff is committed together with the next attempt: two
+// failures and a success cost three inline commits instead of five, and
+// the history is event for event the one the queues write.
+func TestHeldFailuresCommitWithTheRetry(t *testing.T) {
+	policy := duroxide.NewRetryPolicy(3).WithBackoff(duroxide.Fixed{Delay: 20 * time.Millisecond})
+	var kinds [2][]duroxide.EventKind
+	for i, local := range []bool{true, false} {
+		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "d.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		store := &turnCounter{Store: st}
+		var runs atomic.Int64
+		rt, err := duroxide.Start(context.Background(), store, heldRetryRegistry(&runs, 2, policy),
+			duroxide.Options{Logger: quietLogger(), DisableLocalDispatch: !local})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rt.Shutdown(context.Background())
+		c := rt.Client()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := c.StartOrchestration(ctx, "r", "Retry", "x"); err != nil {
+			t.Fatal(err)
+		}
+		status, err := c.WaitForCompletion(ctx, "r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out string
+		expectCompleted(t, status, &out)
+		if out != "x ok" || runs.Load() != 3 {
+			t.Fatalf("output %q after %d runs, want \"x ok\" after 3", out, runs.Load())
+		}
+		h, err := c.ReadHistory(ctx, "r", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds[i] = eventKinds(h)
+		if local {
+			if n := store.turns.Load(); n != 3 {
+				t.Errorf("%d inline commits, want 3 (each failure with its retry, then the success)", n)
+			}
+			// Every attempt and backoff is in history, in order.
+			for j, ev := range h {
+				if ev.Kind == duroxide.EventTimerFired && (j+1 == len(h) || h[j+1].Kind != duroxide.EventActivityScheduled) {
+					t.Errorf("TimerFired at %d is not followed by the retry's ActivityScheduled: %v", j, kinds[i])
+				}
+			}
+		}
+	}
+	if !slices.Equal(kinds[0], kinds[1]) {
+		t.Errorf("history with held failures %v\ndiffers from the queues' %v", kinds[0], kinds[1])
+	}
+	if n := countOf(kinds[0], duroxide.EventActivityFailed); n != 2 {
+		t.Errorf("%d ActivityFailed events, want 2: %v", n, kinds[0])
+	}
+}
+
+func countOf(ks []duroxide.EventKind, k duroxide.EventKind) int {
+	n := 0
+	for _, x := range ks {
+		if x == k {
+			n++
+		}
+	}
+	return n
+}
+
+// TestHeldFailureMeetsOtherWork holds a failure for a 500 ms backoff and
+// meanwhile (a) completes another activity of the instance in this process,
+// which commits the held turn with it, and (b) raises an event, whose turn
+// runs from the queue without the held turn, so the held commit is refused
+// and the failure goes through the queue. Either way every event is in
+// history once and the retry happens.
+func TestHeldFailureMeetsOtherWork(t *testing.T) {
+	for _, other := range []string{"completion", "event"} {
+		t.Run(other, func(t *testing.T) {
+			var runs atomic.Int64
+			failed := make(chan struct{})
+			reg := duroxide.NewRegistry()
+			duroxide.Must(duroxide.RegisterActivity(reg, "Flaky", func(_ context.Context, s string) (string, error) {
+				if runs.Add(1) == 1 {
+					defer close(failed)
+					return "", errors.New("transient")
+				}
+				return s + " ok", nil
+			}))
+			duroxide.Must(duroxide.RegisterActivity(reg, "AfterFailure", func(ctx context.Context, _ int) (int, error) {
+				select {
+				case <-failed:
+				case <-ctx.Done():
+					return 0, ctx.Err()
+				}
+				// Complete inside the failure's 500 ms hold (the checks
+				// below hold wherever it lands).
+				time.Sleep(100 * time.Millisecond)
+				return 7, nil
+			}))
+			policy := duroxide.NewRetryPolicy(2).WithBackoff(duroxide.Fixed{Delay: 500 * time.Millisecond})
+			duroxide.Must(duroxide.RegisterOrchestration(reg, "Both", func(ctx *duroxide.OrchestrationContext, mode string) (string, error) {
+				retry := ctx.CallActivityWithRetry("Flaky", "x", policy)
+				var second *duroxide.Task
+				if mode == "completion" {
+					second = ctx.CallActivity("AfterFailure", 0)
+				} else {
+					second = ctx.WaitForEvent("go")
+				}
+				if err := ctx.Join(retry, second); err != nil {
+					return "", err
+				}
+				var s string
+				if err := retry.Await(&s); err != nil {
+					return "", err
+				}
+				return s, nil
+			}))
+			e := newEnv(t, reg, duroxide.Options{})
+			c := e.rt.Client()
+			if err := c.StartOrchestration(context.Background(), "both", "Both", other); err != nil {
+				t.Fatal(err)
+			}
+			<-failed
+			if other == "event" {
+				if err := c.RaiseEvent(context.Background(), "both", "go", "now"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var out string
+			expectCompleted(t, e.wait("both"), &out)
+			if out != "x ok" || runs.Load() != 2 {
+				t.Fatalf("output %q after %d Flaky runs, want \"x ok\" after 2", out, runs.Load())
+			}
+			h := e.history("both")
+			for kind, want := range map[duroxide.EventKind]int{
+				duroxide.EventActivityScheduled: map[string]int{"completion": 3, "event": 2}[other],
+				duroxide.EventActivityFailed:    1,
+				duroxide.EventTimerCreated:      1,
+				duroxide.EventTimerFired:        1,
+				duroxide.EventActivityCompleted: map[string]int{"completion": 2, "event": 1}[other],
+				duroxide.EventExternalEvent:     map[string]int{"completion": 0, "event": 1}[other],
+			} {
+				if n := countKind(h, kind); n != want {
+					t.Errorf("%d %s events, want %d: %v", n, kind, want, eventKinds(h))
+				}
+			}
+			var created, fired duroxide.Event
+			for _, ev := range h {
+				switch ev.Kind {
+				case duroxide.EventTimerCreated:
+					created = ev
+				case duroxide.EventTimerFired:
+					fired = ev
+				}
+			}
+			if fired.SourceEventID != created.EventID || fired.TimestampMs < created.FireAtMs {
+				t.Errorf("timer %+v fired as %+v (early, or another timer)", created, fired)
+			}
+		})
+	}
+}
+
+// TestShutdownReleasesHeldFailure stops the runtime while a failure is held
+// for its backoff: the failure goes to the queue, so the next runtime
+// retries at once without running the failed attempt again.
+func TestShutdownReleasesHeldFailure(t *testing.T) {
+	var runs atomic.Int64
+	policy := duroxide.NewRetryPolicy(2).WithBackoff(duroxide.Fixed{Delay: 800 * time.Millisecond})
+	reg := heldRetryRegistry(&runs, 1, policy)
+	e := newEnv(t, reg, duroxide.Options{})
+	if err := e.rt.Client().StartOrchestration(context.Background(), "r", "Retry", "x"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor("the first attempt", func() bool { return runs.Load() == 1 })
+	// Held: a committed failure would be in history within milliseconds.
+	time.Sleep(200 * time.Millisecond)
+	if h := e.history("r"); countKind(h, duroxide.EventActivityFailed) != 0 {
+		t.Fatalf("the failure is committed before its backoff ended: %v", eventKinds(h))
+	}
+	e.stop()
+	e.start()
+	var out string
+	expectCompleted(t, e.wait("r"), &out)
+	if out != "x ok" || runs.Load() != 2 {
+		t.Fatalf("output %q after %d runs, want \"x ok\" after 2 (the failed attempt must not run again)", out, runs.Load())
+	}
+	h := e.history("r")
+	if countKind(h, duroxide.EventActivityFailed) != 1 || countKind(h, duroxide.EventTimerFired) != 1 {
+		t.Errorf("history %v, want one failure and one backoff", eventKinds(h))
+	}
+}
