@@ -47,6 +47,17 @@
 // and timers their purpose (Event.Purpose: user, backoff, attempt_timeout,
 // total_timeout). Histories written before these fields replay unchanged.
 //
+// Short retries are not written step by step: when an attempt fails and
+// its turn only waits (a backoff, or a sleep of the orchestration), the
+// runtime keeps the turn in memory, fires the timer itself, runs the next
+// attempt in memory too when that is all the next turn does, and commits
+// the whole chain (failures, waits, attempts and the outcome, the same
+// events as otherwise) in one transaction, as long as the chain stays
+// within a second. If the process dies before that commit, the failures
+// were never recorded and the first failed attempt runs again, as with
+// retries kept in memory elsewhere; a success is always committed before
+// the orchestration goes on, and longer waits are durable timers.
+//
 // # Changing code safely
 //
 // Instances in flight replay their history through the code deployed now.

@@ -5,75 +5,154 @@ import "time"
 // Held failures: an activity attempt that failed, when the only thing its
 // turn decided is to wait a short while (a retry's backoff, or the
 // orchestration's own sleep before it tries again), is not committed on
-// its own. The runtime keeps the turn in memory, fires the timer itself
-// and commits both turns together: the failure, TimerCreated, TimerFired
-// and whatever the second turn decides (the next attempt, usually) in one
-// transaction instead of two. History is the same event for event; only
-// the intermediate state is never stored.
+// its own. The runtime keeps the turn in memory and fires the timer
+// itself; if the next turn then only schedules one more attempt, that
+// attempt runs in memory too (on a worker of this runtime, under the
+// failed attempt's lease), and so on until an attempt succeeds or the
+// orchestration does anything else. Then everything is committed in one
+// transaction: the failures, every TimerCreated and TimerFired, every
+// ActivityScheduled and the outcome. History is the same event for event;
+// only the intermediate states are never stored. A retry sequence of three
+// attempts thus costs one commit after its first schedule instead of five.
 //
-// What a held turn risks is what DBOS's in-memory retries risk: if the
-// process dies during the wait, the failure was never recorded, so the
-// failed attempt runs again once its lease expires (activities run at
-// least once anyway). A success is never held, so no completed step ever
-// runs twice because of this.
+// What a held chain risks is what DBOS's in-memory retries risk: if the
+// process dies before the commit, the failures were never recorded, so
+// the first failed attempt runs again once its lease expires (activities
+// run at least once anyway), and the sequence starts over. A success is
+// never held, so no completed step ever runs twice because of this.
 //
-// A held turn is committed (or given to the queue) as soon as anything
-// else happens to the instance: another completion of it in this process
-// is applied on top and committed with it, a turn that runs elsewhere makes
-// the held commit fail its history check (the failures then go through the
-// orchestrator queue as usual), and Shutdown gives held failures to the
-// queue.
+// Anything else that happens to the instance ends the chain. A completion
+// of another activity of it in this process is applied on top and
+// committed with the chain (after the running attempt, if one runs). A
+// message from the queue (an event, a cancellation) that this runtime
+// fetches gives the chain's failures to the queue before its turn runs;
+// one that another process fetches makes the chain's commit fail its
+// history check, and the failures then go through the queue the same way.
+// Either way an attempt that ran in memory meanwhile is forgotten and runs
+// again when the orchestration schedules it. Shutdown gives the failures
+// to the queue too.
 
-// holdMax bounds the wait a held turn may cover; the failed attempt's
-// lease must also outlast it by a wide margin (see canHold).
+// holdMax bounds the time a chain may stay uncommitted, from its first
+// failure to the end of the last wait or the start of the last attempt it
+// covers: what history does not show yet, and what a crash would make run
+// again. A wait must also end within a third of the activity lock timeout
+// (the failures' leases stay valid).
 const holdMax = time.Second
 
-// heldTurn is a turn (or several) of an instance computed but not
-// committed; the engine is out of the cache meanwhile.
+// heldTurn is the chain of turns of an instance computed but not
+// committed; its engine is out of the cache meanwhile.
 type heldTurn struct {
-	eng   *engine
-	items []inlineItem // the failures it applied, committed with it
-	last  int64        // the instance's last stored event id
-	timer timerKey     // the timer it waits for (no queue message exists)
+	eng     *engine
+	since   time.Time    // the chain's first failure
+	last    int64        // the instance's last stored event id
+	items   []inlineItem // the failures with a lease of their own, committed with the chain
+	pending []inlineItem // messages that arrived while an attempt ran in memory
+	wait    *timerKey    // the timer it waits for (no queue message exists), or nil
+	memRun  uint64       // the attempt running in memory (WorkItemLease.memRun), or 0
+	fired   []timerKey   // held timers that fired: their messages are never written
+	ran     []int64      // attempts run in memory: their work items are never written
 }
 
-// canHold reports whether the turn that items caused in eng may be held:
-// items are activity failures only, and the turn's only effect beyond
-// history is one timer of the instance due within holdMax (and a third of
-// the activity lock timeout, so the failures' leases stay valid).
-func (rt *Runtime) canHold(eng *engine, items []inlineItem) bool {
-	if eng.terminal || eng.failure != nil || eng.status != StatusRunning || eng.setCS ||
-		len(eng.workItems) > 0 || len(eng.cancelled) > 0 || len(eng.cancelledTimers) > 0 || len(eng.orchItems) != 1 {
-		return false
+// effects returns the work and timer items eng's uncommitted turns produced,
+// without those a held chain h already handled in memory (h may be nil).
+func effects(eng *engine, h *heldTurn) (work, orch []WorkItem) {
+	if h == nil {
+		return eng.workItems, eng.orchItems
+	}
+	return withoutRan(eng.workItems, h.ran), withoutFired(eng.orchItems, h.fired)
+}
+
+func containsID(ids []int64, id int64) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// settled reports whether eng's uncommitted turns leave the instance
+// running with no effect a hold could not carry (custom status, cancelled
+// activities); cancelled timers are fine (their messages go with the commit).
+func settled(eng *engine) bool {
+	return !eng.terminal && eng.failure == nil && eng.status == StatusRunning && !eng.setCS && len(eng.cancelled) == 0
+}
+
+// holdTimer returns the timer the turn that items caused may be held for:
+// items are activity failures only, and the turn's only new effect is one
+// timer of the instance, due within the chain's holdMax.
+func (rt *Runtime) holdTimer(eng *engine, h *heldTurn, items []inlineItem) (WorkItem, bool) {
+	if !settled(eng) {
+		return WorkItem{}, false
 	}
 	for _, it := range items {
 		if it.lease == nil || it.msg.Kind != WorkActivityFailed {
-			return false
+			return WorkItem{}, false
 		}
 	}
-	t := &eng.orchItems[0]
-	wait := time.Until(time.UnixMilli(t.FireAtMs))
-	return t.Kind == WorkTimerFired && t.Instance == eng.instance && wait <= min(holdMax, rt.opts.ActivityLockTimeout/3)
+	work, orch := effects(eng, h)
+	if len(work) > 0 || len(orch) != 1 {
+		return WorkItem{}, false
+	}
+	t := orch[0]
+	end := time.UnixMilli(t.FireAtMs)
+	since := time.Now()
+	if h != nil {
+		since = h.since
+	}
+	ok := t.Kind == WorkTimerFired && t.Instance == eng.instance &&
+		end.Sub(since) <= holdMax && time.Until(end) <= rt.opts.ActivityLockTimeout/3
+	return t, ok
 }
 
-// hold keeps eng's turn in memory and arms its timer; false when the
-// runtime is stopping (the turn is then committed as usual).
-func (rt *Runtime) hold(inst string, eng *engine, items []inlineItem, last int64) bool {
-	t := eng.orchItems[0]
-	h := &heldTurn{eng: eng, items: items, last: last, timer: timerKey{inst, t.ExecutionID, t.ID}}
+// hold registers h, waiting for timer t (or, when t is nil, for its
+// attempt running in memory); false when the runtime is stopping (the
+// chain must then be committed or given to the queue).
+func (rt *Runtime) hold(inst string, h *heldTurn, t *WorkItem) bool {
 	rt.timersMu.Lock()
 	defer rt.timersMu.Unlock()
 	if rt.timersStopped {
 		return false
 	}
+	if t != nil {
+		h.wait = &timerKey{inst, t.ExecutionID, t.ID}
+	}
 	rt.inlineMu.Lock()
 	rt.held[inst] = h
 	rt.inlineMu.Unlock()
-	rt.armTimerLocked(t)
+	if t != nil {
+		rt.armTimerLocked(*t)
+	}
 	return true
 }
 
-// takeHeld removes and returns the held turn of inst, if any.
+// runInMemory starts the one attempt the chain's last turn scheduled on a
+// worker of this runtime, under the lease of the chain's failure, without
+// writing it; it returns the lease for the caller to run, or false when
+// the attempt must be committed as usual.
+func (rt *Runtime) runInMemory(inst string, h *heldTurn) ([]WorkItemLease, bool) {
+	if !settled(h.eng) || len(h.items) != 1 || len(h.pending) > 0 || time.Since(h.since) > holdMax {
+		return nil, false
+	}
+	work, orch := effects(h.eng, h)
+	if len(work) != 1 || len(orch) > 0 {
+		return nil, false
+	}
+	if _, ok := rt.reg.activity(work[0].Name); !ok || rt.reserveLocal(1) == 0 {
+		return nil, false
+	}
+	h.memRun, h.wait = rt.memRuns.Add(1), nil
+	h.ran = append(h.ran, work[0].ID)
+	if !rt.hold(inst, h, nil) {
+		rt.localFree.Add(1)
+		h.ran = h.ran[:len(h.ran)-1]
+		h.memRun = 0
+		return nil, false
+	}
+	return []WorkItemLease{{Item: work[0], LockToken: h.items[0].lease.LockToken, AttemptCount: 1, memRun: h.memRun}}, true
+}
+
+// takeHeld removes and returns the held chain of inst, if any.
 func (rt *Runtime) takeHeld(inst string) *heldTurn {
 	rt.inlineMu.Lock()
 	defer rt.inlineMu.Unlock()
@@ -82,7 +161,7 @@ func (rt *Runtime) takeHeld(inst string) *heldTurn {
 	return h
 }
 
-// releaseHeld gives the failures of every held turn to the orchestrator
+// releaseHeld gives the failures of every held chain to the orchestrator
 // queue (at shutdown, after the local timers stopped).
 func (rt *Runtime) releaseHeld() {
 	rt.inlineMu.Lock()
@@ -90,21 +169,60 @@ func (rt *Runtime) releaseHeld() {
 	rt.held = map[string]*heldTurn{}
 	rt.inlineMu.Unlock()
 	for _, h := range hs {
-		h.eng.close()
-		rt.viaQueue(h.items)
+		rt.dropHeld(h)
 	}
 }
 
-// withoutFired returns c's orchestrator items without the TimerFired of
-// the held timer k, which fired in this process before its message was
+// dropHeld gives up chain h without committing it: its failures, and what
+// waited for the chain, go to the queue, and its timer, never written, is
+// disarmed (fired into another engine, its id would mean nothing there).
+func (rt *Runtime) dropHeld(h *heldTurn) {
+	h.eng.close()
+	if h.wait != nil && !containsKey(h.fired, *h.wait) {
+		rt.disarmTimers(h.wait.instance, h.wait.exec, []int64{h.wait.id})
+	}
+	rt.viaQueue(h.items)
+	rt.viaQueue(h.pending)
+}
+
+// withoutFired returns items without the TimerFired messages of the held
+// timers in fired, which fired in this process before their messages were
 // ever written.
-func withoutFired(items []WorkItem, k timerKey) []WorkItem {
+func withoutFired(items []WorkItem, fired []timerKey) []WorkItem {
+	if len(fired) == 0 {
+		return items
+	}
 	out := items[:0:0]
 	for _, w := range items {
-		if w.Kind == WorkTimerFired && w.Instance == k.instance && w.ExecutionID == k.exec && w.ID == k.id {
+		k := timerKey{w.Instance, w.ExecutionID, w.ID}
+		if w.Kind == WorkTimerFired && containsKey(fired, k) {
 			continue
 		}
 		out = append(out, w)
+	}
+	return out
+}
+
+func containsKey(ks []timerKey, k timerKey) bool {
+	for _, x := range ks {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+// withoutRan returns items without the work items of the attempts in ran,
+// which ran in memory.
+func withoutRan(items []WorkItem, ran []int64) []WorkItem {
+	if len(ran) == 0 {
+		return items
+	}
+	out := items[:0:0]
+	for _, w := range items {
+		if !containsID(ran, w.ID) {
+			out = append(out, w)
+		}
 	}
 	return out
 }

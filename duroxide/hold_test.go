@@ -92,8 +92,8 @@ func TestHeldFailuresCommitWithTheRetry(t *testing.T) {
 		}
 		kinds[i] = eventKinds(h)
 		if local {
-			if n := store.turns.Load(); n != 3 {
-				t.Errorf("%d inline commits, want 3 (each failure with its retry, then the success)", n)
+			if n := store.turns.Load(); n != 1 {
+				t.Errorf("%d inline commits, want 1 (the failures, backoffs and retries with the success)", n)
 			}
 			// Every attempt and backoff is in history, in order.
 			for j, ev := range h {
@@ -121,42 +121,64 @@ func countOf(ks []duroxide.EventKind, k duroxide.EventKind) int {
 	return n
 }
 
-// TestHeldFailureMeetsOtherWork holds a failure for a 500 ms backoff and
-// meanwhile (a) completes another activity of the instance in this process,
-// which commits the held turn with it, and (b) raises an event, whose turn
-// runs from the queue without the held turn, so the held commit is refused
-// and the failure goes through the queue. Either way every event is in
-// history once and the retry happens.
+// TestHeldFailureMeetsOtherWork holds a failure and meets other work of
+// the instance, while the chain waits for its backoff ("wait") or while the
+// retry runs in memory ("attempt"): another activity's completion in this
+// process is committed with the chain; a raised event, whose turn runs on
+// the stored history, makes the chain give its failure to the queue (an
+// attempt that ran in memory is then run again). Every event is in history
+// once and the retry happens.
 func TestHeldFailureMeetsOtherWork(t *testing.T) {
-	for _, other := range []string{"completion", "event"} {
-		t.Run(other, func(t *testing.T) {
+	for _, tc := range []struct {
+		mode, other string
+		flakyRuns   int64
+	}{
+		{"wait", "completion", 2},
+		{"wait", "event", 2},
+		{"attempt", "completion", 2},
+		{"attempt", "event", 3}, // the attempt run in memory is forgotten
+	} {
+		t.Run(tc.mode+"/"+tc.other, func(t *testing.T) {
 			var runs atomic.Int64
-			failed := make(chan struct{})
+			failed, retrying := make(chan struct{}), make(chan struct{})
 			reg := duroxide.NewRegistry()
 			duroxide.Must(duroxide.RegisterActivity(reg, "Flaky", func(_ context.Context, s string) (string, error) {
-				if runs.Add(1) == 1 {
+				switch runs.Add(1) {
+				case 1:
 					defer close(failed)
 					return "", errors.New("transient")
+				case 2:
+					if tc.mode == "attempt" {
+						close(retrying)
+						// Let the other work arrive while this attempt runs
+						// (the checks below hold wherever it lands).
+						time.Sleep(200 * time.Millisecond)
+					}
 				}
 				return s + " ok", nil
 			}))
-			duroxide.Must(duroxide.RegisterActivity(reg, "AfterFailure", func(ctx context.Context, _ int) (int, error) {
+			duroxide.Must(duroxide.RegisterActivity(reg, "Other", func(ctx context.Context, _ int) (int, error) {
+				arrive := failed
+				if tc.mode == "attempt" {
+					arrive = retrying
+				}
 				select {
-				case <-failed:
+				case <-arrive:
 				case <-ctx.Done():
 					return 0, ctx.Err()
 				}
-				// Complete inside the failure's 500 ms hold (the checks
-				// below hold wherever it lands).
-				time.Sleep(100 * time.Millisecond)
+				if tc.mode == "wait" {
+					time.Sleep(100 * time.Millisecond) // inside the 500 ms backoff
+				}
 				return 7, nil
 			}))
-			policy := duroxide.NewRetryPolicy(2).WithBackoff(duroxide.Fixed{Delay: 500 * time.Millisecond})
-			duroxide.Must(duroxide.RegisterOrchestration(reg, "Both", func(ctx *duroxide.OrchestrationContext, mode string) (string, error) {
+			backoff := map[string]time.Duration{"wait": 500 * time.Millisecond, "attempt": 50 * time.Millisecond}[tc.mode]
+			policy := duroxide.NewRetryPolicy(2).WithBackoff(duroxide.Fixed{Delay: backoff})
+			duroxide.Must(duroxide.RegisterOrchestration(reg, "Both", func(ctx *duroxide.OrchestrationContext, other string) (string, error) {
 				retry := ctx.CallActivityWithRetry("Flaky", "x", policy)
 				var second *duroxide.Task
-				if mode == "completion" {
-					second = ctx.CallActivity("AfterFailure", 0)
+				if other == "completion" {
+					second = ctx.CallActivity("Other", 0)
 				} else {
 					second = ctx.WaitForEvent("go")
 				}
@@ -171,28 +193,33 @@ func TestHeldFailureMeetsOtherWork(t *testing.T) {
 			}))
 			e := newEnv(t, reg, duroxide.Options{})
 			c := e.rt.Client()
-			if err := c.StartOrchestration(context.Background(), "both", "Both", other); err != nil {
+			if err := c.StartOrchestration(context.Background(), "both", "Both", tc.other); err != nil {
 				t.Fatal(err)
 			}
-			<-failed
-			if other == "event" {
+			if tc.other == "event" {
+				if tc.mode == "wait" {
+					<-failed
+				} else {
+					<-retrying
+				}
 				if err := c.RaiseEvent(context.Background(), "both", "go", "now"); err != nil {
 					t.Fatal(err)
 				}
 			}
 			var out string
 			expectCompleted(t, e.wait("both"), &out)
-			if out != "x ok" || runs.Load() != 2 {
-				t.Fatalf("output %q after %d Flaky runs, want \"x ok\" after 2", out, runs.Load())
+			if out != "x ok" || runs.Load() != tc.flakyRuns {
+				t.Fatalf("output %q after %d Flaky runs, want \"x ok\" after %d", out, runs.Load(), tc.flakyRuns)
 			}
 			h := e.history("both")
+			completion := tc.other == "completion"
 			for kind, want := range map[duroxide.EventKind]int{
-				duroxide.EventActivityScheduled: map[string]int{"completion": 3, "event": 2}[other],
+				duroxide.EventActivityScheduled: map[bool]int{true: 3, false: 2}[completion],
 				duroxide.EventActivityFailed:    1,
 				duroxide.EventTimerCreated:      1,
 				duroxide.EventTimerFired:        1,
-				duroxide.EventActivityCompleted: map[string]int{"completion": 2, "event": 1}[other],
-				duroxide.EventExternalEvent:     map[string]int{"completion": 0, "event": 1}[other],
+				duroxide.EventActivityCompleted: map[bool]int{true: 2, false: 1}[completion],
+				duroxide.EventExternalEvent:     map[bool]int{true: 0, false: 1}[completion],
 			} {
 				if n := countKind(h, kind); n != want {
 					t.Errorf("%d %s events, want %d: %v", n, kind, want, eventKinds(h))

@@ -3,6 +3,7 @@ package duroxide
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -291,10 +292,21 @@ func (rt *Runtime) submitInline(it inlineItem) []WorkItemLease {
 	}
 }
 
+// dropStray removes the outcomes of attempts run in memory that belong to
+// no running held chain (the chain was given to the queue meanwhile).
+func dropStray(items []inlineItem, h *heldTurn) []inlineItem {
+	return slices.DeleteFunc(items, func(it inlineItem) bool {
+		return it.lease != nil && it.lease.memRun != 0 && (h == nil || h.memRun != it.lease.memRun)
+	})
+}
+
 // viaQueue delivers inline items the usual way: completions through the
 // orchestrator queue, timers by making their queued message visible.
 func (rt *Runtime) viaQueue(items []inlineItem) {
 	for _, it := range items {
+		if it.lease != nil && it.lease.memRun != 0 {
+			continue // an attempt run in memory: its schedule was never written
+		}
 		if it.lease != nil {
 			rt.ackWork(it.lease, it.msg)
 			continue
@@ -307,10 +319,31 @@ func (rt *Runtime) viaQueue(items []inlineItem) {
 
 // commitInline runs the turn of cached instance inst caused by items and
 // commits it with the acks of their leases and the removal of their timer
-// messages; on any failure the items go through the queue. It returns the
-// leases the turn took for this runtime (each holds a slot of reserveLocal).
+// messages, or holds it (see hold.go); on any failure the items go through
+// the queue. It returns the leases the turn took for this runtime (each
+// holds a slot of reserveLocal).
 func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkItemLease) {
 	h := rt.takeHeld(inst)
+	items = dropStray(items, h)
+	if h != nil && h.memRun != 0 {
+		// An attempt runs in memory: what else arrives waits for its outcome.
+		i := slices.IndexFunc(items, func(it inlineItem) bool { return it.lease != nil && it.lease.memRun != 0 })
+		if i < 0 {
+			h.pending = append(h.pending, items...)
+			if !rt.hold(inst, h, nil) {
+				rt.dropHeld(h)
+			}
+			return nil
+		}
+		items = append(h.pending, items...)
+		h.pending, h.memRun = nil, 0
+	}
+	if len(items) == 0 {
+		if h != nil && !rt.hold(inst, h, nil) {
+			rt.dropHeld(h)
+		}
+		return nil
+	}
 	var eng *engine
 	if h != nil {
 		eng = h.eng
@@ -324,8 +357,7 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkI
 	}
 	if !usable {
 		if h != nil {
-			eng.close()
-			rt.viaQueue(h.items)
+			rt.dropHeld(h)
 		} else if evicted := rt.cache.put(inst, eng); evicted != nil {
 			evicted.close()
 		}
@@ -333,26 +365,28 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkI
 		return nil
 	}
 	reserved := 0
-	all := items // what a failure gives to the queue
 	defer func() {
 		if r := recover(); r != nil {
 			rt.logger.Error("inline orchestration turn panicked; delivering through the queue", "instance_id", inst, "panic", r)
 			rt.localFree.Add(int64(reserved))
-			eng.close()
-			rt.viaQueue(all)
+			if h != nil {
+				rt.dropHeld(h)
+			} else {
+				eng.close()
+			}
+			rt.viaQueue(items)
 			leases = nil
 		}
 	}()
 	var (
-		tokens []string
-		timers []int64
-		last   int64
-		fired  bool // the held turn's timer is among items
+		tokens   []string
+		timers   []int64
+		last     int64
+		firedNow bool // the held chain's timer is among items
 	)
 	if h != nil {
-		// Go on from the held turn: its history delta and effects are
+		// Go on from the held chain: its history delta and effects are
 		// still pending in eng, and commit with this turn's.
-		all = append(append([]inlineItem(nil), h.items...), items...)
 		last = h.last
 		for _, it := range h.items {
 			tokens = append(tokens, it.lease.LockToken)
@@ -366,22 +400,42 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkI
 	}
 	for _, it := range items {
 		eng.applyMessage(it.msg)
+		k := timerKey{inst, it.msg.ExecutionID, it.msg.ID}
 		switch {
 		case it.lease != nil:
-			tokens = append(tokens, it.lease.LockToken)
-		case h != nil && timerKey{inst, it.msg.ExecutionID, it.msg.ID} == h.timer:
-			fired = true // never queued
+			if it.lease.memRun == 0 { // an attempt run in memory has the chain's first failure's lease
+				tokens = append(tokens, it.lease.LockToken)
+			}
+		case h != nil && h.wait != nil && k == *h.wait:
+			h.fired = append(h.fired, k) // never queued
+			firedNow = true
 		default:
 			timers = append(timers, it.msg.ID)
 		}
 	}
 	eng.flush()
-	if h == nil && rt.canHold(eng, items) && rt.hold(inst, eng, items, last) {
-		return nil
+	if t, ok := rt.holdTimer(eng, h, items); ok {
+		if h == nil {
+			h = &heldTurn{eng: eng, since: time.Now(), last: last}
+		}
+		for _, it := range items {
+			if it.lease.memRun == 0 {
+				h.items = append(h.items, it)
+			}
+		}
+		if rt.hold(inst, h, &t) {
+			return nil
+		}
+	}
+	if firedNow && len(items) == 1 {
+		if l, ok := rt.runInMemory(inst, h); ok {
+			return l
+		}
 	}
 	c := eng.commit()
-	if fired {
-		c.OrchestratorItems = withoutFired(c.OrchestratorItems, h.timer)
+	if h != nil {
+		c.WorkerItems = withoutRan(c.WorkerItems, h.ran)
+		c.OrchestratorItems = withoutFired(c.OrchestratorItems, h.fired)
 	}
 	c.TimerBackstop = localTimerBackstop
 	if len(c.WorkerItems) > 0 {
@@ -403,11 +457,15 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkI
 	if err != nil {
 		rt.localFree.Add(int64(reserved))
 		reserved = 0
-		eng.close()
+		if h != nil {
+			rt.dropHeld(h)
+		} else {
+			eng.close()
+		}
 		if !errors.Is(err, ErrTurnConflict) && !errors.Is(err, ErrLockLost) {
 			rt.logger.Warn("inline turn commit failed; delivering through the queue", "instance_id", inst, "error", err)
 		}
-		rt.viaQueue(all)
+		rt.viaQueue(items)
 		return nil
 	}
 	if len(got) < reserved {

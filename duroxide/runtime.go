@@ -191,7 +191,8 @@ type Runtime struct {
 	localFree atomic.Int64
 	inlineMu  sync.Mutex
 	inline    map[string]*inlineBatch // instance → completions waiting for the instance's in-flight inline turn
-	held      map[string]*heldTurn    // instance → its turn waiting for a short timer (see hold.go); under inlineMu
+	held      map[string]*heldTurn    // instance → its turns waiting for a short timer or an attempt run in memory (see hold.go); under inlineMu
+	memRuns   atomic.Uint64           // numbers the attempts run in memory
 
 	// Local timers: timers of this runtime's turns, fired in process.
 	timersMu      sync.Mutex

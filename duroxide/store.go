@@ -338,6 +338,11 @@ type WorkItemLease struct {
 	Item         WorkItem
 	LockToken    string
 	AttemptCount int
+
+	// memRun, when not 0, identifies an attempt a held chain runs in memory
+	// under the lease of the chain's failed attempt (see hold.go): no
+	// message of its own exists, so it is neither acked nor given back.
+	memRun uint64
 }
 
 // Status is the status of an execution (and of an instance, whose status is

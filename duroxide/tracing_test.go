@@ -144,8 +144,10 @@ func TestTracingSpans(t *testing.T) {
 					t.Errorf("OrchestrationStarted.TraceContext = %q, want %q", h[0].TraceContext, want)
 				}
 				turns := spansNamed(spans, "turn Flow")
-				if len(turns) < 3 {
-					t.Errorf("%d turn spans, want at least 3 (start, two backoffs, completion)", len(turns))
+				if len(turns) < 2 {
+					// The failures, 50 ms backoffs and retries commit as one
+					// turn (see hold.go).
+					t.Errorf("%d turn spans, want at least 2 (start, retries and completion)", len(turns))
 				}
 				for _, s := range turns {
 					if s.Parent().SpanID() != o.SpanContext().SpanID() {

@@ -66,6 +66,12 @@ func (rt *Runtime) processItem(item *OrchestrationItem) {
 	// timeouts lose their lock on every attempt).
 	defer rt.keepTurnLock(item.LockToken)()
 
+	if h := rt.takeHeld(item.Instance); h != nil {
+		// This turn runs on the stored history, without the held chain's
+		// turns: give the chain's failures to the queue now rather than
+		// let its commit be refused later (see hold.go).
+		rt.dropHeld(h)
+	}
 	if item.AttemptCount > rt.opts.MaxAttempts {
 		rt.poisonOrchestration(item)
 		return

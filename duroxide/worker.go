@@ -257,6 +257,9 @@ wait:
 		if br != nil {
 			br.release(probe)
 		}
+		if lease.memRun != 0 {
+			return nil // run in memory: there is no message to release
+		}
 		if rt.ctx.Err() != nil && !lost {
 			// Runtime stopping: release the message for another worker now.
 			_ = rt.store.AbandonWorkItem(context.Background(), lease.LockToken, AbandonParams{Delay: 0, IgnoreAttempt: true})
