@@ -43,12 +43,13 @@ const holdMax = time.Second
 // committed; its engine is out of the cache meanwhile.
 type heldTurn struct {
 	eng     *engine
+	id      uint64       // tags its timer's firing and its attempts' leases (WorkItemLease.memRun)
 	since   time.Time    // the chain's first failure
 	last    int64        // the instance's last stored event id
 	items   []inlineItem // the failures with a lease of their own, committed with the chain
 	pending []inlineItem // messages that arrived while an attempt ran in memory
 	wait    *timerKey    // the timer it waits for (no queue message exists), or nil
-	memRun  uint64       // the attempt running in memory (WorkItemLease.memRun), or 0
+	running bool         // an attempt runs in memory
 	fired   []timerKey   // held timers that fired: their messages are never written
 	ran     []int64      // attempts run in memory: their work items are never written
 }
@@ -121,7 +122,7 @@ func (rt *Runtime) hold(inst string, h *heldTurn, t *WorkItem) bool {
 	rt.held[inst] = h
 	rt.inlineMu.Unlock()
 	if t != nil {
-		rt.armTimerLocked(*t)
+		rt.armTimerLocked(*t, h.id)
 	}
 	return true
 }
@@ -141,15 +142,15 @@ func (rt *Runtime) runInMemory(inst string, h *heldTurn) ([]WorkItemLease, bool)
 	if _, ok := rt.reg.activity(work[0].Name); !ok || rt.reserveLocal(1) == 0 {
 		return nil, false
 	}
-	h.memRun, h.wait = rt.memRuns.Add(1), nil
+	h.running, h.wait = true, nil
 	h.ran = append(h.ran, work[0].ID)
 	if !rt.hold(inst, h, nil) {
 		rt.localFree.Add(1)
 		h.ran = h.ran[:len(h.ran)-1]
-		h.memRun = 0
+		h.running = false
 		return nil, false
 	}
-	return []WorkItemLease{{Item: work[0], LockToken: h.items[0].lease.LockToken, AttemptCount: 1, memRun: h.memRun}}, true
+	return []WorkItemLease{{Item: work[0], LockToken: h.items[0].lease.LockToken, AttemptCount: 1, memRun: h.id}}, true
 }
 
 // takeHeld removes and returns the held chain of inst, if any.

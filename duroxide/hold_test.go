@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -268,5 +269,87 @@ func TestShutdownReleasesHeldFailure(t *testing.T) {
 	h := e.history("r")
 	if countKind(h, duroxide.EventActivityFailed) != 1 || countKind(h, duroxide.EventTimerFired) != 1 {
 		t.Errorf("history %v, want one failure and one backoff", eventKinds(h))
+	}
+}
+
+// TestHeldChainsUnderInterference runs many short retry chains while
+// events arrive for their instances at arbitrary moments (giving chains up
+// half-way) and other activities of the same instances complete: every
+// instance completes, and every history is well formed (each schedule has
+// one outcome, each timer fires at most once and never early).
+func TestHeldChainsUnderInterference(t *testing.T) {
+	const n = 40
+	var mu sync.Mutex
+	calls := map[string]int{}
+	reg := duroxide.NewRegistry()
+	duroxide.Must(duroxide.RegisterActivity(reg, "Flaky", func(ctx context.Context, s string) (string, error) {
+		ai, _ := duroxide.ActivityInfoFromContext(ctx)
+		mu.Lock()
+		calls[ai.Instance]++
+		c := calls[ai.Instance]
+		mu.Unlock()
+		if c%3 != 0 {
+			return "", fmt.Errorf("transient %d", c)
+		}
+		return s + " ok", nil
+	}))
+	duroxide.Must(duroxide.RegisterActivity(reg, "Other", func(_ context.Context, d int) (int, error) {
+		time.Sleep(time.Duration(d) * time.Millisecond)
+		return d, nil
+	}))
+	policy := duroxide.NewRetryPolicy(10).WithBackoff(duroxide.Fixed{Delay: 7 * time.Millisecond})
+	duroxide.Must(duroxide.RegisterOrchestration(reg, "Mixed", func(ctx *duroxide.OrchestrationContext, i int) (string, error) {
+		retry := ctx.CallActivityWithRetry("Flaky", "x", policy)
+		other := ctx.CallActivity("Other", i%25)
+		ev := ctx.WaitForEvent("go")
+		if err := ctx.Join(retry, other, ev); err != nil {
+			return "", err
+		}
+		var s string
+		err := retry.Await(&s)
+		return s, err
+	}))
+	e := newEnv(t, reg, duroxide.Options{})
+	c := e.rt.Client()
+	for i := range n {
+		if err := c.StartOrchestration(context.Background(), fmt.Sprintf("m-%02d", i), "Mixed", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		time.Sleep(time.Duration(i%7) * time.Millisecond) // spread the events over the chains' lives
+		if err := c.RaiseEvent(context.Background(), fmt.Sprintf("m-%02d", i), "go", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		id := fmt.Sprintf("m-%02d", i)
+		var out string
+		expectCompleted(t, e.wait(id), &out)
+		if out != "x ok" {
+			t.Errorf("%s: output %q", id, out)
+		}
+		h := e.history(id)
+		outcomes := map[int64]int{}
+		timers := map[int64]duroxide.Event{}
+		for _, ev := range h {
+			switch ev.Kind {
+			case duroxide.EventActivityCompleted, duroxide.EventActivityFailed:
+				outcomes[ev.SourceEventID]++
+			case duroxide.EventTimerCreated:
+				timers[ev.EventID] = ev
+			case duroxide.EventTimerFired:
+				tc, ok := timers[ev.SourceEventID]
+				if !ok || ev.TimestampMs < tc.FireAtMs {
+					t.Errorf("%s: TimerFired %+v without its TimerCreated, or early", id, ev)
+				}
+				delete(timers, ev.SourceEventID)
+			}
+		}
+		for _, ev := range h {
+			if ev.Kind == duroxide.EventActivityScheduled && outcomes[ev.EventID] != 1 {
+				t.Errorf("%s: activity %d has %d outcomes: %v", id, ev.EventID, outcomes[ev.EventID], eventKinds(h))
+			}
+		}
 	}
 }

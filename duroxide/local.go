@@ -37,10 +37,12 @@ import (
 type inlineBatch struct{ items []inlineItem }
 
 // inlineItem is an activity completion (with the lease of its worker
-// message) or a local timer's TimerFired (lease nil).
+// message) or a local timer's TimerFired (lease nil; chain is the held
+// chain whose unwritten timer it is, see hold.go, or 0).
 type inlineItem struct {
 	lease *WorkItemLease
 	msg   *WorkItem
+	chain uint64
 }
 
 // localTimerBackstop is how long after its fire time the queue delivers a
@@ -66,14 +68,16 @@ func (rt *Runtime) armTimers(instance string, c *TurnCommit) {
 	}
 	for i := range c.OrchestratorItems {
 		if w := c.OrchestratorItems[i]; w.Kind == WorkTimerFired && w.Instance == instance {
-			rt.armTimerLocked(w)
+			rt.armTimerLocked(w, 0)
 		}
 	}
 }
 
 // armTimerLocked arms the local firing of timer w unless it is armed
-// already (a held turn's timer). timersMu is held, timers not stopped.
-func (rt *Runtime) armTimerLocked(w WorkItem) {
+// already; chain, when not 0, is the held chain whose unwritten timer it
+// is (its firing means nothing to any other engine). timersMu is held,
+// timers not stopped.
+func (rt *Runtime) armTimerLocked(w WorkItem, chain uint64) {
 	key := timerKey{w.Instance, w.ExecutionID, w.ID}
 	if _, armed := rt.timers[key]; armed {
 		return
@@ -84,7 +88,7 @@ func (rt *Runtime) armTimerLocked(w WorkItem) {
 		rt.timersMu.Lock()
 		delete(rt.timers, key)
 		rt.timersMu.Unlock()
-		rt.dispatchLocal(rt.submitInline(inlineItem{msg: &w}))
+		rt.dispatchLocal(rt.submitInline(inlineItem{msg: &w, chain: chain}))
 	})}
 }
 
@@ -292,11 +296,19 @@ func (rt *Runtime) submitInline(it inlineItem) []WorkItemLease {
 	}
 }
 
-// dropStray removes the outcomes of attempts run in memory that belong to
-// no running held chain (the chain was given to the queue meanwhile).
+// dropStray removes what belongs to a held chain other than h (one given
+// up meanwhile): outcomes of attempts it ran in memory and firings of its
+// unwritten timer. Neither means anything to another engine.
 func dropStray(items []inlineItem, h *heldTurn) []inlineItem {
 	return slices.DeleteFunc(items, func(it inlineItem) bool {
-		return it.lease != nil && it.lease.memRun != 0 && (h == nil || h.memRun != it.lease.memRun)
+		if it.lease != nil && it.lease.memRun != 0 {
+			return h == nil || !h.running || h.id != it.lease.memRun
+		}
+		if it.chain != 0 {
+			return h == nil || h.id != it.chain || h.wait == nil ||
+				*h.wait != (timerKey{it.msg.Instance, it.msg.ExecutionID, it.msg.ID})
+		}
+		return false
 	})
 }
 
@@ -325,7 +337,7 @@ func (rt *Runtime) viaQueue(items []inlineItem) {
 func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkItemLease) {
 	h := rt.takeHeld(inst)
 	items = dropStray(items, h)
-	if h != nil && h.memRun != 0 {
+	if h != nil && h.running {
 		// An attempt runs in memory: what else arrives waits for its outcome.
 		i := slices.IndexFunc(items, func(it inlineItem) bool { return it.lease != nil && it.lease.memRun != 0 })
 		if i < 0 {
@@ -336,7 +348,7 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkI
 			return nil
 		}
 		items = append(h.pending, items...)
-		h.pending, h.memRun = nil, 0
+		h.pending, h.running = nil, false
 	}
 	if len(items) == 0 {
 		if h != nil && !rt.hold(inst, h, nil) {
@@ -406,7 +418,7 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkI
 			if it.lease.memRun == 0 { // an attempt run in memory has the chain's first failure's lease
 				tokens = append(tokens, it.lease.LockToken)
 			}
-		case h != nil && h.wait != nil && k == *h.wait:
+		case it.chain != 0: // the held chain's timer (dropStray checked)
 			h.fired = append(h.fired, k) // never queued
 			firedNow = true
 		default:
@@ -416,7 +428,7 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkI
 	eng.flush()
 	if t, ok := rt.holdTimer(eng, h, items); ok {
 		if h == nil {
-			h = &heldTurn{eng: eng, since: time.Now(), last: last}
+			h = &heldTurn{eng: eng, id: rt.chains.Add(1), since: time.Now(), last: last}
 		}
 		for _, it := range items {
 			if it.lease.memRun == 0 {
@@ -472,6 +484,11 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkI
 		rt.localFree.Add(int64(reserved - len(got)))
 	}
 	reserved = 0
+	if h != nil && h.wait != nil && !containsKey(h.fired, *h.wait) {
+		// The chain's timer is written now: fire it as any other
+		// (afterCommit arms it), not as the chain's.
+		rt.disarmTimers(inst, h.wait.exec, []int64{h.wait.id})
+	}
 	rt.afterCommit(&OrchestrationItem{Instance: inst}, eng, c)
 	return got
 }

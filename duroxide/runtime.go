@@ -192,7 +192,7 @@ type Runtime struct {
 	inlineMu  sync.Mutex
 	inline    map[string]*inlineBatch // instance → completions waiting for the instance's in-flight inline turn
 	held      map[string]*heldTurn    // instance → its turns waiting for a short timer or an attempt run in memory (see hold.go); under inlineMu
-	memRuns   atomic.Uint64           // numbers the attempts run in memory
+	chains    atomic.Uint64           // numbers held chains
 
 	// Local timers: timers of this runtime's turns, fired in process.
 	timersMu      sync.Mutex

@@ -339,9 +339,9 @@ type WorkItemLease struct {
 	LockToken    string
 	AttemptCount int
 
-	// memRun, when not 0, identifies an attempt a held chain runs in memory
-	// under the lease of the chain's failed attempt (see hold.go): no
-	// message of its own exists, so it is neither acked nor given back.
+	// memRun, when not 0, marks an attempt that held chain memRun runs in
+	// memory under the lease of the chain's failed attempt (see hold.go):
+	// no message of its own exists, so it is neither acked nor given back.
 	memRun uint64
 }
 
