@@ -427,17 +427,20 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkI
 	}
 	eng.flush()
 	if t, ok := rt.holdTimer(eng, h, items); ok {
-		if h == nil {
-			h = &heldTurn{eng: eng, id: rt.chains.Add(1), since: time.Now(), last: last}
+		hn := h
+		if hn == nil {
+			hn = &heldTurn{eng: eng, id: rt.chains.Add(1), since: time.Now(), last: last}
 		}
+		n := len(hn.items)
 		for _, it := range items {
 			if it.lease.memRun == 0 {
-				h.items = append(h.items, it)
+				hn.items = append(hn.items, it)
 			}
 		}
-		if rt.hold(inst, h, &t) {
+		if rt.hold(inst, hn, &t) {
 			return nil
 		}
+		hn.items = hn.items[:n] // stopping: commit as usual
 	}
 	if firedNow && len(items) == 1 {
 		if l, ok := rt.runInMemory(inst, h); ok {
