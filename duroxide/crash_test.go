@@ -157,6 +157,18 @@ func restartRuntime(t *testing.T, store *sqlite.Store, alog *activityLog) *durox
 	return rt
 }
 
+// restartWithLog starts a runtime on store that logs its activities to
+// logPath, as the process restarted after a SIGKILL would.
+func restartWithLog(t *testing.T, store *sqlite.Store, logPath string) *duroxide.Runtime {
+	t.Helper()
+	alog, err := openActivityLog(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { alog.Close() })
+	return restartRuntime(t, store, alog)
+}
+
 // crashPaths returns a fresh database path and activity log path.
 func crashPaths(t *testing.T) (db, log string) {
 	dir := t.TempDir()
@@ -353,13 +365,8 @@ func TestCrashRecoverySIGKILL(t *testing.T) {
 		}
 	}
 
-	alog, err := openActivityLog(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alog.Close()
 	restartAt := time.Now()
-	rt := restartRuntime(t, store, alog)
+	rt := restartWithLog(t, store, logPath)
 	for i, id := range ids {
 		st := waitDone(t, rt.Client(), id, 30*time.Second)
 		var out int
@@ -523,13 +530,8 @@ func TestRetryBackoffSurvivesSIGKILL(t *testing.T) {
 
 	store = openCrashStore(t, dbPath)
 	defer store.Close()
-	alog, err := openActivityLog(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alog.Close()
 	restartAt := time.Now()
-	rt := restartRuntime(t, store, alog)
+	rt := restartWithLog(t, store, logPath)
 	client = rt.Client()
 	for _, c := range cases {
 		st := waitDone(t, client, c.id, 30*time.Second)
@@ -625,8 +627,8 @@ func TestHeldFailureLostToSIGKILL(t *testing.T) {
 	dbPath, logPath := crashPaths(t)
 	store := openCrashStore(t, dbPath)
 	client := duroxide.NewClient(store)
-	// 500 ms is below the hold limit of the helper (a third of its 2 s
-	// activity lock timeout).
+	// A 500 ms backoff is held: within a chain's second, and within a third
+	// of the helper's 2 s activity lock timeout.
 	if err := client.StartOrchestration(context.Background(), id, "CrashRetry", retryInput{Payload: id, BackoffMs: 500}); err != nil {
 		t.Fatal(err)
 	}
@@ -651,12 +653,7 @@ func TestHeldFailureLostToSIGKILL(t *testing.T) {
 
 	store = openCrashStore(t, dbPath)
 	defer store.Close()
-	alog, err := openActivityLog(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alog.Close()
-	rt := restartRuntime(t, store, alog)
+	rt := restartWithLog(t, store, logPath)
 	client = rt.Client()
 	var out string
 	expectCompleted(t, waitDone(t, client, id, 30*time.Second), &out)
@@ -789,13 +786,8 @@ func TestCrashDuringTimerRecovery(t *testing.T) {
 		}
 	}
 
-	alog, err := openActivityLog(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alog.Close()
 	restartAt := time.Now()
-	rt := restartRuntime(t, store, alog)
+	rt := restartWithLog(t, store, logPath)
 	client = rt.Client()
 	for i, in := range all {
 		switch {

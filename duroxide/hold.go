@@ -107,18 +107,24 @@ func (rt *Runtime) holdTimer(eng *engine, h *heldTurn, items []inlineItem) (Work
 }
 
 // hold registers h, waiting for timer t (or, when t is nil, for its
-// attempt running in memory); false when the runtime is stopping (the
-// chain must then be committed or given to the queue).
+// attempt running in memory); false when the runtime is stopping or a turn
+// of the instance from the queue started (the chain must then be committed
+// or given to the queue).
 func (rt *Runtime) hold(inst string, h *heldTurn, t *WorkItem) bool {
 	rt.timersMu.Lock()
 	defer rt.timersMu.Unlock()
 	if rt.timersStopped {
 		return false
 	}
+	rt.inlineMu.Lock()
+	if b := rt.inline[inst]; b != nil && b.interrupted {
+		// A turn from the queue started meanwhile, on the stored history.
+		rt.inlineMu.Unlock()
+		return false
+	}
 	if t != nil {
 		h.wait = &timerKey{inst, t.ExecutionID, t.ID}
 	}
-	rt.inlineMu.Lock()
 	rt.held[inst] = h
 	rt.inlineMu.Unlock()
 	if t != nil {
@@ -151,6 +157,20 @@ func (rt *Runtime) runInMemory(inst string, h *heldTurn) ([]WorkItemLease, bool)
 		return nil, false
 	}
 	return []WorkItemLease{{Item: work[0], LockToken: h.items[0].lease.LockToken, AttemptCount: 1, memRun: h.id}}, true
+}
+
+// interruptHeld is called when a turn of inst from the queue starts: it
+// removes and returns the held chain of inst, if any, and keeps an inline
+// turn of inst in progress from holding.
+func (rt *Runtime) interruptHeld(inst string) *heldTurn {
+	rt.inlineMu.Lock()
+	defer rt.inlineMu.Unlock()
+	if b := rt.inline[inst]; b != nil {
+		b.interrupted = true
+	}
+	h := rt.held[inst]
+	delete(rt.held, inst)
+	return h
 }
 
 // takeHeld removes and returns the held chain of inst, if any.

@@ -51,10 +51,10 @@ func eventKinds(h []duroxide.Event) []duroxide.EventKind {
 	return ks
 }
 
-// TestHeldFailuresCommitWithTheRetry checks that a failed attempt followed
-// by a short backoff is committed together with the next attempt: two
-// failures and a success cost three inline commits instead of five, and
-// the history is event for event the one the queues write.
+// TestHeldFailuresCommitWithTheRetry checks that a short retry chain runs
+// in memory and commits once: two failures, their backoffs and the
+// success cost one inline commit instead of five, and the history is event
+// for event the one the queues write.
 func TestHeldFailuresCommitWithTheRetry(t *testing.T) {
 	policy := duroxide.NewRetryPolicy(3).WithBackoff(duroxide.Fixed{Delay: 20 * time.Millisecond})
 	var kinds [2][]duroxide.EventKind

@@ -34,7 +34,12 @@ import (
 // activity runs at least once.
 
 // inlineBatch collects messages of one instance for the next inline turn.
-type inlineBatch struct{ items []inlineItem }
+// interrupted is set when a turn of the instance started from the queue
+// meanwhile: the inline turns then do not hold (see hold.go).
+type inlineBatch struct {
+	items       []inlineItem
+	interrupted bool
+}
 
 // inlineItem is an activity completion (with the lease of its worker
 // message) or a local timer's TimerFired (lease nil; chain is the held

@@ -66,7 +66,7 @@ func (rt *Runtime) processItem(item *OrchestrationItem) {
 	// timeouts lose their lock on every attempt).
 	defer rt.keepTurnLock(item.LockToken)()
 
-	if h := rt.takeHeld(item.Instance); h != nil {
+	if h := rt.interruptHeld(item.Instance); h != nil {
 		// This turn runs on the stored history, without the held chain's
 		// turns: give the chain's failures to the queue now rather than
 		// let its commit be refused later (see hold.go).
