@@ -627,9 +627,9 @@ func TestHeldFailureLostToSIGKILL(t *testing.T) {
 	dbPath, logPath := crashPaths(t)
 	store := openCrashStore(t, dbPath)
 	client := duroxide.NewClient(store)
-	// A 500 ms backoff is held: within a chain's second, and within a third
+	// A 600 ms backoff is held: within a chain's second, and within a third
 	// of the helper's 2 s activity lock timeout.
-	if err := client.StartOrchestration(context.Background(), id, "CrashRetry", retryInput{Payload: id, BackoffMs: 500}); err != nil {
+	if err := client.StartOrchestration(context.Background(), id, "CrashRetry", retryInput{Payload: id, BackoffMs: 600}); err != nil {
 		t.Fatal(err)
 	}
 	child := startCrashChild(t, "retry", dbPath, logPath)
@@ -640,13 +640,13 @@ func TestHeldFailureLostToSIGKILL(t *testing.T) {
 		}
 		return len(lines) == 1
 	})
-	// The attempt fails right after its log line; a committed failure would
-	// be in history within milliseconds, a held one not before 500 ms.
-	time.Sleep(150 * time.Millisecond)
+	// The attempt fails right after its log line: kill the helper well inside
+	// the backoff. A failure committed at once would be in history now.
+	time.Sleep(100 * time.Millisecond)
+	child.kill()
 	if h := readHistory(t, client, id); countKind(h, duroxide.EventActivityFailed) != 0 {
 		t.Fatalf("the failure was committed before its backoff ended (no hold to lose): %v", h)
 	}
-	child.kill()
 	if err := store.Close(); err != nil {
 		t.Fatal(err)
 	}
