@@ -1,6 +1,9 @@
 package duroxide
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Held failures: an activity attempt that failed, when the only thing its
 // turn decided is to wait a short while (a retry's backoff, or the
@@ -61,15 +64,6 @@ func effects(eng *engine, h *heldTurn) (work, orch []WorkItem) {
 		return eng.workItems, eng.orchItems
 	}
 	return withoutRan(eng.workItems, h.ran), withoutFired(eng.orchItems, h.fired)
-}
-
-func containsID(ids []int64, id int64) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }
 
 // settled reports whether eng's uncommitted turns leave the instance
@@ -199,7 +193,7 @@ func (rt *Runtime) releaseHeld() {
 // disarmed (fired into another engine, its id would mean nothing there).
 func (rt *Runtime) dropHeld(h *heldTurn) {
 	h.eng.close()
-	if h.wait != nil && !containsKey(h.fired, *h.wait) {
+	if h.wait != nil && !slices.Contains(h.fired, *h.wait) {
 		rt.disarmTimers(h.wait.instance, h.wait.exec, []int64{h.wait.id})
 	}
 	rt.viaQueue(h.items)
@@ -216,21 +210,12 @@ func withoutFired(items []WorkItem, fired []timerKey) []WorkItem {
 	out := items[:0:0]
 	for _, w := range items {
 		k := timerKey{w.Instance, w.ExecutionID, w.ID}
-		if w.Kind == WorkTimerFired && containsKey(fired, k) {
+		if w.Kind == WorkTimerFired && slices.Contains(fired, k) {
 			continue
 		}
 		out = append(out, w)
 	}
 	return out
-}
-
-func containsKey(ks []timerKey, k timerKey) bool {
-	for _, x := range ks {
-		if x == k {
-			return true
-		}
-	}
-	return false
 }
 
 // withoutRan returns items without the work items of the attempts in ran,
@@ -241,7 +226,7 @@ func withoutRan(items []WorkItem, ran []int64) []WorkItem {
 	}
 	out := items[:0:0]
 	for _, w := range items {
-		if !containsID(ran, w.ID) {
+		if !slices.Contains(ran, w.ID) {
 			out = append(out, w)
 		}
 	}

@@ -492,7 +492,7 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkI
 		rt.localFree.Add(int64(reserved - len(got)))
 	}
 	reserved = 0
-	if h != nil && h.wait != nil && !containsKey(h.fired, *h.wait) {
+	if h != nil && h.wait != nil && !slices.Contains(h.fired, *h.wait) {
 		// The chain's timer is written now: fire it as any other
 		// (afterCommit arms it), not as the chain's.
 		rt.disarmTimers(inst, h.wait.exec, []int64{h.wait.id})
