@@ -185,3 +185,90 @@ func TestE2ETwoRuntimes(t *testing.T) {
 		return true
 	})
 }
+
+// activityTurns is a PostgreSQL store that counts the inline commits of
+// activity completions.
+type activityTurns struct {
+	*Store
+	n atomic.Int64
+}
+
+func (s *activityTurns) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnParams) ([]duroxide.WorkItemLease, error) {
+	s.n.Add(1)
+	return s.Store.CommitActivityTurn(ctx, p)
+}
+
+// TestE2ERetryChains runs short retry chains on PostgreSQL: each instance's
+// two failures, backoffs and retries run in memory and commit once with the
+// success (one CommitActivityTurn per instance), every attempt and backoff
+// is in history, and no queue message is left behind (the chains' timers
+// were never written).
+func TestE2ERetryChains(t *testing.T) {
+	st := openStore(t, WithPoolSize(10))
+	store := &activityTurns{Store: st}
+	var mu sync.Mutex
+	runs := map[string]int{}
+	reg := duroxide.NewRegistry()
+	duroxide.Must(duroxide.RegisterActivity(reg, "Flaky", func(ctx context.Context, s string) (string, error) {
+		ai, _ := duroxide.ActivityInfoFromContext(ctx)
+		mu.Lock()
+		runs[ai.Instance]++
+		n := runs[ai.Instance]
+		mu.Unlock()
+		if n <= 2 {
+			return "", fmt.Errorf("transient failure %d", n)
+		}
+		return s + " ok", nil
+	}))
+	policy := duroxide.NewRetryPolicy(3).WithBackoff(duroxide.Fixed{Delay: 20 * time.Millisecond})
+	duroxide.Must(duroxide.RegisterOrchestration(reg, "Retry", func(ctx *duroxide.OrchestrationContext, s string) (string, error) {
+		return duroxide.CallActivityWithRetryTyped[string](ctx, "Flaky", s, policy)
+	}))
+	rt, err := duroxide.Start(context.Background(), store, reg, duroxide.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Shutdown(context.Background())
+	c := rt.Client()
+	ctx := testCtx(t)
+	const n = 20
+	for i := range n {
+		if err := c.StartOrchestration(ctx, fmt.Sprintf("r-%02d", i), "Retry", fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		id := fmt.Sprintf("r-%02d", i)
+		var out string
+		waitDone(t, c, id, &out)
+		if want := fmt.Sprint(i) + " ok"; out != want {
+			t.Errorf("%s: output %q, want %q", id, out, want)
+		}
+		h, err := c.ReadHistory(ctx, id, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		count := map[duroxide.EventKind]int{}
+		for _, ev := range h {
+			count[ev.Kind]++
+		}
+		for kind, want := range map[duroxide.EventKind]int{
+			duroxide.EventActivityScheduled: 3, duroxide.EventActivityFailed: 2, duroxide.EventTimerCreated: 2,
+			duroxide.EventTimerFired: 2, duroxide.EventActivityCompleted: 1, duroxide.EventOrchestrationCompleted: 1,
+		} {
+			if count[kind] != want {
+				t.Errorf("%s: %d %s events, want %d", id, count[kind], kind, want)
+			}
+		}
+	}
+	if got := store.n.Load(); got != n {
+		t.Errorf("%d inline activity commits for %d instances, want one each", got, n)
+	}
+	var orch, work int
+	if err := st.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM `+st.q+`.orchestrator_queue), (SELECT count(*) FROM `+st.q+`.worker_queue)`).Scan(&orch, &work); err != nil {
+		t.Fatal(err)
+	}
+	if orch != 0 || work != 0 {
+		t.Errorf("queues hold %d orchestrator and %d worker messages after the runs, want none", orch, work)
+	}
+}
