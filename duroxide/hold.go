@@ -51,8 +51,7 @@ type heldTurn struct {
 	last    int64        // the instance's last stored event id
 	items   []inlineItem // the failures with a lease of their own, committed with the chain
 	pending []inlineItem // messages that arrived while an attempt ran in memory
-	wait    *timerKey    // the timer it waits for (no queue message exists), or nil
-	running bool         // an attempt runs in memory
+	wait    *timerKey    // the timer it waits for (no queue message exists); nil: an attempt runs in memory
 	fired   []timerKey   // held timers that fired: their messages are never written
 	ran     []int64      // attempts run in memory: their work items are never written
 }
@@ -142,12 +141,11 @@ func (rt *Runtime) runInMemory(inst string, h *heldTurn) ([]WorkItemLease, bool)
 	if _, ok := rt.reg.activity(work[0].Name); !ok || rt.reserveLocal(1) == 0 {
 		return nil, false
 	}
-	h.running, h.wait = true, nil
+	h.wait = nil
 	h.ran = append(h.ran, work[0].ID)
 	if !rt.hold(inst, h, nil) {
 		rt.localFree.Add(1)
 		h.ran = h.ran[:len(h.ran)-1]
-		h.running = false
 		return nil, false
 	}
 	return []WorkItemLease{{Item: work[0], LockToken: h.items[0].lease.LockToken, AttemptCount: 1, memRun: h.id}}, true
@@ -204,31 +202,13 @@ func (rt *Runtime) dropHeld(h *heldTurn) {
 // timers in fired, which fired in this process before their messages were
 // ever written.
 func withoutFired(items []WorkItem, fired []timerKey) []WorkItem {
-	if len(fired) == 0 {
-		return items
-	}
-	out := items[:0:0]
-	for _, w := range items {
-		k := timerKey{w.Instance, w.ExecutionID, w.ID}
-		if w.Kind == WorkTimerFired && slices.Contains(fired, k) {
-			continue
-		}
-		out = append(out, w)
-	}
-	return out
+	return slices.DeleteFunc(slices.Clone(items), func(w WorkItem) bool {
+		return w.Kind == WorkTimerFired && slices.Contains(fired, timerKey{w.Instance, w.ExecutionID, w.ID})
+	})
 }
 
 // withoutRan returns items without the work items of the attempts in ran,
 // which ran in memory.
 func withoutRan(items []WorkItem, ran []int64) []WorkItem {
-	if len(ran) == 0 {
-		return items
-	}
-	out := items[:0:0]
-	for _, w := range items {
-		if !slices.Contains(ran, w.ID) {
-			out = append(out, w)
-		}
-	}
-	return out
+	return slices.DeleteFunc(slices.Clone(items), func(w WorkItem) bool { return slices.Contains(ran, w.ID) })
 }

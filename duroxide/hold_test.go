@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -12,20 +11,7 @@ import (
 	"time"
 
 	"github.com/toygres/toygres/duroxide"
-	"github.com/toygres/toygres/duroxide/sqlite"
 )
-
-// turnCounter is a SQLite store that counts the inline commits of
-// activity completions.
-type turnCounter struct {
-	*sqlite.Store
-	turns atomic.Int64
-}
-
-func (s *turnCounter) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnParams) ([]duroxide.WorkItemLease, error) {
-	s.turns.Add(1)
-	return s.Store.CommitActivityTurn(ctx, p)
-}
 
 // heldRetryRegistry registers "Flaky", which fails its first fails executions
 // (counted in runs), and "Retry", which calls it with policy.
@@ -58,41 +44,23 @@ func eventKinds(h []duroxide.Event) []duroxide.EventKind {
 func TestHeldFailuresCommitWithTheRetry(t *testing.T) {
 	policy := duroxide.NewRetryPolicy(3).WithBackoff(duroxide.Fixed{Delay: 20 * time.Millisecond})
 	var kinds [2][]duroxide.EventKind
+	var failures int
 	for i, local := range []bool{true, false} {
-		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "d.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		store := &turnCounter{Store: st}
+		store := &queueCounter{Store: tempSQLite(t)}
 		var runs atomic.Int64
-		rt, err := duroxide.Start(context.Background(), store, heldRetryRegistry(&runs, 2, policy),
-			duroxide.Options{Logger: quietLogger(), DisableLocalDispatch: !local})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rt.Shutdown(context.Background())
-		c := rt.Client()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := c.StartOrchestration(ctx, "r", "Retry", "x"); err != nil {
-			t.Fatal(err)
-		}
-		status, err := c.WaitForCompletion(ctx, "r")
-		if err != nil {
-			t.Fatal(err)
-		}
+		status, c := runOnStore(t, store, heldRetryRegistry(&runs, 2, policy), local, "r", "Retry", "x")
 		var out string
 		expectCompleted(t, status, &out)
 		if out != "x ok" || runs.Load() != 3 {
 			t.Fatalf("output %q after %d runs, want \"x ok\" after 3", out, runs.Load())
 		}
-		h, err := c.ReadHistory(ctx, "r", 0)
+		h, err := c.ReadHistory(context.Background(), "r", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		kinds[i] = eventKinds(h)
 		if local {
+			failures = countKind(h, duroxide.EventActivityFailed)
 			if n := store.turns.Load(); n != 1 {
 				t.Errorf("%d inline commits, want 1 (the failures, backoffs and retries with the success)", n)
 			}
@@ -107,19 +75,9 @@ func TestHeldFailuresCommitWithTheRetry(t *testing.T) {
 	if !slices.Equal(kinds[0], kinds[1]) {
 		t.Errorf("history with held failures %v\ndiffers from the queues' %v", kinds[0], kinds[1])
 	}
-	if n := countOf(kinds[0], duroxide.EventActivityFailed); n != 2 {
-		t.Errorf("%d ActivityFailed events, want 2: %v", n, kinds[0])
+	if failures != 2 {
+		t.Errorf("%d ActivityFailed events, want 2: %v", failures, kinds[0])
 	}
-}
-
-func countOf(ks []duroxide.EventKind, k duroxide.EventKind) int {
-	n := 0
-	for _, x := range ks {
-		if x == k {
-			n++
-		}
-	}
-	return n
 }
 
 // TestHeldFailureMeetsOtherWork holds a failure and meets other work of

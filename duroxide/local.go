@@ -307,7 +307,7 @@ func (rt *Runtime) submitInline(it inlineItem) []WorkItemLease {
 func dropStray(items []inlineItem, h *heldTurn) []inlineItem {
 	return slices.DeleteFunc(items, func(it inlineItem) bool {
 		if it.lease != nil && it.lease.memRun != 0 {
-			return h == nil || !h.running || h.id != it.lease.memRun
+			return h == nil || h.wait != nil || h.id != it.lease.memRun
 		}
 		if it.chain != 0 {
 			return h == nil || h.id != it.chain || h.wait == nil ||
@@ -342,18 +342,13 @@ func (rt *Runtime) viaQueue(items []inlineItem) {
 func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkItemLease) {
 	h := rt.takeHeld(inst)
 	items = dropStray(items, h)
-	if h != nil && h.running {
+	if h != nil && h.wait == nil {
 		// An attempt runs in memory: what else arrives waits for its outcome.
-		i := slices.IndexFunc(items, func(it inlineItem) bool { return it.lease != nil && it.lease.memRun != 0 })
-		if i < 0 {
-			h.pending = append(h.pending, items...)
-			if !rt.hold(inst, h, nil) {
-				rt.dropHeld(h)
-			}
-			return nil
+		if slices.ContainsFunc(items, func(it inlineItem) bool { return it.lease != nil && it.lease.memRun != 0 }) {
+			items, h.pending = append(h.pending, items...), nil
+		} else {
+			h.pending, items = append(h.pending, items...), nil
 		}
-		items = append(h.pending, items...)
-		h.pending, h.running = nil, false
 	}
 	if len(items) == 0 {
 		if h != nil && !rt.hold(inst, h, nil) {

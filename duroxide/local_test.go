@@ -12,10 +12,50 @@ import (
 )
 
 // queueCounter is a SQLite store (local dispatch included, by embedding)
-// that counts the queue operations local dispatch is meant to avoid.
+// that counts the queue operations local dispatch is meant to avoid, and
+// its inline commits of activity completions.
 type queueCounter struct {
 	*sqlite.Store
-	workFetched, workAcked, orchFetched atomic.Int64
+	workFetched, workAcked, orchFetched, turns atomic.Int64
+}
+
+// tempSQLite opens a SQLite store on a new file, closed at the test's end.
+func tempSQLite(t *testing.T) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "d.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// runOnStore starts a runtime on store (with or without local dispatch),
+// runs one orchestration to its end from the runtime's client and returns
+// its status and the client. The runtime stops at the test's end.
+func runOnStore(t *testing.T, store duroxide.Store, reg *duroxide.Registry, local bool, id, name string, input any) (*duroxide.OrchestrationStatus, *duroxide.Client) {
+	t.Helper()
+	rt, err := duroxide.Start(context.Background(), store, reg, duroxide.Options{Logger: quietLogger(), DisableLocalDispatch: !local})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Shutdown(context.Background()) })
+	c := rt.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.StartOrchestration(ctx, id, name, input); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.WaitForCompletion(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, c
+}
+
+func (q *queueCounter) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnParams) ([]duroxide.WorkItemLease, error) {
+	q.turns.Add(1)
+	return q.Store.CommitActivityTurn(ctx, p)
 }
 
 func (q *queueCounter) FetchWorkItem(ctx context.Context, d time.Duration) (*duroxide.WorkItemLease, error) {
@@ -46,12 +86,7 @@ func (q *queueCounter) FetchOrchestrationItem(ctx context.Context, d time.Durati
 func TestLocalDispatch(t *testing.T) {
 	for _, local := range []bool{true, false} {
 		t.Run(map[bool]string{true: "local", false: "queues"}[local], func(t *testing.T) {
-			st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "d.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
-			q := &queueCounter{Store: st}
+			q := &queueCounter{Store: tempSQLite(t)}
 			var runs atomic.Int64
 			reg := duroxide.NewRegistry()
 			duroxide.Must(duroxide.RegisterActivity(reg, "Inc", func(_ context.Context, i int) (int, error) {
@@ -79,21 +114,7 @@ func TestLocalDispatch(t *testing.T) {
 				}
 				return v, nil
 			}))
-			rt, err := duroxide.Start(context.Background(), q, reg, duroxide.Options{Logger: quietLogger(), DisableLocalDispatch: !local})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rt.Shutdown(context.Background())
-			c := rt.Client()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := c.StartOrchestration(ctx, "steps", "Steps", 5); err != nil {
-				t.Fatal(err)
-			}
-			st2, err := c.WaitForCompletion(ctx, "steps")
-			if err != nil {
-				t.Fatal(err)
-			}
+			st2, _ := runOnStore(t, q, reg, local, "steps", "Steps", 5)
 			var v int
 			if err := st2.Decode(&v); err != nil || v != 5 {
 				t.Fatalf("result %d (%v), want 5; status %+v", v, err, st2)
