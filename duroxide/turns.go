@@ -15,7 +15,9 @@ func (rt *Runtime) orchestrationLoop() {
 	// After a turn whose fetch found no other instance ready, the slot
 	// waits for a wake-up instead of fetching again: work that became
 	// visible since was announced, and whoever takes a wake-up fetches.
-	idle := false
+	// Slots start waiting: the timer loop's first tick wakes one, and a
+	// fetch that may have left work behind wakes the next.
+	idle := true
 	for !rt.stopping() {
 		if idle {
 			rt.idleWait(&rt.orchWake)

@@ -38,7 +38,10 @@ func (rt *Runtime) workerLoop() {
 	// hand-over or a wake-up instead of fetching: the queue's own work is
 	// announced (a wake-up that came while every worker was busy stays
 	// pending), and an empty fetch per local activity would double its cost.
-	idle := false
+	// Workers start that way too: the timer loop's first tick wakes one,
+	// and each fetch that finds work wakes the next, so a runtime that
+	// starts on an empty queue makes one fetch, not one per worker.
+	idle := true
 	for !rt.stopping() {
 		select {
 		case l := <-rt.localWork:

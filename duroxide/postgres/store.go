@@ -306,30 +306,6 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-// warm opens the pool's connections at once, in parallel, so that the
-// first calls after Open do not each wait for a new connection (tens of
-// milliseconds against a database whose caches are cold). Best effort: a
-// connection that cannot be opened now is opened when first needed.
-func (s *Store) warm(ctx context.Context) {
-	n := int(s.pool.Config().MaxConns)
-	conns := make(chan *pgxpool.Conn, n)
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if c, err := s.pool.Acquire(ctx); err == nil {
-				conns <- c
-			}
-		}()
-	}
-	wg.Wait()
-	close(conns)
-	for c := range conns {
-		c.Release()
-	}
-}
-
 // uuid returns a random (version 4) UUID string.
 func uuid() string {
 	var b [16]byte
@@ -667,7 +643,7 @@ func (s *Store) FetchOrchestrationItem(ctx context.Context, lockTimeout time.Dur
 		status string
 	)
 	var more bool
-	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("fetch_orchestration_item2")+"($1, $2)", lockMs(lockTimeout), s.owner).Scan(
+	err := s.queryRow(ctx, s.fetchSQL("fetch_orchestration_item2"), lockMs(lockTimeout), s.owner).Scan(
 		&it.Instance, &it.LockToken, &it.AttemptCount, &msgs, &it.Exists,
 		&it.OrchestrationName, &it.OrchestrationVersion, &it.ExecutionID, &status,
 		&it.LastEventID, &it.CreatedAtMs, &more)
@@ -944,7 +920,7 @@ func (s *Store) FetchWorkItem(ctx context.Context, lockTimeout time.Duration) (*
 		lease duroxide.WorkItemLease
 		data  string
 	)
-	err := s.queryRow(ctx, "SELECT * FROM "+s.fn("fetch_work_item2")+"($1, $2)", lockMs(lockTimeout), s.owner).Scan(
+	err := s.queryRow(ctx, s.fetchSQL("fetch_work_item2"), lockMs(lockTimeout), s.owner).Scan(
 		&data, &lease.LockToken, &lease.AttemptCount)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
