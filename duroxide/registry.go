@@ -328,6 +328,12 @@ func encodePayload(v any) (string, error) {
 		return "", nil
 	case json.RawMessage:
 		return string(x), nil
+	case int:
+		return strconv.Itoa(x), nil
+	case int64:
+		return strconv.FormatInt(x, 10), nil
+	case bool:
+		return strconv.FormatBool(x), nil
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -341,12 +347,45 @@ func decodePayload(s string, out any) error {
 	if out == nil || s == "" {
 		return nil
 	}
-	if raw, ok := out.(*json.RawMessage); ok {
-		*raw = json.RawMessage(s)
+	switch p := out.(type) {
+	case *json.RawMessage:
+		*p = json.RawMessage(s)
 		return nil
+	case *int:
+		// Integers, the commonest payload, without reflection (and without
+		// the stack growth json's decoder costs a fresh goroutine); any
+		// text that is not a plain JSON integer goes to json.Unmarshal.
+		if n, ok := plainInt(s, strconv.IntSize); ok {
+			*p = int(n)
+			return nil
+		}
+	case *int64:
+		if n, ok := plainInt(s, 64); ok {
+			*p = n
+			return nil
+		}
 	}
 	if err := json.Unmarshal([]byte(s), out); err != nil {
 		return fmt.Errorf("decode payload: %w", err)
 	}
 	return nil
+}
+
+// plainInt parses s as a JSON integer (optional minus, no leading zeros, no
+// plus sign, exponent or fraction) that fits in bits.
+func plainInt(s string, bits int) (int64, bool) {
+	d := s
+	if len(d) > 0 && d[0] == '-' {
+		d = d[1:]
+	}
+	if len(d) == 0 || len(d) > 1 && d[0] == '0' {
+		return 0, false
+	}
+	for i := 0; i < len(d); i++ {
+		if d[i] < '0' || d[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, bits)
+	return n, err == nil
 }
