@@ -17,6 +17,7 @@ import (
 type queueCounter struct {
 	*sqlite.Store
 	workFetched, workAcked, orchFetched, turns atomic.Int64
+	workPolls, orchPolls                       atomic.Int64 // fetch calls, empty ones included
 }
 
 // tempSQLite opens a SQLite store on a new file, closed at the test's end.
@@ -59,6 +60,7 @@ func (q *queueCounter) CommitActivityTurn(ctx context.Context, p duroxide.Activi
 }
 
 func (q *queueCounter) FetchWorkItem(ctx context.Context, d time.Duration) (*duroxide.WorkItemLease, error) {
+	q.workPolls.Add(1)
 	l, err := q.Store.FetchWorkItem(ctx, d)
 	if l != nil {
 		q.workFetched.Add(1)
@@ -72,11 +74,46 @@ func (q *queueCounter) AckWorkItem(ctx context.Context, token string, c *duroxid
 }
 
 func (q *queueCounter) FetchOrchestrationItem(ctx context.Context, d time.Duration) (*duroxide.OrchestrationItem, error) {
+	q.orchPolls.Add(1)
 	it, err := q.Store.FetchOrchestrationItem(ctx, d)
 	if it != nil {
 		q.orchFetched.Add(1)
 	}
 	return it, err
+}
+
+// TestStartOnEmptyStoreFetchesOnce: a runtime that starts on empty queues
+// asks each queue once (the timer loop's first wake-up), not once per
+// dispatcher slot and worker, and its own work then needs no fetch.
+func TestStartOnEmptyStoreFetchesOnce(t *testing.T) {
+	q := &queueCounter{Store: tempSQLite(t)}
+	reg := duroxide.NewRegistry()
+	duroxide.Must(duroxide.RegisterActivity(reg, "Inc", func(_ context.Context, i int) (int, error) { return i + 1, nil }))
+	duroxide.Must(duroxide.RegisterOrchestration(reg, "Two", func(ctx *duroxide.OrchestrationContext, i int) (int, error) {
+		v, err := duroxide.CallActivityTyped[int](ctx, "Inc", i)
+		if err != nil {
+			return 0, err
+		}
+		return duroxide.CallActivityTyped[int](ctx, "Inc", v)
+	}))
+	rt, err := duroxide.Start(context.Background(), q, reg, duroxide.Options{Logger: quietLogger(),
+		OrchestrationConcurrency: 8, ActivityConcurrency: 16, PollInterval: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Shutdown(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := rt.Client()
+	if err := c.StartOrchestration(ctx, "two", "Two", 1); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.WaitForCompletion(ctx, "two"); err != nil || st.Status != duroxide.StatusCompleted {
+		t.Fatalf("status %v, %v", st, err)
+	}
+	if w, o := q.workPolls.Load(), q.orchPolls.Load(); w > 2 || o > 2 {
+		t.Errorf("fetch calls: %d of the worker queue, %d of the orchestrator queue; want at most 2 each (not one per worker or slot)", w, o)
+	}
 }
 
 // TestLocalDispatch runs activities and timers of one orchestration with
