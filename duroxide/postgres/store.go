@@ -242,7 +242,10 @@ var (
 // key=value connection string, as accepted by pgxpool.ParseConfig),
 // creates the schema or migrates it to the current version, and returns the
 // store. Migrations are serialized with an advisory lock, so several
-// processes may open the same schema at once.
+// processes may open the same schema at once. Open also opens the pool's
+// connections and runs the store's common calls once on each, in a
+// transaction it rolls back, so that the first calls of a runtime do not
+// pay for compiling and planning the store's functions.
 func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	o := options{schema: DefaultSchema, poolSize: DefaultPoolSize, heartbeat: DefaultHeartbeat, deadAfter: DefaultDeadAfter, group: DefaultGroupCommit}
 	for _, opt := range opts {
