@@ -48,3 +48,21 @@ func Example() {
 		_ = st.AbandonOrchestrationItem(ctx, item.LockToken, duroxide.AbandonParams{Delay: 0, IgnoreAttempt: true})
 	}
 }
+
+// A short-lived client (a script that starts one orchestration and exits)
+// can skip the warm-up of the pool's connections, which pays off only for a
+// process that goes on making calls. (Not run by go test: it needs a
+// server; set DATABASE_URL to try it.)
+func ExampleWithoutWarmup() {
+	ctx := context.Background()
+	st, err := postgres.Open(ctx, os.Getenv("DATABASE_URL"), postgres.WithSchema("example"),
+		postgres.WithPoolSize(2), postgres.WithoutWarmup())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer st.Close()
+	if err := duroxide.NewClient(st).StartOrchestration(ctx, "order-43", "ProcessOrder", map[string]int{"order": 43}); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("started order-43")
+}

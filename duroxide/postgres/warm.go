@@ -12,13 +12,13 @@ import (
 	"github.com/toygres/toygres/duroxide"
 )
 
-// warm opens the pool's connections at once, in parallel, and runs the
-// runtime's common calls once on each (warmConn), so that the first calls
-// after Open neither wait for a new connection (tens of milliseconds against
-// a database whose caches are cold) nor pay for what PostgreSQL and pgx do
-// once per session. Best effort: a connection that cannot be opened or
-// warmed now is opened when first needed and warms itself on first use.
-func (s *Store) warm(ctx context.Context) {
+// warm opens the pool's connections at once, in parallel, and, with calls,
+// runs the runtime's common calls once on each (warmConn), so that the first
+// calls after Open neither wait for a new connection (tens of milliseconds
+// against a database whose caches are cold) nor pay for what PostgreSQL and
+// pgx do once per session. Best effort: a connection that cannot be opened
+// or warmed now is opened when first needed and warms itself on first use.
+func (s *Store) warm(ctx context.Context, calls bool) {
 	n := int(s.pool.Config().MaxConns)
 	conns := make(chan *pgxpool.Conn, n)
 	var wg sync.WaitGroup
@@ -28,6 +28,10 @@ func (s *Store) warm(ctx context.Context) {
 			defer wg.Done()
 			c, err := s.pool.Acquire(ctx)
 			if err != nil {
+				return
+			}
+			if !calls {
+				conns <- c
 				return
 			}
 			if err := s.warmConn(ctx, c); err != nil && ctx.Err() == nil {
