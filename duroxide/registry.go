@@ -352,9 +352,9 @@ func decodePayload(s string, out any) error {
 		*p = json.RawMessage(s)
 		return nil
 	case *int:
-		// Integers, the commonest payload, without reflection (and without
-		// the stack growth json's decoder costs a fresh goroutine); any
-		// text that is not a plain JSON integer goes to json.Unmarshal.
+		// Integers without reflection (and without the stack growth that
+		// json's decoder costs a fresh goroutine); any text that is not a
+		// plain JSON integer goes to json.Unmarshal.
 		if n, ok := plainInt(s, strconv.IntSize); ok {
 			*p = int(n)
 			return nil
