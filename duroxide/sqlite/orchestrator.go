@@ -220,7 +220,7 @@ func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string,
 		if err != nil {
 			return err
 		}
-		leases, err = s.writeTurn(c, ns, now, instance, commit, enc, lockWorkers, lockTimeout)
+		leases, err = s.writeTurn(c, ns, now, instance, commit, enc, lockWorkers, lockTimeout, known{})
 		return err
 	})
 	if err != nil {
@@ -266,8 +266,9 @@ func (s *Store) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnP
 			exec, last int64
 			status     string
 			locked     bool
+			visible    bool
 		)
-		err := s.ws.turnValid.QueryRowContext(c, instance, now).Scan(&exec, &status, &last, &locked)
+		err := s.ws.turnValid.QueryRowContext(c, instance, now).Scan(&exec, &status, &last, &locked, &visible)
 		if errors.Is(err, sql.ErrNoRows) || (err == nil && (locked || exec != commit.ExecutionID ||
 			status != string(duroxide.StatusRunning) || last != lastEventID)) {
 			return fmt.Errorf("%w: instance %q", duroxide.ErrTurnConflict, instance)
@@ -280,7 +281,13 @@ func (s *Store) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnP
 				return fmt.Errorf("%w: fired timer %d of instance %q is not queued", duroxide.ErrTurnConflict, id, instance)
 			}
 		}
-		leases, err = s.writeTurn(c, ns, now, instance, commit, enc, lockWorkers, lockTimeout)
+		k := known{running: true}
+		if len(timers) == 0 && commit.KeepExecutions == 0 {
+			// No message of the instance is deleted below (no fired timer,
+			// no prune): what was visible at the check stays visible.
+			k.visible = &visible
+		}
+		leases, err = s.writeTurn(c, ns, now, instance, commit, enc, lockWorkers, lockTimeout, k)
 		return err
 	})
 	if err != nil {
@@ -325,7 +332,7 @@ func (s *Store) startTurn(ctx context.Context, instance string, commit *duroxide
 		if locked {
 			return fmt.Errorf("%w: a start of instance %q is being processed", duroxide.ErrTurnConflict, instance)
 		}
-		leases, err = s.writeTurn(c, ns, now, instance, commit, enc, lockWorkers, lockTimeout)
+		leases, err = s.writeTurn(c, ns, now, instance, commit, enc, lockWorkers, lockTimeout, known{})
 		created = err == nil
 		return err
 	})
@@ -391,10 +398,21 @@ func encodeTurn(commit *duroxide.TurnCommit) (*encodedTurn, error) {
 	return &encodedTurn{hist, workers, orchs}, nil
 }
 
+// known is what the caller of writeTurn read of the instance earlier in
+// the same transaction.
+type known struct {
+	// running: the turn's execution is the instance's current one and is
+	// running, so its executions row exists.
+	running bool
+	// visible, when not nil, says whether the instance has visible
+	// orchestrator messages that the turn's writes leave in place.
+	visible *bool
+}
+
 // writeTurn writes a validated turn of instance (see AckOrchestrationItem)
 // and returns leases of its first lockWorkers worker messages, taken for
-// this handle.
-func (s *Store) writeTurn(c context.Context, ns *notes, now int64, instance string, commit *duroxide.TurnCommit, enc *encodedTurn, lockWorkers int, lockTimeout time.Duration) ([]duroxide.WorkItemLease, error) {
+// this handle; k spares it reads and writes whose outcome the caller knows.
+func (s *Store) writeTurn(c context.Context, ns *notes, now int64, instance string, commit *duroxide.TurnCommit, enc *encodedTurn, lockWorkers int, lockTimeout time.Duration, k known) ([]duroxide.WorkItemLease, error) {
 	hist, workers, orchs := enc.hist, enc.workers, enc.orchs
 	statusSet := commit.Status != ""
 	terminal := commit.Status.IsTerminal()
@@ -414,9 +432,15 @@ func (s *Store) writeTurn(c context.Context, ns *notes, now int64, instance stri
 	args := []any{instance, commit.OrchestrationName, commit.OrchestrationVersion, exec,
 		boolInt(statusSet), string(commit.Status), nullString(commit.Output), nullString(commit.ParentInstance),
 		now, boolInt(commit.SetCustomStatus), commit.CustomStatus}
-	if commit.OrchestrationName != "" {
+	prune := commit.KeepExecutions > 0 && commit.ExecutionID > 0
+	switch {
+	case commit.OrchestrationName != "" && !prune && !terminal:
+		// current is read only by a prune and by the end of a terminal
+		// turn: an Exec costs less than a query in database/sql.
+		_, err = s.ws.ackInstUpsertExec.ExecContext(c, args...)
+	case commit.OrchestrationName != "":
 		err = s.ws.ackInstUpsert.QueryRowContext(c, args...).Scan(&current)
-	} else {
+	default:
 		err = s.ws.ackInstUpdate.QueryRowContext(c, args...).Scan(&current)
 	}
 	exists := true
@@ -437,22 +461,16 @@ func (s *Store) writeTurn(c context.Context, ns *notes, now int64, instance stri
 				completed = now
 			}
 			_, err = s.ws.ackExecUpsert.ExecContext(c, instance, exec, string(commit.Status), nullString(commit.Output), now, completed)
-		} else {
+		} else if !k.running {
 			_, err = s.ws.ackExecInsert.ExecContext(c, instance, exec, now)
 		}
 		if err != nil {
 			return nil, err
 		}
-		for i := range hist {
-			ev := &commit.HistoryDelta[i]
-			if _, err := s.ws.ackHistory.ExecContext(c, instance, exec, ev.EventID, string(ev.Kind), hist[i].data); err != nil {
-				if isPrimaryKeyViolation(err) {
-					return nil, fmt.Errorf("%w: instance %q execution %d event %d", duroxide.ErrDuplicateEvent, instance, exec, ev.EventID)
-				}
-				return nil, err
-			}
+		if err := s.insertHistory(c, instance, exec, commit.HistoryDelta, hist); err != nil {
+			return nil, err
 		}
-		if commit.KeepExecutions > 0 && commit.ExecutionID > 0 {
+		if prune {
 			if _, err := s.prune(c, instance, max(current, exec), duroxide.PruneOptions{KeepLast: commit.KeepExecutions}); err != nil {
 				return nil, fmt.Errorf("prune executions: %w", err)
 			}
@@ -470,8 +488,12 @@ func (s *Store) writeTurn(c context.Context, ns *notes, now int64, instance stri
 		}
 		if i < lockWorkers {
 			random := newToken()
-			var id int64
-			if err := s.ws.enqWorkerLocked.QueryRowContext(c, wi, we, w.ID, workers[i].data, now, random, now+lockTimeout.Milliseconds(), s.owner).Scan(&id); err != nil {
+			res, err := s.ws.enqWorkerLocked.ExecContext(c, wi, we, w.ID, workers[i].data, now, random, now+lockTimeout.Milliseconds(), s.owner)
+			if err != nil {
+				return nil, err
+			}
+			id, err := res.LastInsertId() // the id column is the rowid
+			if err != nil {
 				return nil, err
 			}
 			leases = append(leases, duroxide.WorkItemLease{Item: *w, LockToken: workerToken(id, random), AttemptCount: 1})
@@ -514,7 +536,9 @@ func (s *Store) writeTurn(c context.Context, ns *notes, now int64, instance stri
 		// Messages that arrived while the instance was locked are
 		// fetchable now; their enqueue notification found it locked.
 		var more bool
-		if err := s.ws.ackHasVisible.QueryRowContext(c, instance, now).Scan(&more); err != nil {
+		if k.visible != nil {
+			more = *k.visible
+		} else if err := s.ws.ackHasVisible.QueryRowContext(c, instance, now).Scan(&more); err != nil {
 			return nil, err
 		}
 		if more {
@@ -590,4 +614,43 @@ func (s *Store) NextVisibleAt(ctx context.Context, q duroxide.Queue) (time.Time,
 		return time.Time{}, false, nil
 	}
 	return time.UnixMilli(at.Int64), true, nil
+}
+
+// insertHistory inserts a turn's events, two to a statement (a turn
+// usually records two: a completion and the next schedule). A statement
+// that fails changes nothing (SQLite undoes it alone), so on a duplicate
+// the pair is inserted again one by one to name the event that collides.
+func (s *Store) insertHistory(c context.Context, instance string, exec int64, evs []duroxide.Event, data []encoded) error {
+	one := func(i int) error {
+		ev := &evs[i]
+		if _, err := s.ws.ackHistory.ExecContext(c, instance, exec, ev.EventID, string(ev.Kind), data[i].data); err != nil {
+			if isPrimaryKeyViolation(err) {
+				return fmt.Errorf("%w: instance %q execution %d event %d", duroxide.ErrDuplicateEvent, instance, exec, ev.EventID)
+			}
+			return err
+		}
+		return nil
+	}
+	i := 0
+	for ; i+1 < len(evs); i += 2 {
+		a, b := &evs[i], &evs[i+1]
+		_, err := s.ws.ackHistory2.ExecContext(c, instance, exec, a.EventID, string(a.Kind), data[i].data,
+			instance, exec, b.EventID, string(b.Kind), data[i+1].data)
+		if err == nil {
+			continue
+		}
+		if !isPrimaryKeyViolation(err) {
+			return err
+		}
+		if err := one(i); err != nil {
+			return err
+		}
+		if err := one(i + 1); err != nil {
+			return err
+		}
+	}
+	if i < len(evs) {
+		return one(i)
+	}
+	return nil
 }

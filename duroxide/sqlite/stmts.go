@@ -21,8 +21,9 @@ type writeStmts struct {
 	fetchTag, fetchMeta *sql.Stmt
 
 	ackDeleteTagged, ackInstUpsert, ackInstUpdate *sql.Stmt
+	ackInstUpsertExec                             *sql.Stmt
 	ackExecInsert, ackExecUpsert                  *sql.Stmt
-	ackHistory, ackCancel                         *sql.Stmt
+	ackHistory, ackHistory2, ackCancel            *sql.Stmt
 	ackHasVisible                                 *sql.Stmt
 
 	abandonOrch, renewOrch *sql.Stmt
@@ -53,6 +54,12 @@ const (
 // Expressions in DO UPDATE see the old row unqualified, so the CASEs compare
 // the committed execution with the previous current one: the instance
 // mirrors its current execution (a newer execution id starts Running).
+const ackInstUpsertSQL = `INSERT INTO instances(instance, orchestration_name, orchestration_version, current_execution_id,
+		status, output, parent_instance, custom_status, custom_status_version, created_at, updated_at)
+	VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 THEN ?6 ELSE 'Running' END, CASE WHEN ?5 THEN ?7 END, ?8,
+		CASE WHEN ?10 THEN ?11 END, ?10, ?9, ?9)
+	ON CONFLICT(instance) DO UPDATE SET ` + ackInstSet
+
 const ackInstSet = `
 	current_execution_id = max(current_execution_id, ?4),
 	orchestration_name = CASE WHEN ?4 >= current_execution_id AND ?2 <> '' THEN ?2 ELSE orchestration_name END,
@@ -119,14 +126,17 @@ func (w *writeStmts) defs() []stmtDef {
 			AND json_extract(work_item, '$.exec') = ?2 AND json_extract(work_item, '$.id') = ?3`},
 		// A worker message leased at once to this handle (local dispatch).
 		{&w.enqWorkerLocked, `INSERT INTO worker_queue(instance, execution_id, activity_id, work_item, visible_at,
-				lock_token, locked_until, lock_owner, attempt_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) RETURNING id`},
+				lock_token, locked_until, lock_owner, attempt_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)`},
 		// What decides whether a turn computed on an instance's history may
 		// still be committed: current execution, status, last event id of
-		// the current execution, and whether the instance is locked.
+		// the current execution, and whether the instance is locked; and
+		// whether it has visible messages (for the notification after the
+		// commit, see writeTurn).
 		// ?1 instance, ?2 now.
 		{&w.turnValid, `SELECT current_execution_id, status,
 			coalesce((SELECT max(h.event_id) FROM history h WHERE h.instance = i.instance AND h.execution_id = i.current_execution_id), 0),
-			EXISTS (SELECT 1 FROM orchestrator_queue q WHERE q.instance = i.instance AND q.locked_until > ?2)
+			EXISTS (SELECT 1 FROM orchestrator_queue q WHERE q.instance = i.instance AND q.locked_until > ?2),
+			EXISTS (SELECT 1 FROM orchestrator_queue q WHERE q.instance = i.instance AND q.visible_at <= ?2)
 			FROM instances i WHERE instance = ?1`},
 
 		// Lock the instance of the oldest visible message whose instance is
@@ -148,12 +158,10 @@ func (w *writeStmts) defs() []stmtDef {
 
 		// Deleting the tagged messages also validates the lock.
 		{&w.ackDeleteTagged, `DELETE FROM orchestrator_queue WHERE instance = ? AND lock_token = ? AND locked_until > ?`},
-		{&w.ackInstUpsert, `INSERT INTO instances(instance, orchestration_name, orchestration_version, current_execution_id,
-				status, output, parent_instance, custom_status, custom_status_version, created_at, updated_at)
-			VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 THEN ?6 ELSE 'Running' END, CASE WHEN ?5 THEN ?7 END, ?8,
-				CASE WHEN ?10 THEN ?11 END, ?10, ?9, ?9)
-			ON CONFLICT(instance) DO UPDATE SET ` + ackInstSet + `
-			RETURNING current_execution_id`},
+		{&w.ackInstUpsert, ackInstUpsertSQL + ` RETURNING current_execution_id`},
+		// The same without the row back, for a turn that needs no current
+		// execution id (see writeTurn).
+		{&w.ackInstUpsertExec, ackInstUpsertSQL},
 		{&w.ackInstUpdate, `UPDATE instances SET ` + ackInstSet + ` WHERE instance = ?1 RETURNING current_execution_id`},
 		{&w.ackExecInsert, `INSERT OR IGNORE INTO executions(instance, execution_id, status, started_at) VALUES (?, ?, 'Running', ?)`},
 		{&w.ackExecUpsert, `INSERT INTO executions(instance, execution_id, status, output, started_at, completed_at)
@@ -161,6 +169,7 @@ func (w *writeStmts) defs() []stmtDef {
 			ON CONFLICT(instance, execution_id) DO UPDATE SET status = ?3, output = ?4, completed_at = ?6
 			WHERE status IS NOT ?3 OR output IS NOT ?4 OR (completed_at IS NULL) <> (?6 IS NULL)`},
 		{&w.ackHistory, `INSERT INTO history(instance, execution_id, event_id, kind, data) VALUES (?, ?, ?, ?, ?)`},
+		{&w.ackHistory2, `INSERT INTO history(instance, execution_id, event_id, kind, data) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)`},
 		{&w.ackCancel, `DELETE FROM worker_queue WHERE instance = ? AND execution_id = ? AND activity_id = ?`},
 		{&w.ackHasVisible, `SELECT EXISTS (SELECT 1 FROM orchestrator_queue WHERE instance = ? AND visible_at <= ?)`},
 
