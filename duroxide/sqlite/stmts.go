@@ -54,12 +54,6 @@ const (
 // Expressions in DO UPDATE see the old row unqualified, so the CASEs compare
 // the committed execution with the previous current one: the instance
 // mirrors its current execution (a newer execution id starts Running).
-const ackInstUpsertSQL = `INSERT INTO instances(instance, orchestration_name, orchestration_version, current_execution_id,
-		status, output, parent_instance, custom_status, custom_status_version, created_at, updated_at)
-	VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 THEN ?6 ELSE 'Running' END, CASE WHEN ?5 THEN ?7 END, ?8,
-		CASE WHEN ?10 THEN ?11 END, ?10, ?9, ?9)
-	ON CONFLICT(instance) DO UPDATE SET ` + ackInstSet
-
 const ackInstSet = `
 	current_execution_id = max(current_execution_id, ?4),
 	orchestration_name = CASE WHEN ?4 >= current_execution_id AND ?2 <> '' THEN ?2 ELSE orchestration_name END,
@@ -70,6 +64,14 @@ const ackInstSet = `
 	custom_status = CASE WHEN ?10 THEN ?11 ELSE custom_status END,
 	custom_status_version = custom_status_version + ?10,
 	updated_at = ?9`
+
+// ackInstUpsertSQL creates or updates the instance row of a turn (see
+// ackInstSet).
+const ackInstUpsertSQL = `INSERT INTO instances(instance, orchestration_name, orchestration_version, current_execution_id,
+		status, output, parent_instance, custom_status, custom_status_version, created_at, updated_at)
+	VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 THEN ?6 ELSE 'Running' END, CASE WHEN ?5 THEN ?7 END, ?8,
+		CASE WHEN ?10 THEN ?11 END, ?10, ?9, ?9)
+	ON CONFLICT(instance) DO UPDATE SET ` + ackInstSet
 
 type stmtDef struct {
 	dst **sql.Stmt
