@@ -59,10 +59,16 @@ type heldTurn struct {
 // effects returns the work and timer items eng's uncommitted turns produced,
 // without those a held chain h already handled in memory (h may be nil).
 func effects(eng *engine, h *heldTurn) (work, orch []WorkItem) {
+	return h.strip(eng.workItems, eng.orchItems)
+}
+
+// strip returns work and orch without the items held chain h handled in
+// memory (its attempts run and its timers fired); h may be nil.
+func (h *heldTurn) strip(work, orch []WorkItem) ([]WorkItem, []WorkItem) {
 	if h == nil {
-		return eng.workItems, eng.orchItems
+		return work, orch
 	}
-	return withoutRan(eng.workItems, h.ran), withoutFired(eng.orchItems, h.fired)
+	return withoutRan(work, h.ran), withoutFired(orch, h.fired)
 }
 
 // settled reports whether eng's uncommitted turns leave the instance

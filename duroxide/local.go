@@ -448,10 +448,7 @@ func (rt *Runtime) commitInline(inst string, items []inlineItem) (leases []WorkI
 		}
 	}
 	c := eng.commit()
-	if h != nil {
-		c.WorkerItems = withoutRan(c.WorkerItems, h.ran)
-		c.OrchestratorItems = withoutFired(c.OrchestratorItems, h.fired)
-	}
+	c.WorkerItems, c.OrchestratorItems = h.strip(c.WorkerItems, c.OrchestratorItems)
 	c.TimerBackstop = localTimerBackstop
 	if len(c.WorkerItems) > 0 {
 		reserved = rt.reserveLocal(len(c.WorkerItems))

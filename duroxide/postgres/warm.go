@@ -30,12 +30,10 @@ func (s *Store) warm(ctx context.Context, calls bool) {
 			if err != nil {
 				return
 			}
-			if !calls {
-				conns <- c
-				return
-			}
-			if err := s.warmConn(ctx, c); err != nil && ctx.Err() == nil {
-				slog.Warn("postgres store: warming a connection failed", "schema", s.schema, "error", err)
+			if calls {
+				if err := s.warmConn(ctx, c); err != nil && ctx.Err() == nil {
+					slog.Warn("postgres store: warming a connection failed", "schema", s.schema, "error", err)
+				}
 			}
 			conns <- c
 		}()
