@@ -177,6 +177,8 @@ type Runtime struct {
 
 	runningMu sync.Mutex
 	running   map[ActivityRef]context.CancelFunc
+	// renewTickers holds stopped lease renewal tickers for runActivity.
+	renewTickers sync.Pool
 
 	shutdownOnce sync.Once
 	inflight     atomic.Int64

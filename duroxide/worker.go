@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -145,19 +146,22 @@ func (rt *Runtime) cancelLocal(refs []ActivityRef) {
 // runtime (see complete).
 func (rt *Runtime) runActivity(lease *WorkItemLease, sl *slot) []WorkItemLease {
 	item := &lease.Item
-	log := rt.logger.With("instance_id", item.Instance, "activity", item.Name, "activity_id", item.ID)
+	// Built only when something is logged: With copies the handler.
+	log := func() *slog.Logger {
+		return rt.logger.With("instance_id", item.Instance, "activity", item.Name, "activity_id", item.ID)
+	}
 	if lease.AttemptCount > rt.opts.MaxAttempts {
 		d := &ErrorDetails{Category: CategoryPoison, Message: fmt.Sprintf("activity %s#%d exceeded %d attempts (max %d)", item.Name, item.ID, lease.AttemptCount, rt.opts.MaxAttempts)}
-		log.Error("poison activity message", "attempts", lease.AttemptCount)
+		log().Error("poison activity message", "attempts", lease.AttemptCount)
 		rt.metrics.poison("activity")
 		rt.ackWork(lease, &WorkItem{Kind: WorkActivityFailed, Instance: item.Instance, ExecutionID: item.ExecutionID, ID: item.ID, Error: d})
 		return nil
 	}
 	fn, ok := rt.reg.activity(item.Name)
 	if !ok {
-		log.Warn("activity not registered; retrying later", "attempt", lease.AttemptCount)
+		log().Warn("activity not registered; retrying later", "attempt", lease.AttemptCount)
 		if err := rt.store.AbandonWorkItem(rt.ctx, lease.LockToken, AbandonParams{Delay: rt.unregisteredDelay(lease.AttemptCount), IgnoreAttempt: false}); err != nil {
-			log.Warn("abandon work item failed", "error", err)
+			log().Warn("abandon work item failed", "error", err)
 		}
 		return nil
 	}
@@ -173,7 +177,7 @@ func (rt *Runtime) runActivity(lease *WorkItemLease, sl *slot) []WorkItemLease {
 				_, span := rt.startActivitySpan(rt.ctx, lease)
 				endActivitySpan(span, "circuit_open", err)
 			}
-			log.Info("activity attempt failed fast: circuit breaker open", "circuit_key", br.key, "half_open_at", halfOpenAt)
+			log().Info("activity attempt failed fast: circuit breaker open", "circuit_key", br.key, "half_open_at", halfOpenAt)
 			sl.release()
 			return rt.complete(lease, &WorkItem{Kind: WorkActivityFailed, Instance: item.Instance, ExecutionID: item.ExecutionID, ID: item.ID,
 				Error: detailsFromError(err)})
@@ -214,8 +218,8 @@ func (rt *Runtime) runActivity(lease *WorkItemLease, sl *slot) []WorkItemLease {
 		done <- outcome{res, err}
 	}()
 
-	renewEvery := rt.opts.ActivityLockTimeout / 3
-	ticker := time.NewTicker(renewEvery)
+	ticker := rt.renewTicker()
+	defer rt.renewTickers.Put(ticker)
 	defer ticker.Stop()
 	var out outcome
 	lost := false
@@ -230,12 +234,12 @@ wait:
 			rt.metrics.storeCall(opRenewWorkItemLock, renewBegin, err)
 			if err != nil {
 				if errors.Is(err, ErrLockLost) {
-					log.Info("activity lock lost (cancelled or expired); cancelling activity")
+					log().Info("activity lock lost (cancelled or expired); cancelling activity")
 					lost = true
 					cancel()
 					break wait
 				}
-				log.Warn("renew work item lock failed", "error", err)
+				log().Warn("renew work item lock failed", "error", err)
 			}
 		case <-ctx.Done():
 			break wait
@@ -249,7 +253,7 @@ wait:
 			select {
 			case out = <-done:
 			case <-grace.C:
-				log.Warn("cancelled activity did not return within the grace period; abandoning its result")
+				log().Warn("cancelled activity did not return within the grace period; abandoning its result")
 			}
 			grace.Stop()
 		}
@@ -292,6 +296,18 @@ wait:
 	}
 	sl.release()
 	return rt.complete(lease, comp)
+}
+
+// renewTicker returns a ticker of the activity lease renewal period, from
+// rt.renewTickers (put it back stopped): a ticker per activity run would
+// allocate one every step of a sequence.
+func (rt *Runtime) renewTicker() *time.Ticker {
+	every := rt.opts.ActivityLockTimeout / 3
+	if t, ok := rt.renewTickers.Get().(*time.Ticker); ok {
+		t.Reset(every) // stopped when put back: no tick is pending (Go 1.23 timers)
+		return t
+	}
+	return time.NewTicker(every)
 }
 
 func (rt *Runtime) ackWork(lease *WorkItemLease, comp *WorkItem) {

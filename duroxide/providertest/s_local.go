@@ -17,6 +17,7 @@ func init() {
 		"commit_activity_turn_locked":        lcCommitLocked,
 		"commit_activity_turn_stale":         lcCommitStale,
 		"commit_activity_turn_lost_token":    lcCommitLostToken,
+		"commit_activity_turn_sequence":      lcCommitSequence,
 		"dead_owner_local_leases_taken_over": lcDeadOwner,
 		"timer_backstop_and_release":         lcTimerRelease,
 		"commit_activity_turn_fires_timer":   lcTimerInline,
@@ -92,6 +93,58 @@ func lcCommitTurn(h *H) {
 	h.check(err, "CommitActivityTurn (final)")
 	h.equal(h.info(o.id).Status, duroxide.StatusCompleted, "status")
 	h.equal(h.stats().WorkerQueue, 0, "worker queue")
+}
+
+// lcCommitSequence runs the steps of a sequence as a runtime with local
+// dispatch does: each commit completes the activity the previous one
+// leased and leases the next (a store may reuse the completed activity's
+// message for it). Every committed token is spent, the newest lease is a
+// real one, a refused commit changes nothing, and the activity can still
+// be given back, fetched and cancelled.
+func lcCommitSequence(h *H) {
+	o := h.orch("local-seq")
+	cur := h.localStart(o, 1, "A")[0]
+	var spent []string
+	for _, name := range []string{"B", "C"} {
+		tn := o.turn().activityDone(cur.Item.ID, `"r"`).activity(name)
+		got, err := h.local().CommitActivityTurn(h.ctx, duroxide.ActivityTurnParams{Instance: o.id, WorkTokens: []string{cur.LockToken}, LastEventID: o.last, Commit: tn.commit(), Lease: duroxide.LocalLease{Workers: 1, Timeout: longLock}})
+		h.check(err, "CommitActivityTurn leasing "+name)
+		o.last = tn.lastID()
+		h.equal(len(got), 1, "leases of the turn scheduling "+name)
+		h.equal(got[0].Item.Name, name, "leased activity")
+		h.equal(got[0].Item.ID, tn.lastID(), "leased activity id")
+		h.equal(got[0].AttemptCount, 1, "attempt count of the new lease")
+		spent = append(spent, cur.LockToken)
+		cur = got[0]
+	}
+	for i, t := range spent {
+		if t == cur.LockToken {
+			h.fatalf("the lease of step %d has the token of the current one", i)
+		}
+		h.wantErr(h.s.RenewWorkItemLock(h.ctx, t, longLock), duroxide.ErrLockLost, "renew of a committed token")
+		h.wantErr(h.s.AbandonWorkItem(h.ctx, t, duroxide.AbandonParams{}), duroxide.ErrLockLost, "abandon of a committed token")
+		h.wantErr(h.s.AckWorkItem(h.ctx, t, nil), duroxide.ErrLockLost, "ack of a committed token")
+	}
+	h.noWork("C is leased")
+	h.equal(h.stats().WorkerQueue, 1, "worker queue: C")
+
+	// Refused (stale history): C's lease and message stay as they were.
+	tn := o.turn().activityDone(cur.Item.ID, `"c"`).activity("D")
+	_, err := h.local().CommitActivityTurn(h.ctx, duroxide.ActivityTurnParams{Instance: o.id, WorkTokens: []string{cur.LockToken}, LastEventID: o.last - 1, Commit: tn.commit(), Lease: duroxide.LocalLease{Workers: 1, Timeout: longLock}})
+	h.wantErr(err, duroxide.ErrTurnConflict, "CommitActivityTurn on a stale history")
+	h.equal(len(h.history(o.id, 1)), int(o.last), "history unchanged")
+	h.check(h.s.RenewWorkItemLock(h.ctx, cur.LockToken, longLock), "C's lease survives the refused commit")
+
+	// Given back, C is fetched as itself; then cancelled, it is gone.
+	h.check(h.s.AbandonWorkItem(h.ctx, cur.LockToken, duroxide.AbandonParams{IgnoreAttempt: true}), "abandon C")
+	l := h.mustFetchWork()
+	h.equal(l.Item.Name, "C", "fetched activity")
+	h.equal(l.Item.ID, cur.Item.ID, "fetched activity id")
+	o.poke()
+	it := h.mustFetch(o.id)
+	h.ack(it.LockToken, o.turn().cancel(cur.Item.ID).commit())
+	h.wantErr(h.s.RenewWorkItemLock(h.ctx, l.LockToken, longLock), duroxide.ErrLockLost, "renew of a cancelled activity")
+	h.equal(h.stats().WorkerQueue, 0, "worker queue after the cancellation")
 }
 
 func lcCommitLocked(h *H) {

@@ -254,23 +254,38 @@ func (s *Store) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnP
 	if err != nil {
 		return nil, wrap(op, err)
 	}
+	// The completed activity's row is reused for the first activity the
+	// turn leases, when that is one of the instance's (the usual step of a
+	// sequence).
+	reuse := len(toks) == 1 && lockWorkers > 0 && len(commit.WorkerItems) > 0 &&
+		(commit.WorkerItems[0].Instance == "" || commit.WorkerItems[0].Instance == instance) &&
+		(commit.WorkerItems[0].ExecutionID == 0 || commit.WorkerItems[0].ExecutionID == commit.ExecutionID)
 	var leases []duroxide.WorkItemLease
 	err = s.write(ctx, func(c context.Context, ns *notes) error {
 		now := nowMs()
-		for _, t := range toks {
-			if err := s.ackWork(c, t.id, t.random); err != nil {
+		k := known{running: true, instance: true}
+		if reuse {
+			t, w := toks[0], &commit.WorkerItems[0]
+			we := w.ExecutionID
+			if we == 0 {
+				we = commit.ExecutionID
+			}
+			random := newToken()
+			if err := lockedExec(s.ws.reuseWorker.ExecContext(c, t.id, t.random, now, instance, we, w.ID, enc.workers[0].data,
+				random, now+lockTimeout.Milliseconds(), s.owner)); err != nil {
 				return err
 			}
+			k.leased = &duroxide.WorkItemLease{Item: *w, LockToken: workerToken(t.id, random), AttemptCount: 1}
+		} else {
+			for _, t := range toks {
+				if err := s.ackWork(c, t.id, t.random); err != nil {
+					return err
+				}
+			}
 		}
-		var (
-			exec, last int64
-			status     string
-			locked     bool
-			visible    bool
-		)
-		err := s.ws.turnValid.QueryRowContext(c, instance, now).Scan(&exec, &status, &last, &locked, &visible)
-		if errors.Is(err, sql.ErrNoRows) || (err == nil && (locked || exec != commit.ExecutionID ||
-			status != string(duroxide.StatusRunning) || last != lastEventID)) {
+		var visible bool
+		err := s.ws.turnUpdate.QueryRowContext(c, instInstArgs(instance, commit, commit.ExecutionID, now, lastEventID)...).Scan(&visible)
+		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: instance %q", duroxide.ErrTurnConflict, instance)
 		}
 		if err != nil {
@@ -281,7 +296,6 @@ func (s *Store) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnP
 				return fmt.Errorf("%w: fired timer %d of instance %q is not queued", duroxide.ErrTurnConflict, id, instance)
 			}
 		}
-		k := known{running: true}
 		if len(timers) == 0 && commit.KeepExecutions == 0 {
 			// No message of the instance is deleted below (no fired timer,
 			// no prune): what was visible at the check stays visible.
@@ -404,9 +418,24 @@ type known struct {
 	// running: the turn's execution is the instance's current one and is
 	// running, so its executions row exists.
 	running bool
+	// instance: the instance row is updated already (turnUpdate), so
+	// running is true and the turn's execution is the current one.
+	instance bool
 	// visible, when not nil, says whether the instance has visible
 	// orchestrator messages that the turn's writes leave in place.
 	visible *bool
+	// leased, when not nil, is the lease of the turn's first worker
+	// message, written already (reuseWorker).
+	leased *duroxide.WorkItemLease
+}
+
+// instInstArgs are the parameters of the instance statements of a turn
+// (ackInstSet); last, the turn's last stored event id, is read by
+// turnUpdate only.
+func instInstArgs(instance string, commit *duroxide.TurnCommit, exec, now, last int64) []any {
+	return []any{instance, commit.OrchestrationName, commit.OrchestrationVersion, exec,
+		boolInt(commit.Status != ""), string(commit.Status), nullString(commit.Output), nullString(commit.ParentInstance),
+		now, boolInt(commit.SetCustomStatus), commit.CustomStatus, last}
 }
 
 // writeTurn writes a validated turn of instance (see AckOrchestrationItem)
@@ -429,11 +458,11 @@ func (s *Store) writeTurn(c context.Context, ns *notes, now int64, instance stri
 		}
 	}
 	var current int64
-	args := []any{instance, commit.OrchestrationName, commit.OrchestrationVersion, exec,
-		boolInt(statusSet), string(commit.Status), nullString(commit.Output), nullString(commit.ParentInstance),
-		now, boolInt(commit.SetCustomStatus), commit.CustomStatus}
+	args := instInstArgs(instance, commit, exec, now, 0)[:11]
 	prune := commit.KeepExecutions > 0 && commit.ExecutionID > 0
 	switch {
+	case k.instance:
+		current = exec
 	case commit.OrchestrationName != "" && !prune && !terminal:
 		// current is read only by a prune and by the end of a terminal
 		// turn: an Exec costs less than a query in database/sql.
@@ -477,7 +506,12 @@ func (s *Store) writeTurn(c context.Context, ns *notes, now int64, instance stri
 		}
 	}
 
-	for i := range workers {
+	first := 0
+	if k.leased != nil {
+		leases = append(leases, *k.leased)
+		first = 1
+	}
+	for i := first; i < len(workers); i++ {
 		w := &commit.WorkerItems[i]
 		wi, we := w.Instance, w.ExecutionID
 		if wi == "" {

@@ -9,7 +9,7 @@ import (
 
 // SchemaVersion is the schema version this build writes; it is the number
 // of entries of migrations.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // migrations[i] upgrades a database from version i to version i+1. Released
 // entries never change; new releases append.
@@ -91,6 +91,16 @@ CREATE TABLE owners (
 ) WITHOUT ROWID;
 ALTER TABLE orchestrator_queue ADD COLUMN lock_owner TEXT;
 ALTER TABLE worker_queue ADD COLUMN lock_owner TEXT;
+`,
+	// 3: the worker queue's index leaves out the activity id. An activity
+	// turn reuses the completed activity's row for the next activity of
+	// the same execution (reuseWorker): with the activity id in the index,
+	// that update rewrote an index page too, one WAL frame of about four
+	// per step. A cancellation (instance, execution, activity) reads the
+	// execution's entries, its activities in flight.
+	`
+DROP INDEX idx_wq_activity;
+CREATE INDEX idx_wq_execution ON worker_queue(instance, execution_id);
 `,
 }
 

@@ -14,7 +14,8 @@ type writeStmts struct {
 	savepoint, release, rollbackTo *sql.Stmt
 
 	enqOrch, enqWorker, enqWorkerLocked *sql.Stmt
-	turnValid, instanceExists           *sql.Stmt
+	turnUpdate, instanceExists          *sql.Stmt
+	reuseWorker                         *sql.Stmt
 	deleteTimer, releaseTimer           *sql.Stmt
 	instanceLocked                      *sql.Stmt
 
@@ -129,17 +130,27 @@ func (w *writeStmts) defs() []stmtDef {
 		// A worker message leased at once to this handle (local dispatch).
 		{&w.enqWorkerLocked, `INSERT INTO worker_queue(instance, execution_id, activity_id, work_item, visible_at,
 				lock_token, locked_until, lock_owner, attempt_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)`},
-		// What decides whether a turn computed on an instance's history may
-		// still be committed: current execution, status, last event id of
-		// the current execution, and whether the instance is locked; and
-		// whether it has visible messages (for the notification after the
-		// commit, see writeTurn).
-		// ?1 instance, ?2 now.
-		{&w.turnValid, `SELECT current_execution_id, status,
-			coalesce((SELECT max(h.event_id) FROM history h WHERE h.instance = i.instance AND h.execution_id = i.current_execution_id), 0),
-			EXISTS (SELECT 1 FROM orchestrator_queue q WHERE q.instance = i.instance AND q.locked_until > ?2),
-			EXISTS (SELECT 1 FROM orchestrator_queue q WHERE q.instance = i.instance AND q.visible_at <= ?2)
-			FROM instances i WHERE instance = ?1`},
+		// The instance update of an activity turn (see ackInstSet), done
+		// only if the turn computed on the instance's history may still be
+		// committed: its execution is the current one and running, the last
+		// event id of that execution is the one the turn saw (?12), and
+		// the instance is not locked. It returns whether the instance has
+		// visible messages (for the notification after the commit, see
+		// writeTurn); no row: the turn conflicts.
+		{&w.turnUpdate, `UPDATE instances SET ` + ackInstSet + `
+			WHERE instance = ?1 AND current_execution_id = ?4 AND status = 'Running'
+			  AND coalesce((SELECT max(h.event_id) FROM history h
+					WHERE h.instance = instances.instance AND h.execution_id = instances.current_execution_id), 0) = ?12
+			  AND NOT EXISTS (SELECT 1 FROM orchestrator_queue q WHERE q.instance = ?1 AND q.locked_until > ?9)
+			RETURNING EXISTS (SELECT 1 FROM orchestrator_queue q WHERE q.instance = ?1 AND q.visible_at <= ?9)`},
+		// The completed activity's leased row, reused for the next activity
+		// the turn leases to the same handle (a new lock token, so the old
+		// one is spent): one update instead of a delete and an insert.
+		// ?1 id, ?2 old token, ?3 now, ?4 instance, ?5 execution, ?6
+		// activity id, ?7 work item, ?8 new token, ?9 locked_until, ?10 owner.
+		{&w.reuseWorker, `UPDATE worker_queue SET activity_id = ?6, work_item = ?7,
+				visible_at = ?3, lock_token = ?8, locked_until = ?9, lock_owner = ?10, attempt_count = 1
+			WHERE id = ?1 AND lock_token = ?2 AND locked_until > ?3 AND instance = ?4 AND execution_id = ?5`},
 
 		// Lock the instance of the oldest visible message whose instance is
 		// not locked (or locked by a dead owner), by tagging all its
