@@ -4,7 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"runtime"
+	"iter"
 	"slices"
 	"strconv"
 	"time"
@@ -44,13 +44,15 @@ type engine struct {
 	subs       []*Task
 	customStat *string
 
-	// Orchestration goroutine.
+	// Orchestration code, run as a coroutine (see startCode).
 	started  bool
-	resumeCh chan struct{}
-	yieldCh  chan struct{}
+	next     func() (struct{}, bool) // runs the code until it blocks or returns
+	stop     func()                  // ends the code's coroutine
+	yield    func(struct{}) bool     // called by the code to block
 	waiting  func() bool
 	finished bool
 	aborting bool
+	goexited bool // the code called runtime.Goexit: its coroutine is left parked
 	outRes   string
 	outErr   error
 	panicMsg string
@@ -119,8 +121,6 @@ func newEngine(rt *Runtime, instance string, executionID int64, fn orchFunc) *en
 		nextID:      1,
 		open:        map[int64]*Task{},
 		kinds:       map[int64]EventKind{},
-		resumeCh:    make(chan struct{}),
-		yieldCh:     make(chan struct{}),
 	}
 	e.ctx = &OrchestrationContext{e: e}
 	return e
@@ -145,48 +145,69 @@ func (e *engine) beginTurn() {
 
 func (e *engine) startCode() {
 	e.started = true
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
+	e.next, e.stop = iter.Pull(e.code)
+	e.runCode()
+}
+
+// abortCode is the panic that unwinds orchestration code blocked when its
+// engine is closed (the code's deferred functions run, as they would on a
+// return).
+type abortCode struct{}
+
+// code runs the orchestration function. It runs as a coroutine of
+// whichever goroutine drives the engine: control passes back and forth
+// directly (iter.Pull), without waking another thread as a goroutine
+// hand-off over channels does; the orchestration code still runs on a
+// goroutine of its own, blocked between turns.
+func (e *engine) code(yield func(struct{}) bool) {
+	e.yield = yield
+	returned := false
+	defer func() {
+		r := recover()
+		switch {
+		case r != nil:
+			if _, ok := r.(abortCode); !ok {
 				e.panicMsg = fmt.Sprint(r)
 			}
-			e.finished = true
-			e.waiting = nil
-			e.yieldCh <- struct{}{}
-		}()
-		<-e.resumeCh
-		if e.aborting {
-			runtime.Goexit()
+		case !returned && !e.aborting:
+			// runtime.Goexit in the orchestration code: fail the
+			// orchestration, and hand control back without finishing the
+			// Goexit (iter.Pull would pass it on to the engine's caller).
+			e.panicMsg = "runtime.Goexit called"
+			e.finished, e.waiting, e.goexited = true, nil, true
+			yield(struct{}{})
+			select {} // never resumed: close does not stop it
 		}
-		e.outRes, e.outErr = e.fn(e.ctx, e.input)
+		e.finished = true
+		e.waiting = nil
 	}()
-	e.runCode()
+	if !e.aborting {
+		e.outRes, e.outErr = e.fn(e.ctx, e.input)
+	}
+	returned = true
 }
 
 // runCode gives control to the orchestration until it blocks or returns.
 func (e *engine) runCode() {
 	e.waiting = nil
-	e.resumeCh <- struct{}{}
-	<-e.yieldCh
+	e.next()
 	if e.finished && !e.terminal && e.failure == nil {
 		e.codeFinished()
 	}
 }
 
-// block is called on the orchestration goroutine: it hands control back to
-// the engine until ready reports true.
+// block is called by the orchestration code: it hands control back to the
+// engine until ready reports true.
 func (e *engine) block(ready func() bool) {
 	if e.aborting {
-		runtime.Goexit()
+		panic(abortCode{})
 	}
 	if ready() {
 		return
 	}
 	e.waiting = ready
-	e.yieldCh <- struct{}{}
-	<-e.resumeCh
-	if e.aborting {
-		runtime.Goexit()
+	if !e.yield(struct{}{}) || e.aborting {
+		panic(abortCode{})
 	}
 }
 
@@ -204,8 +225,7 @@ func (e *engine) close() {
 	}
 	if e.started && !e.finished {
 		e.aborting = true
-		e.resumeCh <- struct{}{}
-		<-e.yieldCh
+		e.stop()
 	}
 }
 
@@ -214,7 +234,7 @@ func (e *engine) close() {
 
 func (e *engine) emit(a *action) {
 	if e.aborting {
-		runtime.Goexit()
+		panic(abortCode{})
 	}
 	e.emitted = append(e.emitted, a)
 }

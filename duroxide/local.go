@@ -187,8 +187,8 @@ func (rt *Runtime) dispatchLocal(leases []WorkItemLease) {
 // first (the running activity renews it from then on); one lost meanwhile is
 // dropped: another worker has the activity. It returns the leases the
 // activity's completion took (see complete).
-func (rt *Runtime) runLocal(l *localLease) []WorkItemLease {
-	sl := &slot{rt: rt}
+func (rt *Runtime) runLocal(l *localLease, w *workerState) []WorkItemLease {
+	sl := &slot{rt: rt, w: w}
 	defer sl.release()
 	if time.Since(l.at) > rt.opts.ActivityLockTimeout/3 {
 		begin := time.Now()

@@ -176,9 +176,7 @@ type Runtime struct {
 	cache *engineCache
 
 	runningMu sync.Mutex
-	running   map[ActivityRef]context.CancelFunc
-	// renewTickers holds stopped lease renewal tickers for runActivity.
-	renewTickers sync.Pool
+	running   map[ActivityRef]*activityRun
 
 	shutdownOnce sync.Once
 	inflight     atomic.Int64
@@ -244,7 +242,7 @@ func Start(ctx context.Context, store Store, reg *Registry, opts Options) (*Runt
 		logger:  opts.Logger,
 		stopCh:  make(chan struct{}),
 		cache:   newEngineCache(opts.CacheSize),
-		running: map[ActivityRef]context.CancelFunc{},
+		running: map[ActivityRef]*activityRun{},
 		tracer:  newTracer(opts.TracerProvider),
 	}
 	rt.orchWake.init()

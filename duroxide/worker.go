@@ -8,9 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
+	"sync/atomic"
 	"time"
-
-	"go.opentelemetry.io/otel/trace"
 )
 
 // ActivityInfo describes the activity call an activity function is serving.
@@ -33,7 +33,12 @@ func ActivityInfoFromContext(ctx context.Context) (ActivityInfo, bool) {
 }
 
 func (rt *Runtime) workerLoop() {
-	defer rt.wg.Done()
+	w := &workerState{}
+	defer func() {
+		if !w.handedOver.Load() {
+			rt.wg.Done()
+		}
+	}()
 	failures := 0
 	// After an activity handed over in memory the worker waits for the next
 	// hand-over or a wake-up instead of fetching: the queue's own work is
@@ -46,7 +51,7 @@ func (rt *Runtime) workerLoop() {
 	for !rt.stopping() {
 		select {
 		case l := <-rt.localWork:
-			rt.runChain(l)
+			rt.runChain(l, w)
 			idle = true
 			continue
 		default:
@@ -57,7 +62,7 @@ func (rt *Runtime) workerLoop() {
 			case <-rt.workWake.ch:
 				idle = false
 			case l := <-rt.localWork:
-				rt.runChain(l)
+				rt.runChain(l, w)
 				continue
 			case <-rt.stopCh:
 				continue
@@ -82,11 +87,11 @@ func (rt *Runtime) workerLoop() {
 		}
 		rt.workWake.notify()
 		rt.localFree.Add(-1)
-		sl := &slot{rt: rt}
+		sl := &slot{rt: rt, w: w}
 		next := rt.runActivity(lease, sl)
 		sl.release()
 		if len(next) > 0 {
-			rt.runChain(rt.takeFirst(next))
+			rt.runChain(rt.takeFirst(next), w)
 		}
 	}
 }
@@ -95,9 +100,9 @@ func (rt *Runtime) workerLoop() {
 // of the activities that each completion's turn leased to this runtime (the
 // others are handed to the other workers): the next step of a sequence
 // stays on this goroutine.
-func (rt *Runtime) runChain(l *localLease) {
+func (rt *Runtime) runChain(l *localLease, w *workerState) {
 	for l != nil {
-		next := rt.runLocal(l)
+		next := rt.runLocal(l, w)
 		l = nil
 		if len(next) > 0 {
 			if rt.stopping() {
@@ -109,18 +114,19 @@ func (rt *Runtime) runChain(l *localLease) {
 	}
 }
 
-// slot is the place among localFree that a running activity holds; it is
-// given back once, when the activity's function has returned and before
-// its completion's turn leases the next activities (so that the next step
-// of a sequence always finds one), or at the latest when the run ends.
+// slot is the place among localFree that a running activity holds, on the
+// goroutine of worker w; it is given back once, when the activity's
+// function has returned and before its completion's turn leases the next
+// activities (so that the next step of a sequence always finds one), when
+// the worker gives the activity up, or at the latest when the run ends.
 type slot struct {
 	rt   *Runtime
-	done bool
+	w    *workerState
+	done atomic.Bool
 }
 
 func (s *slot) release() {
-	if !s.done {
-		s.done = true
+	if s.done.CompareAndSwap(false, true) {
 		s.rt.localFree.Add(1)
 	}
 }
@@ -135,8 +141,8 @@ func (rt *Runtime) cancelLocal(refs []ActivityRef) {
 	rt.runningMu.Lock()
 	defer rt.runningMu.Unlock()
 	for _, r := range refs {
-		if cancel, ok := rt.running[r]; ok {
-			cancel()
+		if run, ok := rt.running[r]; ok {
+			run.cancel()
 		}
 	}
 }
@@ -189,125 +195,56 @@ func (rt *Runtime) runActivity(lease *WorkItemLease, sl *slot) []WorkItemLease {
 		Instance: item.Instance, ExecutionID: item.ExecutionID, ActivityID: item.ID, ActivityName: item.Name,
 		OrchestrationName: item.OrchestrationName, Attempt: lease.AttemptCount, WorkerID: rt.opts.WorkerID}))
 	defer cancel()
-	var span trace.Span
+	r := &activityRun{rt: rt, lease: lease, sl: sl, ref: ref, cancel: cancel, br: br, probe: probe}
 	if rt.tracer != nil {
-		ctx, span = rt.startActivitySpan(ctx, lease)
+		ctx, r.span = rt.startActivitySpan(ctx, lease)
 	}
 	rt.runningMu.Lock()
-	rt.running[ref] = cancel
+	rt.running[ref] = r
 	rt.runningMu.Unlock()
-	defer func() {
-		rt.runningMu.Lock()
-		delete(rt.running, ref)
-		rt.runningMu.Unlock()
-	}()
 
-	type outcome struct {
-		res string
-		err error
+	// The function runs on this goroutine; what must happen meanwhile runs
+	// on timers: the lease's renewal and, once the activity is cancelled,
+	// the end of its grace period (see activityRun).
+	r.begin = time.Now()
+	r.armRenewal()
+	stopWatch := context.AfterFunc(ctx, r.cancelled)
+	res, err := r.call(fn, ctx, item.Input)
+	stopWatch()
+	r.stopRenewal()
+	if !r.state.CompareAndSwap(runRunning, runReturned) {
+		// Given up after its grace period: another goroutine has taken
+		// this worker's place (see activityRun.giveUp).
+		runtime.Goexit()
 	}
-	done := make(chan outcome, 1)
-	begin := time.Now()
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- outcome{err: fmt.Errorf("activity panicked: %v", r)}
-			}
-		}()
-		res, err := fn(ctx, item.Input)
-		done <- outcome{res, err}
-	}()
-
-	ticker := rt.renewTicker()
-	defer rt.renewTickers.Put(ticker)
-	defer ticker.Stop()
-	var out outcome
-	lost := false
-wait:
-	for {
-		select {
-		case out = <-done:
-			break wait
-		case <-ticker.C:
-			renewBegin := time.Now()
-			err := rt.store.RenewWorkItemLock(rt.ctx, lease.LockToken, rt.opts.ActivityLockTimeout)
-			rt.metrics.storeCall(opRenewWorkItemLock, renewBegin, err)
-			if err != nil {
-				if errors.Is(err, ErrLockLost) {
-					log().Info("activity lock lost (cancelled or expired); cancelling activity")
-					lost = true
-					cancel()
-					break wait
-				}
-				log().Warn("renew work item lock failed", "error", err)
-			}
-		case <-ctx.Done():
-			break wait
-		}
-	}
-	if lost || ctx.Err() != nil {
+	rt.untrack(r)
+	if r.lost.Load() || ctx.Err() != nil {
 		// Cancelled (lock lost, instance cancelled, select loser, or
-		// shutdown): give the function its grace period, then drop the result.
-		if len(done) == 0 {
-			grace := time.NewTimer(rt.opts.CancellationGracePeriod)
-			select {
-			case out = <-done:
-			case <-grace.C:
-				log().Warn("cancelled activity did not return within the grace period; abandoning its result")
-			}
-			grace.Stop()
-		}
-		rt.metrics.activity(item.Name, "cancelled", time.Since(begin))
-		if span != nil {
-			endActivitySpan(span, "cancelled", out.err)
-		}
-		if br != nil {
-			br.release(probe)
-		}
-		if lease.memRun != 0 {
-			return nil // run in memory: there is no message to release
-		}
-		if rt.ctx.Err() != nil && !lost {
-			// Runtime stopping: release the message for another worker now.
-			_ = rt.store.AbandonWorkItem(context.Background(), lease.LockToken, AbandonParams{Delay: 0, IgnoreAttempt: true})
-			return nil
-		}
-		_ = rt.store.AckWorkItem(rt.ctx, lease.LockToken, nil)
+		// shutdown): the result is dropped.
+		r.dropped(err)
 		return nil
 	}
 	comp := &WorkItem{Instance: item.Instance, ExecutionID: item.ExecutionID, ID: item.ID}
 	outcomeLabel := "success"
-	if out.err != nil {
-		comp.Kind, comp.Error = WorkActivityFailed, detailsFromError(out.err)
+	if err != nil {
+		comp.Kind, comp.Error = WorkActivityFailed, detailsFromError(err)
 		outcomeLabel = "failure"
 		if comp.Error.Timeout {
 			outcomeLabel = "timeout"
 		}
 	} else {
-		comp.Kind, comp.Result = WorkActivityCompleted, out.res
+		comp.Kind, comp.Result = WorkActivityCompleted, res
 	}
-	rt.metrics.activity(item.Name, outcomeLabel, time.Since(begin))
-	if span != nil {
-		endActivitySpan(span, outcomeLabel, out.err)
+	rt.metrics.activity(item.Name, outcomeLabel, time.Since(r.begin))
+	if r.span != nil {
+		endActivitySpan(r.span, outcomeLabel, err)
 	}
 	if br != nil {
-		from, to := br.record(probe, out.err != nil && br.cfg.IsFailure(out.err))
+		from, to := br.record(probe, err != nil && br.cfg.IsFailure(err))
 		rt.circuitTransition(br, from, to)
 	}
 	sl.release()
 	return rt.complete(lease, comp)
-}
-
-// renewTicker returns a ticker of the activity lease renewal period, from
-// rt.renewTickers (put it back stopped): a ticker per activity run would
-// allocate one every step of a sequence.
-func (rt *Runtime) renewTicker() *time.Ticker {
-	every := rt.opts.ActivityLockTimeout / 3
-	if t, ok := rt.renewTickers.Get().(*time.Ticker); ok {
-		t.Reset(every) // stopped when put back: no tick is pending (Go 1.23 timers)
-		return t
-	}
-	return time.NewTicker(every)
 }
 
 func (rt *Runtime) ackWork(lease *WorkItemLease, comp *WorkItem) {
