@@ -56,7 +56,7 @@ type activityRun struct {
 // call runs fn, turning a panic into an error. An activity that calls
 // runtime.Goexit ends the worker's goroutine: the worker gives it up at
 // once (its lease goes back to the queue as a failed delivery).
-func (r *activityRun) call(fn activityFunc, ctx context.Context, input string) (res string, err error) {
+func (r *activityRun) call(ctx context.Context, fn activityFunc, input string) (res string, err error) {
 	returned := false
 	defer func() {
 		if p := recover(); p != nil {
@@ -174,9 +174,12 @@ func (r *activityRun) end(outcome string, err error) {
 	}
 }
 
-func (r *activityRun) log() *slog.Logger {
-	it := &r.lease.Item
-	return r.rt.logger.With("instance_id", it.Instance, "activity", it.Name, "activity_id", it.ID)
+func (r *activityRun) log() *slog.Logger { return r.rt.activityLogger(&r.lease.Item) }
+
+// activityLogger is the logger of an activity attempt; build it only when
+// something is logged (With copies the handler).
+func (rt *Runtime) activityLogger(item *WorkItem) *slog.Logger {
+	return rt.logger.With("instance_id", item.Instance, "activity", item.Name, "activity_id", item.ID)
 }
 
 // untrack removes r from rt.running, if the entry is still its own (a

@@ -52,7 +52,6 @@ type engine struct {
 	waiting  func() bool
 	finished bool
 	aborting bool
-	goexited bool // the code called runtime.Goexit: its coroutine is left parked
 	outRes   string
 	outErr   error
 	panicMsg string
@@ -173,10 +172,12 @@ func (e *engine) code(yield func(struct{}) bool) {
 			// runtime.Goexit in the orchestration code: fail the
 			// orchestration, and hand control back without finishing the
 			// Goexit (iter.Pull would pass it on to the engine's caller).
+			// The coroutine stays parked for good: close does not stop a
+			// finished engine.
 			e.panicMsg = "runtime.Goexit called"
-			e.finished, e.waiting, e.goexited = true, nil, true
+			e.finished, e.waiting = true, nil
 			yield(struct{}{})
-			select {} // never resumed: close does not stop it
+			select {}
 		}
 		e.finished = true
 		e.waiting = nil

@@ -152,10 +152,7 @@ func (rt *Runtime) cancelLocal(refs []ActivityRef) {
 // runtime (see complete).
 func (rt *Runtime) runActivity(lease *WorkItemLease, sl *slot) []WorkItemLease {
 	item := &lease.Item
-	// Built only when something is logged: With copies the handler.
-	log := func() *slog.Logger {
-		return rt.logger.With("instance_id", item.Instance, "activity", item.Name, "activity_id", item.ID)
-	}
+	log := func() *slog.Logger { return rt.activityLogger(item) }
 	if lease.AttemptCount > rt.opts.MaxAttempts {
 		d := &ErrorDetails{Category: CategoryPoison, Message: fmt.Sprintf("activity %s#%d exceeded %d attempts (max %d)", item.Name, item.ID, lease.AttemptCount, rt.opts.MaxAttempts)}
 		log().Error("poison activity message", "attempts", lease.AttemptCount)
@@ -209,7 +206,7 @@ func (rt *Runtime) runActivity(lease *WorkItemLease, sl *slot) []WorkItemLease {
 	r.begin = time.Now()
 	r.armRenewal()
 	stopWatch := context.AfterFunc(ctx, r.cancelled)
-	res, err := r.call(fn, ctx, item.Input)
+	res, err := r.call(ctx, fn, item.Input)
 	stopWatch()
 	r.stopRenewal()
 	if !r.state.CompareAndSwap(runRunning, runReturned) {
