@@ -12,9 +12,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// engine replays one execution of one instance. Orchestration code runs on
-// its own goroutine, but never concurrently with the engine: control passes
-// back and forth over two channels, so everything is deterministic.
+// engine replays one execution of one instance. Orchestration code runs as a
+// coroutine (see code), never concurrently with the engine: control passes
+// back and forth directly, so everything is deterministic.
 //
 // An engine is kept between turns (the runtime's cache), so a turn applies
 // only the new messages instead of replaying the whole history.
@@ -219,7 +219,7 @@ func (e *engine) maybeResume() {
 	}
 }
 
-// close ends the orchestration goroutine if it is still parked.
+// close ends the orchestration code if it is still parked (see abortCode).
 func (e *engine) close() {
 	if e.orchSpan != nil {
 		e.endOrchSpan("", true)
@@ -231,7 +231,7 @@ func (e *engine) close() {
 }
 
 // ---------------------------------------------------------------------------
-// Emission (called from the orchestration goroutine or from task callbacks).
+// Emission (called from the orchestration code or from task callbacks).
 
 func (e *engine) emit(a *action) {
 	if e.aborting {
