@@ -284,7 +284,7 @@ func (s *Store) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnP
 			}
 		}
 		var visible bool
-		err := s.ws.turnUpdate.QueryRowContext(c, instInstArgs(instance, commit, commit.ExecutionID, now, lastEventID)...).Scan(&visible)
+		err := s.ws.turnUpdate.QueryRowContext(c, append(instArgs(instance, commit, commit.ExecutionID, now), lastEventID)...).Scan(&visible)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: instance %q", duroxide.ErrTurnConflict, instance)
 		}
@@ -429,13 +429,14 @@ type known struct {
 	leased *duroxide.WorkItemLease
 }
 
-// instInstArgs are the parameters of the instance statements of a turn
-// (ackInstSet); last, the turn's last stored event id, is read by
-// turnUpdate only.
-func instInstArgs(instance string, commit *duroxide.TurnCommit, exec, now, last int64) []any {
-	return []any{instance, commit.OrchestrationName, commit.OrchestrationVersion, exec,
-		boolInt(commit.Status != ""), string(commit.Status), nullString(commit.Output), nullString(commit.ParentInstance),
-		now, boolInt(commit.SetCustomStatus), commit.CustomStatus, last}
+// instArgs are the parameters of the instance statements of a turn (see
+// ackInstSet), with room for turnUpdate's twelfth.
+func instArgs(instance string, commit *duroxide.TurnCommit, exec, now int64) []any {
+	args := make([]any, 11, 12)
+	args[0], args[1], args[2], args[3] = instance, commit.OrchestrationName, commit.OrchestrationVersion, exec
+	args[4], args[5], args[6], args[7] = boolInt(commit.Status != ""), string(commit.Status), nullString(commit.Output), nullString(commit.ParentInstance)
+	args[8], args[9], args[10] = now, boolInt(commit.SetCustomStatus), commit.CustomStatus
+	return args
 }
 
 // writeTurn writes a validated turn of instance (see AckOrchestrationItem)
@@ -458,7 +459,7 @@ func (s *Store) writeTurn(c context.Context, ns *notes, now int64, instance stri
 		}
 	}
 	var current int64
-	args := instInstArgs(instance, commit, exec, now, 0)[:11]
+	args := instArgs(instance, commit, exec, now)
 	prune := commit.KeepExecutions > 0 && commit.ExecutionID > 0
 	switch {
 	case k.instance:

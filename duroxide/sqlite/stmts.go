@@ -144,8 +144,10 @@ func (w *writeStmts) defs() []stmtDef {
 			  AND NOT EXISTS (SELECT 1 FROM orchestrator_queue q WHERE q.instance = ?1 AND q.locked_until > ?9)
 			RETURNING EXISTS (SELECT 1 FROM orchestrator_queue q WHERE q.instance = ?1 AND q.visible_at <= ?9)`},
 		// The completed activity's leased row, reused for the next activity
-		// the turn leases to the same handle (a new lock token, so the old
-		// one is spent): one update instead of a delete and an insert.
+		// of the same execution that the turn leases to this handle (a new
+		// lock token, so the old one is spent): one update instead of a
+		// delete and an insert, which leaves the (instance, execution_id)
+		// index alone (migration 3).
 		// ?1 id, ?2 old token, ?3 now, ?4 instance, ?5 execution, ?6
 		// activity id, ?7 work item, ?8 new token, ?9 locked_until, ?10 owner.
 		{&w.reuseWorker, `UPDATE worker_queue SET activity_id = ?6, work_item = ?7,
