@@ -59,10 +59,15 @@ func TestRetryStatsAndSuggest(t *testing.T) {
 		e.run("w-"+itoa(i), "Work", i)
 	}
 
+	// Statistics are recorded once a turn's commit returns, which may be
+	// just after a waiter saw the instance complete.
 	stats := map[string]duroxide.ActivityRetryStats{}
-	for _, s := range e.rt.RetryStats() {
-		stats[s.Activity] = s
-	}
+	e.waitFor("the statistics of every sequence", func() bool {
+		for _, s := range e.rt.RetryStats() {
+			stats[s.Activity] = s
+		}
+		return stats["Half"].Sequences == n && stats["Stuck"].Sequences == n
+	})
 	half := stats["Half"]
 	if half.Sequences != n || half.Succeeded != n || half.Exhausted != 0 || half.Attempts != n+n/2 || half.Failures != n/2 || half.Timeouts != 0 {
 		t.Fatalf("Half stats %+v", half)
