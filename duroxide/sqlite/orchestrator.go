@@ -485,13 +485,16 @@ func (s *Store) writeTurn(c context.Context, ns *notes, now int64, instance stri
 	}
 
 	if exists {
-		if statusSet {
+		switch {
+		case k.running && commit.Status == duroxide.StatusRunning && commit.Output == "":
+			// The execution's row exists and says Running already.
+		case statusSet:
 			var completed any
 			if terminal {
 				completed = now
 			}
 			_, err = s.ws.ackExecUpsert.ExecContext(c, instance, exec, string(commit.Status), nullString(commit.Output), now, completed)
-		} else if !k.running {
+		case !k.running:
 			_, err = s.ws.ackExecInsert.ExecContext(c, instance, exec, now)
 		}
 		if err != nil {
