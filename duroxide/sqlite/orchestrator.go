@@ -263,15 +263,11 @@ func (s *Store) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnP
 	var leases []duroxide.WorkItemLease
 	err = s.write(ctx, func(c context.Context, ns *notes) error {
 		now := nowMs()
-		k := known{running: true, instance: true}
+		k := known{running: true}
 		if reuse {
 			t, w := toks[0], &commit.WorkerItems[0]
-			we := w.ExecutionID
-			if we == 0 {
-				we = commit.ExecutionID
-			}
 			random := newToken()
-			if err := lockedExec(s.ws.reuseWorker.ExecContext(c, t.id, t.random, now, instance, we, w.ID, enc.workers[0].data,
+			if err := lockedExec(s.ws.reuseWorker.ExecContext(c, t.id, t.random, now, instance, commit.ExecutionID, w.ID, enc.workers[0].data,
 				random, now+lockTimeout.Milliseconds(), s.owner)); err != nil {
 				return err
 			}
@@ -416,11 +412,9 @@ func encodeTurn(commit *duroxide.TurnCommit) (*encodedTurn, error) {
 // the same transaction.
 type known struct {
 	// running: the turn's execution is the instance's current one and is
-	// running, so its executions row exists.
+	// running (its executions row exists), and the instance row is updated
+	// already (turnUpdate).
 	running bool
-	// instance: the instance row is updated already (turnUpdate), so
-	// running is true and the turn's execution is the current one.
-	instance bool
 	// visible, when not nil, says whether the instance has visible
 	// orchestrator messages that the turn's writes leave in place.
 	visible *bool
@@ -462,7 +456,7 @@ func (s *Store) writeTurn(c context.Context, ns *notes, now int64, instance stri
 	args := instArgs(instance, commit, exec, now)
 	prune := commit.KeepExecutions > 0 && commit.ExecutionID > 0
 	switch {
-	case k.instance:
+	case k.running:
 		current = exec
 	case commit.OrchestrationName != "" && !prune && !terminal:
 		// current is read only by a prune and by the end of a terminal
