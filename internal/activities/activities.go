@@ -347,13 +347,14 @@ func (a *acts) deploy(ctx context.Context, in DeployInput) (struct{}, error) {
 	if err := a.checkHost(ctx, in.InternalName, true); err != nil {
 		return struct{}{}, err
 	}
-	pw, err := a.CMS.Password(ctx, in.InternalName)
-	if err != nil {
-		return struct{}{}, duroxide.NonRetryable(fmt.Errorf("read password of %s: %w", in.InternalName, err))
-	}
-	err = a.Driver.Deploy(ctx, dataplane.Spec{Name: in.InternalName, PostgresVersion: in.PostgresVersion,
-		StorageGB: in.StorageGB, Internal: in.Internal, DNSLabel: in.DNSLabel}, pw)
-	return struct{}{}, err
+	return struct{}{}, a.deployWanted(ctx, in.InternalName, func(ctx context.Context) error {
+		pw, err := a.CMS.Password(ctx, in.InternalName)
+		if err != nil {
+			return duroxide.NonRetryable(fmt.Errorf("read password of %s: %w", in.InternalName, err))
+		}
+		return a.Driver.Deploy(ctx, dataplane.Spec{Name: in.InternalName, PostgresVersion: in.PostgresVersion,
+			StorageGB: in.StorageGB, Internal: in.Internal, DNSLabel: in.DNSLabel}, pw)
+	})
 }
 
 func (a *acts) waitForReady(ctx context.Context, in InstanceRef) (ReadyOutput, error) {

@@ -297,15 +297,17 @@ func (b *backupActs) restore(ctx context.Context, in RestoreInput) (struct{}, er
 	if err := b.checkHost(ctx, in.InternalName, true); err != nil {
 		return struct{}{}, err
 	}
-	pw, err := b.CMS.Password(ctx, in.InternalName)
-	if err != nil {
-		return struct{}{}, duroxide.NonRetryable(fmt.Errorf("read password of %s: %w", in.InternalName, err))
-	}
-	err = bk.Restore(ctx, dataplane.Spec{Name: in.InternalName, StorageGB: in.StorageGB, Internal: in.Internal, DNSLabel: in.DNSLabel}, pw, in.From)
-	if errors.Is(err, dataplane.ErrRestoreTarget) || errors.Is(err, dataplane.ErrBackupNotFound) {
-		return struct{}{}, duroxide.NonRetryable(err)
-	}
-	return struct{}{}, err
+	return struct{}{}, b.deployWanted(ctx, in.InternalName, func(ctx context.Context) error {
+		pw, err := b.CMS.Password(ctx, in.InternalName)
+		if err != nil {
+			return duroxide.NonRetryable(fmt.Errorf("read password of %s: %w", in.InternalName, err))
+		}
+		err = bk.Restore(ctx, dataplane.Spec{Name: in.InternalName, StorageGB: in.StorageGB, Internal: in.Internal, DNSLabel: in.DNSLabel}, pw, in.From)
+		if errors.Is(err, dataplane.ErrRestoreTarget) || errors.Is(err, dataplane.ErrBackupNotFound) {
+			return duroxide.NonRetryable(err)
+		}
+		return err
+	})
 }
 
 func (b *backupActs) settings(ctx context.Context, in InstanceRef) (SettingsOutput, error) {

@@ -229,6 +229,25 @@ func problemReason(p *dataplane.Problem) string {
 	return string(p.Kind) + ": " + p.Err.Error()
 }
 
+// removeDeletedLeftovers removes the local resources of instances recorded
+// as deleted. Deploy removes what it made when the instance was deleted
+// while it ran (see the activities' deployWanted), but a crash between the
+// two leaves the resources, and the create was cancelled, so nothing would
+// deploy or delete them again. names are the instances Adopt found.
+func (a *App) removeDeletedLeftovers(ctx context.Context, d dataplane.Driver, names []string) {
+	for _, name := range names {
+		inst, err := a.cms.GetByInternalName(ctx, name)
+		if err != nil || inst.State != cms.StateDeleted {
+			continue // unknown instances are reported by recordAdoptionProblems
+		}
+		if err := d.Delete(ctx, name); err != nil {
+			a.logger.Error("removing the resources a deleted instance left failed", "instance", inst.Name, "internal_name", name, "error", err.Error())
+			continue
+		}
+		a.logger.Warn("removed the resources a deleted instance left", "instance", inst.Name, "internal_name", name)
+	}
+}
+
 // checkLocalInstances looks at the data-plane resources of every running
 // instance and returns those that are missing, unreadable or stopped. It
 // runs after Adopt, which starts the servers it can.
