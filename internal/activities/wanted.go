@@ -50,7 +50,8 @@ func (a *acts) deployWanted(ctx context.Context, name string, create func(contex
 		return gone // nil, or the check failed: the retry deploys (a no-op) and checks again
 	}
 	if err := a.Driver.Delete(cctx, name); err != nil {
-		// Retried: the next attempt removes them.
+		// Retried while the create runs; after a cancelled create the next
+		// start of the server removes them (see the app's removeDeletedLeftovers).
 		return fmt.Errorf("%s was deleted while it was being created; removing its resources failed: %w", name, err)
 	}
 	if made == nil || !errors.Is(made, ErrDeletedWhileCreating) {
