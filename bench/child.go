@@ -41,6 +41,7 @@ type childFlags struct {
 	scale                   int
 	timeout                 time.Duration
 	cpuProfile, mutexProf   string
+	memProfile              string
 	probes                  int
 	longBudget, latBudget   time.Duration
 }
@@ -66,6 +67,14 @@ func runChild(f childFlags) {
 		if f.mutexProf != "" {
 			runtime.SetMutexProfileFraction(5)
 		}
+		if f.memProfile != "" {
+			// Allocations of the timed part only: what came before is
+			// subtracted (pprof -diff_base against the ".before" file).
+			runtime.MemProfileRate = 4096
+			if err := writeAllocs(f.memProfile + ".before"); err != nil {
+				return err
+			}
+		}
 		if f.cpuProfile != "" {
 			pf, err := os.Create(f.cpuProfile)
 			if err != nil {
@@ -80,6 +89,11 @@ func runChild(f childFlags) {
 			}()
 		}
 		err = runScenario(ctx, e, f, &res)
+		if f.memProfile != "" {
+			if werr := writeAllocs(f.memProfile); werr != nil && err == nil {
+				err = werr
+			}
+		}
 		if f.mutexProf != "" {
 			if mf, merr := os.Create(f.mutexProf); merr == nil {
 				_ = pprof.Lookup("mutex").WriteTo(mf, 0)
@@ -326,4 +340,15 @@ func load1() float64 {
 	var l float64
 	fmt.Sscanf(string(b), "%f", &l)
 	return l
+}
+
+// writeAllocs writes the allocation profile so far to path.
+func writeAllocs(path string) error {
+	runtime.GC() // the profile shows allocations as of the last GC
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("allocs").WriteTo(f, 0)
 }

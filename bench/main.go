@@ -40,6 +40,7 @@ func main() {
 		pgURL     = flag.String("pgurl", "", "internal (child): PostgreSQL database URL")
 		cpuProf   = flag.String("cpuprofile", "", "internal (child): write a CPU profile of the timed part")
 		mutexProf = flag.String("mutexprofile", "", "internal (child): write a mutex profile")
+		memProf   = flag.String("memprofile", "", "internal (child): write allocation profiles, before (FILE.before) and after the timed part")
 
 		reps       = flag.Int("reps", 3, "repetitions of every (engine, store, scenario)")
 		scenarios  = flag.String("scenarios", strings.Join(allScenarios, ","), "scenarios to run")
@@ -61,7 +62,7 @@ func main() {
 	flag.Parse()
 	if *child {
 		runChild(childFlags{engine: *engine, store: *store, scenario: *scenario, dir: *dir, pgURL: *pgURL,
-			scale: *scale, timeout: *timeout, cpuProfile: *cpuProf, mutexProf: *mutexProf, probes: *probes,
+			scale: *scale, timeout: *timeout, cpuProfile: *cpuProf, mutexProf: *mutexProf, memProfile: *memProf, probes: *probes,
 			longBudget: *longBudget, latBudget: *latBudget})
 		return
 	}

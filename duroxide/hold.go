@@ -56,19 +56,42 @@ type heldTurn struct {
 	ran     []int64      // attempts run in memory: their work items are never written
 }
 
-// effects returns the work and timer items eng's uncommitted turns produced,
-// without those a held chain h already handled in memory (h may be nil).
-func effects(eng *engine, h *heldTurn) (work, orch []WorkItem) {
-	return h.strip(eng.workItems, eng.orchItems)
+// effects counts the work and timer items eng's uncommitted turns
+// produced, without those a held chain h already handled in memory (h may
+// be nil), and returns the last of each (nil when there is none). It
+// allocates nothing: a chain asks at each of its turns.
+func effects(eng *engine, h *heldTurn) (nWork int, work *WorkItem, nOrch int, orch *WorkItem) {
+	for i := range eng.workItems {
+		if w := &eng.workItems[i]; !h.ranItem(w) {
+			nWork, work = nWork+1, w
+		}
+	}
+	for i := range eng.orchItems {
+		if w := &eng.orchItems[i]; !h.firedItem(w) {
+			nOrch, orch = nOrch+1, w
+		}
+	}
+	return nWork, work, nOrch, orch
 }
 
 // strip returns work and orch without the items held chain h handled in
-// memory (its attempts run and its timers fired); h may be nil.
+// memory (its attempts run and its timers fired); h may be nil. The slices
+// are copied only when something is removed.
 func (h *heldTurn) strip(work, orch []WorkItem) ([]WorkItem, []WorkItem) {
-	if h == nil {
-		return work, orch
-	}
-	return withoutRan(work, h.ran), withoutFired(orch, h.fired)
+	return without(work, h.ranItem), without(orch, h.firedItem)
+}
+
+// ranItem reports whether w is an attempt chain h ran in memory (its work
+// item is never written); false when h is nil.
+func (h *heldTurn) ranItem(w *WorkItem) bool {
+	return h != nil && slices.Contains(h.ran, w.ID)
+}
+
+// firedItem reports whether w is the TimerFired message of a timer of chain
+// h that fired in this process before its message was ever written; false
+// when h is nil.
+func (h *heldTurn) firedItem(w *WorkItem) bool {
+	return h != nil && w.Kind == WorkTimerFired && slices.Contains(h.fired, timerKey{w.Instance, w.ExecutionID, w.ID})
 }
 
 // settled reports whether eng's uncommitted turns leave the instance
@@ -90,11 +113,11 @@ func (rt *Runtime) holdTimer(eng *engine, h *heldTurn, items []inlineItem) (Work
 			return WorkItem{}, false
 		}
 	}
-	work, orch := effects(eng, h)
-	if len(work) > 0 || len(orch) != 1 {
+	nWork, _, nOrch, orch := effects(eng, h)
+	if nWork > 0 || nOrch != 1 {
 		return WorkItem{}, false
 	}
-	t := orch[0]
+	t := *orch
 	end := time.UnixMilli(t.FireAtMs)
 	since := time.Now()
 	if h != nil {
@@ -140,21 +163,21 @@ func (rt *Runtime) runInMemory(inst string, h *heldTurn) ([]WorkItemLease, bool)
 	if !settled(h.eng) || len(h.items) != 1 || len(h.pending) > 0 || time.Since(h.since) > holdMax {
 		return nil, false
 	}
-	work, orch := effects(h.eng, h)
-	if len(work) != 1 || len(orch) > 0 {
+	nWork, work, nOrch, _ := effects(h.eng, h)
+	if nWork != 1 || nOrch > 0 {
 		return nil, false
 	}
-	if _, ok := rt.reg.activity(work[0].Name); !ok || rt.reserveLocal(1) == 0 {
+	if _, ok := rt.reg.activity(work.Name); !ok || rt.reserveLocal(1) == 0 {
 		return nil, false
 	}
 	h.wait = nil
-	h.ran = append(h.ran, work[0].ID)
+	h.ran = append(h.ran, work.ID)
 	if !rt.hold(inst, h, nil) {
 		rt.localFree.Add(1)
 		h.ran = h.ran[:len(h.ran)-1]
 		return nil, false
 	}
-	return []WorkItemLease{{Item: work[0], LockToken: h.items[0].lease.LockToken, AttemptCount: 1, memRun: h.id}}, true
+	return []WorkItemLease{{Item: *work, LockToken: h.items[0].lease.LockToken, AttemptCount: 1, memRun: h.id}}, true
 }
 
 // interruptHeld is called when a turn of inst from the queue starts: it
@@ -204,17 +227,13 @@ func (rt *Runtime) dropHeld(h *heldTurn) {
 	rt.viaQueue(h.pending)
 }
 
-// withoutFired returns items without the TimerFired messages of the held
-// timers in fired, which fired in this process before their messages were
-// ever written.
-func withoutFired(items []WorkItem, fired []timerKey) []WorkItem {
-	return slices.DeleteFunc(slices.Clone(items), func(w WorkItem) bool {
-		return w.Kind == WorkTimerFired && slices.Contains(fired, timerKey{w.Instance, w.ExecutionID, w.ID})
-	})
-}
-
-// withoutRan returns items without the work items of the attempts in ran,
-// which ran in memory.
-func withoutRan(items []WorkItem, ran []int64) []WorkItem {
-	return slices.DeleteFunc(slices.Clone(items), func(w WorkItem) bool { return slices.Contains(ran, w.ID) })
+// without returns items without those drop reports, copying items only
+// when there is one.
+func without(items []WorkItem, drop func(*WorkItem) bool) []WorkItem {
+	for i := range items {
+		if drop(&items[i]) {
+			return slices.DeleteFunc(slices.Clone(items), func(w WorkItem) bool { return drop(&w) })
+		}
+	}
+	return items
 }

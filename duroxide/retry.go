@@ -7,7 +7,6 @@ import (
 	"hash/fnv"
 	"math"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -134,37 +133,43 @@ func (p RetryPolicy) WithName(name string) RetryPolicy { p.Name = name; return p
 // attempts, backoff and timeouts, e.g. "cms: 5 attempts, exponential 500ms×2
 // max 5s, 30s per attempt".
 func (p RetryPolicy) Summary() string {
-	var b strings.Builder
+	// Built with strconv, not fmt: it is recorded at every retry
+	// sequence's start and end.
+	b := make([]byte, 0, 64)
 	if p.Name != "" {
-		b.WriteString(p.Name + ": ")
+		b = append(append(b, p.Name...), ": "...)
 	}
-	fmt.Fprintf(&b, "%d attempts", p.MaxAttempts)
+	b = append(strconv.AppendInt(b, int64(p.MaxAttempts), 10), " attempts"...)
+	dur := func(prefix string, d time.Duration) { b = append(append(b, prefix...), d.String()...) }
 	switch bo := p.Backoff.(type) {
 	case nil, NoBackoff:
-		b.WriteString(", no backoff")
+		b = append(b, ", no backoff"...)
 	case Fixed:
-		fmt.Fprintf(&b, ", fixed %v", bo.Delay)
+		dur(", fixed ", bo.Delay)
 	case Linear:
-		fmt.Fprintf(&b, ", linear %v", bo.Base)
+		dur(", linear ", bo.Base)
 		if bo.Max > 0 {
-			fmt.Fprintf(&b, " max %v", bo.Max)
+			dur(" max ", bo.Max)
 		}
 	case Exponential:
-		fmt.Fprintf(&b, ", exponential %v×%s", bo.Base, strconv.FormatFloat(bo.Multiplier, 'g', -1, 64))
+		dur(", exponential ", bo.Base)
+		b = strconv.AppendFloat(append(b, "×"...), bo.Multiplier, 'g', -1, 64)
 		if bo.Max > 0 {
-			fmt.Fprintf(&b, " max %v", bo.Max)
+			dur(" max ", bo.Max)
 		}
 	}
 	if p.Jitter > 0 {
-		fmt.Fprintf(&b, " ±%s%%", strconv.FormatFloat(p.Jitter*100, 'g', 3, 64))
+		b = append(strconv.AppendFloat(append(b, " ±"...), p.Jitter*100, 'g', 3, 64), '%')
 	}
 	if p.Timeout > 0 {
-		fmt.Fprintf(&b, ", %v per attempt", p.Timeout)
+		dur(", ", p.Timeout)
+		b = append(b, " per attempt"...)
 	}
 	if p.TotalTimeout > 0 {
-		fmt.Fprintf(&b, ", %v in total", p.TotalTimeout)
+		dur(", ", p.TotalTimeout)
+		b = append(b, " in total"...)
 	}
-	return b.String()
+	return string(b)
 }
 
 // NewRetryPolicy returns a policy of maxAttempts attempts with exponential

@@ -698,14 +698,12 @@ func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string,
 	if c.ExecutionID == 0 {
 		lockWorkers = 0
 	}
-	args, leases, err := s.turnArgs(c, lockWorkers, lockTimeout)
+	vals, leases, err := s.turnArgs(c, lockWorkers, lockTimeout, lockToken)
 	if err != nil {
 		return nil, &Error{Op: op, Err: err}
 	}
 	var pending bool
-	args["token"] = lockToken
-	sql, vals := s.turnCall("ack_turn", args, "token")
-	err = s.write(ctx, sql, vals, &pending)
+	err = s.write(ctx, s.turnCall("ack_turn", "token"), vals, &pending)
 	if err != nil {
 		return nil, wrap(op, err)
 	}
@@ -721,20 +719,18 @@ func (s *Store) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnP
 	if c == nil || c.ExecutionID == 0 {
 		return nil, &Error{Op: op, Err: errors.New("a turn commit with an execution id is required")}
 	}
-	args, leases, err := s.turnArgs(c, lockWorkers, lockTimeout)
-	if err != nil {
-		return nil, &Error{Op: op, Err: err}
-	}
-	var pending bool
 	if workTokens == nil {
 		workTokens = []string{}
 	}
 	if timers == nil {
 		timers = []int64{}
 	}
-	args["instance"], args["tokens"], args["timers"], args["last_event"] = instance, workTokens, timers, lastEventID
-	sql, vals := s.turnCall("commit_activity_turn2", args, "instance", "tokens", "timers", "last_event")
-	err = s.write(ctx, sql, vals, &pending)
+	vals, leases, err := s.turnArgs(c, lockWorkers, lockTimeout, instance, workTokens, timers, lastEventID)
+	if err != nil {
+		return nil, &Error{Op: op, Err: err}
+	}
+	var pending bool
+	err = s.write(ctx, s.turnCall("commit_activity_turn2", "instance", "tokens", "timers", "last_event"), vals, &pending)
 	if err != nil {
 		return nil, wrap(op, err)
 	}
@@ -754,15 +750,13 @@ func (s *Store) startTurn(ctx context.Context, instance string, c *duroxide.Turn
 	if c == nil || c.ExecutionID != 1 {
 		return nil, false, &Error{Op: op, Err: errors.New("the first turn of execution 1 is required")}
 	}
-	args, leases, err := s.turnArgs(c, lockWorkers, lockTimeout)
+	vals, leases, err := s.turnArgs(c, lockWorkers, lockTimeout, instance)
 	if err != nil {
 		return nil, false, &Error{Op: op, Err: err}
 	}
 	var created bool
-	args["instance"] = instance
 	// A start is a client's call, on its own connection (see WithGroupCommit).
-	sql, vals := s.turnCall("start_turn2", args, "instance")
-	err = s.queryRow(ctx, sql, vals...).Scan(&created)
+	err = s.queryRow(ctx, s.turnCall("start_turn2", "instance"), vals...).Scan(&created)
 	if err != nil {
 		return nil, false, wrap(op, err)
 	}
@@ -787,35 +781,34 @@ func (s *Store) ReleaseTimer(ctx context.Context, instance string, executionID, 
 }
 
 // turnArgNames are the parameters of the turn functions (ack_turn,
-// commit_activity_turn, start_turn) that turnArgs fills; turnCall passes
-// them in named notation (p_name => $n), so the call sites never depend on
-// the functions' parameter order.
+// commit_activity_turn, start_turn) that turnArgs fills, in its order;
+// turnCall passes them in named notation (p_name => $n), so the call sites
+// never depend on the functions' parameter order.
 var turnArgNames = []string{"execution", "name", "version", "parent", "status", "output", "set_custom", "custom",
 	"ev_ids", "ev_types", "ev_data", "w_instance", "w_execution", "w_activity", "w_data", "w_token", "lock_ms", "owner",
 	"o_instance", "o_data", "o_visible_at", "o_parent", "c_instance", "c_execution", "c_activity", "ct_ids", "keep"}
 
-// turnCall returns the call of turn function fn with the parameters
-// first… then turnArgNames, numbered ($1, $2, …; pgx would rewrite @name
-// placeholders on every call), and args in that order. The statement text
-// is built once per function and handle.
-func (s *Store) turnCall(fn string, args pgx.NamedArgs, first ...string) (string, []any) {
-	names := append(append(make([]string, 0, len(first)+len(turnArgNames)), first...), turnArgNames...)
-	v, ok := s.turnSQL.Load(fn)
-	if !ok {
-		p := make([]string, len(names))
-		for i, n := range names {
-			p[i] = "p_" + n + " => $" + strconv.Itoa(i+1)
-		}
-		v, _ = s.turnSQL.LoadOrStore(fn, "SELECT "+s.fn(fn)+"("+strings.Join(p, ", ")+")")
+// turnCall returns the call of turn function fn with the parameters lead…
+// then turnArgNames, numbered ($1, $2, …; pgx would rewrite @name
+// placeholders on every call): the values turnArgs returns, given lead's.
+// The statement text is built once per function and handle.
+func (s *Store) turnCall(fn string, lead ...string) string {
+	if v, ok := s.turnSQL.Load(fn); ok {
+		return v.(string)
 	}
-	vals := make([]any, len(names))
+	names := append(append(make([]string, 0, len(lead)+len(turnArgNames)), lead...), turnArgNames...)
+	p := make([]string, len(names))
 	for i, n := range names {
-		vals[i] = args[n]
+		p[i] = "p_" + n + " => $" + strconv.Itoa(i+1)
 	}
-	return v.(string), vals
+	v, _ := s.turnSQL.LoadOrStore(fn, "SELECT "+s.fn(fn)+"("+strings.Join(p, ", ")+")")
+	return v.(string)
 }
 
-func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration) (pgx.NamedArgs, []duroxide.WorkItemLease, error) {
+// turnArgs returns the values of a turn function's parameters (see
+// turnCall): lead, then c's in turnArgNames order; and the leases of the
+// worker items it leases (the first lockWorkers).
+func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration, lead ...any) ([]any, []duroxide.WorkItemLease, error) {
 	n := len(c.HistoryDelta)
 	evIDs, evTypes, evData := make([]int64, n), make([]string, n), make([]string, n)
 	for i := range c.HistoryDelta {
@@ -872,13 +865,15 @@ func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout ti
 	if c.ExecutionID != 0 {
 		keep = max(c.KeepExecutions, 0)
 	}
-	return pgx.NamedArgs{"execution": c.ExecutionID, "name": c.OrchestrationName, "version": c.OrchestrationVersion,
-		"parent": c.ParentInstance, "status": string(c.Status), "output": c.Output, "set_custom": c.SetCustomStatus,
-		"custom": c.CustomStatus, "ev_ids": evIDs, "ev_types": evTypes, "ev_data": evData,
-		"w_instance": wInst, "w_execution": wExec, "w_activity": wAct, "w_data": wData, "w_token": wTok,
-		"lock_ms": lockMs(lockTimeout), "owner": s.owner,
-		"o_instance": oInst, "o_data": oData, "o_visible_at": oVis, "o_parent": oParent,
-		"c_instance": cInst, "c_execution": cExec, "c_activity": cAct, "ct_ids": ct, "keep": keep}, leases, nil
+	vals := append(make([]any, 0, len(lead)+len(turnArgNames)), lead...)
+	vals = append(vals, c.ExecutionID, c.OrchestrationName, c.OrchestrationVersion,
+		c.ParentInstance, string(c.Status), c.Output, c.SetCustomStatus,
+		c.CustomStatus, evIDs, evTypes, evData,
+		wInst, wExec, wAct, wData, wTok,
+		lockMs(lockTimeout), s.owner,
+		oInst, oData, oVis, oParent,
+		cInst, cExec, cAct, ct, keep)
+	return vals, leases, nil
 }
 
 // announceTurn tells watchers what a committed turn made fetchable:

@@ -75,14 +75,12 @@ func (s *Store) warmConn(ctx context.Context, c *pgxpool.Conn) error {
 			{EventID: 2, Kind: duroxide.EventActivityScheduled, Name: "warm"},
 		},
 		WorkerItems: activity(2)}
-	args, leases, err := s.turnArgs(start, 1, lease)
+	vals, leases, err := s.turnArgs(start, 1, lease, inst)
 	if err != nil {
 		return err
 	}
-	args["instance"] = inst
-	sql, vals := s.turnCall("start_turn2", args, "instance")
 	var ok bool
-	if err := tx.QueryRow(ctx, sql, vals...).Scan(&ok); err != nil {
+	if err := tx.QueryRow(ctx, s.turnCall("start_turn2", "instance"), vals...).Scan(&ok); err != nil {
 		return fmt.Errorf("start_turn2: %w", err)
 	}
 
@@ -92,12 +90,10 @@ func (s *Store) warmConn(ctx context.Context, c *pgxpool.Conn) error {
 			{EventID: 4, Kind: duroxide.EventActivityScheduled, Name: "warm"},
 		},
 		WorkerItems: activity(4)}
-	if args, _, err = s.turnArgs(next, 1, lease); err != nil {
+	if vals, _, err = s.turnArgs(next, 1, lease, inst, []string{leases[0].LockToken}, []int64{}, int64(2)); err != nil {
 		return err
 	}
-	args["instance"], args["tokens"], args["timers"], args["last_event"] = inst, []string{leases[0].LockToken}, []int64{}, int64(2)
-	sql, vals = s.turnCall("commit_activity_turn2", args, "instance", "tokens", "timers", "last_event")
-	if err := tx.QueryRow(ctx, sql, vals...).Scan(&ok); err != nil {
+	if err := tx.QueryRow(ctx, s.turnCall("commit_activity_turn2", "instance", "tokens", "timers", "last_event"), vals...).Scan(&ok); err != nil {
 		return fmt.Errorf("commit_activity_turn2: %w", err)
 	}
 
