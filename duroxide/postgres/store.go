@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/duroxide/internal/wire"
 )
 
 // DefaultSchema is the schema used when WithSchema is not given.
@@ -811,13 +812,14 @@ func (s *Store) turnCall(fn string, lead ...string) string {
 func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration, lead ...any) ([]any, []duroxide.WorkItemLease, error) {
 	n := len(c.HistoryDelta)
 	evIDs, evTypes, evData := make([]int64, n), make([]string, n), make([]string, n)
+	var buf []byte // every record is encoded here, then copied into its string
+	var err error
 	for i := range c.HistoryDelta {
 		e := &c.HistoryDelta[i]
-		b, err := json.Marshal(e)
-		if err != nil {
+		if buf, err = wire.AppendEvent(buf[:0], e); err != nil {
 			return nil, nil, fmt.Errorf("encode event %d: %w", e.EventID, err)
 		}
-		evIDs[i], evTypes[i], evData[i] = e.EventID, string(e.Kind), string(b)
+		evIDs[i], evTypes[i], evData[i] = e.EventID, string(e.Kind), string(buf)
 	}
 	n = len(c.WorkerItems)
 	lockWorkers = min(max(lockWorkers, 0), n)
@@ -828,11 +830,10 @@ func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout ti
 	}
 	for i := range c.WorkerItems {
 		w := &c.WorkerItems[i]
-		b, err := json.Marshal(w)
-		if err != nil {
+		if buf, err = wire.AppendWorkItem(buf[:0], w); err != nil {
 			return nil, nil, fmt.Errorf("encode worker item: %w", err)
 		}
-		wInst[i], wExec[i], wAct[i], wData[i] = w.Instance, w.ExecutionID, w.ID, string(b)
+		wInst[i], wExec[i], wAct[i], wData[i] = w.Instance, w.ExecutionID, w.ID, string(buf)
 		if i < lockWorkers {
 			tok := uuid()
 			wTok[i] = &tok
@@ -843,11 +844,10 @@ func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout ti
 	oInst, oData, oVis, oParent := make([]string, n), make([]string, n), make([]int64, n), make([]string, n)
 	for i := range c.OrchestratorItems {
 		w := &c.OrchestratorItems[i]
-		b, err := json.Marshal(w)
-		if err != nil {
+		if buf, err = wire.AppendWorkItem(buf[:0], w); err != nil {
 			return nil, nil, fmt.Errorf("encode orchestrator item: %w", err)
 		}
-		oInst[i], oData[i], oParent[i] = w.Instance, string(b), parentOf(w)
+		oInst[i], oData[i], oParent[i] = w.Instance, string(buf), parentOf(w)
 		if w.Kind == duroxide.WorkTimerFired {
 			oVis[i] = w.FireAtMs + c.TimerBackstop.Milliseconds()
 		}
@@ -946,7 +946,7 @@ func (s *Store) AckWorkItem(ctx context.Context, lockToken string, completion *d
 	const op = "AckWorkItem"
 	var inst, data *string
 	if completion != nil {
-		b, err := json.Marshal(completion)
+		b, err := wire.AppendWorkItem(nil, completion)
 		if err != nil {
 			return &Error{Op: op, Err: err}
 		}

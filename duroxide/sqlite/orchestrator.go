@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/duroxide/internal/wire"
 )
 
 // EnqueueOrchestratorItem implements duroxide.Store.
@@ -374,21 +375,21 @@ type encodedTurn struct{ hist, workers, orchs []encoded }
 // encodeTurn encodes a commit's rows outside the write lock.
 func encodeTurn(commit *duroxide.TurnCommit) (*encodedTurn, error) {
 	backstop := commit.TimerBackstop.Milliseconds()
+	var buf []byte // every record is encoded here, then copied into its string
+	var err error
 	hist := make([]encoded, len(commit.HistoryDelta))
 	for i := range commit.HistoryDelta {
-		b, err := json.Marshal(&commit.HistoryDelta[i])
-		if err != nil {
+		if buf, err = wire.AppendEvent(buf[:0], &commit.HistoryDelta[i]); err != nil {
 			return nil, err
 		}
-		hist[i] = encoded{data: string(b)}
+		hist[i] = encoded{data: string(buf)}
 	}
 	workers := make([]encoded, len(commit.WorkerItems))
 	for i := range commit.WorkerItems {
-		b, err := json.Marshal(&commit.WorkerItems[i])
-		if err != nil {
+		if buf, err = wire.AppendWorkItem(buf[:0], &commit.WorkerItems[i]); err != nil {
 			return nil, err
 		}
-		workers[i] = encoded{data: string(b)}
+		workers[i] = encoded{data: string(buf)}
 	}
 	orchs := make([]encoded, len(commit.OrchestratorItems))
 	for i := range commit.OrchestratorItems {
@@ -396,11 +397,10 @@ func encodeTurn(commit *duroxide.TurnCommit) (*encodedTurn, error) {
 		if w.Instance == "" {
 			return nil, (fmt.Errorf("orchestrator item %d (%s) has no instance", i, w.Kind))
 		}
-		b, err := json.Marshal(w)
-		if err != nil {
+		if buf, err = wire.AppendWorkItem(buf[:0], w); err != nil {
 			return nil, err
 		}
-		orchs[i] = encoded{data: string(b)}
+		orchs[i] = encoded{data: string(buf)}
 		if w.Kind == duroxide.WorkTimerFired && w.FireAtMs > 0 {
 			orchs[i].aux = w.FireAtMs + backstop
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/toygres/toygres/duroxide"
+	"github.com/toygres/toygres/duroxide/internal/wire"
 )
 
 // EnqueueWorkItem implements duroxide.Store.
@@ -77,7 +78,7 @@ func (s *Store) AckWorkItem(ctx context.Context, lockToken string, completion *d
 	if completion.Instance == "" {
 		return wrap(op, errors.New("completion has no instance"))
 	}
-	data, err := json.Marshal(completion)
+	data, err := wire.AppendWorkItem(nil, completion)
 	if err != nil {
 		return wrap(op, err)
 	}
