@@ -69,6 +69,29 @@ func TestDelayForAttempt(t *testing.T) {
 	}
 }
 
+// TestRetryPolicySummary: the text recorded in history (Event.Policy) and
+// in RetryStats for every kind of policy.
+func TestRetryPolicySummary(t *testing.T) {
+	for _, c := range []struct {
+		p    duroxide.RetryPolicy
+		want string
+	}{
+		{duroxide.NewRetryPolicy(3), "3 attempts, exponential 100ms×2 max 30s"},
+		{duroxide.NewRetryPolicy(3).WithBackoff(duroxide.Fixed{Delay: 10 * time.Millisecond}), "3 attempts, fixed 10ms"},
+		{duroxide.RetryPolicy{Name: "cms", MaxAttempts: 5, Backoff: duroxide.Exponential{Base: 500 * time.Millisecond, Multiplier: 1.5, Max: 5 * time.Second},
+			Jitter: 0.1, Timeout: 30 * time.Second, TotalTimeout: time.Minute},
+			"cms: 5 attempts, exponential 500ms×1.5 max 5s ±10%, 30s per attempt, 1m0s in total"},
+		{duroxide.RetryPolicy{MaxAttempts: 2, Backoff: duroxide.Linear{Base: time.Second, Max: 3 * time.Second}}, "2 attempts, linear 1s max 3s"},
+		{duroxide.RetryPolicy{MaxAttempts: 2, Backoff: duroxide.Linear{Base: time.Second}, Jitter: 0.125}, "2 attempts, linear 1s ±12.5%"},
+		{duroxide.RetryPolicy{MaxAttempts: 1, Backoff: duroxide.NoBackoff{}}, "1 attempts, no backoff"},
+		{duroxide.RetryPolicy{MaxAttempts: 1}, "1 attempts, no backoff"},
+	} {
+		if got := c.p.Summary(); got != c.want {
+			t.Errorf("Summary() = %q, want %q", got, c.want)
+		}
+	}
+}
+
 func TestRetryPolicyValidate(t *testing.T) {
 	bad := map[string]duroxide.RetryPolicy{
 		"zero attempts":       duroxide.NewRetryPolicy(0),
