@@ -3,16 +3,11 @@ package activities
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/toygres/toygres/duroxide"
-	"github.com/toygres/toygres/internal/apptest"
-	"github.com/toygres/toygres/internal/cms"
-	"github.com/toygres/toygres/internal/dataplane/local"
 )
 
 // TestOtherHostIsAnError: with a host set (local data plane on a shared
@@ -22,28 +17,9 @@ import (
 func TestOtherHostIsAnError(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dir := apptest.NewDataDir(t, "toygres-placement-")
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	store, err := cms.OpenSQLite(ctx, filepath.Join(dir, "toygres.db"), cms.Options{KeyFile: filepath.Join(dir, "secret.key")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	driver, err := local.New(local.Options{Dir: filepath.Join(dir, "instances")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mk := func(name string) string {
-		internal := name + "-0000abcd"
-		if _, err := store.CreateInstance(ctx, cms.Instance{Name: name, InternalName: internal, Driver: "local", StorageGB: 1,
-			CreateOrchestrationID: "create-" + internal}); err != nil {
-			t.Fatal(err)
-		}
-		if err := store.SetPassword(ctx, internal, "pw-123456"); err != nil {
-			t.Fatal(err)
-		}
-		return internal
-	}
+	f := newFixture(t, ctx, "toygres-placement-")
+	store, driver := f.store, f.driver
+	mk := func(name string) string { return f.addInstance(t, ctx, name) }
 	elsewhere, legacy := mk("elsewhere"), mk("legacy")
 	if _, err := store.ClaimPlacement(ctx, elsewhere, "host-a:/data"); err != nil {
 		t.Fatal(err)
@@ -56,7 +32,7 @@ func TestOtherHostIsAnError(t *testing.T) {
 			t.Errorf("%s: %v, want a non-retryable ErrOtherHost naming both hosts", what, err)
 		}
 	}
-	_, err = here.deletePostgres(ctx, InstanceRef{InternalName: elsewhere})
+	_, err := here.deletePostgres(ctx, InstanceRef{InternalName: elsewhere})
 	wantOther("delete", err)
 	_, err = here.waitForReady(ctx, InstanceRef{InternalName: elsewhere})
 	wantOther("wait for ready", err)

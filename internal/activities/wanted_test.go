@@ -13,7 +13,6 @@ import (
 	"github.com/toygres/toygres/internal/apptest"
 	"github.com/toygres/toygres/internal/cms"
 	"github.com/toygres/toygres/internal/dataplane"
-	"github.com/toygres/toygres/internal/dataplane/local"
 )
 
 // gatedDriver holds each Deploy until the test releases it, then deploys
@@ -44,36 +43,12 @@ func TestDeleteDuringDeployLeavesNothing(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dir := apptest.NewDataDir(t, "toygres-wanted-")
-	t.Cleanup(func() {
-		if apptest.DeleteInstances(dir) {
-			_ = os.RemoveAll(dir)
-		}
-	})
-	store, err := cms.OpenSQLite(ctx, filepath.Join(dir, "toygres.db"), cms.Options{KeyFile: filepath.Join(dir, "secret.key")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	driver, err := local.New(local.Options{Dir: filepath.Join(dir, "instances")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer driver.Close()
+	f := newFixture(t, ctx, "toygres-wanted-")
+	store, driver, dir := f.store, f.driver, f.dir
 	if v, err := driver.Versions(ctx); err != nil || len(v) == 0 {
 		t.Fatalf("no PostgreSQL binaries found (install them: apt-get install -y postgresql): %v", err)
 	}
-	mk := func(name string) string {
-		internal := name + "-0000abcd"
-		if _, err := store.CreateInstance(ctx, cms.Instance{Name: name, InternalName: internal, Driver: "local", StorageGB: 1,
-			CreateOrchestrationID: "create-" + internal}); err != nil {
-			t.Fatal(err)
-		}
-		if err := store.SetPassword(ctx, internal, "pw-123456"); err != nil {
-			t.Fatal(err)
-		}
-		return internal
-	}
+	mk := func(name string) string { return f.addInstance(t, ctx, name) }
 	gone := func(internal string) {
 		t.Helper()
 		if st, err := driver.Status(ctx, internal); !errors.Is(err, dataplane.ErrNotFound) {
@@ -135,7 +110,7 @@ func TestDeleteDuringDeployLeavesNothing(t *testing.T) {
 	gate = &gatedDriver{Driver: driver, entered: make(chan struct{}), release: make(chan struct{})}
 	a.Driver = gate
 	deleteSteps(a, late)
-	_, err = a.deploy(ctx, DeployInput{InternalName: late, StorageGB: 1})
+	_, err := a.deploy(ctx, DeployInput{InternalName: late, StorageGB: 1})
 	wantDeleted(err)
 	if gate.deploys != 0 {
 		t.Errorf("a deploy of a deleted instance reached the driver")

@@ -1,14 +1,12 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/toygres/toygres/internal/app"
@@ -18,24 +16,6 @@ import (
 	"github.com/toygres/toygres/internal/dataplane"
 	"github.com/toygres/toygres/internal/dataplane/local"
 )
-
-// syncBuffer is a log destination the test reads while an app may write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestStartRemovesWhatDeletedInstancesLeft: a deploy that finished after
 // its instance's delete removes what it made, unless the server is killed
@@ -53,10 +33,14 @@ func TestStartRemovesWhatDeletedInstancesLeft(t *testing.T) {
 			_ = os.RemoveAll(dir)
 		}
 	})
-	var logs syncBuffer
+	logFile, err := os.Create(filepath.Join(t.TempDir(), "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
 	open := func() *app.App {
 		t.Helper()
-		a, err := app.Open(ctx, app.Config{DataDir: dir, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+		a, err := app.Open(ctx, app.Config{DataDir: dir, Logger: slog.New(slog.NewJSONHandler(logFile, nil))})
 		if err != nil {
 			t.Fatalf("open app: %v", err)
 		}
@@ -116,7 +100,7 @@ func TestStartRemovesWhatDeletedInstancesLeft(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(datadir.Instances(dir), deleted)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("deleted instance's directory is left (%v)", err)
 	}
-	if !strings.Contains(logs.String(), `"msg":"removed the resources a deleted instance left"`) {
+	if logs, err := os.ReadFile(logFile.Name()); err != nil || !strings.Contains(string(logs), `"msg":"removed the resources a deleted instance left"`) {
 		t.Errorf("the removal is not logged")
 	}
 	if _, err := d.Status(ctx, deleting); err != nil {
