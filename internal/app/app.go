@@ -213,9 +213,9 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		}
 		cfg.Logger.Info("local instances adopted", "running", report.Adopted, "restarted", report.Restarted,
 			"pending", report.Pending, "deleted", report.Deleted, "problems", len(report.Problems))
+		a.removeDeletedLeftovers(ctx, d, slices.Concat(report.Adopted, report.Restarted, report.Pending))
 		// The driver's own problems come first: the first problem of an
 		// instance is the one recorded.
-		a.removeDeletedLeftovers(ctx, d, slices.Concat(report.Adopted, report.Restarted, report.Pending))
 		problems, err := a.checkLocalInstances(ctx, d)
 		if err != nil {
 			return nil, fmt.Errorf("check local instances: %w", err)
