@@ -165,12 +165,17 @@ func (r *activityRun) dropped(err error) {
 // end records the attempt's metrics, span and circuit breaker slot for an
 // outcome that is not reported to the orchestration.
 func (r *activityRun) end(outcome string, err error) {
+	r.observe(outcome, err)
+	if r.br != nil {
+		r.br.release(r.probe)
+	}
+}
+
+// observe records the attempt's duration and outcome (metrics, span).
+func (r *activityRun) observe(outcome string, err error) {
 	r.rt.metrics.activity(r.lease.Item.Name, outcome, time.Since(r.begin))
 	if r.span != nil {
 		endActivitySpan(r.span, outcome, err)
-	}
-	if r.br != nil {
-		r.br.release(r.probe)
 	}
 }
 

@@ -232,10 +232,7 @@ func (rt *Runtime) runActivity(lease *WorkItemLease, sl *slot) []WorkItemLease {
 	} else {
 		comp.Kind, comp.Result = WorkActivityCompleted, res
 	}
-	rt.metrics.activity(item.Name, outcomeLabel, time.Since(r.begin))
-	if r.span != nil {
-		endActivitySpan(r.span, outcomeLabel, err)
-	}
+	r.observe(outcomeLabel, err)
 	if br != nil {
 		from, to := br.record(probe, err != nil && br.cfg.IsFailure(err))
 		rt.circuitTransition(br, from, to)
