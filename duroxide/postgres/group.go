@@ -38,6 +38,20 @@ import (
 // that call's savepoint (keeping the calls before it) and sends the rest
 // again, so a batch with f failures takes 2f+1 round trips.
 //
+// A client's call (a start, an enqueue) runs on its own connection, and
+// the client usually waits for it before it makes the next. A batch that
+// commits while such a call is in flight slows it twice: the call waits for
+// the batch's WAL flush before its own (PostgreSQL flushes one at a time),
+// and the two sessions' statements share the machine's cores. So a committer
+// about to send a batch while a client call is in flight waits until that
+// call returns (client), up to clientWaitCap, and then sends everything
+// queued meanwhile as one batch. It waits for one call at most, so a stream
+// of client calls cannot hold the runtime's writes back for longer than one
+// of them takes. Measured with 200 starts in a row from one goroutine
+// (bench, PostgreSQL, 8 alternating runs each): the durable timer workload
+// 0.439 → 0.413 s at scale 3, seq 0.190 → 0.180 s, retry 0.187 → 0.181 s,
+// fan 0.216 → 0.205 s, with less server CPU (fewer, larger transactions).
+//
 // Ordering: calls of one batch run in the order they were submitted, so
 // the batch is equivalent to running them one after the other; calls in
 // different batches are concurrent transactions, as separate calls were
@@ -53,6 +67,10 @@ const (
 	groupMaxBatch = 32
 	// groupTimeout bounds one batch (all its round trips and the commit).
 	groupTimeout = 30 * time.Second
+	// clientWaitCap bounds how long a committer defers a batch to a client
+	// call in flight (a start takes 0.3–1 ms; one that waits for a lock
+	// should not hold the runtime's writes back).
+	clientWaitCap = 2 * time.Millisecond
 )
 
 // errStoreClosed fails calls submitted after Close.
@@ -86,6 +104,12 @@ type committer struct {
 	wg       sync.WaitGroup
 	inflight atomic.Int32 // batches running
 
+	// Client calls in flight (see client) and a signal that one returned.
+	clients    atomic.Int32
+	clientDone chan struct{}
+	clientCap  time.Duration // clientWaitCap; tests change it
+	onDefer    func()        // test hook: a committer starts deferring to a client call
+
 	// stats (tests and diagnostics)
 	statsMu sync.Mutex
 	stats   GroupCommitStats
@@ -98,10 +122,12 @@ type GroupCommitStats struct {
 	Batched      int // calls that shared a transaction with others
 	MaxBatch     int // largest batch
 	Failed       int // calls of a batch that failed alone (rolled back to their savepoint)
+	Deferred     int // batches held back until a client call in flight returned (or clientWaitCap passed)
 }
 
 func newCommitter(pool *pgxpool.Pool, workers int) *committer {
-	c := &committer{pool: pool, workers: workers, wake: make(chan struct{}, workers), stop: make(chan struct{})}
+	c := &committer{pool: pool, workers: workers, wake: make(chan struct{}, workers), stop: make(chan struct{}),
+		clientDone: make(chan struct{}, 1), clientCap: clientWaitCap}
 	for range workers {
 		c.wg.Add(1)
 		go c.loop()
@@ -155,6 +181,48 @@ func (c *committer) run(ctx context.Context, sql string, args []any, read func(p
 	return call.err
 }
 
+// client runs a client's call (fn, on a connection of its own) and tells
+// the committers while it is in flight, so that they do not commit a batch
+// meanwhile (see the package comment on group commit).
+func (c *committer) client(fn func() error) error {
+	select {
+	case <-c.clientDone: // a signal no committer took: it is stale now
+	default:
+	}
+	c.clients.Add(1)
+	defer func() {
+		c.clients.Add(-1)
+		select {
+		case c.clientDone <- struct{}{}:
+		default:
+		}
+	}()
+	return fn()
+}
+
+// deferToClient waits, when a client call is in flight, until one returns
+// or clientCap passes; it reports false when the store is closing.
+func (c *committer) deferToClient(timer *time.Timer) bool {
+	if c.clients.Load() == 0 {
+		return true
+	}
+	c.statsMu.Lock()
+	c.stats.Deferred++
+	c.statsMu.Unlock()
+	if c.onDefer != nil {
+		c.onDefer()
+	}
+	timer.Reset(c.clientCap)
+	defer timer.Stop()
+	select {
+	case <-c.clientDone:
+	case <-timer.C:
+	case <-c.stop:
+		return false
+	}
+	return true
+}
+
 func (c *committer) loop() {
 	defer c.wg.Done()
 	var conn *pgxpool.Conn
@@ -163,6 +231,8 @@ func (c *committer) loop() {
 			conn.Release()
 		}
 	}()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for {
 		select {
 		case <-c.stop:
@@ -170,6 +240,9 @@ func (c *committer) loop() {
 		case <-c.wake:
 		}
 		for {
+			if !c.deferToClient(timer) {
+				return
+			}
 			c.mu.Lock()
 			n := min(len(c.pending), groupMaxBatch)
 			batch := make([]*groupCall, n)

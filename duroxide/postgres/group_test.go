@@ -211,6 +211,83 @@ func TestGroupCommitLoneCallAlone(t *testing.T) {
 	}
 }
 
+// TestGroupCommitDefersToClientCall holds a client call in flight and
+// checks that a runtime write queued meanwhile waits for it: the committer
+// defers (Deferred counts it) and the write commits only once the client
+// call returned. With a short cap, a client call that does not return
+// holds the write back no longer than the cap.
+func TestGroupCommitDefersToClientCall(t *testing.T) {
+	ctx := testCtx(t)
+	write := func(st *Store, inst string) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			done <- st.EnqueueWorkItem(ctx, duroxide.WorkItem{Kind: duroxide.WorkActivityExecute, Instance: inst, ExecutionID: 1, ID: 1, Name: "A"})
+		}()
+		return done
+	}
+	hold := func(st *Store) (release func()) {
+		inFlight, released, returned := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+		go func() {
+			returned <- st.client(func() error {
+				close(inFlight)
+				<-released
+				return nil
+			})
+		}()
+		<-inFlight
+		return func() {
+			close(released)
+			if err := <-returned; err != nil {
+				t.Errorf("client call: %v", err)
+			}
+		}
+	}
+	within := func(what string, ch <-chan error) error {
+		t.Helper()
+		select {
+		case err := <-ch:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatalf("timed out waiting for %s", what)
+			return nil
+		}
+	}
+
+	st := openStore(t, WithGroupCommit(1), WithPoolSize(4))
+	deferred := make(chan error, 1)
+	st.group.clientCap = time.Minute
+	st.group.onDefer = func() {
+		select {
+		case deferred <- nil:
+		default:
+		}
+	}
+	before := st.GroupCommitStats()
+	release := hold(st)
+	done := write(st, "held")
+	_ = within("the committer to defer to the client call", deferred)
+	select {
+	case err := <-done:
+		t.Fatalf("the write returned (%v) while the client call was in flight", err)
+	default:
+	}
+	release()
+	if err := within("the write after the client call returned", done); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if got := st.GroupCommitStats().Deferred - before.Deferred; got < 1 {
+		t.Errorf("%d batches deferred, want at least 1", got)
+	}
+
+	capped := openStore(t, WithGroupCommit(1), WithPoolSize(4))
+	capped.group.clientCap = time.Millisecond
+	release = hold(capped)
+	if err := within("the write while a client call hangs", write(capped, "capped")); err != nil {
+		t.Errorf("write beside a client call that does not return: %v", err)
+	}
+	release()
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

@@ -86,8 +86,10 @@ const DefaultGroupCommit = 1
 // A client's calls (StartTurn, EnqueueStarts, EnqueueOrchestratorItem) run
 // on their own connection at once: a client usually waits for each before
 // the next, and queueing it behind a transaction in flight would add that
-// transaction's time to its latency; PostgreSQL may still share its WAL
-// flush with the group's.
+// transaction's time to its latency. The other way round, a batch that
+// would start while a client call is in flight waits until that call
+// returns (at most 2 ms), so that the call does not wait for the batch's
+// WAL flush before its own.
 func WithGroupCommit(n int) Option { return func(o *options) { o.group = max(n, 0) } }
 
 // WithoutWarmup leaves the pool's connections as they open: Open does not
@@ -521,6 +523,15 @@ func (s *Store) write(ctx context.Context, sql string, args []any, dest ...any) 
 	return s.do(ctx, func() error { return s.group.run(ctx, sql, args, read) })
 }
 
+// client runs a client's call; with group commit the committers hold
+// their next batch back while it is in flight (committer.client).
+func (s *Store) client(fn func() error) error {
+	if s.group == nil {
+		return fn()
+	}
+	return s.group.client(fn)
+}
+
 // GroupCommitStats returns what the handle's committer did so far (zero
 // without group commit).
 func (s *Store) GroupCommitStats() GroupCommitStats {
@@ -596,8 +607,10 @@ func (s *Store) EnqueueOrchestratorItem(ctx context.Context, item duroxide.WorkI
 	if err != nil {
 		return &Error{Op: op, Err: err}
 	}
-	err = s.exec(ctx, "SELECT "+s.fn("enqueue_orchestrator")+"($1, $2, $3, $4)",
-		item.Instance, string(data), ms(delay), parentOf(&item))
+	err = s.client(func() error {
+		return s.exec(ctx, "SELECT "+s.fn("enqueue_orchestrator")+"($1, $2, $3, $4)",
+			item.Instance, string(data), ms(delay), parentOf(&item))
+	})
 	if err == nil {
 		s.announce(bitOrch)
 	}
@@ -617,12 +630,14 @@ func (s *Store) EnqueueStarts(ctx context.Context, items []duroxide.WorkItem) er
 		}
 		inst[i], data[i], parent[i] = items[i].Instance, string(b), parentOf(&items[i])
 	}
-	err := s.exec(ctx, `INSERT INTO `+s.q+`.orchestrator_queue (instance_id, work_item, visible_at, parent_instance_id, created_at)
+	err := s.client(func() error {
+		return s.exec(ctx, `INSERT INTO `+s.q+`.orchestrator_queue (instance_id, work_item, visible_at, parent_instance_id, created_at)
 		SELECT x.inst, x.data, n.now, nullif(x.parent, ''), n.now
 		FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(inst, data, parent, ord)
 		CROSS JOIN (SELECT `+s.fn("now_ms")+`() AS now) n
 		WHERE NOT EXISTS (SELECT 1 FROM `+s.q+`.instances i WHERE i.instance_id = x.inst)
 		ORDER BY x.ord`, inst, data, parent)
+	})
 	if err == nil {
 		s.announce(bitOrch)
 	}
@@ -757,7 +772,9 @@ func (s *Store) startTurn(ctx context.Context, instance string, c *duroxide.Turn
 	}
 	var created bool
 	// A start is a client's call, on its own connection (see WithGroupCommit).
-	err = s.queryRow(ctx, s.turnCall("start_turn2", "instance"), vals...).Scan(&created)
+	err = s.client(func() error {
+		return s.queryRow(ctx, s.turnCall("start_turn2", "instance"), vals...).Scan(&created)
+	})
 	if err != nil {
 		return nil, false, wrap(op, err)
 	}
