@@ -2,7 +2,7 @@
 // on go-workflows v1.2.0, durabletask-go v0.6.0 and DBOS Transact v1.8.0,
 // alternating engines within each repetition, and prints a Markdown table.
 //
-//	cd bench && go run . [-reps 5] [-scenarios seq,fan,timer,retry,long,latency]
+//	cd bench && go run . [-reps 3] [-scenarios seq,fan,timer,retry,long,latency]
 //	    [-engines duroxide,go-workflows,durabletask-go,dbos]
 //	    [-stores sqlite-normal,sqlite-full,memory,postgres] [-out results.md]
 //
@@ -42,7 +42,7 @@ func main() {
 		mutexProf = flag.String("mutexprofile", "", "internal (child): write a mutex profile")
 		memProf   = flag.String("memprofile", "", "internal (child): write allocation profiles, before (FILE.before) and after the timed part")
 
-		reps       = flag.Int("reps", 3, "repetitions of every (engine, store, scenario)")
+		reps       = flag.Int("reps", 5, "repetitions of every (engine, store, scenario)")
 		scenarios  = flag.String("scenarios", strings.Join(allScenarios, ","), "scenarios to run")
 		engines    = flag.String("engines", "duroxide,go-workflows,durabletask-go,dbos", "engines to run")
 		stores     = flag.String("stores", "sqlite-normal,sqlite-full,memory,postgres", "stores: sqlite-normal, sqlite-full, memory, postgres (also sqlite-off, postgres-nosync)")
