@@ -78,6 +78,14 @@ func main() {
 		emit(rep.markdown(), *out)
 		return
 	}
+	// The report's files are written after the whole matrix ran: make
+	// their directories now, and fail before the run, not 12 minutes into
+	// it, when they cannot be written.
+	for _, path := range []string{*out, *jsonOut} {
+		if err := prepareOutput(path); err != nil {
+			fatal(err)
+		}
+	}
 	p := parent{
 		reps: *reps, scenarios: split(*scenarios), engines: split(*engines), stores: split(*stores),
 		scale: *scale, probes: *probes, timeout: *timeout, profileDir: *profileDir, tryKnown: *tryKnown, workDir: *workDir,
@@ -94,6 +102,22 @@ func main() {
 		}
 	}
 	emit(rep.markdown(), *out)
+}
+
+// prepareOutput creates the directory of output file path (if path is set)
+// and checks that the file can be opened for writing.
+func prepareOutput(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("output %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("output %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 func emit(md, out string) {
