@@ -827,30 +827,33 @@ func (s *Store) turnCall(fn string, lead ...string) string {
 // turnCall): lead, then c's in turnArgNames order; and the leases of the
 // worker items it leases (the first lockWorkers).
 func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration, lead ...any) ([]any, []duroxide.WorkItemLease, error) {
+	evData, err := wire.Events(c.HistoryDelta)
+	if err != nil {
+		return nil, nil, err
+	}
+	wData, err := wire.WorkItems(c.WorkerItems)
+	if err != nil {
+		return nil, nil, err
+	}
+	oData, err := wire.WorkItems(c.OrchestratorItems)
+	if err != nil {
+		return nil, nil, err
+	}
 	n := len(c.HistoryDelta)
-	evIDs, evTypes, evData := make([]int64, n), make([]string, n), make([]string, n)
-	var buf []byte // every record is encoded here, then copied into its string
-	var err error
+	evIDs, evTypes := make([]int64, n), make([]string, n)
 	for i := range c.HistoryDelta {
-		e := &c.HistoryDelta[i]
-		if buf, err = wire.AppendEvent(buf[:0], e); err != nil {
-			return nil, nil, fmt.Errorf("encode event %d: %w", e.EventID, err)
-		}
-		evIDs[i], evTypes[i], evData[i] = e.EventID, string(e.Kind), string(buf)
+		evIDs[i], evTypes[i] = c.HistoryDelta[i].EventID, string(c.HistoryDelta[i].Kind)
 	}
 	n = len(c.WorkerItems)
 	lockWorkers = min(max(lockWorkers, 0), n)
-	wInst, wExec, wAct, wData, wTok := make([]string, n), make([]int64, n), make([]int64, n), make([]string, n), make([]*string, n)
+	wInst, wExec, wAct, wTok := make([]string, n), make([]int64, n), make([]int64, n), make([]*string, n)
 	var leases []duroxide.WorkItemLease
 	if lockWorkers > 0 {
 		leases = make([]duroxide.WorkItemLease, lockWorkers)
 	}
 	for i := range c.WorkerItems {
 		w := &c.WorkerItems[i]
-		if buf, err = wire.AppendWorkItem(buf[:0], w); err != nil {
-			return nil, nil, fmt.Errorf("encode worker item: %w", err)
-		}
-		wInst[i], wExec[i], wAct[i], wData[i] = w.Instance, w.ExecutionID, w.ID, string(buf)
+		wInst[i], wExec[i], wAct[i] = w.Instance, w.ExecutionID, w.ID
 		if i < lockWorkers {
 			tok := uuid()
 			wTok[i] = &tok
@@ -858,13 +861,10 @@ func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout ti
 		}
 	}
 	n = len(c.OrchestratorItems)
-	oInst, oData, oVis, oParent := make([]string, n), make([]string, n), make([]int64, n), make([]string, n)
+	oInst, oVis, oParent := make([]string, n), make([]int64, n), make([]string, n)
 	for i := range c.OrchestratorItems {
 		w := &c.OrchestratorItems[i]
-		if buf, err = wire.AppendWorkItem(buf[:0], w); err != nil {
-			return nil, nil, fmt.Errorf("encode orchestrator item: %w", err)
-		}
-		oInst[i], oData[i], oParent[i] = w.Instance, string(buf), parentOf(w)
+		oInst[i], oParent[i] = w.Instance, parentOf(w)
 		if w.Kind == duroxide.WorkTimerFired {
 			oVis[i] = w.FireAtMs + c.TimerBackstop.Milliseconds()
 		}

@@ -374,34 +374,36 @@ type encodedTurn struct{ hist, workers, orchs []encoded }
 
 // encodeTurn encodes a commit's rows outside the write lock.
 func encodeTurn(commit *duroxide.TurnCommit) (*encodedTurn, error) {
-	backstop := commit.TimerBackstop.Milliseconds()
-	var buf []byte // every record is encoded here, then copied into its string
-	var err error
-	hist := make([]encoded, len(commit.HistoryDelta))
-	for i := range commit.HistoryDelta {
-		if buf, err = wire.AppendEvent(buf[:0], &commit.HistoryDelta[i]); err != nil {
-			return nil, err
-		}
-		hist[i] = encoded{data: string(buf)}
-	}
-	workers := make([]encoded, len(commit.WorkerItems))
-	for i := range commit.WorkerItems {
-		if buf, err = wire.AppendWorkItem(buf[:0], &commit.WorkerItems[i]); err != nil {
-			return nil, err
-		}
-		workers[i] = encoded{data: string(buf)}
-	}
-	orchs := make([]encoded, len(commit.OrchestratorItems))
 	for i := range commit.OrchestratorItems {
-		w := &commit.OrchestratorItems[i]
-		if w.Instance == "" {
-			return nil, (fmt.Errorf("orchestrator item %d (%s) has no instance", i, w.Kind))
+		if w := &commit.OrchestratorItems[i]; w.Instance == "" {
+			return nil, fmt.Errorf("orchestrator item %d (%s) has no instance", i, w.Kind)
 		}
-		if buf, err = wire.AppendWorkItem(buf[:0], w); err != nil {
-			return nil, err
-		}
-		orchs[i] = encoded{data: string(buf)}
-		if w.Kind == duroxide.WorkTimerFired && w.FireAtMs > 0 {
+	}
+	histData, err := wire.Events(commit.HistoryDelta)
+	if err != nil {
+		return nil, err
+	}
+	workerData, err := wire.WorkItems(commit.WorkerItems)
+	if err != nil {
+		return nil, err
+	}
+	orchData, err := wire.WorkItems(commit.OrchestratorItems)
+	if err != nil {
+		return nil, err
+	}
+	hist := make([]encoded, len(histData))
+	for i, d := range histData {
+		hist[i] = encoded{data: d}
+	}
+	workers := make([]encoded, len(workerData))
+	for i, d := range workerData {
+		workers[i] = encoded{data: d}
+	}
+	backstop := commit.TimerBackstop.Milliseconds()
+	orchs := make([]encoded, len(orchData))
+	for i, d := range orchData {
+		orchs[i] = encoded{data: d}
+		if w := &commit.OrchestratorItems[i]; w.Kind == duroxide.WorkTimerFired && w.FireAtMs > 0 {
 			orchs[i].aux = w.FireAtMs + backstop
 		}
 	}

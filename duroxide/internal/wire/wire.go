@@ -12,6 +12,7 @@ package wire
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -91,6 +92,42 @@ func AppendWorkItem(dst []byte, w *duroxide.WorkItem) ([]byte, error) {
 	b = appendIntOmit(b, `,"attempt":`, int64(w.Attempt))
 	b = appendIntOmit(b, `,"max_attempts":`, int64(w.MaxAttempts))
 	return append(b, '}'), nil
+}
+
+// Events returns the JSON form of each of evs. They are encoded into one
+// buffer and converted to a string once: the results share it.
+func Events(evs []duroxide.Event) ([]string, error) {
+	return encodeAll(evs, AppendEvent, func(e *duroxide.Event) string { return "event " + strconv.FormatInt(e.EventID, 10) })
+}
+
+// WorkItems returns the JSON form of each of items, as Events does.
+func WorkItems(items []duroxide.WorkItem) ([]string, error) {
+	return encodeAll(items, AppendWorkItem, func(w *duroxide.WorkItem) string { return string(w.Kind) + " item" })
+}
+
+// encodeAll encodes each of recs with appendRec into one buffer and
+// returns the substrings of its one string conversion; name names a record
+// in an error.
+func encodeAll[T any](recs []T, appendRec func([]byte, *T) ([]byte, error), name func(*T) string) ([]string, error) {
+	if len(recs) == 0 {
+		return []string{}, nil
+	}
+	var (
+		buf  []byte
+		ends = make([]int, len(recs))
+		err  error
+	)
+	for i := range recs {
+		if buf, err = appendRec(buf, &recs[i]); err != nil {
+			return nil, fmt.Errorf("encode %s: %w", name(&recs[i]), err)
+		}
+		ends[i] = len(buf)
+	}
+	all, out, start := string(buf), make([]string, len(recs)), 0
+	for i, end := range ends {
+		out[i], start = all[start:end], end
+	}
+	return out, nil
 }
 
 // appendError appends d, which has no payload.

@@ -187,3 +187,33 @@ func BenchmarkAppendEvent(b *testing.B) {
 		}
 	})
 }
+
+// TestEventsAndWorkItems checks that the batch encoders return, for each
+// record, what AppendEvent and AppendWorkItem write for it alone.
+func TestEventsAndWorkItems(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	evs := make([]duroxide.Event, 50)
+	items := make([]duroxide.WorkItem, 50)
+	for i := range evs {
+		evs[i], items[i] = randomEvent(r), randomWorkItem(r)
+	}
+	gotEvs, err := Events(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotItems, err := WorkItems(items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range evs {
+		if want, _ := AppendEvent(nil, &evs[i]); gotEvs[i] != string(want) {
+			t.Fatalf("event %d: %s, want %s", i, gotEvs[i], want)
+		}
+		if want, _ := AppendWorkItem(nil, &items[i]); gotItems[i] != string(want) {
+			t.Fatalf("work item %d: %s, want %s", i, gotItems[i], want)
+		}
+	}
+	if got, err := Events(nil); err != nil || got == nil || len(got) != 0 {
+		t.Errorf("no events: %v, %v; want an empty, non-nil slice", got, err)
+	}
+}
