@@ -40,8 +40,10 @@
 // fetch_orchestration_item, ack_orchestration_item,
 // abandon_orchestration_item, renew_orchestration_item_lock,
 // fetch_work_item, ack_work_item, renew_work_item_lock, abandon_work_item,
-// next_visible_in, delete_instances, delete_instances_bulk and
-// prune_executions. Reads are single statements.
+// delete_instances, delete_instances_bulk and prune_executions. Reads are
+// single statements. (next_visible_in, which earlier versions called, stays in
+// the schema for their processes; NextVisibleAt now reads the database clock
+// and the queue in one statement of its own.)
 //
 // # Group commit
 //

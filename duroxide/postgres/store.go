@@ -995,27 +995,55 @@ func (s *Store) AbandonWorkItem(ctx context.Context, lockToken string, p duroxid
 	return wrap("AbandonWorkItem", err)
 }
 
-// NextVisibleAt implements duroxide.Store. The database computes how far in
-// the future the message is on its own clock; the result is that distance
-// from the local clock, so clock skew between hosts does not shift it.
+// NextVisibleAt implements duroxide.Store. One statement reads the database
+// clock and the earliest future visible_at together. The round trip bounds
+// how far the two clocks can be told apart: when the database's reading lies
+// within it (plus the clock's 1 ms grain), the clocks agree as far as can be
+// measured and visible_at is returned as it is, exact to the millisecond;
+// otherwise the clocks are skewed and the result is visible_at's distance
+// from the database's now, counted from the middle of the round trip.
 func (s *Store) NextVisibleAt(ctx context.Context, q duroxide.Queue) (time.Time, bool, error) {
-	var name string
+	var table string
 	switch q {
 	case duroxide.QueueOrchestrator:
-		name = "o"
+		table = "orchestrator_queue"
 	case duroxide.QueueWorker:
-		name = "w"
+		table = "worker_queue"
 	default:
 		return time.Time{}, false, nil
 	}
-	var in *int64
-	if err := s.queryRow(ctx, "SELECT "+s.fn("next_visible_in")+"($1)", name).Scan(&in); err != nil {
+	sql := `SELECT t.n, (SELECT min(q.visible_at) FROM ` + s.q + `.` + table + ` q WHERE q.visible_at > t.n)
+		FROM (SELECT ` + s.fn("now_ms") + `() AS n) t`
+	var (
+		dbNow  int64
+		at     *int64
+		t0, t1 time.Time
+	)
+	err := s.do(ctx, func() error {
+		t0 = time.Now()
+		err := s.pool.QueryRow(ctx, sql).Scan(&dbNow, &at)
+		t1 = time.Now()
+		return err
+	})
+	if err != nil {
 		return time.Time{}, false, wrap("NextVisibleAt", err)
 	}
-	if in == nil {
+	if at == nil {
 		return time.Time{}, false, nil
 	}
-	return time.Now().Add(time.Duration(*in) * time.Millisecond), true, nil
+	return visibleAt(*at, dbNow, t0, t1), true, nil
+}
+
+// visibleAt maps a database time at (ms) to the local clock, given the
+// database's now (ms) read between the local instants t0 and t1.
+func visibleAt(at, dbNow int64, t0, t1 time.Time) time.Time {
+	half := t1.Sub(t0) / 2
+	mid := t0.Add(half)
+	skew := time.Duration(dbNow-mid.UnixMilli()) * time.Millisecond
+	if skew.Abs() <= half+time.Millisecond {
+		return time.UnixMilli(at)
+	}
+	return mid.Add(time.Duration(at-dbNow) * time.Millisecond)
 }
 
 // ReadHistory implements duroxide.Store.

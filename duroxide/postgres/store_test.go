@@ -802,3 +802,25 @@ func TestClosedStoreErrors(t *testing.T) {
 	stop := st.Watch(func(duroxide.Queue) {})
 	stop()
 }
+
+// A slow round trip must not move a timer's visible time when the clocks
+// agree, and a real skew between the clocks must still be corrected.
+func TestVisibleAtAcrossASlowRoundTrip(t *testing.T) {
+	t0 := time.UnixMilli(1_800_000_000_000)
+	t1 := t0.Add(14 * time.Millisecond) // a round trip slowed by load
+	at := t0.UnixMilli() + 102
+
+	// Same clock: the database read its now 2 ms into the round trip.
+	// Counting from the local clock after the call would land 10 ms late.
+	if got := visibleAt(at, t0.UnixMilli()+2, t0, t1); got.UnixMilli() != at {
+		t.Fatalf("agreeing clocks: visible at %d, want %d (off %d ms)", got.UnixMilli(), at, got.UnixMilli()-at)
+	}
+	// The database clock runs 500 ms ahead of ours.
+	const skew = 500
+	dbNow := t0.UnixMilli() + 7 + skew
+	dbAt := dbNow + 95
+	want := t0.UnixMilli() + 7 + 95
+	if got := visibleAt(dbAt, dbNow, t0, t1); got.UnixMilli() != want {
+		t.Fatalf("skewed clocks: visible at %d, want %d", got.UnixMilli(), want)
+	}
+}
