@@ -184,12 +184,7 @@ type captureHandler struct{ errs *lastErr }
 
 func (h *captureHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
 func (h *captureHandler) Handle(_ context.Context, r slog.Record) error {
-	msg := r.Message
-	r.Attrs(func(a slog.Attr) bool {
-		msg += " " + a.Key + "=" + a.Value.String()
-		return true
-	})
-	h.errs.set(msg)
+	h.errs.setRecord(r)
 	return nil
 }
 func (h *captureHandler) WithAttrs([]slog.Attr) slog.Handler { return h }

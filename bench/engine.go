@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,21 +102,40 @@ func expected(kind string, input int) int {
 	return -1
 }
 
-// lastErr keeps the last error message an engine logged.
+// lastErr keeps the last error message an engine logged. A slog record is
+// kept as it is and formatted only when asked for: the harness should not
+// add its own formatting to every warning an engine logs in a timed run.
 type lastErr struct {
-	mu  sync.Mutex
-	msg string
+	mu     sync.Mutex
+	msg    string
+	rec    slog.Record
+	hasRec bool
 }
 
 func (l *lastErr) set(s string) {
 	l.mu.Lock()
-	l.msg = s
+	l.msg, l.hasRec = s, false
+	l.mu.Unlock()
+}
+
+func (l *lastErr) setRecord(r slog.Record) {
+	r = r.Clone()
+	l.mu.Lock()
+	l.rec, l.hasRec = r, true
 	l.mu.Unlock()
 }
 
 func (l *lastErr) get() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.hasRec {
+		msg := l.rec.Message
+		l.rec.Attrs(func(a slog.Attr) bool {
+			msg += " " + a.Key + "=" + a.Value.String()
+			return true
+		})
+		return msg
+	}
 	return l.msg
 }
 

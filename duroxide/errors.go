@@ -1,10 +1,12 @@
 package duroxide
 
 import (
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
 )
 
 // Sentinel errors matched with errors.Is.
@@ -161,9 +163,54 @@ func detailsFromError(err error) *ErrorDetails {
 	if errors.Is(err, ErrTimeout) {
 		d.Timeout = true
 	}
-	d.Type = reflect.TypeOf(err).String()
+	t := reflect.TypeOf(err)
+	d.Type = t.String()
+	if marshalsEmpty(t) {
+		return d
+	}
 	if b, jerr := json.Marshal(err); jerr == nil && string(b) != "{}" && string(b) != "null" {
 		d.Payload = b
 	}
 	return d
+}
+
+// emptyJSON caches marshalsEmpty by type.
+var emptyJSON sync.Map // reflect.Type → bool
+
+// marshalsEmpty reports whether encoding/json encodes every value of t as
+// {} or null: a struct (or pointer to one) without exported or embedded
+// fields and without a marshalling method of its own. The errors of the
+// standard library (errors.New, fmt.Errorf) are such types; skipping
+// json.Marshal for them saves an activity failure a reflective walk.
+func marshalsEmpty(t reflect.Type) bool {
+	if v, ok := emptyJSON.Load(t); ok {
+		return v.(bool)
+	}
+	empty := structWithoutJSONFields(t)
+	emptyJSON.Store(t, empty)
+	return empty
+}
+
+var (
+	jsonMarshaler = reflect.TypeFor[json.Marshaler]()
+	textMarshaler = reflect.TypeFor[encoding.TextMarshaler]()
+)
+
+func structWithoutJSONFields(t reflect.Type) bool {
+	for t.Kind() == reflect.Pointer {
+		if t.Implements(jsonMarshaler) || t.Implements(textMarshaler) {
+			return false
+		}
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || t.Implements(jsonMarshaler) || t.Implements(textMarshaler) ||
+		reflect.PointerTo(t).Implements(jsonMarshaler) || reflect.PointerTo(t).Implements(textMarshaler) {
+		return false
+	}
+	for i := range t.NumField() {
+		if f := t.Field(i); f.IsExported() || f.Anonymous {
+			return false
+		}
+	}
+	return true
 }
