@@ -276,6 +276,16 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	if o.poolCfg != nil {
 		o.poolCfg(cfg)
 	}
+	if after := cfg.AfterConnect; after != nil {
+		cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+			if err := registerTurnArrays(ctx, conn); err != nil {
+				return err
+			}
+			return after(ctx, conn)
+		}
+	} else {
+		cfg.AfterConnect = registerTurnArrays
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, wrap("Open", err)
@@ -714,12 +724,13 @@ func (s *Store) AckOrchestrationItemLocal(ctx context.Context, lockToken string,
 	if c.ExecutionID == 0 {
 		lockWorkers = 0
 	}
-	vals, leases, err := s.turnArgs(c, lockWorkers, lockTimeout, lockToken)
+	vals, leases, sc, err := s.turnArgs(c, lockWorkers, lockTimeout, lockToken)
 	if err != nil {
 		return nil, &Error{Op: op, Err: err}
 	}
 	var pending bool
 	err = s.write(ctx, s.turnCall("ack_turn", "token"), vals, &pending)
+	putScratch(sc)
 	if err != nil {
 		return nil, wrap(op, err)
 	}
@@ -741,12 +752,13 @@ func (s *Store) CommitActivityTurn(ctx context.Context, p duroxide.ActivityTurnP
 	if timers == nil {
 		timers = []int64{}
 	}
-	vals, leases, err := s.turnArgs(c, lockWorkers, lockTimeout, instance, workTokens, timers, lastEventID)
+	vals, leases, sc, err := s.turnArgs(c, lockWorkers, lockTimeout, instance, workTokens, timers, lastEventID)
 	if err != nil {
 		return nil, &Error{Op: op, Err: err}
 	}
 	var pending bool
 	err = s.write(ctx, s.turnCall("commit_activity_turn2", "instance", "tokens", "timers", "last_event"), vals, &pending)
+	putScratch(sc)
 	if err != nil {
 		return nil, wrap(op, err)
 	}
@@ -766,7 +778,7 @@ func (s *Store) startTurn(ctx context.Context, instance string, c *duroxide.Turn
 	if c == nil || c.ExecutionID != 1 {
 		return nil, false, &Error{Op: op, Err: errors.New("the first turn of execution 1 is required")}
 	}
-	vals, leases, err := s.turnArgs(c, lockWorkers, lockTimeout, instance)
+	vals, leases, sc, err := s.turnArgs(c, lockWorkers, lockTimeout, instance)
 	if err != nil {
 		return nil, false, &Error{Op: op, Err: err}
 	}
@@ -775,6 +787,7 @@ func (s *Store) startTurn(ctx context.Context, instance string, c *duroxide.Turn
 	err = s.client(func() error {
 		return s.queryRow(ctx, s.turnCall("start_turn2", "instance"), vals...).Scan(&created)
 	})
+	putScratch(sc)
 	if err != nil {
 		return nil, false, wrap(op, err)
 	}
@@ -824,20 +837,23 @@ func (s *Store) turnCall(fn string, lead ...string) string {
 }
 
 // turnArgs returns the values of a turn function's parameters (see
-// turnCall): lead, then c's in turnArgNames order; and the leases of the
-// worker items it leases (the first lockWorkers).
-func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration, lead ...any) ([]any, []duroxide.WorkItemLease, error) {
+// turnCall): lead, then c's in turnArgNames order; the leases of the
+// worker items it leases (the first lockWorkers); and the scratch buffer its
+// arrays are encoded into (see arrays.go), which the caller gives back with
+// putScratch once the statement was sent. A []string or []int64 in lead is
+// passed as an array of the same kind.
+func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout time.Duration, lead ...any) ([]any, []duroxide.WorkItemLease, *turnScratch, error) {
 	evData, err := wire.Events(c.HistoryDelta)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	wData, err := wire.WorkItems(c.WorkerItems)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	oData, err := wire.WorkItems(c.OrchestratorItems)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	n := len(c.HistoryDelta)
 	evIDs, evTypes := make([]int64, n), make([]string, n)
@@ -874,23 +890,64 @@ func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout ti
 	for i, a := range c.CancelledActivities {
 		cInst[i], cExec[i], cAct[i] = a.Instance, a.ExecutionID, a.ActivityID
 	}
-	ct := c.CancelledTimers
-	if ct == nil {
-		ct = []int64{}
-	}
 	keep := 0
 	if c.ExecutionID != 0 {
 		keep = max(c.KeepExecutions, 0)
 	}
-	vals := append(make([]any, 0, len(lead)+len(turnArgNames)), lead...)
+	// The arrays live in two slices (one allocation each); vals holds
+	// pointers to them, which box without allocating.
+	texts := make([]textArray, 0, 8+len(lead)) // never regrown: vals points into them
+	ints := make([]int8Array, 0, 7+len(lead))
+	text := func(v []string) *textArray { texts = append(texts, textArray{s: v}); return &texts[len(texts)-1] }
+	int8s := func(v []int64) *int8Array { ints = append(ints, int8Array{v: v}); return &ints[len(ints)-1] }
+	vals := make([]any, 0, len(lead)+len(turnArgNames))
+	for _, v := range lead {
+		switch v := v.(type) {
+		case []string:
+			vals = append(vals, text(v))
+		case []int64:
+			vals = append(vals, int8s(v))
+		default:
+			vals = append(vals, v)
+		}
+	}
+	wTokens := &textArray{p: wTok}
 	vals = append(vals, c.ExecutionID, c.OrchestrationName, c.OrchestrationVersion,
-		c.ParentInstance, string(c.Status), c.Output, c.SetCustomStatus,
-		c.CustomStatus, evIDs, evTypes, evData,
-		wInst, wExec, wAct, wData, wTok,
+		c.ParentInstance, string(c.Status), c.Output, c.SetCustomStatus, c.CustomStatus,
+		int8s(evIDs), text(evTypes), text(evData),
+		text(wInst), int8s(wExec), int8s(wAct), text(wData), wTokens,
 		lockMs(lockTimeout), s.owner,
-		oInst, oData, oVis, oParent,
-		cInst, cExec, cAct, ct, keep)
-	return vals, leases, nil
+		text(oInst), text(oData), int8s(oVis), text(oParent),
+		text(cInst), int8s(cExec), int8s(cAct), int8s(c.CancelledTimers),
+		keep)
+	// Room for every array and the scalars, so that the call's parameters
+	// are encoded without regrowing the buffer.
+	need := 256 + wTokens.encodedLen()
+	for _, v := range vals {
+		switch v := v.(type) {
+		case string:
+			need += len(v)
+		case *string:
+			if v != nil {
+				need += len(*v)
+			}
+		}
+	}
+	for i := range texts {
+		need += texts[i].encodedLen()
+	}
+	for i := range ints {
+		need += ints[i].encodedLen()
+	}
+	sc := getScratch(need)
+	wTokens.sc = sc
+	for i := range texts {
+		texts[i].sc = sc
+	}
+	for i := range ints {
+		ints[i].sc = sc
+	}
+	return vals, leases, sc, nil
 }
 
 // announceTurn tells watchers what a committed turn made fetchable:

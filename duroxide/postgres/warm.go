@@ -75,7 +75,7 @@ func (s *Store) warmConn(ctx context.Context, c *pgxpool.Conn) error {
 			{EventID: 2, Kind: duroxide.EventActivityScheduled, Name: "warm"},
 		},
 		WorkerItems: activity(2)}
-	vals, leases, err := s.turnArgs(start, 1, lease, inst)
+	vals, leases, _, err := s.turnArgs(start, 1, lease, inst)
 	if err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func (s *Store) warmConn(ctx context.Context, c *pgxpool.Conn) error {
 			{EventID: 4, Kind: duroxide.EventActivityScheduled, Name: "warm"},
 		},
 		WorkerItems: activity(4)}
-	if vals, _, err = s.turnArgs(next, 1, lease, inst, []string{leases[0].LockToken}, []int64{}, int64(2)); err != nil {
+	if vals, _, _, err = s.turnArgs(next, 1, lease, inst, []string{leases[0].LockToken}, []int64{}, int64(2)); err != nil {
 		return err
 	}
 	if err := tx.QueryRow(ctx, s.turnCall("commit_activity_turn2", "instance", "tokens", "timers", "last_event"), vals...).Scan(&ok); err != nil {
