@@ -7,6 +7,7 @@ import (
 	"iter"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -329,8 +330,26 @@ func (e *engine) record(ev Event) {
 	if ev.TimestampMs == 0 {
 		ev.TimestampMs = e.wallMs()
 	}
+	e.sizeDelta(&ev)
 	e.delta = append(e.delta, ev)
 	e.apply(&e.delta[len(e.delta)-1])
+}
+
+// sizeDelta gives the turn's delta, before its first event ev, the
+// capacity that turns of this orchestration recorded lately (deltaHints):
+// a retry chain records ten events or so, and growing to that one append
+// at a time copies each 300-byte event up to four times.
+func (e *engine) sizeDelta(ev *Event) {
+	if e.delta != nil || e.rt == nil {
+		return
+	}
+	name, first := e.name, false
+	if ev.Kind == EventOrchestrationStarted {
+		name, first = ev.Name, true
+	}
+	if n := e.rt.deltaHint(name).get(first); n > 1 {
+		e.delta = make([]Event, 0, n)
+	}
 }
 
 func (e *engine) apply(ev *Event) {
@@ -763,6 +782,7 @@ func (e *engine) flushOne() {
 			e.prepareDefaultRetry(&ev)
 		}
 	}
+	e.sizeDelta(&ev)
 	e.delta = append(e.delta, ev)
 	rec := &e.delta[len(e.delta)-1]
 	e.nextID++
@@ -862,6 +882,7 @@ func (e *engine) appendNew(ev Event) {
 	if ev.TimestampMs == 0 {
 		ev.TimestampMs = e.wallMs()
 	}
+	e.sizeDelta(&ev)
 	e.delta = append(e.delta, ev)
 }
 
@@ -872,4 +893,45 @@ func newGUID() string {
 	b[8] = (b[8] & 0x3f) | 0x80
 	h := hex.EncodeToString(b[:])
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// deltaHint is how many events the turns of one orchestration recorded
+// lately: the first turn of an execution and the later ones apart (a start
+// records two or three, a retry chain ten or more).
+type deltaHint struct{ first, later atomic.Int32 }
+
+// maxDeltaHint bounds the capacity given ahead of time.
+const maxDeltaHint = 64
+
+func (h *deltaHint) get(first bool) int {
+	if first {
+		return int(h.first.Load())
+	}
+	return int(h.later.Load())
+}
+
+// observe takes a committed turn's event count: the hint jumps up to a
+// larger count and drifts down by an eighth of the gap to a smaller one.
+func (h *deltaHint) observe(first bool, n int) {
+	a := &h.later
+	if first {
+		a = &h.first
+	}
+	n = min(n, maxDeltaHint)
+	cur := int(a.Load())
+	switch {
+	case n > cur:
+		a.Store(int32(n))
+	case n < cur:
+		a.Store(int32(cur - (cur-n+7)/8))
+	}
+}
+
+// deltaHint returns the hint of orchestration name.
+func (rt *Runtime) deltaHint(name string) *deltaHint {
+	if v, ok := rt.deltaHints.Load(name); ok {
+		return v.(*deltaHint)
+	}
+	v, _ := rt.deltaHints.LoadOrStore(name, new(deltaHint))
+	return v.(*deltaHint)
 }

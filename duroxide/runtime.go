@@ -161,6 +161,8 @@ type Runtime struct {
 	metrics *metrics
 	tracer  trace.Tracer // nil: no tracing
 
+	deltaHints sync.Map // orchestration name → *deltaHint (engine.sizeDelta)
+
 	ctx    context.Context // cancelled at hard stop
 	cancel context.CancelFunc
 	stopCh chan struct{} // closed when Shutdown begins

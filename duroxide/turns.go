@@ -297,6 +297,9 @@ func (rt *Runtime) keepExecutions(name, version string) int {
 
 // commit builds the store write for the turn.
 func (e *engine) commit() *TurnCommit {
+	if e.rt != nil && len(e.delta) > 0 {
+		e.rt.deltaHint(e.name).observe(e.delta[0].Kind == EventOrchestrationStarted, len(e.delta))
+	}
 	c := &TurnCommit{
 		ExecutionID:          e.executionID,
 		OrchestrationName:    e.name,
