@@ -45,6 +45,13 @@
 // the schema for their processes; NextVisibleAt now reads the database clock
 // and the queue in one statement of its own.)
 //
+// A turn's call passes its events, work items and timers as text[] and
+// bigint[] arguments. Open registers, on every pooled connection, a codec
+// that writes them in PostgreSQL's binary array format straight into one
+// buffer sized for the call (pooled across calls); pgx's own codecs handle
+// every other value, and in the text-format query modes the arrays are sent
+// as array literals.
+//
 // # Group commit
 //
 // With synchronous_commit on, each committed write transaction waits for
