@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// Turn arrays. A turn call passes up to 16 arrays (its events, work items,
+// Turn arrays. A turn call passes 16 to 18 arrays (its events, work items,
 // timers…). pgx encodes a []string or []int64 through its generic array
 // codec into a parameter buffer that it shrinks back to 256 bytes after
 // every statement, so a turn of a few kilobytes regrows that buffer at each
