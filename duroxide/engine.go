@@ -20,7 +20,8 @@ import (
 // An engine is kept between turns (the runtime's cache), so a turn applies
 // only the new messages instead of replaying the whole history.
 type engine struct {
-	rt *Runtime
+	rt    *Runtime
+	hints *deltaHint // rt's hint for this orchestration, looked up once (engine.hint)
 
 	instance          string
 	executionID       int64
@@ -330,26 +331,42 @@ func (e *engine) record(ev Event) {
 	if ev.TimestampMs == 0 {
 		ev.TimestampMs = e.wallMs()
 	}
-	e.sizeDelta(&ev)
-	e.delta = append(e.delta, ev)
-	e.apply(&e.delta[len(e.delta)-1])
+	e.apply(e.appendDelta(ev))
 }
 
-// sizeDelta gives the turn's delta, before its first event ev, the
-// capacity that turns of this orchestration recorded lately (deltaHints):
-// a retry chain records ten events or so, and growing to that one append
-// at a time copies each 300-byte event up to four times.
-func (e *engine) sizeDelta(ev *Event) {
-	if e.delta != nil || e.rt == nil {
-		return
+// appendDelta appends ev to the turn's delta and returns the stored copy.
+// A turn's first event gives the delta the capacity that turns of this
+// orchestration recorded lately (deltaHint): a retry chain records ten
+// events or so, and growing to that one append at a time copies each
+// 300-byte event up to four times.
+func (e *engine) appendDelta(ev Event) *Event {
+	if e.delta == nil {
+		first, started := ev.Kind == EventOrchestrationStarted, ""
+		if first {
+			started = ev.Name
+		}
+		if h := e.hint(started); h != nil {
+			if n := h.get(first); n > 1 {
+				e.delta = make([]Event, 0, n)
+			}
+		}
 	}
-	name, first := e.name, false
-	if ev.Kind == EventOrchestrationStarted {
-		name, first = ev.Name, true
+	e.delta = append(e.delta, ev)
+	return &e.delta[len(e.delta)-1]
+}
+
+// hint returns the delta hint of this engine's orchestration (nil without
+// a runtime). Before the start is applied the engine has no name yet;
+// started is the name its OrchestrationStarted carries.
+func (e *engine) hint(started string) *deltaHint {
+	if e.hints == nil && e.rt != nil {
+		name := e.name
+		if name == "" {
+			name = started
+		}
+		e.hints = e.rt.deltaHint(name)
 	}
-	if n := e.rt.deltaHint(name).get(first); n > 1 {
-		e.delta = make([]Event, 0, n)
-	}
+	return e.hints
 }
 
 func (e *engine) apply(ev *Event) {
@@ -782,9 +799,7 @@ func (e *engine) flushOne() {
 			e.prepareDefaultRetry(&ev)
 		}
 	}
-	e.sizeDelta(&ev)
-	e.delta = append(e.delta, ev)
-	rec := &e.delta[len(e.delta)-1]
+	rec := e.appendDelta(ev)
 	e.nextID++
 	e.bind(a, rec)
 	e.emitSideEffects(a, rec)
@@ -882,8 +897,7 @@ func (e *engine) appendNew(ev Event) {
 	if ev.TimestampMs == 0 {
 		ev.TimestampMs = e.wallMs()
 	}
-	e.sizeDelta(&ev)
-	e.delta = append(e.delta, ev)
+	e.appendDelta(ev)
 }
 
 func newGUID() string {

@@ -161,7 +161,7 @@ type Runtime struct {
 	metrics *metrics
 	tracer  trace.Tracer // nil: no tracing
 
-	deltaHints sync.Map // orchestration name → *deltaHint (engine.sizeDelta)
+	deltaHints sync.Map // orchestration name → *deltaHint (engine.appendDelta)
 
 	ctx    context.Context // cancelled at hard stop
 	cancel context.CancelFunc

@@ -297,8 +297,8 @@ func (rt *Runtime) keepExecutions(name, version string) int {
 
 // commit builds the store write for the turn.
 func (e *engine) commit() *TurnCommit {
-	if e.rt != nil && len(e.delta) > 0 {
-		e.rt.deltaHint(e.name).observe(e.delta[0].Kind == EventOrchestrationStarted, len(e.delta))
+	if h := e.hint(""); h != nil && len(e.delta) > 0 {
+		h.observe(e.delta[0].Kind == EventOrchestrationStarted, len(e.delta))
 	}
 	c := &TurnCommit{
 		ExecutionID:          e.executionID,

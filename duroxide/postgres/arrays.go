@@ -21,14 +21,6 @@ import (
 // arrays (turnScratch, pooled); other values of those types still go
 // through pgx's codecs.
 
-// PostgreSQL type OIDs of the arrays and their elements.
-const (
-	oidText      = 25
-	oidInt8      = 20
-	oidTextArray = 1009
-	oidInt8Array = 1016
-)
-
 // turnScratch is the buffer one turn call's parameters are encoded into. It
 // belongs to the call from turnArgs until the statement was sent (the
 // caller's write or query returned) and then goes back to scratchPool.
@@ -128,7 +120,7 @@ func (a textArray) appendBinary(b []byte) []byte {
 		for _, s := range a.p {
 			hasNull = hasNull || s == nil
 		}
-		b = appendHeader(b, len(a.p), hasNull, oidText)
+		b = appendHeader(b, len(a.p), hasNull, pgtype.TextOID)
 		for _, s := range a.p {
 			if s == nil {
 				b = binary.BigEndian.AppendUint32(b, 0xFFFFFFFF)
@@ -139,7 +131,7 @@ func (a textArray) appendBinary(b []byte) []byte {
 		}
 		return b
 	}
-	b = appendHeader(b, len(a.s), false, oidText)
+	b = appendHeader(b, len(a.s), false, pgtype.TextOID)
 	for _, s := range a.s {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
 		b = append(b, s...)
@@ -148,7 +140,7 @@ func (a textArray) appendBinary(b []byte) []byte {
 }
 
 func (a int8Array) appendBinary(b []byte) []byte {
-	b = appendHeader(b, len(a.v), false, oidInt8)
+	b = appendHeader(b, len(a.v), false, pgtype.Int8OID)
 	for _, v := range a.v {
 		b = binary.BigEndian.AppendUint32(b, 8)
 		b = binary.BigEndian.AppendUint64(b, uint64(v))
@@ -228,11 +220,11 @@ func (c arrayCodec) PlanEncode(m *pgtype.Map, oid uint32, format int16, value an
 	if format == pgtype.BinaryFormatCode {
 		switch value.(type) {
 		case *textArray:
-			if oid == oidTextArray {
+			if oid == pgtype.TextArrayOID {
 				return encodeTurnArray{}
 			}
 		case *int8Array:
-			if oid == oidInt8Array {
+			if oid == pgtype.Int8ArrayOID {
 				return encodeTurnArray{}
 			}
 		}
@@ -255,7 +247,7 @@ func (c arrayCodec) DecodeValue(m *pgtype.Map, oid uint32, format int16, src []b
 // registerTurnArrays gives a new connection's type map the codecs above.
 func registerTurnArrays(_ context.Context, conn *pgx.Conn) error {
 	m := conn.TypeMap()
-	for _, oid := range []uint32{oidTextArray, oidInt8Array} {
+	for _, oid := range []uint32{pgtype.TextArrayOID, pgtype.Int8ArrayOID} {
 		t, ok := m.TypeForOID(oid)
 		if !ok {
 			continue

@@ -23,37 +23,34 @@ func TestTurnArraysRoundTrip(t *testing.T) {
 		st := openStore(t, WithPoolConfig(func(c *pgxpool.Config) { c.ConnConfig.DefaultQueryExecMode = mode }))
 		sc := getScratch(64)
 		for _, want := range texts {
-			var got []string
-			if err := st.pool.QueryRow(ctx, "SELECT $1::text[]", &textArray{s: want, sc: sc}).Scan(&got); err != nil {
-				t.Fatalf("%v: text[] %q: %v", mode, want, err)
-			}
-			if !slices.Equal(got, want) {
-				t.Errorf("%v: text[] %q came back as %q", mode, want, got)
-			}
+			roundTrip(t, st, mode, "text[]", &textArray{s: want, sc: sc}, want, slices.Equal[[]string])
 		}
 		for _, want := range ptrs {
-			var got []*string
-			if err := st.pool.QueryRow(ctx, "SELECT $1::text[]", &textArray{p: want, sc: sc}).Scan(&got); err != nil {
-				t.Fatalf("%v: text[] with NULLs: %v", mode, err)
-			}
-			if !slices.EqualFunc(got, want, func(x, y *string) bool { return (x == nil && y == nil) || (x != nil && y != nil && *x == *y) }) {
-				t.Errorf("%v: text[] with NULLs %v came back as %v", mode, want, got)
-			}
+			roundTrip(t, st, mode, "text[]", &textArray{p: want, sc: sc}, want, func(x, y []*string) bool {
+				return slices.EqualFunc(x, y, func(x, y *string) bool { return (x == nil && y == nil) || (x != nil && y != nil && *x == *y) })
+			})
 		}
 		for _, want := range ints {
-			var got []int64
-			if err := st.pool.QueryRow(ctx, "SELECT $1::bigint[]", &int8Array{v: want, sc: sc}).Scan(&got); err != nil {
-				t.Fatalf("%v: bigint[] %v: %v", mode, want, err)
-			}
-			if !slices.Equal(got, want) {
-				t.Errorf("%v: bigint[] %v came back as %v", mode, want, got)
-			}
+			roundTrip(t, st, mode, "bigint[]", &int8Array{v: want, sc: sc}, want, slices.Equal[[]int64])
 		}
 		// An empty array is an empty array, not NULL.
 		var isNull bool
 		if err := st.pool.QueryRow(ctx, "SELECT $1::bigint[] IS NULL", &int8Array{}).Scan(&isNull); err != nil || isNull {
 			t.Errorf("%v: empty bigint[]: null %v, %v", mode, isNull, err)
 		}
+	}
+}
+
+// roundTrip sends arg as a parameter cast to typ and checks that it comes
+// back as want.
+func roundTrip[T any](t *testing.T, st *Store, mode pgx.QueryExecMode, typ string, arg any, want T, equal func(T, T) bool) {
+	t.Helper()
+	var got T
+	if err := st.pool.QueryRow(testCtx(t), "SELECT $1::"+typ, arg).Scan(&got); err != nil {
+		t.Fatalf("%v: %s %v: %v", mode, typ, want, err)
+	}
+	if !equal(got, want) {
+		t.Errorf("%v: %s %v came back as %v", mode, typ, want, got)
 	}
 }
 

@@ -894,12 +894,27 @@ func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout ti
 	if c.ExecutionID != 0 {
 		keep = max(c.KeepExecutions, 0)
 	}
-	// The arrays live in two slices (one allocation each); vals holds
-	// pointers to them, which box without allocating.
-	texts := make([]textArray, 0, 8+len(lead)) // never regrown: vals points into them
+	// The arrays live in two slices (one allocation each, never regrown:
+	// vals points into them); a pointer boxes into an any without an
+	// allocation. need is the room for all of them and the scalars, so
+	// that the call's parameters are encoded without regrowing the buffer.
+	texts := make([]textArray, 0, 9+len(lead))
 	ints := make([]int8Array, 0, 7+len(lead))
-	text := func(v []string) *textArray { texts = append(texts, textArray{s: v}); return &texts[len(texts)-1] }
-	int8s := func(v []int64) *int8Array { ints = append(ints, int8Array{v: v}); return &ints[len(ints)-1] }
+	need := 256 + len(c.OrchestrationName) + len(c.OrchestrationVersion) + len(c.ParentInstance) + len(c.Output) + len(s.owner)
+	if c.CustomStatus != nil {
+		need += len(*c.CustomStatus)
+	}
+	array := func(a textArray) *textArray {
+		texts = append(texts, a)
+		need += a.encodedLen()
+		return &texts[len(texts)-1]
+	}
+	text := func(v []string) *textArray { return array(textArray{s: v}) }
+	int8s := func(v []int64) *int8Array {
+		ints = append(ints, int8Array{v: v})
+		need += ints[len(ints)-1].encodedLen()
+		return &ints[len(ints)-1]
+	}
 	vals := make([]any, 0, len(lead)+len(turnArgNames))
 	for _, v := range lead {
 		switch v := v.(type) {
@@ -907,40 +922,22 @@ func (s *Store) turnArgs(c *duroxide.TurnCommit, lockWorkers int, lockTimeout ti
 			vals = append(vals, text(v))
 		case []int64:
 			vals = append(vals, int8s(v))
+		case string:
+			need += len(v)
+			vals = append(vals, v)
 		default:
 			vals = append(vals, v)
 		}
 	}
-	wTokens := &textArray{p: wTok}
 	vals = append(vals, c.ExecutionID, c.OrchestrationName, c.OrchestrationVersion,
 		c.ParentInstance, string(c.Status), c.Output, c.SetCustomStatus, c.CustomStatus,
 		int8s(evIDs), text(evTypes), text(evData),
-		text(wInst), int8s(wExec), int8s(wAct), text(wData), wTokens,
+		text(wInst), int8s(wExec), int8s(wAct), text(wData), array(textArray{p: wTok}),
 		lockMs(lockTimeout), s.owner,
 		text(oInst), text(oData), int8s(oVis), text(oParent),
 		text(cInst), int8s(cExec), int8s(cAct), int8s(c.CancelledTimers),
 		keep)
-	// Room for every array and the scalars, so that the call's parameters
-	// are encoded without regrowing the buffer.
-	need := 256 + wTokens.encodedLen()
-	for _, v := range vals {
-		switch v := v.(type) {
-		case string:
-			need += len(v)
-		case *string:
-			if v != nil {
-				need += len(*v)
-			}
-		}
-	}
-	for i := range texts {
-		need += texts[i].encodedLen()
-	}
-	for i := range ints {
-		need += ints[i].encodedLen()
-	}
 	sc := getScratch(need)
-	wTokens.sc = sc
 	for i := range texts {
 		texts[i].sc = sc
 	}
